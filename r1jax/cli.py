@@ -1,0 +1,120 @@
+"""``r1jax <command> --config=configs/x.py [--config.field=value ...]``.
+
+Commands register themselves in :data:`COMMANDS`; each is a function of the parsed config
+(or ``None`` when the command needs none) returning an exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Recipe file (configs/*.py), overridable with --config.<field>=<value>.",
+    lock_config=True,
+)
+flags.DEFINE_string("src", None, "convert: source (HF directory or r1jax checkpoint dir).")
+flags.DEFINE_string("dst", None, "convert: destination HF directory.")
+flags.DEFINE_string("dtype", None, "convert: dtype of the written weights.")
+flags.DEFINE_multi_string("prompt", [], "sample: prompt text (repeatable).")
+flags.DEFINE_integer("num_samples", 1, "sample: completions per prompt.")
+
+COMMANDS: dict[str, tuple[Callable[[], int], str]] = {}
+
+
+def command(name: str, help_text: str):
+    """Decorator registering ``fn`` as ``r1jax <name>``."""
+
+    def deco(fn: Callable[[], int]) -> Callable[[], int]:
+        COMMANDS[name] = (fn, help_text)
+        return fn
+
+    return deco
+
+
+def _usage() -> str:
+    lines = [
+        "usage: r1jax <command> [--config=configs/<recipe>.py] [--config.<field>=<value>]",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {n:<10} {h}" for n, (_, h) in sorted(COMMANDS.items())]
+    return "\n".join(lines)
+
+
+def _require_config():
+    if FLAGS.config is None:
+        raise app.UsageError("--config=configs/<recipe>.py is required for this command")
+    return FLAGS.config
+
+
+@command("info", "devices, mesh, model size and parameter shardings of a config")
+def _info() -> int:
+    import jax
+    from flax import nnx
+
+    from r1jax import config as cfgmod
+    from r1jax import sharding as shd
+    from r1jax.model import abstract_model
+
+    c = _require_config()
+    cfg = cfgmod.validate(c, jax.device_count())
+    mesh = shd.make_mesh(c.mesh.shape)
+    print(
+        f"jax {jax.__version__} backend={jax.default_backend()} devices={jax.device_count()} "
+        f"processes={jax.process_count()}"
+    )
+    print(f"mesh {dict(mesh.shape)}")
+    print(
+        f"model {cfg.family} layers={cfg.num_layers} d={cfg.hidden_size} "
+        f"params={cfg.num_params / 1e6:.2f}M dtype={cfg.dtype} param_dtype={cfg.param_dtype}"
+    )
+    _, state = nnx.split(abstract_model(cfg))
+    rules = {**shd.DEFAULT_RULES, **c.mesh.rules.to_dict()}
+    specs = dict(nnx.to_flat_state(shd.state_specs(state, rules, mesh)))
+    for path, var in nnx.to_flat_state(state):
+        if path[0] == "layers" and path[1] != 0:
+            continue
+        print(f"  {'/'.join(map(str, path)):<40} {str(var.shape):<18} {specs[path]}")
+    return 0
+
+
+@command("convert", "load a HF checkpoint (or r1jax checkpoint) and write a HF directory")
+def _convert() -> int:
+    from r1jax.model.hf import load_hf_model, save_hf_model
+
+    if not FLAGS.src or not FLAGS.dst:
+        raise app.UsageError("convert needs --src=<dir> and --dst=<dir>")
+    model = load_hf_model(FLAGS.src)
+    save_hf_model(model, FLAGS.dst, dtype=FLAGS.dtype)
+    print(f"wrote {FLAGS.dst} ({model.cfg.num_params / 1e6:.2f}M params)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: the first argument is the command."""
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(_usage())
+        sys.exit(0 if len(argv) >= 2 else 2)
+    name = argv[1]
+    if name not in COMMANDS:
+        print(f"r1jax: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        sys.exit(2)
+    fn = COMMANDS[name][0]
+    try:
+        app.run(lambda _: sys.exit(fn()), argv=[f"r1jax {name}"] + argv[2:])
+    except (AttributeError, KeyError) as e:  # ml_collections: unknown --config.<field>
+        msg = " ".join(str(e).replace("\\'", "'").replace("\\n", " ").split()).strip("'\"")
+        print(f"r1jax {name}: invalid config override: {msg}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

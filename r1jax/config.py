@@ -1,0 +1,204 @@
+"""The run configuration: defaults for every field, and validation before any compile.
+
+``configs/*.py`` start from :func:`base_config` and change what their recipe needs; any field
+can then be overridden on the command line (``--config.rl.beta=0.0``). The config is locked,
+so a misspelt key fails instead of being silently added.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from r1jax.model.config import DTYPES, REMAT_POLICIES, ModelConfig, get_preset
+
+LOSS_TYPES = ("grpo", "token", "dr_grpo", "gspo")
+ADV_SCALINGS = ("group", "batch", "none")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the field and the value."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every field with its default. Recipes override a few of them."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.run_dir = "runs/default"
+
+    c.model = ml_collections.ConfigDict()
+    c.model.preset = "tiny"  # a name in r1jax.model.config.PRESETS ...
+    c.model.hf_path = ""  # ... or a Hugging Face checkpoint directory (wins)
+    c.model.dtype = "float32"  # compute dtype
+    c.model.param_dtype = "float32"  # weight storage (keep float32 master weights to train)
+    c.model.remat = "none"
+    c.model.overrides = ml_collections.ConfigDict()  # extra ModelConfig fields for presets
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); one -1 takes the remaining devices
+    c.mesh.rules = ml_collections.ConfigDict()  # overrides of r1jax.sharding.DEFAULT_RULES
+
+    c.tokenizer = ml_collections.ConfigDict()
+    c.tokenizer.path = ""  # dir with tokenizer.json / tokenizer.model, or a json file
+    c.tokenizer.chars = ""  # character vocabulary for tiny CPU demos (no files needed)
+
+    c.prompt = ml_collections.ConfigDict()
+    c.prompt.style = "r1_zero"  # r1_zero | chat | plain
+    c.prompt.system = ""
+
+    c.sampling = ml_collections.ConfigDict()
+    c.sampling.max_prompt_len = 128
+    c.sampling.max_new_tokens = 64
+    c.sampling.temperature = 1.0
+    c.sampling.top_p = 1.0
+    c.sampling.top_k = 0
+    c.sampling.min_p = 0.0
+    c.sampling.prompt_buckets = (32, 64, 128, 256, 512, 1024, 2048, 4096)
+    c.sampling.stop_strings = ()
+    c.sampling.cache_dtype = ""  # default: model.dtype
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "countdown"
+    c.data.split = "train"
+    c.data.eval_split = "test"
+    c.data.path = ""
+    c.data.data_dir = ""
+    c.data.manual_dir = ""
+    c.data.on_bad_row = "fail"
+    c.data.field_map = ml_collections.ConfigDict()
+
+    c.rewards = ml_collections.ConfigDict()
+    c.rewards.functions = (("countdown", 1.0),)
+    c.rewards.num_workers = 2
+    c.rewards.timeout_s = 5.0
+
+    c.rl = ml_collections.ConfigDict()
+    c.rl.prompts_per_step = 16
+    c.rl.group_size = 8  # G samples per prompt
+    c.rl.num_iterations = 1  # mu: passes over one rollout batch
+    c.rl.num_minibatches = 1
+    c.rl.loss_type = "grpo"
+    c.rl.advantage_scaling = "group"
+    c.rl.eps_low = 0.2
+    c.rl.eps_high = 0.2
+    c.rl.beta = 0.0  # KL coefficient; 0 keeps no reference model
+    c.rl.ref_update_every = 0  # reset the reference to the policy every N steps (0: never)
+    c.rl.dynamic_sampling = False
+    c.rl.mask_truncated = False
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 1e-6
+    c.optim.warmup_steps = 0
+    c.optim.schedule = "constant"  # constant | cosine
+    c.optim.weight_decay = 0.0
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.99
+    c.optim.grad_clip = 1.0
+    c.optim.max_bad_steps = 5  # stop after this many non-finite steps in a row
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 100
+    c.train.eval_every = 0
+    c.train.eval_prompts = 64
+    c.train.checkpoint_every = 50
+    c.train.keep_checkpoints = 3
+    c.train.log_every = 1
+    c.train.init_checkpoint = ""  # params to start from (an r1jax checkpoint dir)
+    return c
+
+
+def _check(cond: bool, field: str, value: Any, why: str) -> None:
+    if not cond:
+        raise ConfigError(f"config.{field}={value!r}: {why}")
+
+
+def model_config(c: ml_collections.ConfigDict) -> ModelConfig:
+    """The :class:`ModelConfig` named by ``c.model`` (preset or HF directory)."""
+    m = c.model
+    _check(m.dtype in DTYPES, "model.dtype", m.dtype, f"must be one of {DTYPES}")
+    _check(m.param_dtype in DTYPES, "model.param_dtype", m.param_dtype, f"one of {DTYPES}")
+    _check(m.remat in REMAT_POLICIES, "model.remat", m.remat, f"one of {REMAT_POLICIES}")
+    common = dict(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, **m.overrides.to_dict())
+    if m.hf_path:
+        from r1jax.model.hf import read_hf_config
+
+        return read_hf_config(m.hf_path, **common)
+    try:
+        return get_preset(m.preset, **common)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"config.model: {e}") from e
+
+
+def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> ModelConfig:
+    """Checks cross-field constraints; returns the model config. Raises :class:`ConfigError`."""
+    import numpy as np
+
+    cfg = model_config(c)
+    shape = tuple(c.mesh.shape)
+    _check(len(shape) == 3, "mesh.shape", shape, "needs 3 entries (data, fsdp, tensor)")
+    _check(all(s == -1 or s > 0 for s in shape), "mesh.shape", shape, "entries must be >0 or -1")
+    if num_devices is not None:
+        known = int(np.prod([s for s in shape if s != -1]))
+        ok = num_devices % known == 0 if -1 in shape else known == num_devices
+        _check(ok, "mesh.shape", shape, f"does not fit {num_devices} devices")
+        full = [num_devices // known if s == -1 else s for s in shape]
+        tensor, batch = full[2], full[0] * full[1]
+        for field, val in (
+            ("num_heads", cfg.num_heads),
+            ("num_kv_heads", cfg.num_kv_heads),
+            ("intermediate_size", cfg.intermediate_size),
+        ):
+            _check(
+                val % tensor == 0,
+                f"model.{field}",
+                val,
+                f"not divisible by the mesh tensor axis ({tensor})",
+            )
+        rollouts = c.rl.prompts_per_step * c.rl.group_size
+        _check(
+            rollouts % (batch * c.rl.num_minibatches) == 0,
+            "rl.prompts_per_step",
+            c.rl.prompts_per_step,
+            f"prompts_per_step*group_size={rollouts} must divide into rl.num_minibatches="
+            f"{c.rl.num_minibatches} minibatches of a multiple of data*fsdp={batch}",
+        )
+    s = c.sampling
+    _check(0.0 < s.top_p <= 1.0, "sampling.top_p", s.top_p, "must be in (0, 1]")
+    _check(s.temperature >= 0.0, "sampling.temperature", s.temperature, "must be >= 0")
+    _check(s.top_k >= 0, "sampling.top_k", s.top_k, "must be >= 0 (0 disables)")
+    _check(0.0 <= s.min_p < 1.0, "sampling.min_p", s.min_p, "must be in [0, 1)")
+    _check(s.max_new_tokens > 0, "sampling.max_new_tokens", s.max_new_tokens, "must be > 0")
+    total = s.max_prompt_len + s.max_new_tokens
+    _check(
+        total <= cfg.max_position_embeddings,
+        "sampling.max_new_tokens",
+        s.max_new_tokens,
+        f"max_prompt_len + max_new_tokens = {total} exceeds the model context "
+        f"{cfg.max_position_embeddings}",
+    )
+    r = c.rl
+    _check(r.group_size >= 2, "rl.group_size", r.group_size, "GRPO needs at least 2 per group")
+    _check(r.loss_type in LOSS_TYPES, "rl.loss_type", r.loss_type, f"one of {LOSS_TYPES}")
+    _check(
+        r.advantage_scaling in ADV_SCALINGS,
+        "rl.advantage_scaling",
+        r.advantage_scaling,
+        f"one of {ADV_SCALINGS}",
+    )
+    _check(r.num_iterations >= 1, "rl.num_iterations", r.num_iterations, "must be >= 1")
+    _check(r.beta >= 0, "rl.beta", r.beta, "must be >= 0")
+    _check(
+        0 <= r.eps_low < 1 and r.eps_high >= 0,
+        "rl.eps_low",
+        (r.eps_low, r.eps_high),
+        "clip range must satisfy 0 <= eps_low < 1, eps_high >= 0",
+    )
+    _check(
+        c.optim.schedule in ("constant", "cosine"),
+        "optim.schedule",
+        c.optim.schedule,
+        "one of constant, cosine",
+    )
+    _check(c.optim.lr > 0, "optim.lr", c.optim.lr, "must be > 0")
+    return cfg

@@ -1,0 +1,80 @@
+"""The r1jax decoder model: config, NNX modules, sharded creation, HF interop."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+from flax import nnx
+from jax.sharding import Mesh
+
+from r1jax import sharding as shd
+from r1jax.model.config import PRESETS, ModelConfig, RopeScaling, get_preset
+from r1jax.model.transformer import (
+    KVCache,
+    Transformer,
+    causal_mask,
+    init_cache,
+    positions_from_mask,
+)
+
+__all__ = [
+    "PRESETS",
+    "KVCache",
+    "ModelConfig",
+    "RopeScaling",
+    "Transformer",
+    "abstract_model",
+    "causal_mask",
+    "create_model",
+    "get_preset",
+    "init_cache",
+    "positions_from_mask",
+]
+
+
+def abstract_model(cfg: ModelConfig) -> Transformer:
+    """The model with ``ShapeDtypeStruct`` leaves: no memory is allocated."""
+    return nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+
+
+def check_model_fits_mesh(
+    cfg: ModelConfig, mesh: Mesh, rules: Mapping[str, Any] = shd.DEFAULT_RULES
+) -> None:
+    """Fails early, naming the config field, if a parameter cannot be split over the mesh."""
+    dims = {
+        "heads": ("model.num_heads", cfg.num_heads),
+        "kv_heads": ("model.num_kv_heads", cfg.num_kv_heads),
+        "mlp": ("model.intermediate_size", cfg.intermediate_size),
+        "vocab": ("model.vocab_size", cfg.vocab_size),
+        "embed": ("model.hidden_size", cfg.hidden_size),
+    }
+    for logical, (field, value) in dims.items():
+        spec = shd.logical_to_spec((logical,), rules, mesh)
+        shd.check_divisible((value,), spec, mesh, f"{field}={value} (logical axis {logical!r})")
+
+
+def create_model(
+    cfg: ModelConfig,
+    mesh: Mesh | None = None,
+    seed: int = 0,
+    rules: Mapping[str, Any] = shd.DEFAULT_RULES,
+) -> Transformer:
+    """Randomly initialised model whose parameters are created directly sharded on ``mesh``.
+
+    Initialisation runs inside ``jax.jit`` with ``out_shardings``, so no device ever holds a
+    full replica of a sharded parameter.
+    """
+    if mesh is None:
+        mesh = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    check_model_fits_mesh(cfg, mesh, rules)
+    graphdef, abs_state = nnx.split(abstract_model(cfg))
+    shardings = shd.state_shardings(abs_state, mesh, rules)
+
+    @jax.jit
+    def init():
+        return nnx.state(Transformer(cfg, rngs=nnx.Rngs(seed)))
+
+    state = jax.jit(init, out_shardings=shardings)()
+    return nnx.merge(graphdef, state)

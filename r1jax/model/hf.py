@@ -1,0 +1,346 @@
+"""Hugging Face checkpoint interop: ``config.json`` + safetensors (single file or sharded).
+
+Loading goes tensor by tensor: each HF tensor is memory-mapped, transposed/reshaped as a
+view and placed on the mesh shard by shard with ``jax.make_array_from_callback``, so host
+memory stays near one shard, not the whole model. Export streams tensors to safetensors
+shards that ``transformers`` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from r1jax import sharding as shd
+from r1jax.model import abstract_model, check_model_fits_mesh
+from r1jax.model.config import ModelConfig, RopeScaling
+from r1jax.model.safetensors_io import SafetensorsError, SafetensorsFile, save_file
+from r1jax.model.transformer import Transformer
+
+FAMILIES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}
+INDEX_FILE = "model.safetensors.index.json"
+
+
+class CheckpointError(ValueError):
+    """A Hugging Face checkpoint that cannot be loaded; the message names file and tensor."""
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def config_from_hf(
+    hf: Mapping[str, Any], source: str = "config.json", **overrides: Any
+) -> ModelConfig:
+    """Translates a HF ``config.json`` dict into a :class:`ModelConfig`."""
+    model_type = hf.get("model_type")
+    if model_type not in FAMILIES:
+        raise CheckpointError(
+            f"{source}: model_type={model_type!r} is not supported; supported: {sorted(FAMILIES)}"
+        )
+    for flag in ("attention_bias", "mlp_bias", "use_sliding_window"):
+        if hf.get(flag):
+            raise CheckpointError(f"{source}: {flag}=true is not supported")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise CheckpointError(f"{source}: hidden_act={hf['hidden_act']!r} is not supported")
+    rope = dict(hf.get("rope_parameters") or {})
+    if hf.get("rope_scaling"):
+        rope.update(hf["rope_scaling"])
+    theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    scaling = None
+    if rope_type == "llama3":
+        scaling = RopeScaling(
+            factor=float(rope["factor"]),
+            low_freq_factor=float(rope["low_freq_factor"]),
+            high_freq_factor=float(rope["high_freq_factor"]),
+            original_max_position_embeddings=int(rope["original_max_position_embeddings"]),
+        )
+    elif rope_type != "default":
+        raise CheckpointError(
+            f"{source}: rope type {rope_type!r} is not supported (supported: default, llama3)"
+        )
+    heads = hf["num_attention_heads"]
+    kwargs = dict(
+        family=model_type,
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=heads,
+        num_kv_heads=hf.get("num_key_value_heads") or heads,
+        head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+        intermediate_size=hf["intermediate_size"],
+        rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+        rope_theta=float(theta),
+        rope_scaling=scaling,
+        qkv_bias=model_type == "qwen2",
+        qk_norm=model_type == "qwen3",
+        tie_word_embeddings=hf.get("tie_word_embeddings", False),
+        max_position_embeddings=hf.get("max_position_embeddings", 2048),
+        bos_token_id=hf.get("bos_token_id"),
+        eos_token_id=hf.get("eos_token_id"),
+    )
+    kwargs.update(overrides)
+    return ModelConfig(**kwargs)
+
+
+def config_to_hf(cfg: ModelConfig, dtype: str) -> dict[str, Any]:
+    """The ``config.json`` dict ``transformers`` needs to rebuild ``cfg``."""
+    rope: dict[str, Any] = {"rope_theta": cfg.rope_theta, "rope_type": "default"}
+    if cfg.rope_scaling is not None:
+        rs = cfg.rope_scaling
+        rope.update(
+            rope_type="llama3",
+            factor=rs.factor,
+            low_freq_factor=rs.low_freq_factor,
+            high_freq_factor=rs.high_freq_factor,
+            original_max_position_embeddings=rs.original_max_position_embeddings,
+        )
+    out = {
+        "architectures": [FAMILIES[cfg.family]],
+        "model_type": cfg.family,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+        "intermediate_size": cfg.intermediate_size,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "rope_parameters": rope,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "hidden_act": "silu",
+        "bos_token_id": cfg.bos_token_id,
+        "eos_token_id": cfg.eos_token_id,
+        "torch_dtype": dtype,
+        "dtype": dtype,
+    }
+    if cfg.rope_scaling is not None:
+        out["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
+    if cfg.family == "llama":
+        out.update(attention_bias=False, mlp_bias=False)
+    return out
+
+
+# ----------------------------------------------------------------------------- name map
+
+# (our path suffix) -> (HF name suffix, ours->HF, HF->ours given our shape)
+_T = Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
+_IDENT: _T = lambda w, shape: w
+_TRANSPOSE: _T = lambda w, shape: w.T
+_IN_HEADS: _T = lambda w, shape: w.T.reshape(shape)  # [N*Dh, D] -> [D, N, Dh]
+_OUT_HEADS: _T = lambda w, shape: w.T.reshape(shape)  # [D, N*Dh] -> [N, Dh, D]
+_BIAS: _T = lambda w, shape: w.reshape(shape)  # [N*Dh] -> [N, Dh]
+
+_LAYER_MAP: dict[tuple[str, ...], tuple[str, _T]] = {
+    ("input_norm", "weight"): ("input_layernorm.weight", _IDENT),
+    ("post_attn_norm", "weight"): ("post_attention_layernorm.weight", _IDENT),
+    ("attn", "q"): ("self_attn.q_proj.weight", _IN_HEADS),
+    ("attn", "k"): ("self_attn.k_proj.weight", _IN_HEADS),
+    ("attn", "v"): ("self_attn.v_proj.weight", _IN_HEADS),
+    ("attn", "o"): ("self_attn.o_proj.weight", _OUT_HEADS),
+    ("attn", "q_bias"): ("self_attn.q_proj.bias", _BIAS),
+    ("attn", "k_bias"): ("self_attn.k_proj.bias", _BIAS),
+    ("attn", "v_bias"): ("self_attn.v_proj.bias", _BIAS),
+    ("attn", "q_norm", "weight"): ("self_attn.q_norm.weight", _IDENT),
+    ("attn", "k_norm", "weight"): ("self_attn.k_norm.weight", _IDENT),
+    ("mlp", "gate"): ("mlp.gate_proj.weight", _TRANSPOSE),
+    ("mlp", "up"): ("mlp.up_proj.weight", _TRANSPOSE),
+    ("mlp", "down"): ("mlp.down_proj.weight", _TRANSPOSE),
+}
+_TOP_MAP: dict[tuple[str, ...], tuple[str, _T]] = {
+    ("embed",): ("model.embed_tokens.weight", _IDENT),
+    ("final_norm", "weight"): ("model.norm.weight", _IDENT),
+    ("lm_head",): ("lm_head.weight", _TRANSPOSE),
+}
+
+
+def hf_name(path: tuple[Any, ...]) -> tuple[str, _T]:
+    """HF tensor name and HF->ours transform of our parameter ``path``."""
+    if path[0] == "layers":
+        name, fn = _LAYER_MAP[tuple(path[2:])]
+        return f"model.layers.{path[1]}.{name}", fn
+    return _TOP_MAP[tuple(path)]
+
+
+def to_hf_array(path: tuple[Any, ...], value: np.ndarray) -> np.ndarray:
+    """Our parameter value -> the HF tensor layout (2-D ``[out, in]`` weights, 1-D vectors)."""
+    key = tuple(path[2:]) if path[0] == "layers" else tuple(path)
+    if key in (("attn", "q"), ("attn", "k"), ("attn", "v")):
+        d = value.shape[0]
+        return value.reshape(d, -1).T
+    if key == ("attn", "o"):
+        return value.reshape(-1, value.shape[-1]).T
+    if key in (("attn", "q_bias"), ("attn", "k_bias"), ("attn", "v_bias")):
+        return value.reshape(-1)
+    if key in (("mlp", "gate"), ("mlp", "up"), ("mlp", "down"), ("lm_head",)):
+        return value.T
+    return value
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def _open_checkpoint(path: str) -> dict[str, SafetensorsFile]:
+    """Maps every tensor name to the open file holding it."""
+    index = os.path.join(path, INDEX_FILE)
+    single = os.path.join(path, "model.safetensors")
+    if os.path.exists(index):
+        try:
+            with open(index) as f:
+                weight_map = json.load(f)["weight_map"]
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{index}: unreadable index ({e})") from e
+        files = {}
+        out = {}
+        for name, fname in weight_map.items():
+            fpath = os.path.join(path, fname)
+            if fname not in files:
+                if not os.path.exists(fpath):
+                    raise CheckpointError(
+                        f"{index}: tensor {name!r} is in {fname}, which does not exist"
+                    )
+                files[fname] = SafetensorsFile(fpath)
+            if name not in files[fname].header:
+                raise CheckpointError(f"{fpath}: tensor {name!r} listed in the index is missing")
+            out[name] = files[fname]
+        return out
+    if os.path.exists(single):
+        f = SafetensorsFile(single)
+        return dict.fromkeys(f.keys(), f)
+    raise CheckpointError(f"{path}: no model.safetensors or {INDEX_FILE} found")
+
+
+def read_hf_config(path: str, **overrides: Any) -> ModelConfig:
+    """Reads ``path/config.json`` into a :class:`ModelConfig` (overrides e.g. dtype)."""
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.exists(cfg_path):
+        raise CheckpointError(f"{path}: config.json not found (is this a HF model directory?)")
+    try:
+        with open(cfg_path) as f:
+            hf = json.load(f)
+    except ValueError as e:
+        raise CheckpointError(f"{cfg_path}: invalid JSON ({e})") from e
+    try:
+        return config_from_hf(hf, cfg_path, **overrides)
+    except KeyError as e:
+        raise CheckpointError(f"{cfg_path}: missing field {e}") from e
+
+
+def load_hf_model(
+    path: str,
+    mesh: Mesh | None = None,
+    rules: Mapping[str, Any] | None = None,
+    **config_overrides: Any,
+) -> Transformer:
+    """Loads a HF checkpoint directory into a sharded :class:`Transformer`.
+
+    Args:
+      path: directory with ``config.json`` and ``model.safetensors`` or a sharded index.
+      mesh: target mesh (default: one device).
+      rules: logical-axis sharding rules (default :data:`r1jax.sharding.DEFAULT_RULES`).
+      config_overrides: ModelConfig fields to change, e.g. ``dtype="bfloat16"``.
+    """
+    rules = rules or shd.DEFAULT_RULES
+    cfg = read_hf_config(path, **config_overrides)
+    mesh = mesh or shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    check_model_fits_mesh(cfg, mesh, rules)
+    tensors = _open_checkpoint(path)
+    graphdef, abs_state = nnx.split(abstract_model(cfg))
+    shardings = shd.state_shardings(abs_state, mesh, rules)
+    flat_shardings = dict(nnx.to_flat_state(shardings))
+    expected = set()
+    new_flat = []
+    for p, var in nnx.to_flat_state(abs_state):
+        name, fn = hf_name(p)
+        expected.add(name)
+        if name not in tensors:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} (for parameter {'/'.join(map(str, p))}"
+                f", shape {var.shape}) is missing from the checkpoint"
+            )
+        src = tensors[name]
+        try:
+            view = fn(src.get(name), var.shape)
+        except (ValueError, SafetensorsError) as e:
+            raise CheckpointError(
+                f"{src.path}: tensor {name!r} of shape {src.shape(name)} "
+                f"does not fit parameter shape {var.shape} ({e})"
+            ) from e
+        dtype = var.dtype
+        arr = jax.make_array_from_callback(
+            var.shape,
+            flat_shardings[p].get_value()
+            if hasattr(flat_shardings[p], "get_value")
+            else flat_shardings[p],
+            lambda idx, v=view, dt=dtype: np.asarray(v[idx], dtype=dt),
+        )
+        new_flat.append((p, var.replace(arr)))
+    extra = set(tensors) - expected
+    if cfg.tie_word_embeddings:
+        extra.discard("lm_head.weight")
+    extra = {n for n in extra if not n.endswith("rotary_emb.inv_freq")}
+    if extra:
+        names = sorted(extra)
+        raise CheckpointError(
+            f"{path}: unexpected tensors {names[:5]}"
+            f"{' ...' if len(names) > 5 else ''} in {tensors[names[0]].path}"
+        )
+    state = nnx.from_flat_state(new_flat)
+    return nnx.merge(graphdef, state)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def save_hf_model(
+    model: Transformer, path: str, dtype: str | None = None, max_shard_bytes: int = 2 * 1024**3
+) -> None:
+    """Writes ``model`` as a HF directory: ``config.json`` + safetensors shards (+ index).
+
+    Tensors are gathered to the host one at a time. ``dtype`` defaults to the param dtype.
+    """
+    cfg: ModelConfig = model.cfg
+    dtype = dtype or cfg.param_dtype
+    np_dtype = np.dtype(jax.numpy.dtype(dtype))
+    os.makedirs(path, exist_ok=True)
+    entries = []
+    for p, var in nnx.to_flat_state(nnx.state(model)):
+        name, _ = hf_name(p)
+        value = var.get_value()
+        shape = to_hf_array(p, np.empty(value.shape, dtype=np.bool_)).shape
+        produce = lambda p=p, v=value: to_hf_array(p, np.asarray(jax.device_get(v))).astype(
+            np_dtype
+        )
+        entries.append((name, shape, produce, int(np.prod(shape)) * np_dtype.itemsize))
+    shards: list[list[tuple]] = [[]]
+    size = 0
+    for e in entries:
+        if shards[-1] and size + e[3] > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(e)
+        size += e[3]
+    weight_map = {}
+    for i, group in enumerate(shards):
+        fname = (
+            "model.safetensors"
+            if len(shards) == 1
+            else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        )
+        save_file([(n, (s, np_dtype, fn)) for n, s, fn, _ in group], os.path.join(path, fname))
+        weight_map.update({n: fname for n, *_ in group})
+    if len(shards) > 1:
+        total = sum(e[3] for e in entries)
+        with open(os.path.join(path, INDEX_FILE), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config_to_hf(cfg, dtype), f, indent=2)

@@ -1,0 +1,283 @@
+"""Decoder-only transformer (Qwen2/2.5, Qwen3, Llama 3.x) in Flax NNX.
+
+Every parameter is an ``nnx.Param`` carrying ``logical_axes`` metadata (names such as
+``embed``, ``heads``, ``mlp``, ``vocab``); :mod:`r1jax.sharding` maps them onto mesh axes.
+
+Shapes: B batch, T query length, S key length (T without a cache, the cache length with one),
+D hidden, H query heads, K kv heads, Dh head dim, I MLP width, V vocabulary.
+
+The forward pass takes explicit ``positions [B, T]`` (so left-padded batches get correct
+rotary phases) and an explicit boolean ``attn_mask [B, T, S]`` (build it with
+:func:`causal_mask` for training or let the sampler build it for cached decoding).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from r1jax.model.config import ModelConfig
+
+KVCache = list[dict[str, jax.Array]]  # per layer {"k": [B, S, K, Dh], "v": [B, S, K, Dh]}
+
+_REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _param(
+    rngs: nnx.Rngs,
+    init: Any,
+    shape: tuple[int, ...],
+    axes: tuple[str | None, ...],
+    dtype: jnp.dtype,
+) -> nnx.Param:
+    return nnx.Param(init(rngs.params(), shape, dtype), logical_axes=axes)
+
+
+def _normal(std: float = 0.02):
+    return jax.nn.initializers.normal(std)
+
+
+def causal_mask(input_mask: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+    """Boolean attention mask ``[B, T, T]`` for a full (uncached) forward pass.
+
+    Args:
+      input_mask: ``[B, T]`` True for real tokens, False for padding.
+      segment_ids: optional ``[B, T]`` ints; tokens attend only within their segment
+        (packed SFT sequences).
+    """
+    t = input_mask.shape[1]
+    causal = jnp.tril(jnp.ones((t, t), dtype=bool))
+    mask = causal[None] & input_mask[:, None, :] & input_mask[:, :, None]
+    if segment_ids is not None:
+        mask &= segment_ids[:, :, None] == segment_ids[:, None, :]
+    return mask
+
+
+def positions_from_mask(input_mask: jax.Array) -> jax.Array:
+    """Positions ``[B, T]`` for a left-padded batch: 0 at the first real token."""
+    return jnp.maximum(jnp.cumsum(input_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> jax.Array:
+    """Inverse rotary frequencies ``[Dh/2]`` in float32, with Llama-3 scaling when configured."""
+    dim = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+    rs = cfg.rope_scaling
+    if rs is None:
+        return inv
+    low_wavelen = rs.original_max_position_embeddings / rs.low_freq_factor
+    high_wavelen = rs.original_max_position_embeddings / rs.high_freq_factor
+    wavelen = 2 * math.pi / inv
+    scaled = jnp.where(wavelen > low_wavelen, inv / rs.factor, inv)
+    smooth = (rs.original_max_position_embeddings / wavelen - rs.low_freq_factor) / (
+        rs.high_freq_factor - rs.low_freq_factor
+    )
+    smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return jnp.where(medium, smoothed, scaled)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+    """Rotates ``x [B, T, N, Dh]`` by ``positions [B, T]`` (half-split convention of HF)."""
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, Dh/2]
+    cos = jnp.cos(angles)[:, :, None, :]
+    sin = jnp.sin(angles)[:, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+class RMSNorm(nnx.Module):
+    """RMS normalisation over the last axis, computed in float32."""
+
+    def __init__(self, dim: int, eps: float, cfg: ModelConfig, *, axis_name: str = "norm"):
+        self.eps = eps
+        self.weight = nnx.Param(jnp.ones((dim,), cfg.param_dtype), logical_axes=(axis_name,))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        xf = x.astype(jnp.float32)
+        xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return (self.weight[...].astype(jnp.float32) * xf).astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    """Grouped-query attention with rotary embeddings, optional qkv bias and q/k norm."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        d, h, k, hd, pd = (
+            cfg.hidden_size,
+            cfg.num_heads,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+            cfg.param_dtype,
+        )
+        init = _normal()
+        self.q = _param(rngs, init, (d, h, hd), ("embed", "heads", "head_dim"), pd)
+        self.k = _param(rngs, init, (d, k, hd), ("embed", "kv_heads", "head_dim"), pd)
+        self.v = _param(rngs, init, (d, k, hd), ("embed", "kv_heads", "head_dim"), pd)
+        self.o = _param(rngs, init, (h, hd, d), ("heads", "head_dim", "embed"), pd)
+        if cfg.qkv_bias:
+            zeros = jax.nn.initializers.zeros
+            self.q_bias = _param(rngs, zeros, (h, hd), ("heads", "head_dim"), pd)
+            self.k_bias = _param(rngs, zeros, (k, hd), ("kv_heads", "head_dim"), pd)
+            self.v_bias = _param(rngs, zeros, (k, hd), ("kv_heads", "head_dim"), pd)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(hd, cfg.rms_norm_eps, cfg, axis_name="head_dim")
+            self.k_norm = RMSNorm(hd, cfg.rms_norm_eps, cfg, axis_name="head_dim")
+
+    def _project(self, x: jax.Array, name: str) -> jax.Array:
+        dt = x.dtype
+        y = jnp.einsum("btd,dnh->btnh", x, getattr(self, name)[...].astype(dt))
+        if self.cfg.qkv_bias:
+            y = y + getattr(self, f"{name}_bias")[...].astype(dt)
+        return y
+
+    def __call__(
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        attn_mask: jax.Array,
+        inv_freq: jax.Array,
+        cache: dict[str, jax.Array] | None = None,
+        cache_slot: jax.Array | int | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array] | None]:
+        """``x [B, T, D]``, ``attn_mask [B, T, S]`` -> ``([B, T, D], updated cache)``."""
+        cfg = self.cfg
+        q, k, v = (self._project(x, n) for n in ("q", "k", "v"))
+        if cfg.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = apply_rope(q, positions, inv_freq)
+        k = apply_rope(k, positions, inv_freq)
+        if cache is not None:
+            start = (0, cache_slot, 0, 0)
+            k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
+            v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
+            cache = {"k": k, "v": v}
+        b, t, _, hd = q.shape
+        groups = cfg.num_heads // cfg.num_kv_heads
+        q = q.reshape(b, t, cfg.num_kv_heads, groups, hd)
+        scores = jnp.einsum("btkgh,bskh->bkgts", q, k.astype(q.dtype)).astype(jnp.float32)
+        scores = scores / math.sqrt(hd)
+        scores = jnp.where(attn_mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
+        out = jnp.einsum("bkgts,bskh->btkgh", probs, v.astype(x.dtype))
+        out = out.reshape(b, t, cfg.num_heads, hd)
+        return jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(x.dtype)), cache
+
+
+class MLP(nnx.Module):
+    """SwiGLU feed-forward: ``down(silu(gate(x)) * up(x))``."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        d, i, pd = cfg.hidden_size, cfg.intermediate_size, cfg.param_dtype
+        self.gate = _param(rngs, _normal(), (d, i), ("embed", "mlp"), pd)
+        self.up = _param(rngs, _normal(), (d, i), ("embed", "mlp"), pd)
+        self.down = _param(rngs, _normal(), (i, d), ("mlp", "embed"), pd)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dt = x.dtype
+        g = x @ self.gate[...].astype(dt)
+        u = x @ self.up[...].astype(dt)
+        return (jax.nn.silu(g) * u) @ self.down[...].astype(dt)
+
+
+class Block(nnx.Module):
+    """Pre-norm decoder block: attention and MLP with residual connections."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.input_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
+        self.attn = Attention(cfg, rngs=rngs)
+        self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
+        self.mlp = MLP(cfg, rngs=rngs)
+
+    def __call__(self, x, positions, attn_mask, inv_freq, cache=None, cache_slot=None):
+        h, cache = self.attn(self.input_norm(x), positions, attn_mask, inv_freq, cache, cache_slot)
+        x = x + h
+        return x + self.mlp(self.post_attn_norm(x)), cache
+
+
+class Transformer(nnx.Module):
+    """The decoder. Call returns logits ``[B, T, V]`` (or final hidden states) and the cache."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        pd = cfg.param_dtype
+        self.embed = _param(
+            rngs, _normal(), (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pd
+        )
+        self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = _param(
+                rngs, _normal(), (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), pd
+            )
+
+    def lm_head_weight(self) -> jax.Array:
+        """Output projection ``[D, V]`` (the transposed embedding when tied)."""
+        if self.cfg.tie_word_embeddings:
+            return self.embed[...].T
+        return self.lm_head[...]
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """``[B, T, D]`` final hidden states -> ``[B, T, V]`` float32 logits."""
+        w = self.lm_head_weight().astype(hidden.dtype)
+        return jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32)
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        attn_mask: jax.Array,
+        cache: KVCache | None = None,
+        cache_slot: jax.Array | int | None = None,
+        return_hidden: bool = False,
+    ) -> tuple[jax.Array, KVCache | None]:
+        """Forward pass.
+
+        Args:
+          tokens: ``[B, T]`` int token ids.
+          positions: ``[B, T]`` int rotary positions.
+          attn_mask: ``[B, T, S]`` bool, True where query t may attend key s.
+          cache: optional per-layer KV cache with ``S`` slots; the T new keys/values are
+            written at slots ``cache_slot .. cache_slot + T - 1`` before attending.
+          return_hidden: return final-normed hidden states ``[B, T, D]`` instead of logits.
+        Returns:
+          ``(logits [B, T, V] float32 | hidden [B, T, D], new cache or None)``.
+        """
+        cfg = self.cfg
+        x = jnp.take(self.embed[...], tokens, axis=0).astype(cfg.dtype)
+        inv_freq = rope_inv_freq(cfg)
+        new_cache: KVCache | None = [] if cache is not None else None
+        for i, block in enumerate(self.layers):
+            layer_cache = cache[i] if cache is not None else None
+            if cfg.remat != "none":
+                fn = nnx.remat(lambda blk, *a: blk(*a), policy=_REMAT_POLICIES[cfg.remat])
+                x, layer_cache = fn(
+                    block, x, positions, attn_mask, inv_freq, layer_cache, cache_slot
+                )
+            else:
+                x, layer_cache = block(x, positions, attn_mask, inv_freq, layer_cache, cache_slot)
+            if new_cache is not None:
+                new_cache.append(layer_cache)
+        x = self.final_norm(x)
+        if return_hidden:
+            return x, new_cache
+        return self.logits(x), new_cache
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> KVCache:
+    """Zeroed KV cache: per layer ``{"k", "v"}`` of shape ``[batch, length, K, Dh]``."""
+    dtype = dtype or cfg.dtype
+    shape = (batch, length, cfg.num_kv_heads, cfg.head_dim)
+    return [
+        {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(cfg.num_layers)
+    ]

@@ -1,0 +1,141 @@
+"""Device mesh construction and logical-axis sharding rules.
+
+Parameters carry logical axis names (``vocab``, ``embed``, ``heads``, ``kv_heads``,
+``head_dim``, ``mlp``, ``norm``); a rules table maps each name onto zero or more mesh axes
+(``data``, ``fsdp``, ``tensor``, optionally ``replica`` for multi-slice DCN). Changing
+parallelism is a config change: edit the mesh shape or the rules, never the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+# logical name -> mesh axis (str), tuple of mesh axes, or None (replicated).
+DEFAULT_RULES: dict[str, Any] = {
+    "batch": BATCH_AXES,
+    "vocab": "tensor",
+    "embed": "fsdp",
+    "heads": "tensor",
+    "kv_heads": "tensor",
+    "head_dim": None,
+    "mlp": "tensor",
+    "norm": None,
+    "length": None,
+}
+
+
+def make_mesh(
+    shape: Sequence[int] = (-1, 1, 1),
+    axis_names: Sequence[str] = MESH_AXES,
+    devices: Sequence[jax.Device] | None = None,
+) -> Mesh:
+    """Builds a mesh over all (or the given) devices; one ``-1`` entry absorbs the rest.
+
+    Axis types are ``Auto`` on purpose: shardings are given explicitly at ``jax.jit``
+    boundaries and XLA's partitioner propagates them inside.
+    """
+    devices = list(devices if devices is not None else jax.devices())
+    shape = list(shape)
+    if len(shape) != len(axis_names):
+        raise ValueError(f"mesh.shape={tuple(shape)} needs one entry per axis {tuple(axis_names)}")
+    if shape.count(-1) > 1:
+        raise ValueError(f"mesh.shape={tuple(shape)} may contain at most one -1")
+    known = int(np.prod([s for s in shape if s != -1]))
+    if -1 in shape:
+        if known <= 0 or len(devices) % known:
+            raise ValueError(
+                f"mesh.shape={tuple(shape)} cannot be completed over {len(devices)} devices"
+            )
+        shape[shape.index(-1)] = len(devices) // known
+    if int(np.prod(shape)) != len(devices):
+        raise ValueError(
+            f"mesh.shape={tuple(shape)} has {int(np.prod(shape))} devices but "
+            f"{len(devices)} are available"
+        )
+    axis_types = (jax.sharding.AxisType.Auto,) * len(axis_names)
+    if devices == list(jax.devices()):
+        return jax.make_mesh(tuple(shape), tuple(axis_names), axis_types=axis_types)
+    return Mesh(np.asarray(devices).reshape(shape), tuple(axis_names), axis_types=axis_types)
+
+
+def logical_to_spec(
+    axes: Sequence[str | None], rules: Mapping[str, Any] = DEFAULT_RULES, mesh: Mesh | None = None
+) -> P:
+    """Maps logical axis names to a ``PartitionSpec`` (mesh axes of size 1 are dropped)."""
+    out = []
+    used: set[str] = set()
+    for name in axes:
+        target = rules.get(name) if name is not None else None
+        if name is not None and name not in rules:
+            raise KeyError(f"logical axis {name!r} has no sharding rule; rules: {sorted(rules)}")
+        targets = (target,) if isinstance(target, str) else tuple(target or ())
+        if mesh is not None:
+            targets = tuple(t for t in targets if mesh.shape.get(t, 1) > 1)
+        targets = tuple(t for t in targets if t not in used)  # a mesh axis shards one dim
+        used.update(targets)
+        out.append(targets[0] if len(targets) == 1 else (targets or None))
+    return P(*out)
+
+
+def _logical_axes(var: nnx.Variable) -> tuple[str | None, ...]:
+    meta = var.get_metadata()
+    if "logical_axes" not in meta:
+        raise ValueError(f"parameter of shape {var.shape} has no logical_axes metadata")
+    return tuple(meta["logical_axes"])
+
+
+def state_specs(
+    state: nnx.State, rules: Mapping[str, Any] = DEFAULT_RULES, mesh: Mesh | None = None
+) -> Any:
+    """A pytree of ``PartitionSpec`` matching ``state`` (an ``nnx.State`` of Params)."""
+    return jax.tree.map(
+        lambda v: logical_to_spec(_logical_axes(v), rules, mesh),
+        state,
+        is_leaf=lambda x: isinstance(x, nnx.Variable),
+    )
+
+
+def state_shardings(state: nnx.State, mesh: Mesh, rules: Mapping[str, Any] = DEFAULT_RULES) -> Any:
+    """A pytree of ``NamedSharding`` matching ``state``."""
+    specs = state_specs(state, rules, mesh)
+    return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P))
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Sharding of a ``[B, ...]`` activation/batch array: batch over ``data`` and ``fsdp``."""
+    axes = tuple(a for a in BATCH_AXES if mesh.shape.get(a, 1) > 1)
+    lead = axes[0] if len(axes) == 1 else (axes or None)
+    return NamedSharding(mesh, P(lead, *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_divisor(mesh: Mesh) -> int:
+    """Number of shards along the batch dimension (data * fsdp)."""
+    return int(np.prod([mesh.shape.get(a, 1) for a in BATCH_AXES]))
+
+
+def check_divisible(shape: Sequence[int], spec: P, mesh: Mesh, what: str) -> None:
+    """Raises ``ValueError`` naming ``what`` when a dimension does not split evenly."""
+    for dim, axes in zip(shape, spec, strict=False):
+        if axes is None:
+            continue
+        axes = (axes,) if isinstance(axes, str) else axes
+        n = int(np.prod([mesh.shape[a] for a in axes]))
+        if dim % n:
+            raise ValueError(
+                f"{what}: dimension {dim} is not divisible by mesh axes {axes} "
+                f"of total size {n} (mesh {dict(mesh.shape)})"
+            )

@@ -1,0 +1,27 @@
+"""Test setup: 8 fake CPU devices so sharded code is really sharded."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+@pytest.fixture(scope="session")
+def hf_dirs(tmp_path_factory):
+    """Tiny random HF checkpoints of each family, built once per session."""
+    from hf_fixtures import make_hf_model
+
+    root = tmp_path_factory.mktemp("hf")
+    out = {}
+    for fam in ("qwen2", "qwen3", "llama"):
+        make_hf_model(fam, str(root / fam))
+        out[fam] = str(root / fam)
+    make_hf_model("qwen2", str(root / "qwen2_tied"), tie_word_embeddings=True)
+    out["qwen2_tied"] = str(root / "qwen2_tied")
+    return out

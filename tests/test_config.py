@@ -1,0 +1,97 @@
+"""Config validation fails before any compile, naming the field and the value."""
+
+import subprocess
+import sys
+
+import pytest
+
+from r1jax.config import ConfigError, base_config, validate
+from r1jax.model.config import ModelConfig, get_preset
+
+
+def test_base_config_validates():
+    cfg = validate(base_config(), num_devices=8)
+    assert cfg.family == "qwen2"
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("sampling.top_p", 0.0, r"config.sampling.top_p=0.0: must be in \(0, 1\]"),
+        ("sampling.top_p", 1.5, r"sampling.top_p=1.5"),
+        ("rl.group_size", 1, r"config.rl.group_size=1: GRPO needs at least 2"),
+        ("rl.loss_type", "ppo", r"config.rl.loss_type='ppo'"),
+        ("model.preset", "gpt5", r"model.preset='gpt5' is unknown"),
+        ("model.dtype", "float8", r"config.model.dtype='float8'"),
+        ("sampling.max_new_tokens", 5000, r"exceeds the model context 2048"),
+    ],
+)
+def test_bad_fields_are_named(field, value, message):
+    c = base_config()
+    section, name = field.split(".")
+    c[section][name] = value
+    with pytest.raises(ConfigError, match=message):
+        validate(c, num_devices=8)
+
+
+def test_batch_not_divisible_by_mesh():
+    c = base_config()
+    c.mesh.shape = (8, 1, 1)
+    c.rl.prompts_per_step, c.rl.group_size = 3, 2
+    with pytest.raises(ConfigError, match=r"rl.prompts_per_step=3.*data\*fsdp=8"):
+        validate(c, num_devices=8)
+
+
+def test_heads_not_divisible_by_tensor():
+    c = base_config()
+    c.mesh.shape = (1, 1, 8)
+    with pytest.raises(ConfigError, match=r"model.num_heads=4: not divisible by the mesh tensor"):
+        validate(c, num_devices=8)
+
+
+def test_impossible_mesh_shape():
+    c = base_config()
+    c.mesh.shape = (3, 1, 1)
+    with pytest.raises(ConfigError, match=r"mesh.shape=\(3, 1, 1\): does not fit 8 devices"):
+        validate(c, num_devices=8)
+
+
+def test_config_is_locked_against_typos():
+    c = base_config()
+    c.lock()
+    with pytest.raises(AttributeError, match="betaa"):
+        c.rl.betaa = 1.0
+
+
+def test_model_config_checks():
+    with pytest.raises(ValueError, match="num_heads=6 is not a multiple of model.num_kv_heads=4"):
+        ModelConfig(num_heads=6, num_kv_heads=4)
+    with pytest.raises(ValueError, match="unknown model config fields"):
+        ModelConfig.from_dict({"hidden": 3})
+    big = get_preset("qwen2.5-0.5b")
+    assert 480e6 < big.num_params < 500e6  # Qwen2.5-0.5B has 494M parameters
+    assert 7.9e9 < get_preset("llama3.1-8b").num_params < 8.1e9
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "r1jax.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_unknown_override_key():
+    r = _cli("info", "--config=configs/tiny_smoke.py", "--config.rl.betaa=1")
+    assert r.returncode != 0
+    assert "betaa" in r.stderr and "beta" in r.stderr
+
+
+def test_cli_wrong_type():
+    r = _cli("info", "--config=configs/tiny_smoke.py", "--config.rl.beta=abc")
+    assert r.returncode != 0 and "config.rl.beta" in r.stderr
+
+
+def test_cli_info_reports_shardings():
+    r = _cli("info", "--config=configs/tiny_smoke.py", "--config.mesh.shape=(2,2,2)")
+    assert r.returncode == 0, r.stderr
+    assert "mesh {'data': 2, 'fsdp': 2, 'tensor': 2}" in r.stdout
+    assert "layers/0/mlp/gate" in r.stdout and "P('fsdp', 'tensor')" in r.stdout

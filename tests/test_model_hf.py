@@ -1,0 +1,176 @@
+"""Logit parity with ``transformers`` on tiny random checkpoints, import and export."""
+
+import json
+import os
+import shutil
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from r1jax.model import causal_mask, positions_from_mask
+from r1jax.model.hf import CheckpointError, load_hf_model, save_hf_model
+from r1jax.model.safetensors_io import SafetensorsFile
+
+FAMILIES = ["qwen2", "qwen3", "llama", "qwen2_tied"]
+
+
+def _batch(offset: int = 0):
+    """A left-padded batch [3, 12] with different prompt lengths; positions start at offset."""
+    rng = np.random.RandomState(0)
+    ids = rng.randint(0, 96, (3, 12))
+    mask = np.ones((3, 12), bool)
+    mask[0, :5] = False
+    mask[1, :2] = False
+    pos = np.array(positions_from_mask(jnp.asarray(mask))) + offset
+    return ids, mask, pos
+
+
+def _hf_logits(model, ids, mask, pos):
+    with torch.no_grad():
+        out = model(
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask.astype(np.int64)),
+            position_ids=torch.tensor(pos),
+        )
+    return out.logits.numpy()
+
+
+def _ours(model, ids, mask, pos):
+    logits, _ = model(jnp.asarray(ids), jnp.asarray(pos), causal_mask(jnp.asarray(mask)))
+    return np.asarray(logits)
+
+
+def _max_rel_err(a, b, mask):
+    return float(np.abs(a - b)[mask].max() / np.abs(b[mask]).max())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_logits_match_transformers(hf_dirs, family):
+    path = hf_dirs[family]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    model = load_hf_model(path)
+    for offset in (0, 1000):  # 1000 exercises the low-frequency rope band (llama3 scaling)
+        ids, mask, pos = _batch(offset)
+        err = _max_rel_err(_ours(model, ids, mask, pos), _hf_logits(hf, ids, mask, pos), mask)
+        assert err < 1e-4, (family, offset, err)
+
+
+def test_llama3_rope_scaling_is_used(hf_dirs):
+    """Loading the llama checkpoint without its rope scaling must change the logits."""
+    path = hf_dirs["llama"]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    model = load_hf_model(path, rope_scaling=None)
+    ids, mask, pos = _batch(1000)
+    assert _max_rel_err(_ours(model, ids, mask, pos), _hf_logits(hf, ids, mask, pos), mask) > 1e-3
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "llama"])
+def test_export_roundtrip_loads_in_transformers(hf_dirs, family, tmp_path):
+    model = load_hf_model(hf_dirs[family])
+    out = str(tmp_path / "export")
+    # A tiny shard size forces the sharded (index) layout.
+    save_hf_model(model, out, max_shard_bytes=20_000)
+    assert os.path.exists(os.path.join(out, "model.safetensors.index.json"))
+    hf2 = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    ids, mask, pos = _batch(7)
+    err = _max_rel_err(_ours(model, ids, mask, pos), _hf_logits(hf2, ids, mask, pos), mask)
+    assert err < 1e-4
+    again = load_hf_model(out)  # and r1jax reads its own sharded export
+    np.testing.assert_allclose(
+        _ours(again, ids, mask, pos), _ours(model, ids, mask, pos), rtol=1e-6, atol=1e-6
+    )
+
+
+def test_export_bf16(hf_dirs, tmp_path):
+    model = load_hf_model(hf_dirs["qwen2"])
+    save_hf_model(model, str(tmp_path / "bf16"), dtype="bfloat16")
+    f = SafetensorsFile(str(tmp_path / "bf16" / "model.safetensors"))
+    assert f.header["model.embed_tokens.weight"]["dtype"] == "BF16"
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "bf16"))
+    assert hf.model.embed_tokens.weight.dtype == torch.bfloat16
+
+
+def test_bf16_compute_close_to_fp32(hf_dirs):
+    ids, mask, pos = _batch()
+    fp32 = _ours(load_hf_model(hf_dirs["qwen3"]), ids, mask, pos)
+    bf16 = _ours(
+        load_hf_model(hf_dirs["qwen3"], dtype="bfloat16", param_dtype="bfloat16"), ids, mask, pos
+    )
+    assert _max_rel_err(bf16, fp32, mask) < 5e-2
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _copy(src, tmp_path):
+    dst = str(tmp_path / "ckpt")
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_missing_config(tmp_path):
+    with pytest.raises(CheckpointError, match="config.json not found"):
+        load_hf_model(str(tmp_path))
+
+
+def test_unsupported_architecture(hf_dirs, tmp_path):
+    path = _copy(hf_dirs["qwen2"], tmp_path)
+    cfg = json.load(open(os.path.join(path, "config.json")))
+    cfg["model_type"] = "gpt2"
+    json.dump(cfg, open(os.path.join(path, "config.json"), "w"))
+    with pytest.raises(CheckpointError, match="model_type='gpt2' is not supported"):
+        load_hf_model(path)
+
+
+def test_missing_weights_file(hf_dirs, tmp_path):
+    path = _copy(hf_dirs["qwen2"], tmp_path)
+    os.remove(os.path.join(path, "model.safetensors"))
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        load_hf_model(path)
+
+
+def _rewrite(path, edit):
+    from r1jax.model.safetensors_io import save_file
+
+    f = SafetensorsFile(os.path.join(path, "model.safetensors"))
+    tensors = {k: np.array(f.get(k)) for k in f.header}
+    edit(tensors)
+    save_file(list(tensors.items()), os.path.join(path, "model.safetensors"))
+
+
+def test_missing_tensor_named(hf_dirs, tmp_path):
+    path = _copy(hf_dirs["qwen2"], tmp_path)
+    _rewrite(path, lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
+    with pytest.raises(CheckpointError, match=r"model\.layers\.1\.mlp\.up_proj\.weight.*missing"):
+        load_hf_model(path)
+
+
+def test_extra_tensor_named(hf_dirs, tmp_path):
+    path = _copy(hf_dirs["qwen2"], tmp_path)
+    _rewrite(path, lambda t: t.update({"model.layers.9.foo.weight": np.zeros(3, np.float32)}))
+    with pytest.raises(CheckpointError, match=r"unexpected tensors.*layers\.9\.foo"):
+        load_hf_model(path)
+
+
+def test_shape_mismatch_named(hf_dirs, tmp_path):
+    path = _copy(hf_dirs["qwen2"], tmp_path)
+    _rewrite(
+        path,
+        lambda t: t.update(
+            {"model.layers.0.self_attn.k_proj.weight": np.zeros((8, 32), np.float32)}
+        ),
+    )
+    with pytest.raises(CheckpointError, match=r"model\.safetensors.*k_proj\.weight.*\(8, 32\)"):
+        load_hf_model(path)
+
+
+def test_truncated_file_named(hf_dirs, tmp_path):
+    path = _copy(hf_dirs["qwen2"], tmp_path)
+    fpath = os.path.join(path, "model.safetensors")
+    data = open(fpath, "rb").read()
+    open(fpath, "wb").write(data[: len(data) // 2])
+    with pytest.raises((CheckpointError, ValueError), match="model.safetensors"):
+        load_hf_model(path)
