@@ -1,0 +1,102 @@
+"""Per-token log-probs of the taken tokens without the full ``[B, T, V]`` logits.
+
+For a 151k vocabulary, fp32 logits for a whole batch are gigabytes. Here the
+logits exist one chunk of ``C`` positions at a time: ``[B, C, V]`` in fp32,
+reduced at once to the target's log-prob (logsumexp + gather) and optionally
+the entropy. The chunk function is rematerialised (``jax.checkpoint``), so the
+backward pass also recomputes one chunk's logits at a time instead of saving
+them all.
+
+Temperature: logits are divided by ``temperature`` before the softmax. GRPO's
+ratio uses the policy's own log-probs (``temperature=1``); pass the sampling
+temperature only to reproduce the sampler's log-probs.
+
+Gradient precision: the ``lm_head`` gradient is summed over chunks in
+``lm_head``'s own dtype. With fp32 master weights, pass them as they are (or
+a callable that casts them to bf16 inside), so the sum stays in fp32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+LmHead = jax.Array | Callable[[jax.Array], jax.Array]
+
+
+def _projector(lm_head: LmHead) -> Callable[[jax.Array], jax.Array]:
+    """``[B, C, D] -> [B, C, V]`` float32 logits from a matrix or a callable."""
+    if callable(lm_head):
+        return lambda h: lm_head(h).astype(jnp.float32)
+    if lm_head.ndim != 2:
+        raise ValueError(f"lm_head must have shape [D, V] or be callable, got {lm_head.shape}")
+    return lambda h: jnp.einsum("bcd,dv->bcv", h, lm_head, preferred_element_type=jnp.float32)
+
+
+def token_logprobs(
+    hidden: jax.Array,
+    lm_head: LmHead,
+    targets: jax.Array,
+    chunk_size: int = 256,
+    compute_entropy: bool = False,
+    temperature: float = 1.0,
+) -> tuple[jax.Array, jax.Array | None]:
+    """Log-probs (and entropies) of ``targets`` under ``softmax(hidden @ lm_head / temperature)``.
+
+    Args:
+      hidden: ``[B, T, D]`` final hidden states (bf16 or fp32); position ``t``
+        predicts ``targets[:, t]``.
+      lm_head: ``[D, V]`` unembedding matrix, or a pure callable mapping
+        ``[B, C, D]`` hidden states to ``[B, C, V]`` logits (tied embeddings,
+        soft-capping, ...). Logits are computed and reduced in fp32.
+      targets: ``[B, T]`` int token ids in ``[0, V)``.
+      chunk_size: ``C``, positions per chunk; ``T`` need not be a multiple
+        (the last chunk is padded and the padding dropped).
+      compute_entropy: also return the entropy ``-sum_v p log p`` per position.
+      temperature: divides the logits (> 0).
+
+    Returns:
+      ``(logp [B, T] float32, entropy [B, T] float32 or None)``.
+    """
+    if hidden.ndim != 3:
+        raise ValueError(f"hidden must have shape [B, T, D], got {hidden.shape}")
+    batch, length, dim = hidden.shape
+    if targets.shape != (batch, length):
+        raise ValueError(f"targets has shape {targets.shape}, expected {(batch, length)}")
+    if not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise ValueError(f"targets must be integer token ids, got dtype {targets.dtype}")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if isinstance(temperature, (int, float)) and temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    project = _projector(lm_head)
+
+    chunk = min(chunk_size, length)
+    num_chunks = -(-length // chunk)
+    pad = num_chunks * chunk - length
+    if pad:
+        hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+        targets = jnp.pad(targets, ((0, 0), (0, pad)))
+    # [n, B, C, D] and [n, B, C]: chunks along T become the mapped axis.
+    hidden_chunks = hidden.reshape(batch, num_chunks, chunk, dim).swapaxes(0, 1)
+    target_chunks = targets.reshape(batch, num_chunks, chunk).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def one_chunk(args: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        h, tgt = args
+        logits = project(h) / temperature  # [B, C, V] float32
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        logp = jnp.take_along_axis(logits, tgt[..., None], axis=-1)[..., 0] - lse
+        if not compute_entropy:
+            return logp, jnp.zeros_like(logp)
+        probs = jnp.exp(logits - lse[..., None])
+        return logp, lse - jnp.sum(probs * logits, axis=-1)
+
+    logp, entropy = jax.lax.map(one_chunk, (hidden_chunks, target_chunks))
+
+    def unchunk(x: jax.Array) -> jax.Array:
+        return x.swapaxes(0, 1).reshape(batch, num_chunks * chunk)[:, :length]
+
+    return unchunk(logp), unchunk(entropy) if compute_entropy else None
