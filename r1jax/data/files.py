@@ -1,0 +1,206 @@
+"""Loader for the user's own JSONL or Parquet files, producing the r1jax record schema.
+
+Usage::
+
+    records = load_records(
+        "my_data.jsonl",                                # or .parquet, a glob, or a list of paths
+        field_map={"prompt": "question", "answer": "final"},
+        source="math",                                  # reward family of these prompts
+        answer_parser="raw",                            # or "gsm8k" | "boxed" | "integer"
+        on_bad_row="skip",                              # or "fail"
+    )
+    len(records), records[0]["prompt"], records.bad_rows  # {"count": 2, "by_field": {...}, ...}
+
+`field_map` maps schema keys (`prompt`, `answer`, `solution`, `id`, `source`, `numbers`,
+`target`) to column names; unmapped keys are looked up under their own name. Rules:
+
+- `prompt` is required and must be non-empty text.
+- `answer` is required; `answer_parser` extracts the gold answer from it (e.g. map `answer` to a
+  solution column with `answer_parser="boxed"`). If there is no answer but a `target`, the gold
+  answer is ``str(target)`` (countdown-style files).
+- `solution` defaults to "", `id` to ``"<file name>:<row>"``, `source` to the `source` argument.
+- `numbers` (list of ints) and `target` (int) are kept when present.
+
+Rows are numbered from 1: the line number in a JSONL file (blank lines count, so the number is
+the one an editor shows), the row number in a Parquet file. Parquet needs `pyarrow`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from r1jax.data.answers import ANSWER_PARSERS
+from r1jax.data.records import BadRows, DataError, get_field, require_int, require_text
+
+SCHEMA_KEYS = ("id", "prompt", "answer", "solution", "source", "numbers", "target")
+
+
+class RecordList(Sequence[dict]):
+    """A random-access list of records plus the bad-row summary of the files they came from."""
+
+    def __init__(self, records: list[dict], bad_rows: dict[str, Any]):
+        self.records = records
+        self.bad_rows = bad_rows
+
+    @property
+    def skipped(self) -> int:
+        """Number of bad rows skipped while loading."""
+        return int(self.bad_rows.get("count", 0))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int | slice) -> dict | list[dict]:  # type: ignore[override]
+        """Returns record `index`, or a list of records for a slice."""
+        return self.records[index]
+
+    def __repr__(self) -> str:
+        return f"RecordList(len={len(self)}, skipped={self.skipped})"
+
+
+def expand_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """Expands a path, a glob pattern, or a list of them into existing file paths (sorted)."""
+    items = [path] if isinstance(path, str | os.PathLike) else list(path)
+    out: list[str] = []
+    for item in items:
+        item = os.fspath(item)
+        matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
+        if not matches or not all(os.path.isfile(m) for m in matches):
+            raise FileNotFoundError(f"data file not found: {item}")
+        out.extend(matches)
+    return out
+
+
+def iter_rows(
+    path: str, bad: BadRows, fmt: str | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yields ``(row_number, row_dict)`` of a JSONL or Parquet file; unreadable rows go to `bad`.
+
+    `fmt` is "jsonl" or "parquet"; None infers it from the file name (downloads by tfds keep
+    hashed names, so builders pass it explicitly).
+    """
+    if fmt is None:
+        fmt = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl"}.get(
+            os.path.splitext(path)[1]
+        )
+    if fmt not in ("jsonl", "parquet"):
+        raise ValueError(f"unsupported data file type (want .jsonl or .parquet): {path}")
+    if fmt == "parquet":
+        yield from _iter_parquet(path)
+        return
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                bad.handle(DataError(path, line_no, "<json>", f"invalid JSON ({e.msg})", line))
+                continue
+            if not isinstance(row, dict):
+                bad.handle(DataError(path, line_no, "<json>", "row is not a JSON object", row))
+                continue
+            yield line_no, row
+
+
+def _iter_parquet(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow") from e
+    row_no = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for row in batch.to_pylist():
+            row_no += 1
+            yield row_no, row
+
+
+def row_to_record(
+    row: Mapping[str, Any],
+    *,
+    file: str,
+    line: int,
+    field_map: Mapping[str, str],
+    source: str,
+    answer_parser: str,
+) -> dict[str, Any]:
+    """Turns one file row into a schema record (see module docstring). Raises DataError."""
+    col = {k: field_map.get(k, k) for k in SCHEMA_KEYS}
+    record: dict[str, Any] = {
+        "prompt": require_text(get_field(row, col["prompt"], file, line), col["prompt"], file, line)
+    }
+    if row.get(col["numbers"]) is not None:
+        numbers = row[col["numbers"]]
+        if isinstance(numbers, str | bytes) or not hasattr(numbers, "__iter__") or not numbers:
+            raise DataError(
+                file, line, col["numbers"], "expected a non-empty list of ints", numbers
+            )
+        record["numbers"] = [require_int(n, col["numbers"], file, line) for n in numbers]
+    if row.get(col["target"]) is not None:
+        record["target"] = require_int(row[col["target"]], col["target"], file, line)
+    if row.get(col["answer"]) is not None or "target" not in record:
+        raw = require_text(get_field(row, col["answer"], file, line), col["answer"], file, line)
+        try:
+            record["answer"] = ANSWER_PARSERS[answer_parser](raw)
+        except ValueError as e:
+            raise DataError(file, line, col["answer"], f"unparsable answer: {e}", raw) from None
+    else:
+        record["answer"] = str(record["target"])
+    solution = row.get(col["solution"])
+    record["solution"] = "" if solution is None else str(solution)
+    record["source"] = str(row[col["source"]]) if "source" in field_map else source
+    row_id = row.get(col["id"])
+    record["id"] = str(row_id) if row_id is not None else f"{os.path.basename(file)}:{line}"
+    return record
+
+
+def load_records(
+    path: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    field_map: Mapping[str, str] | None = None,
+    source: str = "custom",
+    answer_parser: str = "raw",
+    on_bad_row: str = "skip",
+) -> RecordList:
+    """Loads JSONL/Parquet file(s) into a `RecordList` of schema records.
+
+    Args:
+      path: a file, a glob pattern, or a list of them (.jsonl or .parquet).
+      field_map: schema key -> column name, e.g. ``{"prompt": "question", "answer": "final"}``.
+      source: value of the `source` field unless `field_map` maps `source` to a column.
+      answer_parser: "raw", "gsm8k", "boxed" or "integer" (see `r1jax.data.answers`).
+      on_bad_row: "skip" drops bad rows and counts them in `.bad_rows`; "fail" raises DataError.
+
+    Returns:
+      RecordList with the good records in file order and `bad_rows` (count, by_field, examples).
+    """
+    field_map = dict(field_map or {})
+    unknown = sorted(set(field_map) - set(SCHEMA_KEYS))
+    if unknown:
+        raise ValueError(f"field_map has unknown keys {unknown}; allowed: {list(SCHEMA_KEYS)}")
+    if answer_parser not in ANSWER_PARSERS:
+        raise ValueError(
+            f"answer_parser must be one of {sorted(ANSWER_PARSERS)}, got {answer_parser!r}"
+        )
+    bad = BadRows(on_bad_row)
+    records = []
+    for file in expand_paths(path):
+        for line, row in iter_rows(file, bad):
+            try:
+                records.append(
+                    row_to_record(
+                        row,
+                        file=file,
+                        line=line,
+                        field_map=field_map,
+                        source=source,
+                        answer_parser=answer_parser,
+                    )
+                )
+            except DataError as e:
+                bad.handle(e)
+    return RecordList(records, bad.as_dict())

@@ -1,0 +1,175 @@
+"""JSONL / Parquet loader (field map, bad rows) and the gold-answer parsers."""
+
+import json
+import os
+
+import ml_collections
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from r1jax.data.answers import last_boxed, parse_boxed, parse_gsm8k, parse_integer
+from r1jax.data.files import load_records
+from r1jax.data.records import DataError
+from r1jax.data.sources import load_source
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "data", "jsonl")
+CUSTOM = os.path.join(FIXTURES, "custom.jsonl")
+FIELD_MAP = {"prompt": "question", "answer": "final"}
+
+
+def test_field_map_and_skipped_rows():
+    records = load_records(CUSTOM, field_map=FIELD_MAP, source="math")
+    assert list(records) == [
+        {"prompt": "What is 2 + 2?", "answer": "4", "solution": "", "source": "math", "id": "q1"},
+        {
+            "prompt": "Name the capital of France.",
+            "answer": "Paris",
+            "solution": "",
+            "source": "math",
+            "id": "custom.jsonl:2",
+        },
+        {
+            "prompt": "Last good row?",
+            "answer": "yes",
+            "solution": "",
+            "source": "math",
+            "id": "custom.jsonl:8",
+        },
+    ]
+    # line 3 is blank (not a row); bad rows: 4 empty prompt, 5 invalid JSON, 6 no question,
+    # 7 blank answer
+    assert records.skipped == 4
+    assert records.bad_rows["by_field"] == {"question": 2, "<json>": 1, "final": 1}
+    rows = [e.split(", row ")[1].split(":")[0] for e in records.bad_rows["examples"]]
+    assert rows == ["4", "5", "6", "7"]
+
+
+@pytest.mark.parametrize(
+    "line, field, value",
+    [(4, "question", "''"), (5, "<json>", "'{not json"), (6, "question", "{'final': '6'}")],
+)
+def test_fail_names_file_row_field_value(tmp_path, line, field, value):
+    lines = open(CUSTOM).read().splitlines()
+    path = tmp_path / "one_bad.jsonl"
+    path.write_text("\n".join(lines[:2] + [""] * (line - 3) + [lines[line - 1]]) + "\n")
+    with pytest.raises(DataError) as err:
+        load_records(str(path), field_map=FIELD_MAP, on_bad_row="fail")
+    e = err.value
+    assert (e.file, e.row, e.field) == (str(path), line, field)
+    assert str(e).startswith(f"{path}, row {line}: field '{field}'") and value in str(e)
+
+
+def test_countdown_style_rows_and_load_source():
+    src = load_source(
+        {
+            "name": "jsonl",
+            "path": os.path.join(FIXTURES, "countdown.jsonl"),
+            "field_map": {"numbers": "nums"},
+            "source": "countdown",
+        }
+    )
+    assert list(src) == [
+        {
+            "prompt": "Make 22 from 3, 5, 7.",
+            "numbers": [3, 5, 7],
+            "target": 22,
+            "answer": "22",  # no answer column: str(target)
+            "solution": "",
+            "source": "countdown",
+            "id": "countdown.jsonl:1",
+        }
+    ]
+    assert src.bad_rows["by_field"] == {"target": 1}
+    with pytest.raises(DataError, match=r"countdown\.jsonl, row 2: field 'target': not an integer"):
+        load_records(
+            os.path.join(FIXTURES, "countdown.jsonl"),
+            field_map={"numbers": "nums"},
+            on_bad_row="fail",
+        )
+
+
+def test_load_source_accepts_config_dict():
+    cfg = ml_collections.ConfigDict(
+        {
+            "name": "jsonl",
+            "path": CUSTOM,
+            "field_map": FIELD_MAP,
+            "data_dir": ml_collections.config_dict.placeholder(str),  # unset keys are ignored
+        }
+    )
+    src = load_source(cfg)
+    assert [r["answer"] for r in src] == ["4", "Paris", "yes"] and src.skipped == 4
+
+
+def test_parquet_and_answer_parser(tmp_path):
+    table = pa.table(
+        {
+            "q": ["Add 1 and 1.", "Half of 1?", "Broken"],
+            "sol": ["So $\\boxed{2}$.", "$\\boxed{\\frac{1}{2}}$", "no box here"],
+            "task": ["math", "math", "math"],
+        }
+    )
+    path = tmp_path / "d.parquet"
+    pq.write_table(table, str(path))
+    records = load_records(
+        str(path),
+        field_map={"prompt": "q", "answer": "sol", "solution": "sol", "source": "task"},
+        answer_parser="boxed",
+    )
+    assert [(r["answer"], r["id"], r["source"]) for r in records] == [
+        ("2", "d.parquet:1", "math"),
+        ("\\frac{1}{2}", "d.parquet:2", "math"),
+    ]
+    assert (
+        records.skipped == 1 and "d.parquet, row 3: field 'sol'" in records.bad_rows["examples"][0]
+    )
+
+
+def test_glob_list_and_errors(tmp_path):
+    for i in range(2):
+        (tmp_path / f"part{i}.jsonl").write_text(
+            json.dumps({"prompt": f"p{i}", "answer": i}) + "\n"
+        )
+    records = load_records(str(tmp_path / "part*.jsonl"))
+    assert [(r["prompt"], r["answer"], r["source"]) for r in records] == [
+        ("p0", "0", "custom"),
+        ("p1", "1", "custom"),
+    ]
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        load_records(str(tmp_path / "nope.jsonl"))
+    with pytest.raises(ValueError, match=r"unknown keys \['question'\]"):
+        load_records(CUSTOM, field_map={"question": "prompt"})
+    with pytest.raises(ValueError, match="answer_parser"):
+        load_records(CUSTOM, answer_parser="last_number")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so $\\boxed{42}$", "42"),
+        ("\\boxed{1} then \\boxed{\\frac{a}{b}}", "\\frac{a}{b}"),
+        ("\\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),
+        ("$\\boxed 7$.", "7"),
+        ("\\fbox{x+1}", "x+1"),
+        ("\\boxed {3}", "3"),
+        ("no box", None),
+        ("\\boxed{unclosed", None),
+    ],
+)
+def test_last_boxed(text, expected):
+    assert last_boxed(text) == expected
+
+
+def test_answer_parsers():
+    assert parse_gsm8k("work\n#### 1,234") == "1234"
+    assert parse_gsm8k("#### -3.5") == "-3.5"
+    assert [parse_integer(x) for x in ("033", 7, "7.0", "+12")] == ["33", "7", "7", "12"]
+    for parser, text, reason in [
+        (parse_gsm8k, "no marker", "no '####'"),
+        (parse_gsm8k, "#### ten", "not a number"),
+        (parse_boxed, "\\boxed{ }", "empty"),
+        (parse_integer, "3.5", "not an integer"),
+    ]:
+        with pytest.raises(ValueError, match=reason):
+            parser(text)
