@@ -24,6 +24,7 @@ flags.DEFINE_string("dst", None, "convert: destination HF directory.")
 flags.DEFINE_string("dtype", None, "convert: dtype of the written weights.")
 flags.DEFINE_multi_string("prompt", [], "sample: prompt text (repeatable).")
 flags.DEFINE_integer("num_samples", 1, "sample: completions per prompt.")
+flags.DEFINE_integer("step", None, "export: checkpoint step (default: latest).")
 
 COMMANDS: dict[str, tuple[Callable[[], int], str]] = {}
 
@@ -97,6 +98,57 @@ def _convert() -> int:
     return 0
 
 
+@command("export", "write a checkpoint of a run as a HF directory: --config=... --dst=DIR")
+def _export() -> int:
+    import os
+
+    from flax import nnx
+
+    from r1jax import build
+    from r1jax.checkpoint import RunCheckpointer
+    from r1jax.model.hf import save_hf_model
+
+    c = _require_config()
+    if not FLAGS.dst:
+        raise app.UsageError("export needs --dst=<dir>")
+    mesh = build.build_mesh(c)
+    model = build.build_model(c, mesh, build.build_tokenizer(c))
+    graphdef, params = nnx.split(model)
+    ckpt = RunCheckpointer(os.path.join(c.run_dir, "checkpoints"))
+    if not ckpt.steps():
+        raise app.UsageError(f"no checkpoints in {ckpt.directory}")
+    step = FLAGS.step if FLAGS.step is not None else ckpt.steps()[-1]
+    params = ckpt.restore_params(params, step)
+    save_hf_model(nnx.merge(graphdef, params), FLAGS.dst, dtype=FLAGS.dtype)
+    print(f"wrote step {step} of {c.run_dir} to {FLAGS.dst}")
+    return 0
+
+
+@command("train", "GRPO training (resumes automatically from the run directory)")
+def _train() -> int:
+    from r1jax.rl.trainer import train
+
+    c = _require_config()
+    history = train(c)
+    if history:
+        last = history[-1]
+        print(
+            f"done: step {len(history)} reward/mean={last['reward/mean']:.3f} run_dir={c.run_dir}"
+        )
+    return 0
+
+
+@command("plot", "draw reward, accuracy, length and KL curves of a run: r1jax plot RUN_DIR")
+def _plot() -> int:
+    from r1jax.metrics import plot_run
+
+    if not FLAGS.src:
+        raise app.UsageError("plot needs the run directory: r1jax plot --src=RUN_DIR")
+    for path in plot_run(FLAGS.src):
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: the first argument is the command."""
     argv = list(sys.argv if argv is None else argv)
@@ -108,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"r1jax: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
     fn = COMMANDS[name][0]
+    if name == "plot" and len(argv) > 2 and not argv[2].startswith("-"):
+        argv = [*argv[:2], f"--src={argv[2]}", *argv[3:]]
     try:
         app.run(lambda _: sys.exit(fn()), argv=[f"r1jax {name}"] + argv[2:])
     except (AttributeError, KeyError) as e:  # ml_collections: unknown --config.<field>

@@ -46,6 +46,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.prompt = ml_collections.ConfigDict()
     c.prompt.style = "r1_zero"  # r1_zero | chat | plain
     c.prompt.system = ""
+    c.prompt.suffix = ""  # appended to the question (e.g. the \\boxed{} instruction)
+    c.prompt.prefill = ""  # appended after the template (e.g. "<think>")
 
     c.sampling = ml_collections.ConfigDict()
     c.sampling.max_prompt_len = 128
@@ -72,6 +74,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.rewards.functions = (("countdown", 1.0),)
     c.rewards.num_workers = 2
     c.rewards.timeout_s = 5.0
+    c.rewards.accuracy = ""  # function that defines "correct" (default: the first)
+    c.rewards.correct_threshold = 1.0
 
     c.rl = ml_collections.ConfigDict()
     c.rl.prompts_per_step = 16
@@ -86,6 +90,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.rl.ref_update_every = 0  # reset the reference to the policy every N steps (0: never)
     c.rl.dynamic_sampling = False
     c.rl.mask_truncated = False
+    c.rl.max_refill_rounds = 3  # dynamic sampling: extra sampling rounds per step
+    c.rl.grad_accum = 1  # micro-batches accumulated per optimizer update
+    c.rl.logprob_chunk = 256  # positions per chunk of the vocabulary projection
+
+    c.cold_start = ml_collections.ConfigDict()
+    c.cold_start.task = ""  # "countdown": SFT on synthetic traces before RL
+    c.cold_start.steps = 0
+    c.cold_start.batch_size = 64
+    c.cold_start.lr = 1e-3
+    c.cold_start.examples = 4000
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-6

@@ -1,0 +1,155 @@
+"""Orbax checkpoints of a training run: params, optimizer state, reference params, metadata.
+
+Layout: ``<run_dir>/checkpoints/<step>/{params,opt_state,ref_params,meta}``. ``meta`` (JSON)
+holds the step, the config, the data-iterator state and anything the loop needs to continue
+the same trajectory (PRNG keys are derived from (seed, step), so the seed and step suffice).
+
+Saving is asynchronous; Orbax writes into a temporary directory and renames it when complete,
+so a save interrupted by ``kill -9`` never looks finished. On restore, a checkpoint that fails
+to load (corrupted files) is skipped with a warning and the previous one is tried.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+from orbax.checkpoint import checkpoint_managers as cm
+
+log = logging.getLogger(__name__)
+EVAL_METRIC = "eval/pass@1"
+
+
+def _flat_params(state: nnx.State) -> dict[str, jax.Array]:
+    return {"/".join(map(str, p)): v.get_value() for p, v in nnx.to_flat_state(state)}
+
+
+def _abstract(tree: Any) -> Any:
+    """ShapeDtypeStructs (with shardings) describing ``tree``, the restore target."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+class RunCheckpointer:
+    """Saves and restores one run's checkpoints; keeps the last N plus the best by eval."""
+
+    def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
+        policy = cm.preservation_policy.AnyPreservationPolicy(
+            [
+                cm.preservation_policy.LatestN(n=keep),
+                cm.preservation_policy.BestN(
+                    get_metric_fn=lambda m: m[EVAL_METRIC],
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                ),
+            ]
+        )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy,
+            enable_async_checkpointing=async_save,
+            create=True,
+            cleanup_tmp_directories=True,
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=options,
+            item_names=("params", "opt_state", "ref_params", "meta"),
+        )
+
+    def save(
+        self,
+        step: int,
+        params: nnx.State,
+        opt_state: Any,
+        meta: dict[str, Any],
+        ref_params: nnx.State | None = None,
+        eval_score: float | None = None,
+        force: bool = False,
+    ) -> None:
+        """Starts an (async) save of everything needed to continue from ``step``."""
+        items = dict(
+            params=ocp.args.StandardSave(_flat_params(params)),
+            opt_state=ocp.args.StandardSave(jax.tree.leaves(opt_state)),
+            meta=ocp.args.JsonSave(dict(meta, has_ref=ref_params is not None)),
+        )
+        if ref_params is not None:
+            items["ref_params"] = ocp.args.StandardSave(_flat_params(ref_params))
+        metrics = {EVAL_METRIC: float(eval_score)} if eval_score is not None else None
+        self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=force)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def restore_latest(
+        self,
+        params: nnx.State,
+        opt_state: Any,
+        ref_params: nnx.State | None = None,
+    ) -> tuple[int, nnx.State, Any, nnx.State | None, dict] | None:
+        """Restores the newest loadable checkpoint into the structure of the given templates.
+
+        Returns ``(step, params, opt_state, ref_params, meta)`` or None when there is none.
+        Templates give shapes, dtypes and shardings (their values are not used).
+        """
+        for step in reversed(self.steps()):
+            try:
+                return (step, *self._restore(step, params, opt_state, ref_params))
+            except Exception as e:  # noqa: BLE001 - any failure means: try the previous one
+                log.warning(
+                    "checkpoint %s/%d cannot be restored (%s: %s); trying the previous one",
+                    self.directory,
+                    step,
+                    type(e).__name__,
+                    e,
+                )
+        return None
+
+    def _restore(self, step, params, opt_state, ref_params):
+        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        meta = meta["meta"]
+        leaves, treedef = jax.tree.flatten(opt_state)
+        args = dict(
+            params=ocp.args.StandardRestore(_abstract(_flat_params(params))),
+            opt_state=ocp.args.StandardRestore(_abstract(leaves)),
+        )
+        if meta.get("has_ref") and ref_params is not None:
+            args["ref_params"] = ocp.args.StandardRestore(_abstract(_flat_params(ref_params)))
+        out = self.manager.restore(step, args=ocp.args.Composite(**args))
+        new_params = _unflat_params(params, out["params"])
+        new_opt = jax.tree.unflatten(treedef, out["opt_state"])
+        new_ref = None
+        if "ref_params" in args:
+            new_ref = _unflat_params(ref_params, out["ref_params"])
+        return new_params, new_opt, new_ref, meta
+
+    def restore_params(self, template: nnx.State, step: int | None = None) -> nnx.State:
+        """Only the policy params (e.g. to export or to initialise another stage)."""
+        step = self.steps()[-1] if step is None else step
+        out = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(_abstract(_flat_params(template)))
+            ),
+        )
+        return _unflat_params(template, out["params"])
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _unflat_params(template: nnx.State, flat: dict[str, jax.Array]) -> nnx.State:
+    pairs = []
+    for p, v in nnx.to_flat_state(template):
+        key = "/".join(map(str, p))
+        if key not in flat:
+            raise KeyError(f"checkpoint has no parameter {key!r}")
+        pairs.append((p, v.replace(flat[key])))
+    return nnx.from_flat_state(pairs)

@@ -1,0 +1,139 @@
+"""Metrics: one JSON line per step (``metrics.jsonl``), TensorBoard, optional W&B, plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+
+def _scalar(v: Any) -> float | None:
+    try:
+        f = float(np.asarray(v))
+    except (TypeError, ValueError):
+        return None
+    return f
+
+
+class MetricsWriter:
+    """Appends per-step scalars to ``<run_dir>/metrics.jsonl`` and TensorBoard.
+
+    On resume, lines with a step greater than the restored step are dropped first, so the
+    file of a resumed run equals that of an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        run_dir: str,
+        resume_step: int = 0,
+        tensorboard: bool = True,
+        wandb_project: str | None = None,
+    ):
+        os.makedirs(run_dir, exist_ok=True)
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self._truncate_after(resume_step)
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(run_dir, "tb"), purge_step=resume_step + 1)
+        self._wandb = None
+        if wandb_project:
+            try:
+                import wandb
+            except ImportError:
+                wandb = None
+            if wandb is not None:
+                self._wandb = wandb.init(project=wandb_project, dir=run_dir, resume="allow")
+
+    def _truncate_after(self, step: int) -> None:
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, encoding="utf-8") as f:
+            keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.writelines(keep)
+
+    def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+        row = {"step": step}
+        for k, v in sorted(metrics.items()):
+            f = _scalar(v)
+            if f is not None:
+                row[k] = f if math.isfinite(f) else str(f)
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, float):
+                    self._tb.add_scalar(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log(row, step=step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(run_dir: str) -> list[dict[str, Any]]:
+    """All rows of ``<run_dir>/metrics.jsonl``."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no metrics found (is {run_dir!r} a run directory?)")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+PLOTS = (
+    ("reward", ("reward/mean",), "reward (total) and per function"),
+    ("accuracy", ("eval/pass@1", "reward/accuracy_mean"), "accuracy"),
+    ("length", ("completion/length_mean", "completion/length_max"), "completion length"),
+    ("kl", ("loss/kl", "loss/policy_drift_kl"), "KL"),
+)
+
+
+def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
+    """Draws reward, accuracy, length and KL curves of a run to PNG files; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run_dir)
+    out_dir = out_dir or os.path.join(run_dir, "plots")
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for name, keys, title in PLOTS:
+        extra = (
+            [
+                k
+                for k in rows[0]
+                if name == "reward" and k.startswith("reward/fn/") and k.endswith("/mean")
+            ]
+            if rows
+            else []
+        )
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        drawn = 0
+        for key in (*keys, *extra):
+            pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), float)]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), label=key)
+                drawn += 1
+        if not drawn:
+            plt.close(fig)
+            continue
+        ax.set_xlabel("step")
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"{name}.png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,74 @@
+"""Optimizer construction shared by SFT, RL and reward-model training."""
+
+from __future__ import annotations
+
+import optax
+
+
+def make_schedule(
+    lr: float, warmup_steps: int, total_steps: int, schedule: str = "constant"
+) -> optax.Schedule:
+    """Linear warmup to ``lr`` then constant or cosine decay (to 10% of ``lr``)."""
+    warmup = optax.linear_schedule(0.0 if warmup_steps else lr, lr, max(warmup_steps, 1))
+    if schedule == "constant":
+        after = optax.constant_schedule(lr)
+    elif schedule == "cosine":
+        after = optax.cosine_decay_schedule(lr, max(total_steps - warmup_steps, 1), alpha=0.1)
+    else:
+        raise ValueError(f"optim.schedule={schedule!r} is not one of constant, cosine")
+    return optax.join_schedules([warmup, after], [warmup_steps])
+
+
+def make_optimizer(
+    lr: float,
+    total_steps: int,
+    warmup_steps: int = 0,
+    schedule: str = "constant",
+    weight_decay: float = 0.0,
+    grad_clip: float = 1.0,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    skip_nonfinite: bool = True,
+) -> optax.GradientTransformation:
+    """AdamW with warmup/schedule and global-norm clipping.
+
+    With ``skip_nonfinite`` an update whose gradients contain NaN/Inf is skipped (parameters
+    and moments unchanged); ``opt_state.notfinite_count`` counts consecutive skips so the
+    host loop can stop with a clear message (see :func:`consecutive_nonfinite`).
+    """
+    chain = [
+        optax.adamw(
+            make_schedule(lr, warmup_steps, total_steps, schedule),
+            b1=b1,
+            b2=b2,
+            weight_decay=weight_decay,
+        )
+    ]
+    if grad_clip and grad_clip > 0:
+        chain.insert(0, optax.clip_by_global_norm(grad_clip))
+    tx = optax.chain(*chain)
+    if skip_nonfinite:
+        tx = optax.apply_if_finite(tx, max_consecutive_errors=2**30)
+    return tx
+
+
+def consecutive_nonfinite(opt_state) -> int:
+    """Consecutive skipped (non-finite) updates recorded in an ``apply_if_finite`` state."""
+    return int(getattr(opt_state, "notfinite_count", 0))
+
+
+def total_nonfinite(opt_state) -> int:
+    return int(getattr(opt_state, "total_notfinite", 0))
+
+
+def init_opt_state(optimizer: optax.GradientTransformation, params, mesh):
+    """Optimizer state laid out like ``params``; scalar counters replicated over ``mesh``."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    state = jax.jit(optimizer.init)(params)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(
+        lambda x: x if len(x.sharding.device_set) == mesh.size else jax.device_put(x, replicated),
+        state,
+    )

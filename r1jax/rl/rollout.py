@@ -1,0 +1,199 @@
+"""Rollouts: sample G completions per prompt, score them on the host, build the update batch.
+
+Reward scoring runs in the scorer's process pool while the device computes the reference /
+old log-probs of the same batch (async dispatch), so host and accelerator overlap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from r1jax.rl.advantages import select_groups_with_signal
+
+
+@dataclasses.dataclass
+class Rollouts:
+    """One step's rollouts on the host (R = prompts * G rows, grouped contiguously)."""
+
+    records: list[dict[str, Any]]  # [prompts] dataset records
+    tokens: np.ndarray  # [R, P + N] prompt (left padded to P) + completion
+    input_mask: np.ndarray  # [R, P + N] bool
+    completion_mask: np.ndarray  # [R, N] bool
+    texts: list[str]  # [R] decoded completions
+    finish_reason: list[str]  # [R]
+    logp_sampler: np.ndarray  # [R, N] policy log-probs seen by the sampler
+    rewards: np.ndarray  # [R] weighted total
+    per_function: dict[str, np.ndarray]
+    reward_failures: dict[str, int]
+    sample_time: float = 0.0
+    score_time: float = 0.0
+    dropped_groups: int = 0
+    sampled_groups: int = 0
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.completion_mask.sum(axis=1)
+
+    @property
+    def truncated(self) -> np.ndarray:
+        return np.array([r == "length" for r in self.finish_reason])
+
+
+def _pad_left(ids: np.ndarray, mask: np.ndarray, width: int, pad_id: int):
+    extra = width - ids.shape[1]
+    if extra < 0:
+        raise ValueError(f"prompt of {ids.shape[1]} tokens exceeds sampling.max_prompt_len={width}")
+    return (
+        np.pad(ids, ((0, 0), (extra, 0)), constant_values=pad_id),
+        np.pad(mask, ((0, 0), (extra, 0)), constant_values=False),
+    )
+
+
+def _concat(parts: Sequence[Rollouts]) -> Rollouts:
+    first = parts[0]
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])
+    per_fn = {k: np.concatenate([p.per_function[k] for p in parts]) for k in first.per_function}
+    fails: dict[str, int] = {}
+    for p in parts:
+        for k, v in p.reward_failures.items():
+            fails[k] = fails.get(k, 0) + v
+    return Rollouts(
+        records=[r for p in parts for r in p.records],
+        tokens=cat("tokens"),
+        input_mask=cat("input_mask"),
+        completion_mask=cat("completion_mask"),
+        texts=[t for p in parts for t in p.texts],
+        finish_reason=[f for p in parts for f in p.finish_reason],
+        logp_sampler=cat("logp_sampler"),
+        rewards=cat("rewards"),
+        per_function=per_fn,
+        reward_failures=fails,
+        sample_time=sum(p.sample_time for p in parts),
+        score_time=sum(p.score_time for p in parts),
+    )
+
+
+def _select_groups(r: Rollouts, groups: np.ndarray, group_size: int) -> Rollouts:
+    rows = (groups[:, None] * group_size + np.arange(group_size)).reshape(-1)
+    take = lambda a: a[rows]
+    return dataclasses.replace(
+        r,
+        records=[r.records[g] for g in groups],
+        tokens=take(r.tokens),
+        input_mask=take(r.input_mask),
+        completion_mask=take(r.completion_mask),
+        texts=[r.texts[i] for i in rows],
+        finish_reason=[r.finish_reason[i] for i in rows],
+        logp_sampler=take(r.logp_sampler),
+        rewards=take(r.rewards),
+        per_function={k: take(v) for k, v in r.per_function.items()},
+    )
+
+
+class RolloutCollector:
+    """Samples and scores rollouts for one step; optional DAPO dynamic sampling."""
+
+    def __init__(
+        self,
+        sampler: Any,
+        scorer: Any,
+        next_records: Callable[[], list[dict]],
+        group_size: int,
+        prompt_len: int,
+        pad_id: int,
+        sampling_params_fn: Callable,
+        dynamic_sampling: bool = False,
+        max_refill_rounds: int = 3,
+    ):
+        self.sampler = sampler
+        self.scorer = scorer
+        self.next_records = next_records
+        self.group_size = group_size
+        self.prompt_len = prompt_len
+        self.pad_id = pad_id
+        self.sampling_params_fn = sampling_params_fn
+        self.dynamic_sampling = dynamic_sampling
+        self.max_refill_rounds = max_refill_rounds
+
+    def sample(self, params: Any, records: list[dict], seed: int) -> tuple[Any, Any, float]:
+        """Samples completions and submits them for scoring (non-blocking)."""
+        t0 = time.perf_counter()
+        out = self.sampler.generate(
+            params,
+            [r["text"] for r in records],
+            num_samples=self.group_size,
+            params=self.sampling_params_fn(seed),
+        )
+        sample_time = time.perf_counter() - t0
+        rows = []
+        for i in range(len(out.texts)):
+            row = dict(records[i // self.group_size])
+            row["completion_tokens"] = int(out.lengths[i])
+            row["truncated"] = out.finish_reason[i] == "length"
+            rows.append(row)
+        return out, self.scorer.submit(out.texts, rows), sample_time
+
+    def finish(self, records: list[dict], out: Any, handle: Any, sample_time: float) -> Rollouts:
+        """Waits for the rewards of ``out`` and assembles host arrays."""
+        t0 = time.perf_counter()
+        scores = handle.result()
+        score_wait = time.perf_counter() - t0
+        g = self.group_size
+        p_ids, p_mask = _pad_left(
+            np.asarray(out.prompt_ids), np.asarray(out.prompt_mask), self.prompt_len, self.pad_id
+        )
+        p_ids, p_mask = np.repeat(p_ids, g, axis=0), np.repeat(p_mask, g, axis=0)
+        comp_mask = np.asarray(out.completion_mask, bool)
+        fails = {f"timeouts/{k}": v for k, v in scores.timeouts.items()}
+        fails.update({f"errors/{k}": v for k, v in scores.errors.items()})
+        return Rollouts(
+            records=records,
+            tokens=np.concatenate([p_ids, np.asarray(out.tokens)], 1),
+            input_mask=np.concatenate([p_mask, comp_mask], 1),
+            completion_mask=comp_mask,
+            texts=list(out.texts),
+            finish_reason=list(out.finish_reason),
+            logp_sampler=np.asarray(out.logp_policy, np.float32),
+            rewards=np.asarray(scores.total, np.float32),
+            per_function={k: np.asarray(v, np.float32) for k, v in scores.per_function.items()},
+            reward_failures=fails,
+            sample_time=sample_time,
+            score_time=score_wait,
+        )
+
+    def collect(self, params: Any, seed: int) -> Rollouts:
+        """One step's rollouts. With dynamic sampling, zero-variance groups are dropped and
+        refilled from further prompts (up to ``max_refill_rounds`` extra rounds); if still
+        short, zero-variance groups fill the rest (they carry zero advantage)."""
+        records = self.next_records()
+        want = len(records)
+        out, handle, t = self.sample(params, records, seed)
+        first = self.finish(records, out, handle, t)
+        if not self.dynamic_sampling:
+            first.sampled_groups = want
+            return first
+        kept, spare, rounds = [], [], 0
+        batch = first
+        while True:
+            signal = select_groups_with_signal(batch.rewards, self.group_size)
+            kept.append(_select_groups(batch, np.flatnonzero(signal), self.group_size))
+            spare.append(_select_groups(batch, np.flatnonzero(~signal), self.group_size))
+            have = sum(len(k.records) for k in kept)
+            if have >= want or rounds >= self.max_refill_rounds:
+                break
+            rounds += 1
+            records = self.next_records()
+            out, handle, t = self.sample(params, records, seed * 1009 + rounds)
+            batch = self.finish(records, out, handle, t)
+        merged = _concat([k for k in kept + spare if k.records])
+        result = _select_groups(merged, np.arange(want), self.group_size)
+        result.sampled_groups = want * (rounds + 1)
+        result.dropped_groups = sum(len(s.records) for s in spare)  # zero-variance groups seen
+        return dataclasses.replace(
+            result, sample_time=merged.sample_time, score_time=merged.score_time
+        )

@@ -1,0 +1,466 @@
+"""The GRPO training loop (``r1jax train``): rollouts, advantages, update, eval, checkpoints.
+
+The host loop only moves batches, calls the reward scorer and logs; everything on arrays is
+a jitted pure function (:mod:`r1jax.rl.step`, the sampler). Every PRNG key is derived from
+(seed, step), and checkpoints hold params, optimizer state, reference params, the data
+iterator position and the metrics step, so a run killed at any moment resumes on the same
+trajectory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from r1jax import build
+from r1jax import sharding as shd
+from r1jax.checkpoint import RunCheckpointer
+from r1jax.config import validate
+from r1jax.evaluate import summarize
+from r1jax.metrics import MetricsWriter
+from r1jax.optim import (
+    consecutive_nonfinite,
+    init_opt_state,
+    make_optimizer,
+    make_schedule,
+    total_nonfinite,
+)
+from r1jax.rl.advantages import compute_advantages
+from r1jax.rl.losses import LossConfig
+from r1jax.rl.rollout import RolloutCollector, Rollouts
+from r1jax.rl.step import StepConfig, jit_logprobs, jit_update, make_update_fn
+
+log = logging.getLogger(__name__)
+KILL_ENV = "R1JAX_TEST_SIGKILL_AT_STEP"  # test hook: simulate a crash after this step
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (e.g. too many non-finite steps in a row)."""
+
+
+def step_seed(seed: int, step: int, purpose: int) -> int:
+    """A deterministic 31-bit seed for (seed, step, purpose)."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), step), purpose)
+    return int(jax.random.randint(key, (), 0, 2**31 - 1))
+
+
+class GRPOTrainer:
+    """Builds every component from a config and runs GRPO. See ``configs/`` for recipes."""
+
+    def __init__(
+        self,
+        c: ml_collections.ConfigDict,
+        *,
+        source=None,
+        eval_source=None,
+        scorer=None,
+        tokenizer=None,
+    ):
+        self.c = c
+        validate(c, jax.device_count())
+        self.mesh = build.build_mesh(c)
+        self.tokenizer = tokenizer or build.build_tokenizer(c)
+        model = build.build_model(c, self.mesh, self.tokenizer)
+        self.model_cfg = model.cfg
+        self.graphdef, params = nnx.split(model)
+        rules = build.sharding_rules(c)
+        self.param_shardings = shd.state_shardings(params, self.mesh, rules)
+        self._build_optimizer(params)
+        self._build_step()
+        self._build_sampler(model)
+        self._build_rewards(scorer)
+        self._build_data(source, eval_source)
+        self.run_dir = c.run_dir
+        self.ckpt = RunCheckpointer(
+            os.path.join(c.run_dir, "checkpoints"), keep=c.train.keep_checkpoints
+        )
+        self.ref_params = None
+        self.step = 0
+        self.best_eval: float | None = None
+        self._stop_requested = False
+        if not self._resume():
+            self._start_fresh()
+        self.metrics = MetricsWriter(
+            c.run_dir,
+            resume_step=self.step,
+            tensorboard=c.train.tensorboard,
+            wandb_project=c.train.wandb_project or None,
+        )
+
+    # ------------------------------------------------------------------ construction
+
+    def _build_optimizer(self, params: nnx.State) -> None:
+        o = self.c.optim
+        updates_per_step = self.c.rl.num_iterations * self.c.rl.num_minibatches
+        total = self.c.train.steps * updates_per_step
+        self.schedule = make_schedule(o.lr, o.warmup_steps * updates_per_step, total, o.schedule)
+        self.optimizer = make_optimizer(
+            o.lr,
+            total,
+            o.warmup_steps * updates_per_step,
+            o.schedule,
+            o.weight_decay,
+            o.grad_clip,
+            o.b1,
+            o.b2,
+        )
+        self.params = params
+        self.opt_state = init_opt_state(self.optimizer, params, self.mesh)
+        self.opt_shardings = jax.tree.map(lambda x: x.sharding, self.opt_state)
+
+    def _build_step(self) -> None:
+        r, s = self.c.rl, self.c.sampling
+        loss = LossConfig(
+            loss_type=r.loss_type,
+            eps_low=r.eps_low,
+            eps_high=r.eps_high,
+            beta=r.beta,
+            max_completion_len=s.max_new_tokens,
+        )
+        self.step_cfg = StepConfig(
+            loss=loss,
+            prompt_len=s.max_prompt_len,
+            num_iterations=r.num_iterations,
+            num_minibatches=r.num_minibatches,
+            grad_accum=r.grad_accum,
+            logprob_chunk=r.logprob_chunk,
+        )
+        bs = lambda nd: shd.batch_sharding(self.mesh, nd)
+        self.batch_keys = ["tokens", "input_mask", "loss_mask", "advantages"]
+        if not self.step_cfg.on_policy:
+            self.batch_keys.append("old_logp")
+        if r.beta > 0:
+            self.batch_keys.append("ref_logp")
+        ndim = {"advantages": 1}
+        self.batch_shardings = {k: bs(ndim.get(k, 2)) for k in self.batch_keys}
+        update = make_update_fn(self.graphdef, self.step_cfg, self.optimizer)
+        self.update_fn = jit_update(
+            update, self.param_shardings, self.opt_shardings, self.batch_shardings
+        )
+        micro = r.num_minibatches * r.grad_accum
+        self.logprob_fn = jit_logprobs(
+            self.graphdef, self.step_cfg, self.param_shardings, bs(2), micro
+        )
+
+    def _build_sampler(self, model) -> None:
+        from r1jax.sampler import Sampler, SamplingParams
+
+        s = self.c.sampling
+        self.sampler = Sampler(
+            model,
+            mesh=self.mesh,
+            tokenizer=self.tokenizer,
+            max_prompt_len=s.max_prompt_len,
+            max_new_tokens=s.max_new_tokens,
+            prompt_buckets=tuple(b for b in s.prompt_buckets if b <= s.max_prompt_len)
+            or (s.max_prompt_len,),
+            cache_dtype=s.cache_dtype or None,
+        )
+        self._sampling_params = lambda seed, **kw: SamplingParams(
+            **{
+                "temperature": s.temperature,
+                "top_p": s.top_p,
+                "top_k": s.top_k,
+                "min_p": s.min_p,
+                "stop_strings": tuple(s.stop_strings),
+                "seed": seed,
+                **kw,
+            }
+        )
+
+    def _build_rewards(self, scorer) -> None:
+        from r1jax.rewards import RewardScorer
+
+        r = self.c.rewards
+        specs = [tuple(f) for f in r.functions]
+        self.scorer = scorer or RewardScorer(
+            specs, num_workers=r.num_workers, timeout_s=r.timeout_s
+        )
+        self.accuracy_fn = r.accuracy or specs[0][0]
+
+    def _build_data(self, source, eval_source) -> None:
+        from r1jax.data import PromptIterator, load_source
+
+        d = self.c.data
+        cfg = {
+            k: v
+            for k, v in dict(
+                name=d.name,
+                split=d.split,
+                path=d.path,
+                data_dir=d.data_dir,
+                manual_dir=d.manual_dir,
+                on_bad_row=d.on_bad_row,
+                field_map=d.field_map.to_dict(),
+            ).items()
+            if v
+        }
+        if d.name in ("jsonl", "parquet"):
+            cfg.pop("split", None)
+        source = source if source is not None else load_source(cfg)
+        fmt = build.prompt_formatter(self.c, self.tokenizer)
+        self.data = PromptIterator(
+            source,
+            batch_size=self.c.rl.prompts_per_step,
+            seed=self.c.seed,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            format_prompt=fmt,
+        )
+        self.eval_records: list[dict] = []
+        if self.c.train.eval_every:
+            if eval_source is None:
+                eval_source = load_source(dict(cfg, split=d.eval_split))
+            n = min(self.c.train.eval_prompts, len(eval_source))
+            self.eval_records = [dict(eval_source[i], text=fmt(eval_source[i])) for i in range(n)]
+        self.collector = RolloutCollector(
+            self.sampler,
+            self.scorer,
+            lambda: next(self.data),
+            self.c.rl.group_size,
+            self.c.sampling.max_prompt_len,
+            self.tokenizer.pad_id,
+            lambda seed: self._sampling_params(seed),
+            self.c.rl.dynamic_sampling,
+            self.c.rl.max_refill_rounds,
+        )
+
+    # ------------------------------------------------------------------ state
+
+    def _resume(self) -> bool:
+        restored = self.ckpt.restore_latest(
+            self.params, self.opt_state, self.params if self.c.rl.beta > 0 else None
+        )
+        if restored is None:
+            return False
+        step, self.params, self.opt_state, ref, meta = restored
+        self.step = step
+        self.ref_params = ref if ref is not None else (self.params if self.c.rl.beta > 0 else None)
+        self.best_eval = meta.get("best_eval")
+        self.data.set_state(meta["data_state"])
+        log.info("resumed %s from step %d", self.run_dir, step)
+        print(f"resumed from {self.ckpt.directory} step {step}")
+        return True
+
+    def _start_fresh(self) -> None:
+        c = self.c
+        if c.train.init_checkpoint:
+            self.params = RunCheckpointer(c.train.init_checkpoint).restore_params(self.params)
+        elif c.cold_start.task:
+            from r1jax.recipes import cold_start
+
+            model = cold_start(c, nnx.merge(self.graphdef, self.params), self.tokenizer, self.mesh)
+            self.params = nnx.state(model)
+        if c.rl.beta > 0:
+            self.ref_params = self._copy_params()
+
+    def _copy_params(self) -> nnx.State:
+        return jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=self.param_shardings)(
+            self.params
+        )
+
+    def save(self, eval_score: float | None = None, force: bool = False) -> None:
+        meta = {
+            "step": self.step,
+            "data_state": self.data.get_state(),
+            "best_eval": self.best_eval,
+            "config": self.c.to_json_best_effort(),
+        }
+        ref = self.ref_params if self.c.rl.beta > 0 else None
+        self.ckpt.save(
+            self.step,
+            self.params,
+            self.opt_state,
+            meta,
+            ref_params=ref,
+            eval_score=eval_score,
+            force=force,
+        )
+
+    # ------------------------------------------------------------------ one step
+
+    def _device_batch(self, roll: Rollouts) -> dict[str, jax.Array]:
+        rewards = jnp.asarray(roll.rewards)
+        adv = compute_advantages(rewards, self.c.rl.group_size, self.c.rl.advantage_scaling)
+        loss_mask = roll.completion_mask.astype(np.float32)
+        if self.c.rl.mask_truncated:
+            loss_mask = loss_mask * (~roll.truncated)[:, None]
+        host = {
+            "tokens": roll.tokens.astype(np.int32),
+            "input_mask": roll.input_mask,
+            "loss_mask": loss_mask,
+        }
+        batch = {k: jax.device_put(v, self.batch_shardings[k]) for k, v in host.items()}
+        batch["advantages"] = jax.device_put(adv, self.batch_shardings["advantages"])
+        if "old_logp" in self.batch_keys:
+            batch["old_logp"] = self.logprob_fn(self.params, batch["tokens"], batch["input_mask"])
+        if "ref_logp" in self.batch_keys:
+            batch["ref_logp"] = self.logprob_fn(
+                self.ref_params, batch["tokens"], batch["input_mask"]
+            )
+        return batch
+
+    def train_step(self) -> dict[str, float]:
+        """Collects rollouts, updates the policy, returns this step's metrics."""
+        t0 = time.perf_counter()
+        roll = self.collector.collect(self.params, step_seed(self.c.seed, self.step, 0))
+        t1 = time.perf_counter()
+        batch = self._device_batch(roll)
+        self.params, self.opt_state, m = self.update_fn(self.params, self.opt_state, batch)
+        m = jax.device_get(m)
+        t2 = time.perf_counter()
+        self.step += 1
+        bad = consecutive_nonfinite(self.opt_state)
+        if bad >= self.c.optim.max_bad_steps:
+            raise TrainingError(
+                f"{bad} consecutive steps had non-finite loss/gradients (optim.max_bad_steps="
+                f"{self.c.optim.max_bad_steps}); the last good checkpoint is in "
+                f"{self.ckpt.directory}. Lower optim.lr or check the data/rewards."
+            )
+        if self.c.rl.ref_update_every and self.step % self.c.rl.ref_update_every == 0:
+            self.ref_params = self._copy_params()
+        return self._step_metrics(roll, m, t0, t1, t2, batch)
+
+    def _step_metrics(self, roll, m, t0, t1, t2, batch) -> dict[str, float]:
+        out: dict[str, float] = {f"loss/{k}": float(v) for k, v in m.items()}
+        out["reward/mean"] = float(roll.rewards.mean())
+        out["reward/std"] = float(roll.rewards.std())
+        for name, v in roll.per_function.items():
+            out[f"reward/fn/{name}/mean"] = float(v.mean())
+            out[f"reward/fn/{name}/std"] = float(v.std())
+        out.update({f"reward/{k}": float(v) for k, v in roll.reward_failures.items()})
+        acc = roll.per_function.get(self.accuracy_fn)
+        if acc is not None:
+            out["reward/accuracy_mean"] = float((acc >= self.c.rewards.correct_threshold).mean())
+        g = roll.rewards.reshape(-1, self.c.rl.group_size)
+        out["groups/frac_zero_std"] = float((g.max(1) == g.min(1)).mean())
+        if self.c.rl.dynamic_sampling:
+            out["groups/dropped"] = float(roll.dropped_groups)
+            out["groups/sampled"] = float(roll.sampled_groups)
+        lengths = roll.lengths
+        out.update(
+            {
+                "completion/length_mean": float(lengths.mean()),
+                "completion/length_min": float(lengths.min()),
+                "completion/length_max": float(lengths.max()),
+                "completion/frac_truncated": float(roll.truncated.mean()),
+            }
+        )
+        updates = self.c.rl.num_iterations * self.c.rl.num_minibatches
+        out["optim/lr"] = float(self.schedule(max(self.step * updates - 1, 0)))
+        out["optim/skipped_steps"] = float(total_nonfinite(self.opt_state))
+        sample_tokens = float(lengths.sum())
+        train_tokens = float(np.asarray(roll.input_mask).sum()) * self.c.rl.num_iterations
+        out.update(
+            {
+                "time/sample": roll.sample_time,
+                "time/score_wait": roll.score_time,
+                "time/update": t2 - t1,
+                "time/step": t2 - t0,
+                "throughput/sample_tokens_per_s": sample_tokens / max(roll.sample_time, 1e-9),
+                "throughput/train_tokens_per_s": train_tokens / max(t2 - t1, 1e-9),
+            }
+        )
+        return out
+
+    # ------------------------------------------------------------------ eval
+
+    def evaluate(self) -> dict[str, float]:
+        """pass@1 (mean over k samples per prompt) on the held-out prompts."""
+        t = self.c.train
+        k = t.eval_samples
+        params = self._sampling_params(
+            step_seed(self.c.seed, self.step, 1), temperature=t.eval_temperature, top_p=t.eval_top_p
+        )
+        correct = []
+        for i in range(0, len(self.eval_records), self.c.rl.prompts_per_step):
+            recs = self.eval_records[i : i + self.c.rl.prompts_per_step]
+            out = self.sampler.generate(
+                self.params, [r["text"] for r in recs], num_samples=k, params=params
+            )
+            rows = [recs[j // k] for j in range(len(out.texts))]
+            scores = self.scorer.score(out.texts, rows)
+            acc = scores.per_function[self.accuracy_fn] >= self.c.rewards.correct_threshold
+            correct.append(acc.reshape(len(recs), k))
+        res = summarize(np.concatenate(correct), ks=(1, k))
+        return {f"eval/{name}": v for name, v in res.items()}
+
+    # ------------------------------------------------------------------ loop
+
+    def _on_sigint(self, *_):
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        print(
+            "\ninterrupt: finishing this step, saving a checkpoint, then exiting "
+            "(Ctrl-C again to abort without saving)"
+        )
+
+    def train(self) -> list[dict[str, float]]:
+        """Runs until ``train.steps``; returns the metrics of the steps run by this call."""
+        from tqdm import tqdm
+
+        c = self.c
+        history = []
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        kill_at = int(os.environ.get(KILL_ENV, "-1"))
+        bar = tqdm(
+            total=c.train.steps,
+            initial=self.step,
+            disable=not c.train.progress,
+            desc="grpo",
+            dynamic_ncols=True,
+        )
+        try:
+            while self.step < c.train.steps and not self._stop_requested:
+                m = self.train_step()
+                eval_score = None
+                if c.train.eval_every and self.step % c.train.eval_every == 0:
+                    m.update(self.evaluate())
+                    eval_score = m["eval/pass@1"]
+                    if self.best_eval is None or eval_score > self.best_eval:
+                        self.best_eval = eval_score
+                if self.step % c.train.log_every == 0 or eval_score is not None:
+                    self.metrics.write(self.step, m)
+                history.append(m)
+                bar.update(1)
+                bar.set_postfix(
+                    reward=f"{m['reward/mean']:.3f}", len=f"{m['completion/length_mean']:.0f}"
+                )
+                if (
+                    c.train.checkpoint_every and self.step % c.train.checkpoint_every == 0
+                ) or self.step == c.train.steps:
+                    self.save(eval_score)
+                if self.step == kill_at:
+                    self.ckpt.wait()
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if self._stop_requested:
+                self.save(force=True)
+        finally:
+            bar.close()
+            signal.signal(signal.SIGINT, previous)
+            self.ckpt.wait()
+        return history
+
+    def close(self) -> None:
+        self.ckpt.close()
+        self.metrics.close()
+        self.scorer.close()
+
+
+def train(c: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+    """Entry point of ``r1jax train``."""
+    trainer = GRPOTrainer(c)
+    try:
+        return trainer.train()
+    finally:
+        trainer.close()
