@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"r1jax: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
     fn = COMMANDS[name][0]
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax/jax INFO lines drown the progress
     if name == "plot" and len(argv) > 2 and not argv[2].startswith("-"):
         argv = [*argv[:2], f"--src={argv[2]}", *argv[3:]]
     try:

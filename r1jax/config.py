@@ -69,6 +69,20 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.manual_dir = ""
     c.data.on_bad_row = "fail"
     c.data.field_map = ml_collections.ConfigDict()
+    c.data.prompt_builder = ""  # e.g. "countdown_compact" (r1jax.recipes.PROMPT_BUILDERS)
+    c.data.countdown = ml_collections.ConfigDict(
+        dict(
+            seed=0,
+            train_size=100_000,
+            test_size=1_000,
+            min_numbers=3,
+            max_numbers=4,
+            min_value=1,
+            max_value=100,
+            min_target=1,
+            max_target=100,
+        )
+    )
 
     c.rewards = ml_collections.ConfigDict()
     c.rewards.functions = (("countdown", 1.0),)
@@ -119,6 +133,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 3
     c.train.log_every = 1
     c.train.init_checkpoint = ""  # params to start from (an r1jax checkpoint dir)
+    c.train.eval_samples = 4  # k samples per eval prompt (pass@1 averaged over k)
+    c.train.eval_temperature = 0.6
+    c.train.eval_top_p = 0.95
+    c.train.progress = True
+    c.train.tensorboard = True
+    c.train.wandb_project = ""
     return c
 
 
@@ -149,6 +169,25 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> Mo
     import numpy as np
 
     cfg = model_config(c)
+    r = c.rl
+    _check(r.group_size >= 2, "rl.group_size", r.group_size, "GRPO needs at least 2 per group")
+    _check(r.loss_type in LOSS_TYPES, "rl.loss_type", r.loss_type, f"one of {LOSS_TYPES}")
+    _check(
+        r.advantage_scaling in ADV_SCALINGS,
+        "rl.advantage_scaling",
+        r.advantage_scaling,
+        f"one of {ADV_SCALINGS}",
+    )
+    _check(r.num_iterations >= 1, "rl.num_iterations", r.num_iterations, "must be >= 1")
+    _check(r.beta >= 0, "rl.beta", r.beta, "must be >= 0")
+    _check(
+        0 <= r.eps_low < 1 and r.eps_high >= 0,
+        "rl.eps_low",
+        (r.eps_low, r.eps_high),
+        "clip range must satisfy 0 <= eps_low < 1, eps_high >= 0",
+    )
+    _check(r.num_minibatches >= 1, "rl.num_minibatches", r.num_minibatches, "must be >= 1")
+    _check(r.grad_accum >= 1, "rl.grad_accum", r.grad_accum, "must be >= 1")
     shape = tuple(c.mesh.shape)
     _check(len(shape) == 3, "mesh.shape", shape, "needs 3 entries (data, fsdp, tensor)")
     _check(all(s == -1 or s > 0 for s in shape), "mesh.shape", shape, "entries must be >0 or -1")
@@ -169,13 +208,14 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> Mo
                 val,
                 f"not divisible by the mesh tensor axis ({tensor})",
             )
-        rollouts = c.rl.prompts_per_step * c.rl.group_size
+        rollouts = r.prompts_per_step * r.group_size
+        parts = r.num_minibatches * r.grad_accum
         _check(
-            rollouts % (batch * c.rl.num_minibatches) == 0,
+            rollouts % (batch * parts) == 0,
             "rl.prompts_per_step",
-            c.rl.prompts_per_step,
-            f"prompts_per_step*group_size={rollouts} must divide into rl.num_minibatches="
-            f"{c.rl.num_minibatches} minibatches of a multiple of data*fsdp={batch}",
+            r.prompts_per_step,
+            f"prompts_per_step*group_size={rollouts} must split into rl.num_minibatches*"
+            f"rl.grad_accum={parts} micro-batches of a multiple of data*fsdp={batch}",
         )
     s = c.sampling
     _check(0.0 < s.top_p <= 1.0, "sampling.top_p", s.top_p, "must be in (0, 1]")
@@ -190,23 +230,6 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> Mo
         s.max_new_tokens,
         f"max_prompt_len + max_new_tokens = {total} exceeds the model context "
         f"{cfg.max_position_embeddings}",
-    )
-    r = c.rl
-    _check(r.group_size >= 2, "rl.group_size", r.group_size, "GRPO needs at least 2 per group")
-    _check(r.loss_type in LOSS_TYPES, "rl.loss_type", r.loss_type, f"one of {LOSS_TYPES}")
-    _check(
-        r.advantage_scaling in ADV_SCALINGS,
-        "rl.advantage_scaling",
-        r.advantage_scaling,
-        f"one of {ADV_SCALINGS}",
-    )
-    _check(r.num_iterations >= 1, "rl.num_iterations", r.num_iterations, "must be >= 1")
-    _check(r.beta >= 0, "rl.beta", r.beta, "must be >= 0")
-    _check(
-        0 <= r.eps_low < 1 and r.eps_high >= 0,
-        "rl.eps_low",
-        (r.eps_low, r.eps_high),
-        "clip range must satisfy 0 <= eps_low < 1, eps_high >= 0",
     )
     _check(
         c.optim.schedule in ("constant", "cosine"),

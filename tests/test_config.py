@@ -38,7 +38,7 @@ def test_batch_not_divisible_by_mesh():
     c = base_config()
     c.mesh.shape = (8, 1, 1)
     c.rl.prompts_per_step, c.rl.group_size = 3, 2
-    with pytest.raises(ConfigError, match=r"rl.prompts_per_step=3.*data\*fsdp=8"):
+    with pytest.raises(ConfigError, match=r"prompts_per_step=3.*multiple of data\*fsdp=8"):
         validate(c, num_devices=8)
 
 

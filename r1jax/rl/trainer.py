@@ -189,6 +189,7 @@ class GRPOTrainer:
 
     def _build_data(self, source, eval_source) -> None:
         from r1jax.data import PromptIterator, load_source
+        from r1jax.recipes import PromptMappedSource
 
         d = self.c.data
         cfg = {
@@ -206,7 +207,14 @@ class GRPOTrainer:
         }
         if d.name in ("jsonl", "parquet"):
             cfg.pop("split", None)
-        source = source if source is not None else load_source(cfg)
+        if d.name == "countdown":
+            cfg["countdown"] = d.countdown.to_dict()
+        wrap = (
+            (lambda s: PromptMappedSource(s, d.prompt_builder))
+            if d.prompt_builder
+            else (lambda s: s)
+        )
+        source = wrap(source if source is not None else load_source(cfg))
         fmt = build.prompt_formatter(self.c, self.tokenizer)
         self.data = PromptIterator(
             source,
@@ -220,6 +228,7 @@ class GRPOTrainer:
         if self.c.train.eval_every:
             if eval_source is None:
                 eval_source = load_source(dict(cfg, split=d.eval_split))
+            eval_source = wrap(eval_source)
             n = min(self.c.train.eval_prompts, len(eval_source))
             self.eval_records = [dict(eval_source[i], text=fmt(eval_source[i])) for i in range(n)]
         self.collector = RolloutCollector(

@@ -1,0 +1,50 @@
+"""Rewards and configs for trainer tests (importable by the scorer's worker processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from r1jax.config import base_config
+
+CHARS = "0123456789 +"
+
+
+def sevens(completion: str, row: dict) -> float:
+    """Fraction of the completion's characters that are '7' (an easily learnt task)."""
+    return completion.count("7") / max(len(completion), 1)
+
+
+def make_config(tmp_path, run_name: str = "run", **changes):
+    """A tiny GRPO config on a JSONL prompt file, fast on CPU."""
+    data = os.path.join(tmp_path, "prompts.jsonl")
+    if not os.path.exists(data):
+        with open(data, "w") as f:
+            for i in range(64):
+                f.write(json.dumps({"prompt": f"{i % 10} {i // 10}", "answer": "7"}) + "\n")
+    c = base_config()
+    c.run_dir = os.path.join(tmp_path, run_name)
+    c.seed = 3
+    c.model.preset = "tiny"
+    c.model.overrides.max_position_embeddings = 64
+    c.mesh.shape = (4, 2, 1)  # a char vocabulary (13) cannot split over a tensor axis
+    c.tokenizer.chars = CHARS
+    c.prompt.style = "plain"
+    c.data.name = "jsonl"
+    c.data.path = data
+    c.sampling.max_prompt_len = 8
+    c.sampling.prompt_buckets = (8,)
+    c.sampling.max_new_tokens = 8
+    c.rewards.functions = (("trainer_fixtures:sevens", 1.0),)
+    c.rewards.num_workers = 1
+    c.rl.prompts_per_step = 4
+    c.rl.group_size = 4
+    c.optim.lr = 3e-3
+    c.train.steps = 6
+    c.train.checkpoint_every = 2
+    c.train.progress = False
+    c.train.tensorboard = False
+    for key, value in changes.items():
+        section, name = key.split("__")
+        c[section][name] = value
+    return c
