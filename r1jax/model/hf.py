@@ -278,10 +278,10 @@ def load_hf_model(
         dtype = var.dtype
         arr = jax.make_array_from_callback(
             var.shape,
-            flat_shardings[p].get_value()
-            if hasattr(flat_shardings[p], "get_value")
-            else flat_shardings[p],
-            lambda idx, v=view, dt=dtype: np.asarray(v[idx], dtype=dt),
+            flat_shardings[p],
+            # A copy: device buffers must never alias the file mapping (on CPU, JAX would
+            # otherwise keep the mapping alive, and an overwritten file would change weights).
+            lambda idx, v=view, dt=dtype: np.array(v[idx], dtype=dt, copy=True),
         )
         new_flat.append((p, var.replace(arr)))
     extra = set(tensors) - expected

@@ -53,7 +53,6 @@ class SafetensorsFile:
         self.header: dict[str, dict[str, Any]] = header
         self._base = 8 + n
         self._size = size
-        self._mm: np.memmap | None = None
 
     def keys(self) -> list[str]:
         return list(self.header)
