@@ -74,10 +74,14 @@ class SafetensorsFile:
                 f"{self.path}: tensor {name!r} data offsets {begin}..{end} "
                 f"do not match shape {shape} {info['dtype']} / file size"
             )
-        if self._mm is None:
-            self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
-        raw = self._mm[self._base + begin : self._base + end]
-        return raw.view(dtype).reshape(shape)
+        if 0 in shape:
+            return np.zeros(shape, dtype)
+        # One mapping per tensor: its pages are released when the caller drops the view,
+        # instead of the whole file staying resident until every tensor is loaded.
+        mm = np.memmap(
+            self.path, dtype=dtype, mode="r", offset=self._base + begin, shape=shape or (1,)
+        )
+        return mm.reshape(shape)
 
 
 def save_file(

@@ -1,0 +1,72 @@
+"""Language consistency (DeepSeek-R1): share of chain-of-thought words in the target language.
+
+Words are classified by script: each CJK ideograph or kana character counts as one word;
+runs of other letters form one word each and take the script of their first letter.
+Digits, punctuation and symbols are not words. The check is script-level: ``en`` (and the
+other Latin-script languages) accepts any Latin-script word.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from r1jax.rewards.extract import think_block
+from r1jax.rewards.registry import register_reward
+
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+_KANA = "\u3040-\u30ff\u31f0-\u31ff"
+_WORD_RE = re.compile(
+    rf"(?P<han>[{_HAN}])|(?P<kana>[{_KANA}])|(?P<word>(?:(?![{_HAN}{_KANA}])[^\W\d_])+)"
+)
+_SCRIPTS = (
+    ("latin", re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]")),
+    ("cyrillic", re.compile(r"[\u0400-\u052f]")),
+    ("hangul", re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")),
+    ("greek", re.compile(r"[\u0370-\u03ff]")),
+    ("arabic", re.compile(r"[\u0600-\u06ff]")),
+)
+LATIN_LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "nl", "vi", "id")
+LANGUAGE_SCRIPTS: dict[str, frozenset[str]] = {
+    **{lang: frozenset({"latin"}) for lang in LATIN_LANGUAGES},
+    "zh": frozenset({"han"}),
+    "ja": frozenset({"han", "kana"}),
+    "ko": frozenset({"hangul"}),
+    "ru": frozenset({"cyrillic"}),
+    "el": frozenset({"greek"}),
+    "ar": frozenset({"arabic"}),
+}
+
+
+def word_scripts(text: str) -> list[str]:
+    """Script of every word of ``text`` (``han``, ``kana``, ``latin``, ..., ``other``)."""
+    scripts = []
+    for m in _WORD_RE.finditer(text):
+        if m.group("han"):
+            scripts.append("han")
+        elif m.group("kana"):
+            scripts.append("kana")
+        else:
+            first = m.group("word")[0]
+            scripts.append(next((name for name, r in _SCRIPTS if r.match(first)), "other"))
+    return scripts
+
+
+@register_reward("language_consistency", value_range=(0.0, 1.0))
+def language_consistency(completion: str, row: dict[str, Any]) -> float:
+    """Fraction of words of the ``<think>`` part that are in ``row.get("language", "en")``.
+
+    Without think tags the whole completion is used. No words at all scores 0.
+    Supported languages: ``LANGUAGE_SCRIPTS`` keys. Range [0, 1].
+    """
+    language = row.get("language") or "en"
+    if language not in LANGUAGE_SCRIPTS:
+        raise ValueError(
+            f"row 'language' {language!r} is not supported; use one of {sorted(LANGUAGE_SCRIPTS)}"
+        )
+    cot = think_block(completion)
+    scripts = word_scripts(completion if cot is None else cot)
+    if not scripts:
+        return 0.0
+    wanted = LANGUAGE_SCRIPTS[language]
+    return sum(s in wanted for s in scripts) / len(scripts)

@@ -1,0 +1,431 @@
+"""Supervised fine-tuning: cold-start SFT, distillation and rejection-sampling SFT.
+
+Data: ``(prompt, completion)`` text pairs. Each becomes ``prompt ids + completion ids + EOS``;
+the loss is the mean token cross-entropy over the completion tokens (EOS included), never the
+prompt. Rows are RIGHT padded to ``max_len`` or, with ``pack=True``, several examples share a
+row: ``segment_ids`` keep attention inside each example and ``positions`` restart at 0 for
+each one, so a packed row has exactly the loss of its examples laid out one per row.
+
+Device side: the model is split once (``graphdef, state = nnx.split(model)``) and
+``train_step(state, opt_state, batch) -> (state, opt_state, metrics)`` is one ``jax.jit`` with
+explicit shardings and donated state. Log-probs are formed chunk by chunk with
+:func:`r1jax.rl.logprobs.token_logprobs` (no ``[B, T, V]`` tensor); hidden state ``t``
+predicts token ``t + 1``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from tqdm.auto import tqdm
+
+from r1jax import optim
+from r1jax import sharding as shd
+from r1jax.model import Transformer, causal_mask
+from r1jax.model import check_model_fits_mesh as _check_model_fits_mesh
+from r1jax.rl.logprobs import token_logprobs
+from r1jax.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+DEVICE_KEYS = ("tokens", "input_mask", "loss_mask", "positions", "segment_ids")
+"""The ``[B, L]`` arrays of a batch that the train step reads."""
+OVERLONG = ("error", "truncate", "drop")
+
+Example = tuple[str, str]
+Sequences = list[tuple[list[int], int]]  # (prompt + completion + EOS ids, prompt length)
+
+
+# ---------------------------------------------------------------- host side: batches
+
+
+def tokenize_examples(tokenizer: Tokenizer, examples: Sequence[Example]) -> Sequences:
+    """Token ids of each ``(prompt, completion)``: ``(prompt + completion + [EOS], len(prompt))``.
+
+    The prompt gets the tokenizer's default BOS; the completion none. A prompt must have at
+    least one token (position ``t`` predicts token ``t + 1``, so the first token is never a
+    target).
+    """
+    if isinstance(examples, (str, bytes)) or not len(examples):
+        raise ValueError("SFT examples must be a non-empty list of (prompt, completion) pairs")
+    out = []
+    for i, ex in enumerate(examples):
+        if not (isinstance(ex, Sequence) and len(ex) == 2 and all(isinstance(s, str) for s in ex)):
+            raise ValueError(f"SFT example {i} must be a (prompt, completion) pair of str: {ex!r}")
+        prompt = tokenizer.encode(ex[0])
+        if not prompt:
+            raise ValueError(f"SFT example {i} has an empty prompt (and no BOS is added)")
+        completion = tokenizer.encode(ex[1], add_bos=False) + [tokenizer.eos_id]
+        out.append((prompt + completion, len(prompt)))
+    return out
+
+
+def fit_sequences(
+    seqs: Sequences, max_len: int, overlong: str = "error"
+) -> tuple[Sequences, int, int]:
+    """Apply the over-long policy: returns ``(kept sequences, num_truncated, num_dropped)``.
+
+    ``overlong``: ``"error"`` raises naming the example, ``"truncate"`` keeps the first
+    ``max_len`` tokens (the EOS is lost: the example teaches an unfinished answer),
+    ``"drop"`` leaves it out.
+    """
+    if overlong not in OVERLONG:
+        raise ValueError(f"overlong={overlong!r} must be one of {OVERLONG}")
+    if not isinstance(max_len, int) or max_len < 2:
+        raise ValueError(f"max_len={max_len!r} must be an int >= 2")
+    kept, truncated, dropped = [], 0, 0
+    for i, (ids, n_prompt) in enumerate(seqs):
+        if len(ids) <= max_len:
+            kept.append((ids, n_prompt))
+        elif overlong == "error":
+            raise ValueError(
+                f"SFT example {i} has {len(ids)} tokens (prompt {n_prompt}) > max_len={max_len}; "
+                "pass overlong='truncate' or overlong='drop'"
+            )
+        elif overlong == "truncate":
+            kept.append((ids[:max_len], min(n_prompt, max_len)))
+            truncated += 1
+        else:
+            dropped += 1
+    if not kept:
+        raise ValueError(f"all {len(seqs)} SFT examples are longer than max_len={max_len}")
+    return kept, truncated, dropped
+
+
+def pack_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
+    """Best-fit packing: lists of example indices whose lengths sum to at most ``max_len``.
+
+    Each example (in the given order) goes to the open row with the least room that still
+    fits it, else to a new row. Deterministic for a given order.
+    """
+    rows: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # sorted (room left, row index)
+    for i, n in enumerate(lengths):
+        if n > max_len:
+            raise ValueError(f"example {i} has length {n} > max_len={max_len}")
+        k = bisect.bisect_left(free, (n, -1))
+        if k < len(free):
+            room, r = free.pop(k)
+            rows[r].append(i)
+        else:
+            room, r = max_len, len(rows)
+            rows.append([i])
+        if room - n > 0:
+            bisect.insort(free, (room - n, r))
+    return rows
+
+
+def assemble_rows(
+    seqs: Sequences, rows: Sequence[Sequence[int]], max_len: int, pad_id: int
+) -> dict[str, np.ndarray]:
+    """``[B, L]`` arrays for ``rows`` (each a list of indices into ``seqs``), ``L = max_len``.
+
+    Returns ``tokens`` int32 (``pad_id`` on padding), ``input_mask`` bool, ``loss_mask``
+    float32 (1 on completion tokens incl. EOS), ``positions`` int32 (restarting at 0 for every
+    segment), ``segment_ids`` int32 (1, 2, ... per example in the row; 0 on padding).
+    """
+    dtypes = (np.int32, bool, np.float32, np.int32, np.int32)
+    out = {k: np.zeros((len(rows), max_len), dt) for k, dt in zip(DEVICE_KEYS, dtypes, strict=True)}
+    out["tokens"][:] = pad_id
+    for r, row in enumerate(rows):
+        at = 0
+        for s, i in enumerate(row):
+            ids, n_prompt = seqs[i]
+            end = at + len(ids)
+            if end > max_len:
+                raise ValueError(f"row {r} needs {end} tokens > max_len={max_len}")
+            out["tokens"][r, at:end] = ids
+            out["input_mask"][r, at:end] = True
+            out["loss_mask"][r, at + n_prompt : end] = 1.0
+            out["positions"][r, at:end] = np.arange(len(ids))
+            out["segment_ids"][r, at:end] = s + 1
+            at = end
+    return out
+
+
+def make_sft_batch(
+    tokenizer: Tokenizer,
+    examples: Sequence[Example],
+    max_len: int,
+    *,
+    pack: bool = False,
+    overlong: str = "error",
+    num_rows: int | None = None,
+) -> dict[str, np.ndarray]:
+    """One batch of ``(prompt, completion)`` examples as NumPy arrays.
+
+    Without packing there is one example per row (``B = len(examples)`` minus dropped ones);
+    with ``pack=True`` examples share rows (best fit, see :func:`pack_rows`). ``num_rows``
+    pads the batch with empty rows to a fixed ``B`` (raises if more rows are needed).
+
+    Returns the ``[B, L]`` arrays of :func:`assemble_rows` (``L = max_len``) plus the 0-d
+    counters ``num_truncated`` and ``num_dropped`` (see :func:`fit_sequences`).
+    """
+    seqs, truncated, dropped = fit_sequences(
+        tokenize_examples(tokenizer, examples), max_len, overlong
+    )
+    rows = (
+        pack_rows([len(s[0]) for s in seqs], max_len) if pack else [[i] for i in range(len(seqs))]
+    )
+    if num_rows is not None:
+        if len(rows) > num_rows:
+            raise ValueError(f"the examples need {len(rows)} rows > num_rows={num_rows}")
+        rows = rows + [[] for _ in range(num_rows - len(rows))]
+    batch: dict[str, np.ndarray] = assemble_rows(seqs, rows, max_len, tokenizer.pad_id)
+    batch["num_truncated"] = np.asarray(truncated)
+    batch["num_dropped"] = np.asarray(dropped)
+    return batch
+
+
+# ---------------------------------------------------------------- device side: loss and step
+
+
+def make_optimizer(
+    lr: float,
+    warmup_steps: int = 0,
+    total_steps: int = 1,
+    schedule: str = "constant",
+    weight_decay: float = 0.0,
+    grad_clip: float = 1.0,
+    b1: float = 0.9,
+    b2: float = 0.99,
+) -> optax.GradientTransformation:
+    """AdamW with linear warmup, a constant or cosine schedule and global-norm clipping.
+
+    A thin wrapper of :func:`r1jax.optim.make_optimizer` (one implementation for SFT and RL;
+    non-finite updates are skipped there).
+    """
+    kwargs = dict(warmup_steps=warmup_steps, schedule=schedule, weight_decay=weight_decay)
+    kwargs |= dict(grad_clip=grad_clip, b1=b1, b2=b2)
+    return optim.make_optimizer(lr=lr, total_steps=total_steps, **kwargs)
+
+
+def _argmax_hits(
+    hidden: jax.Array, lm_head: jax.Array, targets: jax.Array, chunk: int
+) -> jax.Array:
+    """``[B, T]`` float32: 1 where ``targets`` is the argmax of ``hidden @ lm_head`` (chunked)."""
+    b, t, d = hidden.shape
+    c = min(chunk, t)
+    n = -(-t // c)
+    pad = n * c - t
+    h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(b, n, c, d).swapaxes(0, 1)
+    tgt = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, n, c).swapaxes(0, 1)
+
+    def one(args: tuple[jax.Array, jax.Array]) -> jax.Array:
+        hc, tc = args
+        logits = jnp.einsum("bcd,dv->bcv", hc, lm_head, preferred_element_type=jnp.float32)
+        taken = jnp.take_along_axis(logits, tc[..., None], axis=-1)[..., 0]
+        return (taken >= jnp.max(logits, axis=-1)).astype(jnp.float32)
+
+    return jax.lax.map(one, (h, tgt)).swapaxes(0, 1).reshape(b, n * c)[:, :t]
+
+
+def sft_loss(
+    graphdef: nnx.GraphDef, state: nnx.State, batch: Mapping[str, jax.Array], chunk_size: int = 256
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Masked mean token cross-entropy over all completion tokens of the batch.
+
+    ``batch`` holds the ``[B, L]`` arrays of :data:`DEVICE_KEYS`. Returns ``(loss, metrics)``
+    with metrics ``loss``, ``accuracy`` (greedy next-token accuracy on the same tokens) and
+    ``tokens`` (number of target tokens).
+    """
+    model = nnx.merge(graphdef, state)
+    tokens = batch["tokens"]
+    mask = causal_mask(batch["input_mask"], batch["segment_ids"])
+    hidden, _ = model(tokens, batch["positions"], mask, return_hidden=True)
+    hidden, targets = hidden[:, :-1], tokens[:, 1:]  # hidden t predicts token t + 1
+    weights = batch["loss_mask"][:, 1:].astype(jnp.float32)
+    lm_head = model.lm_head_weight()
+    logp, _ = token_logprobs(hidden, lm_head, targets, chunk_size)
+    count = jnp.sum(weights)
+    denom = jnp.maximum(count, 1.0)
+    loss = -jnp.sum(logp * weights) / denom
+    hits = _argmax_hits(
+        jax.lax.stop_gradient(hidden), jax.lax.stop_gradient(lm_head), targets, chunk_size
+    )
+    metrics = {"loss": loss, "accuracy": jnp.sum(hits * weights) / denom, "tokens": count}
+    return loss, metrics
+
+
+def _opt_state_shardings(
+    tx: optax.GradientTransformation, state: nnx.State, mesh: Mesh, rules: Mapping[str, Any]
+) -> Any:
+    """Moments shard like their parameter (they keep its ``logical_axes``); scalars replicate."""
+
+    def one(leaf: Any) -> NamedSharding:
+        if isinstance(leaf, nnx.Variable):
+            axes = tuple(leaf.get_metadata()["logical_axes"])
+            return NamedSharding(mesh, shd.logical_to_spec(axes, rules, mesh))
+        return shd.replicated(mesh)
+
+    abstract = jax.eval_shape(tx.init, state)
+    return jax.tree.map(one, abstract, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def make_sft_step(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    rules: Mapping[str, Any] = shd.DEFAULT_RULES,
+    chunk_size: int = 256,
+) -> tuple[Callable, Callable[[nnx.State], Any], Any]:
+    """The jitted SFT step and its optimizer-state initialiser.
+
+    Returns ``(train_step, init_opt_state, state_shardings)`` where
+    ``train_step(state, opt_state, batch) -> (state, opt_state, metrics)`` donates
+    ``state`` and ``opt_state``; ``batch`` is a dict of the ``[B, L]`` :data:`DEVICE_KEYS`
+    arrays (B divisible by the mesh's data * fsdp); metrics are replicated scalars
+    ``loss``, ``accuracy``, ``tokens``, ``grad_norm`` (before clipping).
+    """
+    state_sh = shd.state_shardings(state, mesh, rules)
+    opt_sh = _opt_state_shardings(tx, state, mesh, rules)
+    batch_sh = {k: shd.batch_sharding(mesh, 2) for k in DEVICE_KEYS}
+
+    def step(state, opt_state, batch):
+        grad_fn = jax.value_and_grad(sft_loss, argnums=1, has_aux=True)
+        (_, metrics), grads = grad_fn(graphdef, state, batch, chunk_size)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        updates, opt_state = tx.update(grads, opt_state, state)
+        return optax.apply_updates(state, updates), opt_state, metrics
+
+    train_step = jax.jit(
+        step,
+        in_shardings=(state_sh, opt_sh, batch_sh),
+        out_shardings=(state_sh, opt_sh, shd.replicated(mesh)),
+        donate_argnums=(0, 1),
+    )
+    init_opt_state = jax.jit(tx.init, in_shardings=(state_sh,), out_shardings=opt_sh)
+    return train_step, init_opt_state, state_sh
+
+
+# ---------------------------------------------------------------- host loop
+
+
+def _model_mesh(state: nnx.State) -> Mesh:
+    """The mesh the parameters live on (a one-device mesh if they are not NamedSharded)."""
+    sharding = getattr(jax.tree.leaves(state)[0], "sharding", None)
+    if isinstance(sharding, NamedSharding):
+        return sharding.mesh
+    return shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+
+
+def _row_stream(seqs: Sequences, max_len: int, pack: bool, seed: int) -> Iterator[list[int]]:
+    """Rows of example indices forever; epoch ``e`` is shuffled by ``rng([seed, e])``."""
+    epoch = 0
+    while True:
+        order = np.random.default_rng([seed, epoch]).permutation(len(seqs))
+        if pack:
+            rows = pack_rows([len(seqs[i][0]) for i in order], max_len)
+            yield from ([int(order[j]) for j in row] for row in rows)
+        else:
+            yield from ([int(i)] for i in order)
+        epoch += 1
+
+
+def train_sft(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    examples: Sequence[Example],
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    max_len: int,
+    mesh: Mesh | None = None,
+    seed: int = 0,
+    log_every: int = 10,
+    progress: bool = True,
+    pack: bool = False,
+    overlong: str = "error",
+    warmup_steps: int = 0,
+    schedule: str = "constant",
+    weight_decay: float = 0.0,
+    grad_clip: float = 1.0,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    chunk_size: int = 256,
+    rules: Mapping[str, Any] = shd.DEFAULT_RULES,
+) -> tuple[Transformer, list[dict[str, float]]]:
+    """Fine-tune ``model`` on ``(prompt, completion)`` examples for ``steps`` steps.
+
+    Every step sees ``batch_size`` rows of length ``max_len`` (one example per row, or packed
+    rows with ``pack=True``), so the step compiles once. Examples are reshuffled each epoch
+    from ``seed``; as many epochs as ``steps`` need. ``mesh`` defaults to the mesh the model's
+    parameters live on. The model is updated in place (its buffers are donated to the step)
+    and returned.
+
+    Returns ``(model, history)``: one dict every ``log_every`` steps (and at the last) with
+    the means over the window of ``loss``, ``accuracy``, ``grad_norm``, ``tokens`` (targets per
+    step), plus ``step``, ``lr``, ``step_time_s`` (window wall time / steps, the first window
+    includes compilation), ``target_tokens_per_s``, ``num_truncated``, ``num_dropped``.
+    """
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("log_every", log_every)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive int")
+    graphdef, state = nnx.split(model, nnx.Param)  # fails if the model holds non-Param state
+    mesh = mesh if mesh is not None else _model_mesh(state)
+    _check_model_fits_mesh(model.cfg, mesh, rules)
+    if batch_size % shd.batch_divisor(mesh):
+        raise ValueError(
+            f"batch_size={batch_size} is not divisible by the mesh's data*fsdp="
+            f"{shd.batch_divisor(mesh)} (mesh {dict(mesh.shape)})"
+        )
+    seqs, truncated, dropped = fit_sequences(
+        tokenize_examples(tokenizer, examples), max_len, overlong
+    )
+    if truncated or dropped:
+        log.warning(
+            "SFT: %d examples truncated, %d dropped (max_len=%d)", truncated, dropped, max_len
+        )
+    tx = make_optimizer(lr, warmup_steps, steps, schedule, weight_decay, grad_clip, b1, b2)
+    lr_at = jax.jit(optim.make_schedule(lr, warmup_steps, steps, schedule))
+    lr_at(0)  # compile it before the loop: nothing compiles after the first step
+    train_step, init_opt_state, state_sh = make_sft_step(
+        graphdef, state, tx, mesh, rules, chunk_size
+    )
+    batch_sh = shd.batch_sharding(mesh, 2)
+    state = jax.device_put(state, state_sh)
+    opt_state = init_opt_state(state)
+
+    rows = _row_stream(seqs, max_len, pack, seed)
+    history: list[dict[str, float]] = []
+    window: list[dict[str, jax.Array]] = []
+    t0 = time.perf_counter()
+    bar = tqdm(range(steps), desc="sft", disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        arrays = assemble_rows(
+            seqs, [next(rows) for _ in range(batch_size)], max_len, tokenizer.pad_id
+        )
+        batch = {k: jax.device_put(arrays[k], batch_sh) for k in DEVICE_KEYS}
+        state, opt_state, metrics = train_step(state, opt_state, batch)
+        window.append(metrics)
+        if (step + 1) % log_every and step + 1 != steps:
+            continue
+        fetched = jax.device_get(window)
+        elapsed = time.perf_counter() - t0
+        entry = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+        entry |= {
+            "step": step + 1,
+            "lr": float(lr_at(step)),
+            "step_time_s": elapsed / len(fetched),
+            "target_tokens_per_s": float(sum(m["tokens"] for m in fetched)) / elapsed,
+            "num_truncated": truncated,
+            "num_dropped": dropped,
+        }
+        history.append(entry)
+        bar.set_postfix(loss=f"{entry['loss']:.4f}", acc=f"{entry['accuracy']:.3f}")
+        window, t0 = [], time.perf_counter()
+    bar.close()
+    nnx.update(model, state)
+    return model, history
