@@ -54,6 +54,12 @@ class RunCheckpointer:
             create=True,
             cleanup_tmp_directories=True,
         )
+        existing = os.listdir(self.directory) if os.path.isdir(self.directory) else []
+        for d in sorted(d for d in existing if ".orbax-checkpoint-tmp" in d):
+            log.warning(
+                "ignoring half-written checkpoint %s (an interrupted save)",
+                os.path.join(self.directory, d),
+            )
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=options,

@@ -149,6 +149,14 @@ def _plot() -> int:
     return 0
 
 
+@command("sample", "print completions: --prompt=TEXT (repeatable) [--num_samples=G]")
+def _sample() -> int:
+    from r1jax.sampling.command import sample_command
+
+    sample_command(_require_config(), FLAGS.prompt, FLAGS.num_samples)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: the first argument is the command."""
     argv = list(sys.argv if argv is None else argv)
@@ -163,6 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax/jax INFO lines drown the progress
+    from r1jax.distributed import maybe_initialize
+
+    maybe_initialize()
     if name == "plot" and len(argv) > 2 and not argv[2].startswith("-"):
         argv = [*argv[:2], f"--src={argv[2]}", *argv[3:]]
     try:

@@ -138,24 +138,32 @@ class RolloutCollector:
             rows.append(row)
         return out, self.scorer.submit(out.texts, rows), sample_time
 
+    def assemble(self, out: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``tokens [R, P + N]`` and ``input_mask [R, P + N]`` of sampled rows (no rewards)."""
+        p_ids, p_mask = _pad_left(
+            np.asarray(out.prompt_ids), np.asarray(out.prompt_mask), self.prompt_len, self.pad_id
+        )
+        g = self.group_size
+        p_ids, p_mask = np.repeat(p_ids, g, axis=0), np.repeat(p_mask, g, axis=0)
+        comp_mask = np.asarray(out.completion_mask, bool)
+        return (
+            np.concatenate([p_ids, np.asarray(out.tokens)], 1).astype(np.int32),
+            np.concatenate([p_mask, comp_mask], 1),
+        )
+
     def finish(self, records: list[dict], out: Any, handle: Any, sample_time: float) -> Rollouts:
         """Waits for the rewards of ``out`` and assembles host arrays."""
         t0 = time.perf_counter()
         scores = handle.result()
         score_wait = time.perf_counter() - t0
-        g = self.group_size
-        p_ids, p_mask = _pad_left(
-            np.asarray(out.prompt_ids), np.asarray(out.prompt_mask), self.prompt_len, self.pad_id
-        )
-        p_ids, p_mask = np.repeat(p_ids, g, axis=0), np.repeat(p_mask, g, axis=0)
-        comp_mask = np.asarray(out.completion_mask, bool)
+        tokens, input_mask = self.assemble(out)
         fails = {f"timeouts/{k}": v for k, v in scores.timeouts.items()}
         fails.update({f"errors/{k}": v for k, v in scores.errors.items()})
         return Rollouts(
             records=records,
-            tokens=np.concatenate([p_ids, np.asarray(out.tokens)], 1),
-            input_mask=np.concatenate([p_mask, comp_mask], 1),
-            completion_mask=comp_mask,
+            tokens=tokens,
+            input_mask=input_mask,
+            completion_mask=np.asarray(out.completion_mask, bool),
             texts=list(out.texts),
             finish_reason=list(out.finish_reason),
             logp_sampler=np.asarray(out.logp_policy, np.float32),
@@ -188,7 +196,7 @@ class RolloutCollector:
                 break
             rounds += 1
             records = self.next_records()
-            out, handle, t = self.sample(params, records, seed * 1009 + rounds)
+            out, handle, t = self.sample(params, records, (seed + 7919 * rounds) % 2**31)
             batch = self.finish(records, out, handle, t)
         merged = _concat([k for k in kept + spare if k.records])
         result = _select_groups(merged, np.arange(want), self.group_size)

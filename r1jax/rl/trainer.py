@@ -297,19 +297,12 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _device_batch(self, roll: Rollouts) -> dict[str, jax.Array]:
-        rewards = jnp.asarray(roll.rewards)
-        adv = compute_advantages(rewards, self.c.rl.group_size, self.c.rl.advantage_scaling)
-        loss_mask = roll.completion_mask.astype(np.float32)
-        if self.c.rl.mask_truncated:
-            loss_mask = loss_mask * (~roll.truncated)[:, None]
-        host = {
-            "tokens": roll.tokens.astype(np.int32),
-            "input_mask": roll.input_mask,
-            "loss_mask": loss_mask,
+    def _dispatch_logprobs(self, tokens: np.ndarray, input_mask: np.ndarray) -> dict:
+        """Puts the sequences on device and starts old/ref log-prob computation (async)."""
+        batch = {
+            "tokens": jax.device_put(tokens, self.batch_shardings["tokens"]),
+            "input_mask": jax.device_put(input_mask, self.batch_shardings["input_mask"]),
         }
-        batch = {k: jax.device_put(v, self.batch_shardings[k]) for k, v in host.items()}
-        batch["advantages"] = jax.device_put(adv, self.batch_shardings["advantages"])
         if "old_logp" in self.batch_keys:
             batch["old_logp"] = self.logprob_fn(self.params, batch["tokens"], batch["input_mask"])
         if "ref_logp" in self.batch_keys:
@@ -318,12 +311,37 @@ class GRPOTrainer:
             )
         return batch
 
+    def _device_batch(self, roll: Rollouts, batch: dict | None = None) -> dict[str, jax.Array]:
+        """The update batch: ``batch`` from :meth:`_dispatch_logprobs` plus rewards-derived
+        arrays (advantages ``[R]``, loss mask ``[R, N]``)."""
+        if batch is None:
+            batch = self._dispatch_logprobs(roll.tokens, roll.input_mask)
+        rewards = jnp.asarray(roll.rewards)
+        adv = compute_advantages(rewards, self.c.rl.group_size, self.c.rl.advantage_scaling)
+        loss_mask = roll.completion_mask.astype(np.float32)
+        if self.c.rl.mask_truncated:
+            loss_mask = loss_mask * (~roll.truncated)[:, None]
+        batch["loss_mask"] = jax.device_put(loss_mask, self.batch_shardings["loss_mask"])
+        batch["advantages"] = jax.device_put(adv, self.batch_shardings["advantages"])
+        return batch
+
+    def _rollouts(self, seed: int) -> tuple[Rollouts, dict]:
+        """Samples and scores; old/ref log-probs run on device while the host scores."""
+        if self.c.rl.dynamic_sampling:  # the kept rows are known only after scoring
+            roll = self.collector.collect(self.params, seed)
+            return roll, self._device_batch(roll)
+        records = next(self.data)
+        out, handle, sample_time = self.collector.sample(self.params, records, seed)
+        pre = self._dispatch_logprobs(*self.collector.assemble(out))
+        roll = self.collector.finish(records, out, handle, sample_time)
+        roll.sampled_groups = len(records)
+        return roll, self._device_batch(roll, pre)
+
     def train_step(self) -> dict[str, float]:
         """Collects rollouts, updates the policy, returns this step's metrics."""
         t0 = time.perf_counter()
-        roll = self.collector.collect(self.params, step_seed(self.c.seed, self.step, 0))
+        roll, batch = self._rollouts(step_seed(self.c.seed, self.step, 0))
         t1 = time.perf_counter()
-        batch = self._device_batch(roll)
         self.params, self.opt_state, m = self.update_fn(self.params, self.opt_state, batch)
         m = jax.device_get(m)
         t2 = time.perf_counter()
@@ -430,6 +448,8 @@ class GRPOTrainer:
             dynamic_ncols=True,
         )
         try:
+            if self.step == 0 and c.train.eval_every and self.eval_records:
+                self.metrics.write(0, self.evaluate())  # the starting point of the curves
             while self.step < c.train.steps and not self._stop_requested:
                 m = self.train_step()
                 eval_score = None

@@ -1,0 +1,93 @@
+"""``r1jax sample``: completions for a few prompts with the model and sampling of a config."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ml_collections
+
+from r1jax.sampling.params import SamplingParams
+from r1jax.sampling.sampler import SampleOutput, Sampler
+
+
+def _tokenizer(c: ml_collections.ConfigDict) -> Any:
+    """The configured tokenizer, or None when the config names none (prompts are then ids)."""
+    from r1jax import build
+
+    hf_tok = c.model.hf_path and any(
+        os.path.isfile(os.path.join(c.model.hf_path, f))
+        for f in ("tokenizer.json", "tokenizer.model")
+    )
+    if c.tokenizer.path or c.tokenizer.chars or hf_tok:
+        return build.build_tokenizer(c)
+    return None
+
+
+def parse_prompts(prompts: Sequence[str], tokenizer: Any) -> list[str] | list[list[int]]:
+    """Texts as they are with a tokenizer; without one, each prompt is space-separated ids."""
+    if tokenizer is not None:
+        return list(prompts)
+    out = []
+    for i, p in enumerate(prompts):
+        try:
+            out.append([int(t) for t in p.split()])
+        except ValueError:
+            raise ValueError(
+                f"--prompt {i} ({p[:40]!r}): the config has no tokenizer (tokenizer.path, "
+                "tokenizer.chars, model.hf_path), so prompts must be space-separated token ids"
+            ) from None
+    return out
+
+
+def sample_command(
+    c: ml_collections.ConfigDict,
+    prompts: Sequence[str],
+    num_samples: int = 1,
+    emit: Callable[[str], None] = print,
+) -> SampleOutput:
+    """Builds mesh, tokenizer, model and sampler from ``c`` and prints the completions."""
+    import jax
+
+    from r1jax import build
+    from r1jax import config as cfgmod
+
+    if not prompts:
+        raise ValueError("sample needs at least one --prompt")
+    cfgmod.validate(c, jax.device_count())
+    tokenizer = _tokenizer(c)
+    inputs = parse_prompts(prompts, tokenizer)
+    mesh = build.build_mesh(c)
+    model = build.build_model(c, mesh, tokenizer)
+    s = c.sampling
+    sampler = Sampler(
+        model,
+        mesh=mesh,
+        tokenizer=tokenizer,
+        max_prompt_len=s.max_prompt_len,
+        max_new_tokens=s.max_new_tokens,
+        prompt_buckets=tuple(s.prompt_buckets),
+        cache_dtype=s.cache_dtype or None,
+        rules=build.sharding_rules(c),
+    )
+    params = SamplingParams(
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        min_p=s.min_p,
+        stop_strings=tuple(s.stop_strings),
+        seed=c.seed,
+    )
+    out = sampler.generate(model, inputs, num_samples, params)
+    for r, i in enumerate(out.prompt_index):
+        body = (
+            out.texts[r]
+            if out.texts is not None
+            else " ".join(map(str, out.tokens[r, : out.lengths[r]]))
+        )
+        emit(
+            f"--- prompt {i} sample {r % num_samples} ({out.finish_reason[r]}, "
+            f"{out.lengths[r]} tokens)\n{body}"
+        )
+    return out

@@ -1,0 +1,184 @@
+"""The two jitted device programs of the sampler: prefill and the decode loop.
+
+Shapes: Bp padded prompt batch, G samples per prompt, R = Bp * G decoded rows, P padded
+prompt length (a bucket), N completion buffer length, L = P + N cache slots, V vocabulary.
+
+* :func:`prefill` runs the model once over the left-padded prompts ``[Bp, P]`` with a
+  length-P cache, then repeats the cache rows G times and pads the slot axis to L: each
+  prompt is processed once, whatever G is.
+* :func:`decode` samples token 0 from the prefill logits, then runs a
+  ``jax.lax.while_loop`` of one-token forward passes (token i-1 is written at cache slot
+  ``P + i - 1``) until every row has finished (end-of-sequence id, stop sequence, or the
+  length limit). The cache is donated, so it is updated in place.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from r1jax.model import ModelConfig, causal_mask, init_cache, positions_from_mask
+from r1jax.sampling import ops
+from r1jax.sampling.params import DeviceParams
+
+# finish codes on device; names on the host
+LENGTH, EOS, STOP = 0, 1, 2
+FINISH_NAMES = {LENGTH: "length", EOS: "eos", STOP: "stop"}
+
+
+def cache_axes(cfg: ModelConfig) -> tuple[int, int]:
+    """``(slot_axis, kv_head_axis)`` of the model's 4-D cache arrays (batch first, head dim
+    last), read from :func:`init_cache` shapes so the sampler follows the model's layout."""
+    shapes = [jax.eval_shape(lambda n=n: init_cache(cfg, 2, n))[0]["k"].shape for n in (3, 5)]
+    slot = next(i for i, (a, b) in enumerate(zip(*shapes, strict=True)) if a != b)
+    if len(shapes[0]) != 4 or slot not in (1, 2):
+        raise ValueError(
+            f"unexpected KV cache shape {shapes[0]}: want [B, S, K, Dh] or [B, K, S, Dh]"
+        )
+    return slot, 3 - slot
+
+
+def prefill(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    tokens: jax.Array,
+    mask: jax.Array,
+    num_samples: int,
+    *,
+    max_new_tokens: int,
+    cache_dtype: Any,
+    slot_axis: int,
+) -> tuple[list[dict[str, jax.Array]], jax.Array, jax.Array]:
+    """Prompt forward pass shared by the G samples of each prompt.
+
+    Args:
+      tokens: ``[Bp, P]`` left-padded prompt ids; ``mask``: ``[Bp, P]`` True on real tokens.
+    Returns:
+      ``(cache, logits, mask)``: per-layer ``{"k", "v": [R, L, K, Dh]}`` holding the prompt
+      keys and values in slots ``0..P-1``, the next-token logits ``[R, V]`` float32 and the
+      prompt mask ``[R, P]``; row ``i * G + j`` is sample j of prompt i.
+    """
+    model = nnx.merge(graphdef, state)
+    b, p = tokens.shape
+    cache = init_cache(model.cfg, b, p, cache_dtype)
+    hidden, cache = model(
+        tokens, positions_from_mask(mask), causal_mask(mask), cache, 0, return_hidden=True
+    )
+    logits = model.logits(hidden[:, -1:])[:, 0]  # left padding: the last slot is real
+
+    def grow(x: jax.Array) -> jax.Array:
+        x = jnp.repeat(x, num_samples, axis=0)
+        pad = [(0, 0)] * x.ndim
+        pad[slot_axis] = (0, max_new_tokens)
+        return jnp.pad(x, pad)
+
+    cache = jax.tree.map(grow, cache)
+    rep = functools.partial(jnp.repeat, repeats=num_samples, axis=0)
+    return cache, rep(logits), rep(mask)
+
+
+def decode(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    cache: list[dict[str, jax.Array]],
+    logits: jax.Array,
+    prompt_mask: jax.Array,
+    num_active: jax.Array,
+    params: DeviceParams,
+    eos_ids: jax.Array,
+    stop_seqs: jax.Array,
+    limit: jax.Array,
+    key: jax.Array,
+    pad_id: jax.Array,
+    *,
+    max_new_tokens: int,
+) -> dict[str, jax.Array]:
+    """Sampling loop over all rows at once.
+
+    Args:
+      cache: from :func:`prefill` (donated).
+      logits: ``[R, V]`` next-token logits after the prompt.
+      prompt_mask: ``[R, P]`` True on real prompt tokens.
+      num_active: ``[]`` int32; rows from this one on are batch padding (finished at once).
+      params: traced sampling knobs + static mode.
+      eos_ids: ``[E]`` end-of-sequence ids (``-1`` padding).
+      stop_seqs: ``[S, W]`` stop sequences, see :func:`r1jax.sampling.ops.stop_matches`.
+      limit: ``[]`` int32 number of tokens to generate at most (<= N).
+      key: the call's PRNG key; step i uses ``fold_in(key, i)``.
+      pad_id: ``[]`` int32 id written after a row has finished.
+      max_new_tokens: N (static), the cache has ``P + N`` slots.
+    Returns:
+      dict of ``tokens [R, N]`` int32, ``mask [R, N]`` bool, ``logp_policy [R, N]``,
+      ``logp_sampling [R, N]`` float32 (0 where masked), ``finish [R]`` int32 code, and
+      the final ``cache`` (returned so that the donated input buffers are updated in place).
+    """
+    model = nnx.merge(graphdef, state)
+    rows, p = prompt_mask.shape
+    n = max_new_tokens
+    prompt_len = jnp.sum(prompt_mask, axis=-1, dtype=jnp.int32)  # [R]
+    steps = jnp.arange(n)
+
+    def emit(i: jax.Array, logits: jax.Array, c: dict[str, Any]) -> dict[str, Any]:
+        """Samples token i of every row from ``logits [R, V]`` and records it."""
+        tok, lp_s = ops.sample_token(logits, jax.random.fold_in(key, i), params)
+        lp_p = ops.policy_logprob(logits, tok)
+        alive = ~c["done"]
+        tok = jnp.where(alive, tok, pad_id)
+        window = jnp.concatenate([c["window"][:, 1:], tok[:, None]], axis=1)
+        is_eos = alive & jnp.any(tok[:, None] == eos_ids[None], axis=-1)
+        is_stop = alive & ~is_eos & ops.stop_matches(window, stop_seqs)
+
+        def put(buf: jax.Array, col: jax.Array) -> jax.Array:
+            return jax.lax.dynamic_update_slice(buf, col[:, None].astype(buf.dtype), (0, i))
+
+        zero = jnp.zeros_like(lp_p)
+        return dict(
+            c,
+            last=tok,
+            window=window,
+            tokens=put(c["tokens"], tok),
+            mask=put(c["mask"], alive),
+            logp_policy=put(c["logp_policy"], jnp.where(alive, lp_p, zero)),
+            logp_sampling=put(c["logp_sampling"], jnp.where(alive, lp_s, zero)),
+            done=c["done"] | is_eos | is_stop,
+            finish=jnp.where(is_eos, EOS, jnp.where(is_stop, STOP, c["finish"])),
+        )
+
+    def cond(c: dict[str, Any]) -> jax.Array:
+        return (c["i"] < limit) & ~jnp.all(c["done"])
+
+    def body(c: dict[str, Any]) -> dict[str, Any]:
+        i = c["i"]
+        key_mask = jnp.concatenate(
+            [prompt_mask, jnp.broadcast_to(steps < i, (rows, n))], axis=1
+        )  # slots 0..P-1: real prompt tokens; P..P+i-1: generated so far
+        out, cache = model(
+            c["last"][:, None],
+            (prompt_len + i - 1)[:, None],
+            key_mask[:, None, :],
+            c["cache"],
+            p + i - 1,
+        )
+        c = emit(i, out[:, 0], dict(c, cache=cache))
+        return dict(c, i=i + 1)
+
+    init = dict(
+        i=jnp.int32(0),
+        cache=cache,
+        last=jnp.zeros((rows,), jnp.int32),
+        window=jnp.full((rows, stop_seqs.shape[1]), ops.NO_TOKEN, jnp.int32),
+        tokens=jnp.full((rows, n), pad_id, jnp.int32),
+        mask=jnp.zeros((rows, n), bool),
+        logp_policy=jnp.zeros((rows, n), jnp.float32),
+        logp_sampling=jnp.zeros((rows, n), jnp.float32),
+        done=jnp.arange(rows) >= num_active,
+        finish=jnp.full((rows,), LENGTH, jnp.int32),
+    )
+    c = emit(jnp.int32(0), logits, init)
+    c = jax.lax.while_loop(cond, body, dict(c, i=jnp.int32(1)))
+    keys = ("tokens", "mask", "logp_policy", "logp_sampling", "finish", "cache")
+    return {k: c[k] for k in keys}

@@ -1,0 +1,128 @@
+"""Pure per-step sampling functions: filter logits, draw a token, match stop sequences.
+
+Everything here is a pure function of arrays, used inside the sampler's jitted decode loop
+and directly by tests (fixed logits, many draws).
+
+Shapes: B rows, V vocabulary, S stop sequences, W stop window (longest stop sequence).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from r1jax.sampling.params import DeviceParams, SamplingParams, as_device_params
+
+NEG_INF = -jnp.inf
+WILDCARD = -1  # stop-sequence entry that matches anything (left padding of short sequences)
+NO_TOKEN = -2  # content of the stop window before enough tokens were generated
+NEVER = -3  # fills unused stop-sequence rows so that they never match
+
+
+def filter_logprobs(logits: jax.Array, params: SamplingParams | DeviceParams) -> jax.Array:
+    """Log-probs ``[B, V]`` of the sampling distribution (``-inf`` outside its support).
+
+    Applies temperature, then top-k, then top-p (on the top-k renormalised distribution),
+    then min-p, and renormalises. Ties at a cut-off are all kept. Not for greedy params
+    (the greedy distribution is the point mass on the argmax).
+    """
+    p = as_device_params(params)
+    scaled = logits.astype(jnp.float32) / p.temperature
+    keep = jnp.ones(scaled.shape, bool)
+    if p.truncate:
+        v = scaled.shape[-1]
+        ranks = jnp.arange(v)
+        desc = -jnp.sort(-scaled, axis=-1)  # [B, V] largest first
+        k = jnp.where(p.top_k > 0, jnp.minimum(p.top_k, v), v)
+        in_top_k = ranks < k
+        probs = jax.nn.softmax(jnp.where(in_top_k, desc, NEG_INF), axis=-1)
+        mass_before = cumsum_last(probs) - probs
+        kept = in_top_k & (mass_before < p.top_p)  # rank 0 always kept
+        n_kept = jnp.maximum(jnp.sum(kept, axis=-1, keepdims=True), 1)
+        cutoff = jnp.take_along_axis(desc, n_kept - 1, axis=-1)  # [B, 1]
+        keep = scaled >= cutoff
+    if p.use_min_p:
+        top = jnp.max(scaled, axis=-1, keepdims=True)
+        keep &= scaled >= top + jnp.log(p.min_p)
+    return jax.nn.log_softmax(jnp.where(keep, scaled, NEG_INF), axis=-1)
+
+
+def argmax_first(x: jax.Array) -> jax.Array:
+    """Index of the first maximum over the last axis, ``[...]`` int32.
+
+    Two plain reductions (max, then min over matching indices) instead of ``jnp.argmax``'s
+    variadic reduction, which XLA:CPU runs several times slower.
+    """
+    top = jnp.max(x, axis=-1, keepdims=True)
+    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    return jnp.min(jnp.where(x == top, iota, x.shape[-1]), axis=-1)
+
+
+def cumsum_last(x: jax.Array, block: int = 32) -> jax.Array:
+    """Inclusive cumulative sum over the last axis of ``x [B, V]`` (float32).
+
+    Blocked: a ``[block, block]`` triangular matmul inside blocks plus a short cumsum over
+    block totals. Much faster than ``jnp.cumsum`` over a long axis on CPU and exact in
+    float32 on every backend (``Precision.HIGHEST``).
+    """
+    b, v = x.shape
+    vp = -(-v // block) * block
+    xb = jnp.pad(x, ((0, 0), (0, vp - v))).reshape(b, vp // block, block)
+    tri = jnp.triu(jnp.ones((block, block), x.dtype))  # tri[i, j] = 1 for i <= j
+    inner = jnp.einsum("bnc,cd->bnd", xb, tri, precision=jax.lax.Precision.HIGHEST)
+    totals = inner[..., -1]
+    offsets = jnp.cumsum(totals, axis=-1) - totals  # [B, V/block] exclusive
+    return (inner + offsets[..., None]).reshape(b, vp)[:, :v]
+
+
+def sample_from_logprobs(logp: jax.Array, key: jax.Array) -> jax.Array:
+    """One draw per row from ``exp(logp [B, V])`` by inverse CDF: ``[B]`` int32.
+
+    Needs one uniform number per row (the Gumbel-max trick of ``jax.random.categorical``
+    needs V of them, which dominates a CPU decode step). The draw is the first token with
+    positive probability whose cumulative probability reaches ``u * total``.
+    """
+    probs = jnp.exp(logp.astype(jnp.float32))
+    cdf = cumsum_last(probs)
+    u = jax.random.uniform(key, (logp.shape[0], 1), jnp.float32) * cdf[:, -1:]
+    iota = jax.lax.broadcasted_iota(jnp.int32, probs.shape, 1)
+    hit = (cdf >= u) & (probs > 0)
+    first = jnp.min(jnp.where(hit, iota, probs.shape[-1]), axis=-1)
+    return jnp.where(first < probs.shape[-1], first, argmax_first(probs))  # rounding guard
+
+
+def sample_token(
+    logits: jax.Array, key: jax.Array, params: SamplingParams | DeviceParams
+) -> tuple[jax.Array, jax.Array]:
+    """Draws one token per row of ``logits [B, V]``.
+
+    Returns ``(tokens [B] int32, logp_sampling [B] float32)``: the log-probability of each
+    drawn token under the actual sampling distribution of :func:`filter_logprobs`
+    (``0`` for greedy, whose distribution is the point mass on the argmax).
+    """
+    p = as_device_params(params)
+    if p.greedy:
+        tokens = argmax_first(logits)
+        return tokens, jnp.zeros(tokens.shape, jnp.float32)
+    logp = filter_logprobs(logits, p)
+    tokens = sample_from_logprobs(logp, key)
+    return tokens, jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+
+
+def policy_logprob(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    """``log_softmax(logits)[tokens]`` ``[B]`` in float32: the unmodified model distribution."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+
+
+def stop_matches(window: jax.Array, stop_seqs: jax.Array) -> jax.Array:
+    """Whether the last generated tokens end with any stop sequence: ``[B]`` bool.
+
+    Args:
+      window: ``[B, W]`` the last W generated tokens, oldest first (``NO_TOKEN`` before the
+        start of the completion).
+      stop_seqs: ``[S, W]`` right-aligned stop sequences, ``WILDCARD`` on the left of short
+        ones, rows of ``NEVER`` for padding.
+    """
+    eq = (stop_seqs[None] == WILDCARD) | (window[:, None, :] == stop_seqs[None])  # [B, S, W]
+    return jnp.any(jnp.all(eq, axis=-1), axis=-1)

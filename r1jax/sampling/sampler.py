@@ -1,0 +1,373 @@
+"""The batched KV-cache sampler used by every stage (rollouts, rejection sampling, eval).
+
+``Sampler`` holds two jitted programs (see :mod:`r1jax.sampling.decode`), compiled once per
+(batch bucket, prompt bucket, G, sampling mode); the model weights are an argument, so the
+trainer passes its current ``nnx.State`` on every call without rebuilding anything.
+
+Host side per call: tokenize, left-pad to the prompt bucket, pad the batch to a batch
+bucket with dummy prompts (finished from the start, dropped from the output), run prefill
+and decode, fetch the results once, cut stop strings (:mod:`r1jax.sampling.stops`), decode
+texts.
+
+Rows of the output are grouped by prompt: row ``i * G + j`` is sample j of prompt i.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from r1jax import sharding as shd
+from r1jax.model import ModelConfig, Transformer
+from r1jax.sampling import decode as dec
+from r1jax.sampling import stops
+from r1jax.sampling.params import SamplingParams
+
+DEFAULT_PROMPT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+@dataclasses.dataclass
+class SampleOutput:
+    """Host NumPy results of :meth:`Sampler.generate` (B prompts, G samples, N columns).
+
+    ``logp_policy`` is the log-prob under the unmodified model (``log_softmax`` of the raw
+    logits): GRPO's ``logp_old``. ``logp_sampling`` is under the distribution that was
+    actually sampled (after temperature / top-k / top-p / min-p; 0 for greedy): for
+    importance weights against the behaviour policy. Both are 0 where the mask is 0.
+    """
+
+    prompt_ids: np.ndarray  # [B, P] int32, left padded with pad_id
+    prompt_mask: np.ndarray  # [B, P] bool
+    tokens: np.ndarray  # [B*G, N] int32 completions, pad_id after the end
+    completion_mask: np.ndarray  # [B*G, N] bool, True up to and including eos / stop
+    logp_policy: np.ndarray  # [B*G, N] float32
+    logp_sampling: np.ndarray  # [B*G, N] float32
+    lengths: np.ndarray  # [B*G] int32 = completion_mask.sum(-1)
+    finish_reason: list[str]  # [B*G] "eos" | "stop" | "length"
+    prompt_index: np.ndarray  # [B*G] int32, prompt of each row
+    texts: list[str] | None = None  # [B*G] decoded completions when a tokenizer is given
+
+    @property
+    def num_samples(self) -> int:
+        """G, the samples per prompt."""
+        return len(self.lengths) // max(len(self.prompt_ids), 1)
+
+
+@functools.lru_cache(maxsize=32)
+def _programs(
+    graphdef: nnx.GraphDef,
+    mesh: Mesh | None,
+    max_new_tokens: int,
+    cache_dtype: Any,
+    cfg: ModelConfig,
+    kv_tensor: bool,
+) -> tuple[Any, Any]:
+    """The jitted (prefill, decode) pair, shared by samplers with the same settings (so an
+    eval sampler and a rollout sampler of one model compile once)."""
+    slot_axis, kv_axis = dec.cache_axes(cfg)
+    prefill = functools.partial(
+        dec.prefill,
+        graphdef,
+        max_new_tokens=max_new_tokens,
+        cache_dtype=cache_dtype,
+        slot_axis=slot_axis,
+    )
+    decode = functools.partial(dec.decode, graphdef, max_new_tokens=max_new_tokens)
+    if mesh is None:
+        return (
+            jax.jit(prefill, static_argnums=(3,)),
+            jax.jit(decode, donate_argnames=("cache",)),
+        )
+    rows2, rows1 = shd.batch_sharding(mesh, 2), shd.batch_sharding(mesh, 1)
+    spec = [rows2.spec[0], None, None, None]
+    spec[kv_axis] = "tensor" if kv_tensor else None
+    cache_spec = NamedSharding(mesh, P(*spec))
+    cache_sh = [{"k": cache_spec, "v": cache_spec} for _ in range(cfg.num_layers)]
+    prefill_jit = jax.jit(
+        prefill,
+        static_argnums=(3,),
+        in_shardings=(None, rows2, rows2),
+        out_shardings=(cache_sh, rows2, rows2),
+    )
+    names = ("tokens", "mask", "logp_policy", "logp_sampling")
+    out = {**dict.fromkeys(names, rows2), "finish": rows1, "cache": cache_sh}
+    return prefill_jit, jax.jit(decode, donate_argnames=("cache",), out_shardings=out)
+
+
+def _round_up_bucket(n: int, buckets: Sequence[int]) -> int | None:
+    return next((b for b in buckets if b >= n), None)
+
+
+class Sampler:
+    """Jitted batched sampler with a preallocated, sharded KV cache.
+
+    Args:
+      model: a :class:`Transformer` or a ``(graphdef, ModelConfig)`` pair.
+      mesh: device mesh; batch rows go over ``data``/``fsdp``, kv heads over ``tensor``
+        (when divisible), weights by ``rules``. ``None``: wherever the weights live.
+      tokenizer: anything with ``encode``, ``decode``, ``eos_ids``, ``pad_id``; needed for
+        string prompts, stop strings and ``texts``.
+      max_prompt_len: the largest prompt bucket.
+      max_new_tokens: N, the compiled completion length (cache holds P + N slots).
+      prompt_buckets: padded prompt lengths; those above ``max_prompt_len`` are dropped.
+      batch_buckets: padded numbers of prompts (multiples of the mesh batch size); default
+        the mesh batch size times powers of two.
+      cache_dtype: KV cache dtype (default: the model's compute dtype).
+      rules: logical sharding rules for the weights.
+      eos_ids / pad_id: override the tokenizer's / model config's.
+    """
+
+    def __init__(
+        self,
+        model: Transformer | tuple[nnx.GraphDef, ModelConfig],
+        mesh: Mesh | None = None,
+        tokenizer: Any = None,
+        max_prompt_len: int = 128,
+        max_new_tokens: int = 64,
+        prompt_buckets: Sequence[int] = DEFAULT_PROMPT_BUCKETS,
+        batch_buckets: Sequence[int] | None = None,
+        cache_dtype: Any = None,
+        rules: Mapping[str, Any] = shd.DEFAULT_RULES,
+        eos_ids: Sequence[int] | None = None,
+        pad_id: int | None = None,
+    ):
+        if isinstance(model, nnx.Module):
+            self.graphdef, self.cfg = nnx.split(model)[0], model.cfg
+        else:
+            self.graphdef, self.cfg = model
+        cfg = self.cfg
+        for name, val in (("max_prompt_len", max_prompt_len), ("max_new_tokens", max_new_tokens)):
+            if not isinstance(val, int) or val < 1:
+                raise ValueError(f"Sampler {name}={val!r} must be an int >= 1")
+        if max_prompt_len + max_new_tokens > cfg.max_position_embeddings:
+            raise ValueError(
+                f"Sampler max_prompt_len={max_prompt_len} + max_new_tokens={max_new_tokens} "
+                f"exceeds the model's max_position_embeddings={cfg.max_position_embeddings}"
+            )
+        self.mesh, self.tokenizer, self.rules = mesh, tokenizer, dict(rules)
+        self.max_prompt_len, self.max_new_tokens = max_prompt_len, max_new_tokens
+        self.prompt_buckets = tuple(
+            sorted({b for b in prompt_buckets if 0 < b < max_prompt_len} | {max_prompt_len})
+        )
+        self.batch_multiple = shd.batch_divisor(mesh) if mesh is not None else 1
+        if batch_buckets is not None:
+            bad = [b for b in batch_buckets if b < 1 or b % self.batch_multiple]
+            if bad or not batch_buckets:
+                raise ValueError(
+                    f"Sampler batch_buckets={tuple(batch_buckets)}: each must be a positive "
+                    f"multiple of the mesh batch size {self.batch_multiple}"
+                )
+            batch_buckets = tuple(sorted(batch_buckets))
+        self.batch_buckets = batch_buckets
+        self.cache_dtype = jnp.dtype(cache_dtype or cfg.dtype)
+        if eos_ids is None:
+            eos_ids = getattr(tokenizer, "eos_ids", None)
+        if eos_ids is None:
+            eos = cfg.eos_token_id
+            eos_ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        self.eos_ids = [int(i) for i in eos_ids]
+        if pad_id is None:
+            pad_id = getattr(tokenizer, "pad_id", None)
+        self.pad_id = int(pad_id if pad_id is not None else (self.eos_ids or [0])[0])
+        self._state_shardings: dict[Any, Any] = {}
+        self._base_key = jax.random.key(0)
+        self._build_programs()
+
+    # ------------------------------------------------------------------ device programs
+
+    def _build_programs(self) -> None:
+        kv_tensor = False
+        if self.mesh is not None:
+            tensor = self.mesh.shape.get("tensor", 1)
+            kv_tensor = tensor > 1 and self.cfg.num_kv_heads % tensor == 0
+        self._prefill, self._decode = _programs(
+            self.graphdef,
+            self.mesh,
+            self.max_new_tokens,
+            self.cache_dtype,
+            self.cfg,
+            kv_tensor,
+        )
+
+    def compile_count(self) -> int:
+        """Compiled variants of the prefill and decode programs so far (shared with other
+        samplers of the same model and settings)."""
+        return self._prefill._cache_size() + self._decode._cache_size()
+
+    def _state(self, state_or_model: nnx.State | nnx.Module) -> nnx.State:
+        if isinstance(state_or_model, nnx.Module):
+            state = nnx.state(state_or_model)
+        elif isinstance(state_or_model, nnx.State):
+            state = state_or_model
+        else:
+            raise TypeError(
+                f"generate expects an nnx.State or the model, got {type(state_or_model).__name__}"
+            )
+        if self.mesh is None:
+            return state
+        treedef = jax.tree.structure(state)
+        if treedef not in self._state_shardings:
+            self._state_shardings[treedef] = shd.state_shardings(state, self.mesh, self.rules)
+        return jax.device_put(state, self._state_shardings[treedef])  # no-op when in place
+
+    # ------------------------------------------------------------------ host side
+
+    def _prompt_ids(self, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
+        if isinstance(prompts, str | bytes) or not isinstance(prompts, Sequence | np.ndarray):
+            raise ValueError("prompts must be a non-empty list of strings or of token-id lists")
+        if len(prompts) == 0:
+            raise ValueError("prompts is empty: nothing to sample")
+        rows = []
+        for i, p in enumerate(prompts):
+            if isinstance(p, str):
+                if self.tokenizer is None:
+                    raise ValueError(f"prompt {i} is a string but the Sampler has no tokenizer")
+                p = self.tokenizer.encode(p)
+            ids = [int(t) for t in np.asarray(p).reshape(-1)]
+            if not ids:
+                raise ValueError(f"prompt {i} is empty (0 tokens)")
+            bad = [t for t in ids if not 0 <= t < self.cfg.vocab_size]
+            if bad:
+                raise ValueError(
+                    f"prompt {i}: token id {bad[0]} outside the vocabulary [0, "
+                    f"{self.cfg.vocab_size})"
+                )
+            if len(ids) > self.max_prompt_len:
+                raise ValueError(
+                    f"prompt {i} has {len(ids)} tokens > the largest prompt bucket "
+                    f"max_prompt_len={self.max_prompt_len}"
+                )
+            rows.append(ids)
+        return rows
+
+    def _batch_bucket(self, n: int) -> int:
+        if self.batch_buckets is None:
+            m = self.batch_multiple
+            return m * (1 << max(0, -(-n // m) - 1).bit_length())
+        b = _round_up_bucket(n, self.batch_buckets)
+        if b is None:
+            raise ValueError(
+                f"{n} prompts exceed the largest batch bucket {self.batch_buckets[-1]}"
+            )
+        return b
+
+    def _stop_arrays(self, params: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
+        eos = [] if params.ignore_eos else self.eos_ids
+        eos_arr = np.full(max(4, -(-len(eos) // 4) * 4), -1, np.int32)
+        eos_arr[: len(eos)] = eos
+        seqs = [[t] for t in params.stop_token_ids]
+        seqs += [stops.encode_plain(self.tokenizer, s) for s in params.stop_strings]
+        return eos_arr, stops.stop_sequence_array(seqs)
+
+    def generate(
+        self,
+        state_or_model: nnx.State | nnx.Module,
+        prompts: Sequence[str] | Sequence[Sequence[int]],
+        num_samples: int = 1,
+        params: SamplingParams | None = None,
+        key: jax.Array | None = None,
+    ) -> SampleOutput:
+        """Samples ``num_samples`` completions for each prompt.
+
+        Args:
+          state_or_model: the weights (``nnx.State`` of the model, or the model itself).
+          prompts: B strings (needs a tokenizer) or B lists of token ids.
+          num_samples: G completions per prompt; the prompt is prefilled once for all G.
+          params: sampling settings (default: temperature 1, no truncation).
+          key: PRNG key for this call; default ``fold_in(key(0), params.seed)``.
+        Returns:
+          :class:`SampleOutput` with host NumPy arrays.
+        """
+        params = params if params is not None else SamplingParams()
+        params.validate(
+            max_new_tokens_limit=self.max_new_tokens,
+            vocab_size=self.cfg.vocab_size,
+            has_tokenizer=self.tokenizer is not None,
+        )
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples={num_samples!r} must be an int >= 1")
+        rows = self._prompt_ids(prompts)
+        b, g = len(rows), num_samples
+        p = _round_up_bucket(max(len(r) for r in rows), self.prompt_buckets)
+        n = params.max_new_tokens or self.max_new_tokens
+        params.validate(prompt_len=p, max_position_embeddings=self.cfg.max_position_embeddings)
+        bp = self._batch_bucket(b)
+        tokens = np.full((bp, p), self.pad_id, np.int32)
+        mask = np.zeros((bp, p), bool)
+        for i, r in enumerate(rows):
+            tokens[i, p - len(r) :], mask[i, p - len(r) :] = r, True
+        mask[b:, -1] = True  # dummy rows: one pad token, finished before they start
+        eos_arr, stop_arr = self._stop_arrays(params)
+        if key is None:
+            key = jax.random.fold_in(self._base_key, params.seed)
+
+        state = self._state(state_or_model)
+        cache, logits, rows_mask = self._prefill(state, tokens, mask, g)
+        out = self._decode(
+            state,
+            cache,
+            logits,
+            rows_mask,
+            np.int32(b * g),
+            params.device(),
+            eos_arr,
+            stop_arr,
+            np.int32(n),
+            key,
+            np.int32(self.pad_id),
+        )
+        del out["cache"]
+        host = jax.device_get(out)
+        return self._finish(host, tokens[:b], mask[:b], b * g, n, params)
+
+    def _finish(
+        self,
+        host: dict[str, np.ndarray],
+        prompt_ids: np.ndarray,
+        prompt_mask: np.ndarray,
+        rows: int,
+        n: int,
+        params: SamplingParams,
+    ) -> SampleOutput:
+        """Drops padding rows/columns, applies stop strings and decodes texts."""
+        tok = np.array(host["tokens"][:rows, :n])
+        mask = np.array(host["mask"][:rows, :n])
+        lp_p = np.array(host["logp_policy"][:rows, :n])
+        lp_s = np.array(host["logp_sampling"][:rows, :n])
+        lengths = mask.sum(-1).astype(np.int32)
+        reasons = [dec.FINISH_NAMES[int(c)] for c in host["finish"][:rows]]
+        texts = None if self.tokenizer is None else []
+        for r in range(rows):
+            cut = None
+            if params.stop_strings:
+                cut = stops.stop_cut(tok[r, : lengths[r]], self.tokenizer, params.stop_strings)
+            if cut is not None:
+                k, text = cut
+                tok[r, k:], mask[r, k:], lp_p[r, k:], lp_s[r, k:] = self.pad_id, False, 0, 0
+                lengths[r], reasons[r] = k, "stop"
+            elif texts is not None:
+                text = self.tokenizer.decode(tok[r, : lengths[r]].tolist())
+            if texts is not None:
+                texts.append(text)
+        g = rows // len(prompt_ids)
+        return SampleOutput(
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            tokens=tok,
+            completion_mask=mask,
+            logp_policy=lp_p,
+            logp_sampling=lp_s,
+            lengths=lengths,
+            finish_reason=reasons,
+            prompt_index=np.repeat(np.arange(len(prompt_ids), dtype=np.int32), g),
+            texts=texts,
+        )

@@ -1,0 +1,135 @@
+"""Run checkpoints (retention, partial saves), metrics files, plots and HF export."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from r1jax import sharding as shd
+from r1jax.checkpoint import RunCheckpointer
+from r1jax.metrics import MetricsWriter, plot_run, read_metrics
+from r1jax.model import create_model, get_preset
+from r1jax.optim import init_opt_state, make_optimizer
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
+
+
+def _state(mesh):
+    params = nnx.state(create_model(get_preset("tiny"), mesh))
+    opt = make_optimizer(1e-3, 10)
+    return params, init_opt_state(opt, params, mesh)
+
+
+def test_keeps_last_n_plus_best(tmp_path):
+    mesh = shd.make_mesh((2, 2, 2))
+    params, opt_state = _state(mesh)
+    ck = RunCheckpointer(str(tmp_path / "ck"), keep=2)
+    scores = {1: 0.1, 2: 0.9, 3: 0.2, 4: 0.3, 5: None, 6: None}
+    for step, score in scores.items():
+        ck.save(step, params, opt_state, {"step": step}, eval_score=score)
+        ck.wait()
+    assert ck.steps() == [2, 5, 6]  # last two plus the best by eval
+    step, p2, o2, ref, meta = ck.restore_latest(params, opt_state)
+    assert step == 6 and meta["step"] == 6 and ref is None
+    for a, b in zip(jax.tree.leaves(p2), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert a.sharding == b.sharding  # restored directly onto the mesh
+    ck.close()
+
+
+def test_half_written_checkpoint_is_ignored(tmp_path, caplog):
+    mesh = shd.make_mesh((8, 1, 1))
+    params, opt_state = _state(mesh)
+    ck = RunCheckpointer(str(tmp_path / "ck"))
+    ck.save(3, params, opt_state, {"step": 3})
+    ck.close()
+    os.makedirs(tmp_path / "ck" / "7.orbax-checkpoint-tmp" / "params")  # an interrupted save
+    with caplog.at_level(logging.WARNING):
+        ck = RunCheckpointer(str(tmp_path / "ck"))
+    assert "half-written" in caplog.text
+    assert ck.restore_latest(params, opt_state)[0] == 3
+    ck.close()
+
+
+def test_metrics_resume_truncates_and_plots(tmp_path):
+    w = MetricsWriter(str(tmp_path), tensorboard=True)
+    for step in range(1, 6):
+        w.write(
+            step,
+            {
+                "reward/mean": step / 10,
+                "reward/fn/countdown/mean": step / 20,
+                "completion/length_mean": 10.0 + step,
+                "loss/kl": 0.01 * step,
+                "eval/pass@1": 0.5,
+                "bad": float("nan"),
+            },
+        )
+    w.close()
+    w = MetricsWriter(str(tmp_path), resume_step=3, tensorboard=False)  # resumed at step 3
+    w.write(4, {"reward/mean": 0.44})
+    w.close()
+    rows = read_metrics(str(tmp_path))
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[-1]["reward/mean"] == 0.44
+    assert rows[0]["bad"] == "nan"
+    paths = plot_run(str(tmp_path))
+    assert {os.path.basename(p) for p in paths} == {
+        "reward.png",
+        "accuracy.png",
+        "length.png",
+        "kl.png",
+    }
+    assert all(os.path.getsize(p) > 1000 for p in paths)
+    with pytest.raises(FileNotFoundError, match="no metrics found"):
+        read_metrics(str(tmp_path / "nope"))
+
+
+def test_train_then_export_to_transformers(tmp_path):
+    """`r1jax train` then `r1jax export`: transformers loads the checkpoint, same logits."""
+    import torch
+    import transformers
+
+    cfg_file = tmp_path / "cfg.py"
+    cfg_file.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
+        "from trainer_fixtures import make_config\n"
+        f"def get_config():\n    return make_config({str(tmp_path)!r}, 'run', train__steps=2)\n"
+    )
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    for args in (["train"], ["export", f"--dst={tmp_path / 'hf'}"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "r1jax.cli", *args, f"--config={cfg_file}"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert "wrote step 2" in r.stdout
+    config = json.load(open(tmp_path / "hf" / "config.json"))
+    assert config["model_type"] == "qwen2"
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+    from r1jax.model.hf import load_hf_model
+
+    ours = load_hf_model(str(tmp_path / "hf"))
+    ids = np.array([[1, 2, 3, 4, 5]])
+    import jax.numpy as jnp
+
+    from r1jax.model import causal_mask, positions_from_mask
+
+    mask = jnp.ones_like(jnp.asarray(ids), bool)
+    logits = np.asarray(ours(jnp.asarray(ids), positions_from_mask(mask), causal_mask(mask))[0])
+    with torch.no_grad():
+        ref = hf(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(logits, ref, rtol=1e-4, atol=1e-4)
+    # and the exported weights are the trained ones, not a fresh init
+    init = create_model(ours.cfg, seed=3)
+    assert np.abs(np.asarray(init.embed[...]) - np.asarray(ours.embed[...])).max() > 0

@@ -1,0 +1,21 @@
+"""The Colab quickstart notebook runs top to bottom (code cells executed in order)."""
+
+import json
+import os
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
+NOTEBOOK = os.path.join(ROOT, "notebooks", "quickstart.ipynb")
+
+
+def test_quickstart_notebook_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(ROOT)
+    with open(NOTEBOOK) as f:
+        cells = json.load(f)["cells"]
+    namespace: dict = {}
+    for i, cell in enumerate(c for c in cells if c["cell_type"] == "code"):
+        source = "".join(cell["source"]).replace("/tmp/r1jax_notebook", str(tmp_path))
+        exec(compile(source, f"{NOTEBOOK}:cell{i}", "exec"), namespace)
+    assert len(namespace["out"].texts) == 4
+    assert namespace["res"].total[0] > namespace["res"].total[1]
+    assert len(namespace["history"]) == 4

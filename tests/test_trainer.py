@@ -1,0 +1,177 @@
+"""End-to-end GRPO training: learning, exact resume after SIGKILL, checkpoint fallback."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from trainer_fixtures import make_config
+
+from r1jax.rl.trainer import KILL_ENV, GRPOTrainer
+
+TESTS = os.path.dirname(__file__)
+ROOT = os.path.dirname(TESTS)
+VOLATILE = ("time/", "throughput/")
+
+
+def _rows(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _stable(row):
+    return {k: v for k, v in row.items() if not k.startswith(VOLATILE)}
+
+
+def _run_subprocess(tmp_path, run_name, env_extra=None, **changes):
+    """Runs `GRPOTrainer(make_config(...)).train()` in a fresh process."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {TESTS!r})
+        from trainer_fixtures import make_config
+        from r1jax.rl.trainer import train
+        train(make_config({str(tmp_path)!r}, {run_name!r}, **{changes!r}))
+    """)
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _params(run_dir, step):
+    import orbax.checkpoint as ocp
+
+    path = os.path.join(run_dir, "checkpoints", str(step), "params")
+    return ocp.StandardCheckpointer().restore(path)
+
+
+def test_reward_rises(tmp_path):
+    c = make_config(str(tmp_path), train__steps=24, train__checkpoint_every=0)
+    trainer = GRPOTrainer(c)
+    try:
+        history = trainer.train()
+    finally:
+        trainer.close()
+    rewards = np.array([m["reward/mean"] for m in history])
+    assert np.mean(rewards[-6:]) > np.mean(rewards[:6]) + 0.1, rewards
+    assert trainer.update_fn._cache_size() == 1  # no recompilation across steps
+    m = history[-1]
+    for key in (
+        "reward/std",
+        "groups/frac_zero_std",
+        "completion/length_mean",
+        "completion/frac_truncated",
+        "loss/entropy",
+        "loss/clip_frac_low",
+        "loss/clip_frac_high",
+        "loss/grad_norm",
+        "optim/lr",
+        "time/sample",
+        "time/update",
+        "throughput/sample_tokens_per_s",
+    ):
+        assert key in m, key
+
+
+def test_exact_resume_after_sigkill(tmp_path):
+    full = _run_subprocess(tmp_path, "full")
+    killed = _run_subprocess(tmp_path, "killed", {KILL_ENV: "5"})
+    assert full.wait(timeout=600) == 0, full.stdout.read()
+    assert killed.wait(timeout=600) == -signal.SIGKILL, killed.stdout.read()
+    killed_dir = os.path.join(tmp_path, "killed")
+    assert max(r["step"] for r in _rows(killed_dir)) == 5  # step 5 ran, checkpoint is at 4
+    resumed = _run_subprocess(tmp_path, "killed")
+    out = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, out
+    assert "resumed from" in out and "step 4" in out
+    full_rows = [_stable(r) for r in _rows(os.path.join(tmp_path, "full"))]
+    assert [_stable(r) for r in _rows(killed_dir)] == full_rows
+    a, b = _params(os.path.join(tmp_path, "full"), 6), _params(killed_dir, 6)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
+
+
+def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):
+    c = make_config(str(tmp_path), train__steps=4)
+    t = GRPOTrainer(c)
+    t.train()
+    t.close()
+    ckpt = os.path.join(c.run_dir, "checkpoints")
+    assert sorted(int(s) for s in os.listdir(ckpt) if s.isdigit()) == [2, 4]
+    params_dir = os.path.join(ckpt, "4", "params")
+    for root, _, files in os.walk(params_dir):  # truncate every data file of step 4
+        for name in files:
+            with open(os.path.join(root, name), "r+b") as f:
+                f.truncate(0)
+    t2 = GRPOTrainer(c)
+    try:
+        assert t2.step == 2
+        assert "cannot be restored" in caplog.text
+    finally:
+        t2.close()
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
+    proc = _run_subprocess(tmp_path, "interrupted", train__steps=1000, train__checkpoint_every=0)
+    metrics = os.path.join(tmp_path, "interrupted", "metrics.jsonl")
+    deadline = time.time() + 300
+    while time.time() < deadline and not (
+        os.path.exists(metrics) and _rows(os.path.join(tmp_path, "interrupted"))
+    ):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    last = max(r["step"] for r in _rows(os.path.join(tmp_path, "interrupted")))
+    steps = os.listdir(os.path.join(tmp_path, "interrupted", "checkpoints"))
+    assert str(last) in steps and 0 < last < 1000
+
+
+@pytest.mark.parametrize("bad", ["rl__group_size"])
+def test_invalid_config_fails_before_compile(tmp_path, bad):
+    from r1jax.config import ConfigError
+
+    with pytest.raises(ConfigError, match="rl.group_size=1"):
+        GRPOTrainer(make_config(str(tmp_path), **{bad: 1}))
+
+
+def test_all_options_run_and_resume(tmp_path):
+    """mu > 1, minibatches, KL to a reference that is refreshed, dynamic sampling, masking
+    truncated completions, DAPO loss; the reference params are checkpointed and restored."""
+    opts = dict(
+        rl__num_iterations=2,
+        rl__num_minibatches=2,
+        rl__beta=0.04,
+        rl__ref_update_every=2,
+        rl__dynamic_sampling=True,
+        rl__mask_truncated=True,
+        rl__loss_type="token",
+        rl__eps_high=0.28,
+        rl__prompts_per_step=8,
+        train__steps=3,
+        train__checkpoint_every=2,
+    )
+    c = make_config(str(tmp_path), **opts)
+    t = GRPOTrainer(c)
+    history = t.train()
+    t.close()
+    assert len(history) == 3
+    m = history[-1]
+    assert m["loss/kl"] >= 0 and "loss/policy_drift_kl" in m and "groups/dropped" in m
+    assert m["groups/sampled"] >= 8
+    t2 = GRPOTrainer(c)  # resumes from step 2 with its reference params
+    try:
+        assert t2.step == 3 and t2.ref_params is not None
+    finally:
+        t2.close()
