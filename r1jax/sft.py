@@ -190,26 +190,6 @@ def make_sft_batch(
 # ---------------------------------------------------------------- device side: loss and step
 
 
-def make_optimizer(
-    lr: float,
-    warmup_steps: int = 0,
-    total_steps: int = 1,
-    schedule: str = "constant",
-    weight_decay: float = 0.0,
-    grad_clip: float = 1.0,
-    b1: float = 0.9,
-    b2: float = 0.99,
-) -> optax.GradientTransformation:
-    """AdamW with linear warmup, a constant or cosine schedule and global-norm clipping.
-
-    A thin wrapper of :func:`r1jax.optim.make_optimizer` (one implementation for SFT and RL;
-    non-finite updates are skipped there).
-    """
-    kwargs = dict(warmup_steps=warmup_steps, schedule=schedule, weight_decay=weight_decay)
-    kwargs |= dict(grad_clip=grad_clip, b1=b1, b2=b2)
-    return optim.make_optimizer(lr=lr, total_steps=total_steps, **kwargs)
-
-
 def _argmax_hits(
     hidden: jax.Array, lm_head: jax.Array, targets: jax.Array, chunk: int
 ) -> jax.Array:
@@ -388,7 +368,7 @@ def train_sft(
         log.warning(
             "SFT: %d examples truncated, %d dropped (max_len=%d)", truncated, dropped, max_len
         )
-    tx = make_optimizer(lr, warmup_steps, steps, schedule, weight_decay, grad_clip, b1, b2)
+    tx = optim.make_optimizer(lr, steps, warmup_steps, schedule, weight_decay, grad_clip, b1, b2)
     lr_at = jax.jit(optim.make_schedule(lr, warmup_steps, steps, schedule))
     lr_at(0)  # compile it before the loop: nothing compiles after the first step
     train_step, init_opt_state, state_sh = make_sft_step(

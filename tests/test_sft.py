@@ -14,9 +14,9 @@ from r1jax import sharding as shd
 from r1jax.cold_start import COUNTDOWN_CHARS, make_countdown_sft_examples
 from r1jax.data.countdown import CountdownSpec, generate_countdown
 from r1jax.model import create_model, get_preset
+from r1jax.optim import make_optimizer
 from r1jax.sft import (
     DEVICE_KEYS,
-    make_optimizer,
     make_sft_batch,
     make_sft_step,
     pack_rows,
@@ -188,7 +188,7 @@ def _two_steps(mesh_shape, batches):
     model = _tiny(mesh_shape)
     mesh = shd.make_mesh(mesh_shape) if mesh_shape else _one_device()
     graphdef, state = nnx.split(model)
-    tx = make_optimizer(1e-2, grad_clip=0.5)
+    tx = make_optimizer(1e-2, total_steps=1, grad_clip=0.5)
     step, init_opt, state_sh = make_sft_step(graphdef, state, tx, mesh, chunk_size=4)
     opt_state, out = init_opt(state), []
     for b in batches:
