@@ -301,6 +301,25 @@ def load_hf_model(
 # ----------------------------------------------------------------------------- export
 
 
+def _implied_zero_biases(cfg: ModelConfig, np_dtype: np.dtype) -> list[tuple]:
+    """HF Qwen2 always has q/k/v biases; a qwen2-family model without them exports zeros."""
+    if cfg.family != "qwen2" or cfg.qkv_bias:
+        return []
+    out = []
+    for i in range(cfg.num_layers):
+        for proj, heads in (("q", cfg.num_heads), ("k", cfg.num_kv_heads), ("v", cfg.num_kv_heads)):
+            shape = (heads * cfg.head_dim,)
+            out.append(
+                (
+                    f"model.layers.{i}.self_attn.{proj}_proj.bias",
+                    shape,
+                    lambda shape=shape: np.zeros(shape, np_dtype),
+                    int(np.prod(shape)) * np_dtype.itemsize,
+                )
+            )
+    return out
+
+
 def save_hf_model(
     model: Transformer, path: str, dtype: str | None = None, max_shard_bytes: int = 2 * 1024**3
 ) -> None:
@@ -311,6 +330,11 @@ def save_hf_model(
     cfg: ModelConfig = model.cfg
     dtype = dtype or cfg.param_dtype
     np_dtype = np.dtype(jax.numpy.dtype(dtype))
+    if cfg.qkv_bias and cfg.family != "qwen2" or cfg.qk_norm != (cfg.family == "qwen3"):
+        raise CheckpointError(
+            f"{path}: a {cfg.family!r} model with qkv_bias={cfg.qkv_bias}, qk_norm={cfg.qk_norm} "
+            "has no Hugging Face architecture (qkv_bias is Qwen2's, qk_norm is Qwen3's)"
+        )
     os.makedirs(path, exist_ok=True)
     entries = []
     for p, var in nnx.to_flat_state(nnx.state(model)):
@@ -321,6 +345,7 @@ def save_hf_model(
             np_dtype
         )
         entries.append((name, shape, produce, int(np.prod(shape)) * np_dtype.itemsize))
+    entries += _implied_zero_biases(cfg, np_dtype)
     shards: list[list[tuple]] = [[]]
     size = 0
     for e in entries:
