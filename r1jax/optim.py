@@ -68,7 +68,11 @@ def init_opt_state(optimizer: optax.GradientTransformation, params, mesh):
 
     state = jax.jit(optimizer.init)(params)
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.tree.map(
-        lambda x: x if len(x.sharding.device_set) == mesh.size else jax.device_put(x, replicated),
-        state,
-    )
+
+    def place(x):
+        # Counters come out of jit uncommitted to the mesh (SingleDeviceSharding on a 1-device
+        # mesh); after one update they are mesh-replicated, which would recompile the step.
+        ok = isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh
+        return x if ok else jax.device_put(x, replicated)
+
+    return jax.tree.map(place, state)
