@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from typing import Any
@@ -78,6 +79,7 @@ def run_r1jax(assets: str, args) -> dict[str, Any]:
             )
     finally:
         trainer.close()
+        shutil.rmtree(c.run_dir, ignore_errors=True)
     return {
         "framework": "r1jax",
         "build_s": build_s,
@@ -188,7 +190,10 @@ def run_trl(assets: str, args) -> dict[str, Any]:
         callbacks=[clock],
     )
     build_s = time.perf_counter() - t0
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        shutil.rmtree(config.output_dir, ignore_errors=True)
     train_end = time.perf_counter()
     clock.cpu.append(time.process_time())
     if len(clock.end) != total or len(timings["gen_score"]) != total:
