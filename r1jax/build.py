@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import ml_collections
 from jax.sharding import Mesh
 
@@ -76,7 +75,3 @@ def prompt_formatter(c: ml_collections.ConfigDict, tokenizer=None) -> Callable[[
         tokenizer=tokenizer if p.style == "chat" else None,
     )
     return lambda record: format_prompt(record, **kwargs)
-
-
-def num_devices() -> int:
-    return jax.device_count()

@@ -238,7 +238,7 @@ class GRPOTrainer:
             self.c.rl.group_size,
             self.c.sampling.max_prompt_len,
             self.tokenizer.pad_id,
-            lambda seed: self._sampling_params(seed),
+            self._sampling_params,
             self.c.rl.dynamic_sampling,
             self.c.rl.max_refill_rounds,
         )
@@ -355,9 +355,9 @@ class GRPOTrainer:
             )
         if self.c.rl.ref_update_every and self.step % self.c.rl.ref_update_every == 0:
             self.ref_params = self._copy_params()
-        return self._step_metrics(roll, m, t0, t1, t2, batch)
+        return self._step_metrics(roll, m, t0, t1, t2)
 
-    def _step_metrics(self, roll, m, t0, t1, t2, batch) -> dict[str, float]:
+    def _step_metrics(self, roll, m, t0, t1, t2) -> dict[str, float]:
         out: dict[str, float] = {f"loss/{k}": float(v) for k, v in m.items()}
         out["reward/mean"] = float(roll.rewards.mean())
         out["reward/std"] = float(roll.rewards.std())
