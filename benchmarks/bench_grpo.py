@@ -49,6 +49,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="virtual CPU devices for r1jax (xla_force_host_platform_device_count), data mesh",
     )
+    ap.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="compute dtype (fp32 master weights in both: r1jax model.dtype, TRL bf16=True)",
+    )
+    ap.add_argument(
+        "--no_share_prompt",
+        action="store_true",
+        help="r1jax: run the prompt once per row in the update (rl.share_prompt=False)",
+    )
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)

@@ -44,6 +44,8 @@ def run_r1jax(assets: str, args) -> dict[str, Any]:
     c.rl.group_size = args.group
     c.rl.loss_type = "grpo"
     c.rl.beta = 0.0
+    c.rl.share_prompt = not args.no_share_prompt
+    c.model.dtype = args.dtype
     c.rl.eps_low = c.rl.eps_high = 0.2
     c.optim.lr = args.lr
     c.optim.b2 = 0.99
@@ -58,7 +60,8 @@ def run_r1jax(assets: str, args) -> dict[str, Any]:
     trainer = GRPOTrainer(c)
     build_s = time.perf_counter() - t0
     base_params = trainer._sampling_params
-    trainer._sampling_params = lambda seed, **kw: base_params(seed, ignore_eos=True, **kw)
+    forced = lambda seed, **kw: base_params(seed, ignore_eos=True, **kw)
+    trainer._sampling_params = trainer.collector.sampling_params_fn = forced
     steps = []
     try:
         for _ in range(args.warmup + args.steps):
@@ -80,6 +83,9 @@ def run_r1jax(assets: str, args) -> dict[str, Any]:
     finally:
         trainer.close()
         shutil.rmtree(c.run_dir, ignore_errors=True)
+    short = [s["length"] for s in steps if s["length"] != args.new_tokens]
+    if short:  # the comparison is only fair at the same, forced, completion length
+        raise RuntimeError(f"r1jax completions were not forced to {args.new_tokens}: {short}")
     return {
         "framework": "r1jax",
         "build_s": build_s,
@@ -171,7 +177,7 @@ def run_trl(assets: str, args) -> dict[str, Any]:
         report_to="none",
         save_strategy="no",
         use_cpu=True,
-        bf16=False,
+        bf16=args.dtype == "bfloat16",
         fp16=False,
         seed=0,
         disable_tqdm=True,

@@ -65,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.split = "train"
     c.data.eval_split = "test"
     c.data.path = ""
+    c.data.eval_path = ""  # jsonl / parquet: the held-out file used by train.eval_every
     c.data.data_dir = ""
     c.data.manual_dir = ""
     c.data.on_bad_row = "fail"
@@ -107,6 +108,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.rl.max_refill_rounds = 3  # dynamic sampling: extra sampling rounds per step
     c.rl.grad_accum = 1  # micro-batches accumulated per optimizer update
     c.rl.logprob_chunk = 256  # positions per chunk of the vocabulary projection
+    # Run each prompt once per group in the update (its keys/values shared by the G
+    # completions). Needs prompts_per_step divisible by num_minibatches * grad_accum.
+    c.rl.share_prompt = True
 
     c.cold_start = ml_collections.ConfigDict()
     c.cold_start.task = ""  # "countdown": SFT on synthetic traces before RL
@@ -164,12 +168,25 @@ def model_config(c: ml_collections.ConfigDict) -> ModelConfig:
         raise ConfigError(f"config.model: {e}") from e
 
 
-def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> ModelConfig:
-    """Checks cross-field constraints; returns the model config. Raises :class:`ConfigError`."""
+def validate(
+    c: ml_collections.ConfigDict, num_devices: int | None = None, num_processes: int = 1
+) -> ModelConfig:
+    """Checks cross-field constraints; returns the model config. Raises :class:`ConfigError`.
+
+    ``num_processes``: JAX processes of the run; each samples ``rl.prompts_per_step /
+    num_processes`` prompts per step.
+    """
     import numpy as np
 
     cfg = model_config(c)
     r = c.rl
+    _check(
+        r.prompts_per_step >= 1 and r.prompts_per_step % num_processes == 0,
+        "rl.prompts_per_step",
+        r.prompts_per_step,
+        f"must be a positive multiple of the number of JAX processes ({num_processes}): each "
+        "process samples an equal share of the prompts",
+    )
     _check(r.group_size >= 2, "rl.group_size", r.group_size, "GRPO needs at least 2 per group")
     _check(r.loss_type in LOSS_TYPES, "rl.loss_type", r.loss_type, f"one of {LOSS_TYPES}")
     _check(

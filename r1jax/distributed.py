@@ -1,15 +1,25 @@
-"""Multi-host start-up: ``jax.distributed.initialize`` from the environment.
+"""Multi-host start-up (``jax.distributed.initialize`` from the environment) and small
+cross-process reductions of host values.
 
 Set ``R1JAX_DISTRIBUTED=1`` on every process (the launch scripts do). On Cloud TPU VMs and
 under SLURM, JAX finds the coordinator itself; elsewhere set ``R1JAX_COORDINATOR=host:port``,
 ``R1JAX_NUM_PROCESSES`` and ``R1JAX_PROCESS_ID``.
+
+The reductions below are collectives: every process must call them, in the same order and
+with the same shapes, or the run hangs. With one process they return their input.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
+import numpy as np
+
+T = TypeVar("T")
 
 
 def maybe_initialize() -> bool:
@@ -27,3 +37,61 @@ def maybe_initialize() -> bool:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**kwargs)
     return True
+
+
+def is_primary() -> bool:
+    """True on process 0, the one that writes logs, metrics and progress bars."""
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Waits until every process has reached the barrier ``name``."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def primary_first(fn: Callable[[], T]) -> T:
+    """``fn()`` on process 0, then on the others: for steps that write shared files (preparing
+    a dataset) and must not race."""
+    if jax.process_count() == 1:
+        return fn()
+    out = fn() if is_primary() else None
+    barrier("r1jax primary_first")
+    return out if is_primary() else fn()
+
+
+def allgather(tree: Any) -> Any:
+    """Each array ``[n, ...]`` (same shape on every process) -> ``[count * n, ...]``, the
+    processes' arrays concatenated in process order. Scalars become ``[count]``."""
+    if jax.process_count() == 1:
+        return jax.tree.map(lambda x: np.atleast_1d(np.asarray(x)), tree)
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(
+        lambda x: np.asarray(multihost_utils.process_allgather(np.atleast_1d(x), tiled=True)),
+        tree,
+    )
+
+
+def all_true(flag: bool) -> bool:
+    """``flag`` on every process."""
+    return bool(np.all(allgather(np.array([bool(flag)]))))
+
+
+def any_true(flag: bool) -> bool:
+    """``flag`` on at least one process."""
+    return bool(np.any(allgather(np.array([bool(flag)]))))
+
+
+def allgather_json(value: Any) -> list[Any]:
+    """Every process's JSON-serialisable ``value``, in process order."""
+    if jax.process_count() == 1:
+        return [value]
+    data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+    width = int(allgather(np.array([data.size])).max())
+    padded = np.zeros(width, np.uint8)
+    padded[: data.size] = data
+    rows = allgather(padded[None])
+    return [json.loads(bytes(r).rstrip(b"\0").decode()) for r in rows]

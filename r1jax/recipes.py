@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh
@@ -72,7 +73,9 @@ def cold_start(
     builder = PROMPT_BUILDERS.get(c.data.prompt_builder) if c.data.prompt_builder else None
     prompt_fn = (lambda r: fmt({**r, "prompt": builder(r)})) if builder else fmt
     examples = make_countdown_sft_examples(records, prompt_fn, np.random.default_rng(c.seed))
-    print(f"cold start: SFT on {len(examples)} synthetic countdown traces, {cs.steps} steps")
+    primary = jax.process_index() == 0
+    if primary:
+        print(f"cold start: SFT on {len(examples)} synthetic countdown traces, {cs.steps} steps")
     model, history = train_sft(
         model,
         tokenizer,
@@ -83,12 +86,12 @@ def cold_start(
         max_len=c.sampling.max_prompt_len + c.sampling.max_new_tokens,
         mesh=mesh,
         seed=c.seed,
-        progress=c.train.progress,
+        progress=c.train.progress and primary,
         overlong="truncate",
         warmup_steps=min(20, cs.steps // 10),
         schedule="cosine",
     )
-    if history:
+    if history and primary:
         print(
             f"cold start: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}, "
             f"token accuracy {history[-1]['accuracy']:.3f}"

@@ -11,6 +11,9 @@ Device side: the model is split once (``graphdef, state = nnx.split(model)``) an
 explicit shardings and donated state. Log-probs are formed chunk by chunk with
 :func:`r1jax.rl.logprobs.token_logprobs` (no ``[B, T, V]`` tensor); hidden state ``t``
 predicts token ``t + 1``.
+
+Multi-process (a mesh over several JAX processes): every process builds the same batches (same
+examples and seed) and places the rows of its own devices, so the run equals a one-process run.
 """
 
 from __future__ import annotations
@@ -387,7 +390,8 @@ def train_sft(
         arrays = assemble_rows(
             seqs, [next(rows) for _ in range(batch_size)], max_len, tokenizer.pad_id
         )
-        batch = {k: jax.device_put(arrays[k], batch_sh) for k in DEVICE_KEYS}
+        # every process builds the same global batch and places the rows of its devices
+        batch = {k: shd.global_from_full(arrays[k], batch_sh) for k in DEVICE_KEYS}
         state, opt_state, metrics = train_step(state, opt_state, batch)
         window.append(metrics)
         if (step + 1) % log_every and step + 1 != steps:

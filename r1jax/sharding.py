@@ -139,3 +139,94 @@ def check_divisible(shape: Sequence[int], spec: P, mesh: Mesh, what: str) -> Non
                 f"{what}: dimension {dim} is not divisible by mesh axes {axes} "
                 f"of total size {n} (mesh {dict(mesh.shape)})"
             )
+
+
+# ---------------------------------------------------------------------- multi-process batches
+#
+# With several JAX processes, each process holds the rows of a batch that live on its own
+# devices. Host data moves in and out of global arrays through these helpers; with one
+# process they are plain ``device_put`` / ``device_get``.
+
+
+def _batch_shard_ids(mesh: Mesh) -> np.ndarray:
+    """For every device of ``mesh`` (in ``mesh.devices`` order), the index of the block of the
+    batch dimension it holds (``batch_sharding`` splits rows over ``data`` x ``fsdp``)."""
+    shape = [mesh.shape.get(a, 1) for a in BATCH_AXES]
+    grids = np.indices(mesh.devices.shape)
+    names = list(mesh.axis_names)
+    coords = [grids[names.index(a)] if a in names else np.zeros_like(grids[0]) for a in BATCH_AXES]
+    return np.ravel_multi_index(coords, shape)
+
+
+def process_batch_shard(mesh: Mesh) -> tuple[int, int]:
+    """``(index, count)`` of this process's share of a batch sharded by :func:`batch_sharding`.
+
+    Every process must own the same number of batch blocks and no block may be held by two
+    processes (the data*fsdp axes must span the processes); processes are numbered by the
+    first batch block they hold, so process ``index`` owns global rows
+    ``[index * B / count, (index + 1) * B / count)`` when its blocks are contiguous (as with
+    :func:`make_mesh`). Feed process ``index`` of ``count`` that share of every batch.
+
+    Raises:
+      ValueError: when the mesh's batch axes do not split evenly over the processes.
+    """
+    procs = np.vectorize(lambda d: d.process_index)(mesh.devices)
+    if len(np.unique(procs)) == 1:
+        return 0, 1
+    blocks = _batch_shard_ids(mesh)
+    owned: dict[int, set[int]] = {}
+    for p, b in zip(procs.reshape(-1), blocks.reshape(-1), strict=True):
+        owned.setdefault(int(p), set()).add(int(b))
+    sizes = {len(s) for s in owned.values()}
+    shared = sum(len(s) for s in owned.values()) != batch_divisor(mesh)
+    if len(sizes) != 1 or shared:
+        raise ValueError(
+            f"mesh {dict(mesh.shape)} over {len(owned)} processes: every process must hold its "
+            f"own, equally many blocks of the batch (the data*fsdp axes, {batch_divisor(mesh)} "
+            f"blocks, must be split over the processes, not replicated across them); blocks "
+            f"per process: { {p: sorted(s) for p, s in sorted(owned.items())} }"
+        )
+    order = sorted(owned, key=lambda p: min(owned[p]))
+    return order.index(jax.process_index()), len(order)
+
+
+def spans_processes(mesh: Mesh | None) -> bool:
+    """True when ``mesh`` has devices of more than one JAX process."""
+    if mesh is None or jax.process_count() == 1:
+        return False
+    return len({d.process_index for d in mesh.devices.flat}) > 1
+
+
+def host_to_global(local: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A global ``[B, ...]`` array from this process's rows ``local [B / count, ...]``.
+
+    With one process this is ``jax.device_put(local, sharding)``; otherwise each process passes
+    its own rows (:func:`process_batch_shard`) and gets one global array
+    (``jax.make_array_from_process_local_data``).
+    """
+    if not spans_processes(sharding.mesh):
+        return jax.device_put(local, sharding)
+    return jax.make_array_from_process_local_data(sharding, np.asarray(local))
+
+
+def global_from_full(full: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A global array from a host array that every process holds in full (same values)."""
+    if not spans_processes(sharding.mesh):
+        return jax.device_put(full, sharding)
+    full = np.asarray(full)
+    return jax.make_array_from_callback(full.shape, sharding, lambda index: full[index])
+
+
+def global_to_host(array: jax.Array) -> np.ndarray:
+    """The rows of a ``[B, ...]`` array that this process holds (all of them with one process).
+
+    Inverse of :func:`host_to_global` for arrays sharded along the first axis only: the
+    process's distinct row blocks, in global order. Fully replicated arrays come back whole.
+    """
+    if array.is_fully_addressable or array.is_fully_replicated:
+        return np.asarray(jax.device_get(array))
+    blocks: dict[int, Any] = {}
+    for shard in array.addressable_shards:
+        rows = shard.index[0] if shard.index else slice(None)
+        blocks.setdefault(rows.start or 0, shard.data)
+    return np.concatenate([np.asarray(blocks[k]) for k in sorted(blocks)])

@@ -1,4 +1,7 @@
-"""The jitted GRPO update: sharding invariance, compile-once, accumulation, NaN guard."""
+"""The jitted GRPO update: sharding invariance, compile-once, accumulation, NaN guard,
+shared prompt forward passes."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +32,7 @@ def _batch(seed=0):
     return {"tokens": tokens, "input_mask": input_mask, "loss_mask": loss_mask, "advantages": adv}
 
 
-def _setup(mesh, step_cfg, lr=1e-2, adam=True):
+def _setup(mesh, step_cfg, lr=1e-2, adam=True, extra_keys=()):
     model = create_model(CFG, mesh, seed=1)
     graphdef, params = nnx.split(model)
     ps = shd.state_shardings(params, mesh)
@@ -41,6 +44,7 @@ def _setup(mesh, step_cfg, lr=1e-2, adam=True):
     keys = ["tokens", "input_mask", "loss_mask", "advantages"]
     if not step_cfg.on_policy:
         keys.append("old_logp")
+    keys += list(extra_keys)
     bs = {k: shd.batch_sharding(mesh, 1 if k == "advantages" else 2) for k in keys}
     update = jit_update(make_update_fn(graphdef, step_cfg, opt), ps, os_, bs)
     logprob = jit_logprobs(graphdef, step_cfg, ps, shd.batch_sharding(mesh, 2))
@@ -146,3 +150,120 @@ def test_logprobs_match_full_forward():
     ref = np.take_along_axis(full[:, P - 1 : -1], b["tokens"][:, P:, None], -1)[..., 0]
     valid = b["loss_mask"] > 0
     np.testing.assert_allclose(lp[valid], ref[valid], rtol=1e-5, atol=1e-5)
+
+
+G = 4  # rows per prompt in the shared-prompt tests
+
+
+def _grouped_batch(seed=0):
+    """``_batch`` with the prompt part (tokens and padding) equal within each group of G."""
+    b = _batch(seed)
+    for name in ("tokens", "input_mask"):
+        prompts = b[name][::G, :P]
+        b[name][:, :P] = np.repeat(prompts, G, axis=0)
+    return b
+
+
+def test_deal_keeps_blocks_and_undeal_inverts():
+    from r1jax.rl.step import _deal, _undeal
+
+    x = jnp.arange(24)
+    d = _deal(x, 3, block=2)
+    assert d.shape == (3, 8)
+    np.testing.assert_array_equal(d[1], [2, 3, 8, 9, 14, 15, 20, 21])  # blocks 1, 4, 7, 10
+    np.testing.assert_array_equal(_undeal(d, 2), x)
+    np.testing.assert_array_equal(_deal(x, 4)[1], [1, 5, 9, 13, 17, 21])  # rows round-robin
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 2, 2)])
+def test_shared_prompt_logprobs_and_grads_equal_per_row_forward(shape):
+    """One prompt pass per group gives the per-row forward's log-probs and gradients."""
+    from r1jax.rl.step import completion_logprobs
+
+    devices = jax.devices()[: int(np.prod(shape))]
+    mesh = shd.make_mesh(shape, devices=devices)
+    graphdef, params = nnx.split(create_model(CFG, mesh, seed=1))
+    b = _grouped_batch(3)
+    weights = jnp.asarray(np.random.RandomState(0).randn(R, N).astype(np.float32))
+
+    def f(p, group_size):
+        lp, ent = completion_logprobs(
+            graphdef, p, b["tokens"], b["input_mask"], P, 3, True, group_size
+        )
+        valid = b["loss_mask"]
+        return jnp.sum(lp * weights * valid) + jnp.sum(ent * valid), (lp, ent)
+
+    outs = {
+        g: jax.jit(jax.value_and_grad(f, has_aux=True), static_argnums=1)(params, g) for g in (1, G)
+    }
+    (v1, (lp1, ent1)), g1 = outs[1]
+    (vg, (lpg, entg)), gg = outs[G]
+    valid = b["loss_mask"] > 0
+    np.testing.assert_allclose(np.asarray(lpg)[valid], np.asarray(lp1)[valid], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(entg)[valid], np.asarray(ent1)[valid], atol=1e-5)
+    np.testing.assert_allclose(float(vg), float(v1), rtol=1e-5)
+    for a, c in zip(_leaves(gg), _leaves(g1), strict=True):
+        np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5)
+    assert max(np.abs(a).max() for a in _leaves(g1)) > 1e-2  # the gradients are not trivial
+
+
+def test_shared_prompt_forward_differs_when_prompts_differ():
+    """Guard for the test above: rows of a group with different prompts do change the result
+    (so equality there is not vacuous)."""
+    from r1jax.rl.step import completion_logprobs
+
+    graphdef, params = nnx.split(create_model(CFG, seed=1))
+    b = _batch(3)  # prompts differ within groups
+    lp1, _ = completion_logprobs(graphdef, params, b["tokens"], b["input_mask"], P, 3)
+    lpg, _ = completion_logprobs(graphdef, params, b["tokens"], b["input_mask"], P, 3, False, G)
+    valid = b["loss_mask"] > 0
+    assert np.abs(np.asarray(lpg)[valid] - np.asarray(lp1)[valid]).max() > 1e-3
+
+
+def test_shared_prompt_update_on_mesh_matches_per_row_update():
+    single = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    per_row = StepConfig(loss=LossConfig("grpo"), prompt_len=P, grad_accum=2)
+    shared = dataclasses.replace(per_row, group_size=G)
+
+    def run(mesh, cfg):
+        params, opt_state, update, _, bs = _setup(mesh, cfg, lr=0.5, adam=False)
+        for s in range(2):
+            batch = {k: jax.device_put(v, bs[k]) for k, v in _grouped_batch(s).items()}
+            params, opt_state, m = update(params, opt_state, batch)
+        return _leaves(params), m
+
+    ref, ref_m = run(single, per_row)
+    out, m = run(shd.make_mesh((2, 2, 2)), shared)
+    for a, b in zip(out, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(float(m["loss"]), float(ref_m["loss"]), rtol=1e-4, atol=1e-6)
+
+
+def test_shared_prompt_old_logprobs_in_micro_batches_keep_row_order():
+    mesh = shd.make_mesh((2, 2, 2))
+    cfg = StepConfig(loss=LossConfig("grpo"), prompt_len=P, group_size=G)
+    params, _, _, _, _ = _setup(mesh, cfg)
+    graphdef = nnx.graphdef(create_model(CFG, seed=1))
+    ps = shd.state_shardings(params, mesh)
+    b = _grouped_batch(1)
+    toks, mask = jnp.asarray(b["tokens"]), jnp.asarray(b["input_mask"])
+    whole = jit_logprobs(graphdef, cfg, ps, shd.batch_sharding(mesh, 2), 1)(params, toks, mask)
+    split = jit_logprobs(graphdef, cfg, ps, shd.batch_sharding(mesh, 2), 2)(params, toks, mask)
+    valid = b["loss_mask"] > 0
+    np.testing.assert_allclose(np.asarray(split)[valid], np.asarray(whole)[valid], atol=1e-6)
+
+
+def test_sampler_logprob_mismatch_metrics():
+    """Given the sampler's log-probs, the update reports |trainer - sampler| and k3 KL."""
+    mesh = shd.make_mesh((2, 2, 2))
+    params, opt_state, update, logprob, bs = _setup(mesh, ON_POLICY, extra_keys=["sampler_logp"])
+    b = _batch()
+    exact = np.asarray(logprob(params, jnp.asarray(b["tokens"]), jnp.asarray(b["input_mask"])))
+    noise = np.random.RandomState(5).uniform(-0.1, 0.1, exact.shape).astype(np.float32)
+    b["sampler_logp"] = np.where(b["loss_mask"] > 0, exact + noise, 0.0).astype(np.float32)
+    batch = {k: jax.device_put(v, bs[k]) for k, v in b.items()}
+    _, _, m = update(params, opt_state, batch)
+    valid = b["loss_mask"] > 0
+    np.testing.assert_allclose(float(m["sampler_logp_abs_diff"]), np.abs(noise[valid]).mean(), 1e-4)
+    d = -noise[valid]
+    np.testing.assert_allclose(float(m["sampler_kl"]), (np.exp(d) - d - 1).mean(), 1e-3)

@@ -328,3 +328,19 @@ def test_sample_command_prints_ids_without_tokenizer():
         f"--- prompt 0 sample {j} ({out.finish_reason[j]}, {out.lengths[j]} tokens)" for j in (0, 1)
     ]
     assert lines[3].split("\n")[1] == " ".join(map(str, out.tokens[3, : out.lengths[3]]))
+
+
+def test_cache_layout_and_grow_cache():
+    """Keys are cached [B, K, Dh, S], values [B, K, S, Dh]; grow_cache repeats rows and pads
+    each array along its own slot axis."""
+    from r1jax.model import ModelConfig, init_cache
+    from r1jax.sampling.decode import cache_axes, grow_cache
+
+    cfg = ModelConfig(num_kv_heads=2, head_dim=16, num_layers=1)
+    assert cache_axes(cfg) == {"k": (3, 1), "v": (2, 1)}
+    cache = init_cache(cfg, 2, 5)
+    cache = [{n: x + jnp.arange(2.0)[:, None, None, None] for n, x in cache[0].items()}]
+    grown = grow_cache(cfg, cache, 3, 4)[0]
+    assert grown["k"].shape == (6, 2, 16, 9) and grown["v"].shape == (6, 2, 9, 16)
+    np.testing.assert_array_equal(grown["k"][:, 0, 0, 0], [0, 0, 0, 1, 1, 1])
+    assert not grown["k"][..., 5:].any() and not grown["v"][:, :, 5:].any()

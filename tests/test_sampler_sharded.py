@@ -39,7 +39,7 @@ def test_sharded_greedy_equals_single_device(hf_dirs, single_device, shape, batc
     tokens, mask = np.ones((rows // 2, 16), np.int32), np.ones((rows // 2, 16), bool)
     cache, _, _ = sampler._prefill(sampler._state(model), tokens, mask, 2)
     k = cache[0]["k"]
-    slot, kv = cache_axes(model.cfg)
+    slot, kv = cache_axes(model.cfg)["k"]
     assert k.shape[0] == rows and k.shape[slot] == 16 + 12 and k.shape[kv] == 2
     spec = [batch_axes, None, None, None]
     spec[kv] = kv_axis

@@ -81,6 +81,8 @@ def test_reward_rises(tmp_path):
         "throughput/sample_tokens_per_s",
     ):
         assert key in m, key
+    # the sampler and the update see the same fp32 policy: their log-probs agree
+    assert all(h["loss/sampler_logp_abs_diff"] < 1e-4 for h in history), history[-1]
 
 
 def test_exact_resume_after_sigkill(tmp_path):
@@ -170,8 +172,15 @@ def test_all_options_run_and_resume(tmp_path):
     m = history[-1]
     assert m["loss/kl"] >= 0 and "loss/policy_drift_kl" in m and "groups/dropped" in m
     assert m["groups/sampled"] >= 8
+    assert 0 <= m["loss/sampler_kl"] < 1e-6  # compares old_logp (computed off-policy) here
     t2 = GRPOTrainer(c)  # resumes from step 2 with its reference params
     try:
         assert t2.step == 3 and t2.ref_params is not None
     finally:
         t2.close()
+
+
+def test_file_data_eval_needs_eval_path(tmp_path):
+    c = make_config(str(tmp_path), train__eval_every=2)
+    with pytest.raises(ValueError, match="data.eval_path is empty: train.eval_every=2"):
+        GRPOTrainer(c)

@@ -48,3 +48,29 @@ def make_config(tmp_path, run_name: str = "run", **changes):
         section, name = key.split("__")
         c[section][name] = value
     return c
+
+
+def multihost_config(tmp_path, run_name: str = "run", **changes):
+    """The run of tests/test_multihost.py: 8 devices (one process of 8, or two of 4), a
+    one-layer tiny model, 8 prompts x 4 samples per step (the prompt batch fills the mesh, so
+    the global rows are the same for 1 or 2 processes), and a greedy eval of 5 prompts every
+    2 steps (3 + 2 per process: padded, uneven)."""
+    opts = dict(
+        rl__prompts_per_step=8,
+        train__checkpoint_every=1,
+        train__eval_every=2,
+        train__eval_prompts=5,
+        train__eval_temperature=0.0,
+        rewards__correct_threshold=0.25,
+    )
+    c = make_config(tmp_path, run_name, **{**opts, **changes})
+    c.data.eval_path = c.data.path  # eval prompts: the first training prompts
+    c.model.overrides.num_layers = 1
+    return c
+
+
+def multihost_trainer(tmp_path, run_name: str = "run", **changes):
+    """``GRPOTrainer`` of :func:`multihost_config`."""
+    from r1jax.rl.trainer import GRPOTrainer
+
+    return GRPOTrainer(multihost_config(tmp_path, run_name, **changes))

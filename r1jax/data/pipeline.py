@@ -3,13 +3,15 @@
 Pipeline (all `grain.MapDataset` steps, so every position is addressable and resumable)::
 
     source -> shuffle(seed) -> repeat(num_epochs | forever) -> drop the tail that does not fill
-    a global batch -> shard: keep elements process_index, process_index + process_count, ...
-    -> map: record + {"text": format_prompt(record)} -> batch(batch_size) as a list of dicts
+    a global batch -> batch(batch_size) as a list of dicts -> shard: keep batches
+    process_index, process_index + process_count, ... -> map: record + {"text": ...}
 
 - Shuffling is global and differs per epoch (grain folds the epoch into the seed); the user seed
   is first mixed through `np.random.SeedSequence`, so seeds s and s+1 give unrelated orders.
-- Sharding interleaves one global stream: at step k the union of the per-process batches is
-  exactly global elements ``[k*B*P, (k+1)*B*P)`` (B = per-process batch, P = process count), so
+- Sharding cuts one global stream into contiguous blocks: at step k process p gets global
+  elements ``[k*B*P + p*B, k*B*P + (p+1)*B)`` (B = per-process batch, P = process count), so
+  the concatenation of the per-process batches in process order is the batch one process
+  would read with ``batch_size=B*P`` (the rows of a global array fed process by process),
   every process gets the same number of batches and the processes partition the data.
   `process_index` / `process_count` are plain ints (pass ``jax.process_index()`` /
   ``jax.process_count()``), so sharding is testable without `jax.distributed`.
@@ -51,6 +53,12 @@ def _add_text(record: dict[str, Any], format_prompt: Callable[[dict], str]) -> d
             f"{record.get('id', '?')!r}"
         )
     return {**record, "text": text}
+
+
+def _add_text_batch(
+    batch: list[dict[str, Any]], format_prompt: Callable[[dict], str]
+) -> list[dict[str, Any]]:
+    return [_add_text(r, format_prompt) for r in batch]
 
 
 def shuffle_seed(seed: int) -> int:
@@ -107,9 +115,11 @@ def prompt_dataset(
                 f"{global_batch} (batch_size={batch_size} x process_count={process_count})"
             )
         ds = ds[:usable]
+    # Per-process batches of B consecutive records; global batch k is made of the P per-process
+    # batches k*P .. k*P + P - 1, and process p takes the p-th of them.
+    ds = ds.batch(batch_size, drop_remainder=True, batch_fn=list)
     ds = ds[process_index::process_count]
-    ds = ds.map(functools.partial(_add_text, format_prompt=format_prompt))
-    return ds.batch(batch_size, drop_remainder=True, batch_fn=list)
+    return ds.map(functools.partial(_add_text_batch, format_prompt=format_prompt))
 
 
 class PromptIterator(grain.DatasetIterator):

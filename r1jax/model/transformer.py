@@ -22,7 +22,7 @@ from flax import nnx
 
 from r1jax.model.config import ModelConfig
 
-KVCache = list[dict[str, jax.Array]]  # per layer {"k": [B, K, S, Dh], "v": [B, K, S, Dh]}
+KVCache = list[dict[str, jax.Array]]  # per layer {"k": [B, K, Dh, S], "v": [B, K, S, Dh]}
 
 _REMAT_POLICIES = {
     "full": None,
@@ -156,20 +156,28 @@ class Attention(nnx.Module):
         if cfg.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q, positions, inv_freq)
-        # Keys/values as [B, K, S, Dh]: batch dims (b, k) lead, so XLA's batched dots read
-        # the cache in place instead of transposing all of it at every decode step.
-        k = apply_rope(k, positions, inv_freq).transpose(0, 2, 1, 3)
-        v = v.transpose(0, 2, 1, 3)
-        if cache is not None:
-            start = (0, 0, cache_slot, 0)
-            k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
-            v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
-            cache = {"k": k, "v": v}
+        k = apply_rope(k, positions, inv_freq)
         b, t, _, hd = q.shape
         groups = cfg.num_heads // cfg.num_kv_heads
         q = q.reshape(b, t, cfg.num_kv_heads, groups, hd).transpose(0, 2, 3, 1, 4)
-        scores = jnp.einsum("bkgth,bksh->bkgts", q, k.astype(q.dtype)).astype(jnp.float32)
-        scores = scores / math.sqrt(hd)
+        # The batch dims (b, k) lead so that XLA's batched dots read the cache in place.
+        # Cached keys are [B, K, Dh, S] (slots minor): the one-token decode score dot is ~3x
+        # faster on CPU in isolation than with [B, K, S, Dh]; values stay [B, K, S, Dh].
+        v = v.transpose(0, 2, 1, 3)  # [B, K, T, Dh]
+        if cache is None:
+            k = k.transpose(0, 2, 1, 3)  # [B, K, T, Dh]
+            scores = jnp.einsum("bkgth,bksh->bkgts", q, k)
+        else:
+            k = k.transpose(0, 2, 3, 1)  # [B, K, Dh, T]
+            k = jax.lax.dynamic_update_slice(
+                cache["k"], k.astype(cache["k"].dtype), (0, 0, 0, cache_slot)
+            )
+            v = jax.lax.dynamic_update_slice(
+                cache["v"], v.astype(cache["v"].dtype), (0, 0, cache_slot, 0)
+            )
+            cache = {"k": k, "v": v}
+            scores = jnp.einsum("bkgth,bkhs->bkgts", q, k.astype(q.dtype))
+        scores = scores.astype(jnp.float32) / math.sqrt(hd)
         scores = jnp.where(attn_mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
         out = jnp.einsum("bkgts,bksh->bkgth", probs, v.astype(x.dtype))  # no output transpose
@@ -278,9 +286,14 @@ class Transformer(nnx.Module):
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> KVCache:
-    """Zeroed KV cache: per layer ``{"k", "v"}`` of shape ``[batch, K, length, Dh]``."""
+    """Zeroed KV cache: per layer keys ``"k" [batch, K, Dh, length]`` and values
+    ``"v" [batch, K, length, Dh]``."""
     dtype = dtype or cfg.dtype
-    shape = (batch, cfg.num_kv_heads, length, cfg.head_dim)
+    k, hd = cfg.num_kv_heads, cfg.head_dim
     return [
-        {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(cfg.num_layers)
+        {
+            "k": jnp.zeros((batch, k, hd, length), dtype),
+            "v": jnp.zeros((batch, k, length, hd), dtype),
+        }
+        for _ in range(cfg.num_layers)
     ]

@@ -18,7 +18,10 @@ from r1jax.rl.advantages import select_groups_with_signal
 
 @dataclasses.dataclass
 class Rollouts:
-    """One step's rollouts on the host (R = prompts * G rows, grouped contiguously)."""
+    """One step's rollouts on the host (R = prompts * G rows, grouped contiguously).
+
+    With several processes, each holds the rollouts of its own prompts only.
+    """
 
     records: list[dict[str, Any]]  # [prompts] dataset records
     tokens: np.ndarray  # [R, P + N] prompt (left padded to P) + completion
@@ -109,7 +112,12 @@ class RolloutCollector:
         sampling_params_fn: Callable,
         dynamic_sampling: bool = False,
         max_refill_rounds: int = 3,
+        all_processes: Callable[[bool], bool] = bool,
     ):
+        """``next_records() -> [B]`` records of this process; ``all_processes(flag)`` is True
+        when ``flag`` holds on every process (the identity with one process): with several
+        processes sampling is collective, so refill rounds continue until every process has
+        its groups."""
         self.sampler = sampler
         self.scorer = scorer
         self.next_records = next_records
@@ -119,6 +127,7 @@ class RolloutCollector:
         self.sampling_params_fn = sampling_params_fn
         self.dynamic_sampling = dynamic_sampling
         self.max_refill_rounds = max_refill_rounds
+        self.all_processes = all_processes
 
     def sample(self, params: Any, records: list[dict], seed: int) -> tuple[Any, Any, float]:
         """Samples completions and submits them for scoring (non-blocking)."""
@@ -192,7 +201,7 @@ class RolloutCollector:
             kept.append(_select_groups(batch, np.flatnonzero(signal), self.group_size))
             spare.append(_select_groups(batch, np.flatnonzero(~signal), self.group_size))
             have = sum(len(k.records) for k in kept)
-            if have >= want or rounds >= self.max_refill_rounds:
+            if self.all_processes(have >= want) or rounds >= self.max_refill_rounds:
                 break
             rounds += 1
             records = self.next_records()

@@ -7,14 +7,23 @@ completion (N, right padded)``:
 - ``input_mask [R, L]`` bool (real tokens)
 - ``loss_mask [R, N]`` float32 (completion tokens that count in the loss)
 - ``advantages [R]`` float32
+- optional ``sampler_logp [R, N]``: the sampler's policy log-probs of the same tokens; adds
+  the metrics ``sampler_logp_abs_diff`` and ``sampler_kl`` (mean over tokens) against the
+  trainer's log-probs of the sampling policy (a numerics check: bf16 caches, kernels).
 - optional ``old_logp [R, N]`` (when the policy moves within one batch: mu > 1 or several
   minibatches) and ``ref_logp [R, N]`` (beta > 0), both computed on device by
   :func:`completion_logprobs` before the update.
 
 One call runs ``num_iterations`` passes; each pass splits the batch into ``num_minibatches``
 optimizer updates, each accumulating gradients over ``grad_accum`` micro-batches with
-``lax.scan``. Rows are dealt to micro-batches round-robin, so every micro-batch keeps rows
-from every data shard.
+``lax.scan``. Prompts (blocks of ``group_size`` rows) are dealt to micro-batches round-robin,
+so every micro-batch keeps whole groups, from every data shard.
+
+Shared prompts: with ``group_size = G > 1`` the G rows of a group must carry the same prompt
+(rows ``i*G .. i*G+G-1``, as the sampler returns them). The prompt is then run through the
+model once per group and its keys/values are shared by the G completions, the way the
+sampler prefills; gradients through the shared keys/values sum over the group. Same result
+as the per-row forward pass, with ``(G-1)/G`` of the prompt positions' FLOPs saved.
 """
 
 from __future__ import annotations
@@ -28,9 +37,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from r1jax.model import causal_mask, positions_from_mask
+from r1jax.model import causal_mask, init_cache, positions_from_mask
 from r1jax.rl.logprobs import token_logprobs
 from r1jax.rl.losses import LossConfig, policy_loss
+from r1jax.sampling.decode import grow_cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +53,7 @@ class StepConfig:
     num_minibatches: int = 1
     grad_accum: int = 1
     logprob_chunk: int = 256
+    group_size: int = 1  # G rows per prompt sharing one prompt forward pass (1: off)
 
     @property
     def on_policy(self) -> bool:
@@ -58,24 +69,68 @@ def completion_logprobs(
     prompt_len: int,
     chunk: int = 256,
     entropy: bool = False,
+    group_size: int = 1,
 ) -> tuple[jax.Array, jax.Array | None]:
     """Policy log-probs ``[R, N]`` of the completion tokens ``tokens[:, P:]`` (and entropy).
 
     Hidden state at position ``t`` predicts token ``t + 1``; logits are formed chunk by chunk
-    (never ``[R, L, V]``).
+    (never ``[R, L, V]``). With ``group_size`` G > 1 each group of G rows shares one prompt
+    forward pass (see the module docstring).
     """
     model = nnx.merge(graphdef, params)
-    hidden, _ = model(
-        tokens, positions_from_mask(input_mask), causal_mask(input_mask), return_hidden=True
-    )
-    h = hidden[:, prompt_len - 1 : -1]
+    positions, mask = positions_from_mask(input_mask), causal_mask(input_mask)
+    if group_size > 1:
+        h = _shared_prompt_hidden(model, tokens, positions, mask, prompt_len, group_size)
+    else:
+        hidden, _ = model(tokens, positions, mask, return_hidden=True)
+        h = hidden[:, prompt_len - 1 : -1]
     return token_logprobs(h, model.lm_head_weight(), tokens[:, prompt_len:], chunk, entropy)
 
 
-def _deal(x: jax.Array, groups: int) -> jax.Array:
-    """``[R, ...] -> [groups, R // groups, ...]`` dealing rows round-robin."""
+def _shared_prompt_hidden(
+    model: nnx.Module,
+    tokens: jax.Array,
+    positions: jax.Array,
+    mask: jax.Array,
+    prompt_len: int,
+    group_size: int,
+) -> jax.Array:
+    """Final hidden states ``[R, N, D]`` at positions ``P-1 .. L-2`` (the ones predicting the
+    completion tokens), computing each group's prompt once.
+
+    ``tokens``/``positions [R, L]``, ``mask [R, L, L]`` (causal, padding-aware); rows
+    ``i*G .. i*G+G-1`` share prompt ``i``, left padded to ``P`` (so slot ``P-1`` is real).
+    """
+    p, g = prompt_len, group_size
+    rows, length = tokens.shape
+    if rows % g:
+        raise ValueError(f"{rows} rows do not split into groups of {g}")
+    first = slice(None, None, g)  # one row per group
+    cache = init_cache(model.cfg, rows // g, p, model.cfg.dtype)
+    h_prompt, cache = model(
+        tokens[first, :p], positions[first, :p], mask[first, :p, :p], cache, 0, return_hidden=True
+    )
+    cache = grow_cache(model.cfg, cache, g, length - p)  # [R/G, .., P] -> [R, .., L]
+    h_completion, _ = model(
+        tokens[:, p:], positions[:, p:], mask[:, p:, :], cache, p, return_hidden=True
+    )
+    last_prompt = jnp.repeat(h_prompt[:, -1:], g, axis=0)  # [R, 1, D]
+    return jnp.concatenate([last_prompt, h_completion[:, :-1]], axis=1)
+
+
+def _deal(x: jax.Array, parts: int, block: int = 1) -> jax.Array:
+    """``[R, ...] -> [parts, R // parts, ...]``, dealing blocks of ``block`` rows round-robin
+    (block ``b`` goes to part ``b % parts``; a block never splits)."""
     r = x.shape[0]
-    return jnp.swapaxes(x.reshape(r // groups, groups, *x.shape[1:]), 0, 1)
+    x = x.reshape(r // (block * parts), parts, block, *x.shape[1:])
+    return jnp.swapaxes(x, 0, 1).reshape(parts, r // parts, *x.shape[3:])
+
+
+def _undeal(x: jax.Array, block: int = 1) -> jax.Array:
+    """Inverse of :func:`_deal`: ``[parts, R // parts, ...] -> [R, ...]``."""
+    parts, per = x.shape[:2]
+    x = x.reshape(parts, per // block, block, *x.shape[2:])
+    return jnp.swapaxes(x, 0, 1).reshape(parts * per, *x.shape[3:])
 
 
 def make_update_fn(
@@ -92,18 +147,27 @@ def make_update_fn(
             cfg.prompt_len,
             cfg.logprob_chunk,
             entropy=True,
+            group_size=cfg.group_size,
         )
         old = mb.get("old_logp")
         loss, metrics = policy_loss(
             logp, old, mb.get("ref_logp"), mb["advantages"], mb["loss_mask"], cfg.loss
         )
         mask = mb["loss_mask"]
-        metrics["entropy"] = jnp.sum(ent * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+        mean = lambda x: jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+        def k3(p: jax.Array, q: jax.Array) -> jax.Array:  # KL(q || p) estimate, samples of q
+            d = jnp.where(mask > 0, p - q, 0.0)
+            return mean(jnp.exp(d) - d - 1)
+
+        metrics["entropy"] = mean(ent)
         if old is not None:  # how far the policy moved since sampling (k3, mean over tokens)
-            d = jnp.where(mask > 0, old - logp, 0.0)
-            metrics["policy_drift_kl"] = jnp.sum((jnp.exp(d) - d - 1) * mask) / jnp.maximum(
-                jnp.sum(mask), 1.0
-            )
+            metrics["policy_drift_kl"] = k3(old, logp)
+        sampled = mb.get("sampler_logp")
+        if sampled is not None:  # the sampler's vs the trainer's log-probs of one policy
+            trainer_logp = jax.lax.stop_gradient(logp if old is None else old)
+            metrics["sampler_logp_abs_diff"] = mean(jnp.abs(trainer_logp - sampled))
+            metrics["sampler_kl"] = k3(trainer_logp, sampled)
         metrics["loss"] = loss
         return loss, metrics
 
@@ -118,7 +182,7 @@ def make_update_fn(
             return acc, metrics
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        micro_batches = jax.tree.map(lambda x: _deal(x, cfg.grad_accum), mb)
+        micro_batches = jax.tree.map(lambda x: _deal(x, cfg.grad_accum, cfg.group_size), mb)
         grads, metrics = jax.lax.scan(micro, zeros, micro_batches)
         metrics = jax.tree.map(jnp.mean, metrics)
         metrics["grad_norm"] = optax.tree.norm(grads)
@@ -127,7 +191,7 @@ def make_update_fn(
         return (params, opt_state), metrics
 
     def update(params, opt_state, batch):
-        minibatches = jax.tree.map(lambda x: _deal(x, cfg.num_minibatches), batch)
+        minibatches = jax.tree.map(lambda x: _deal(x, cfg.num_minibatches, cfg.group_size), batch)
         all_metrics = []
         for _ in range(cfg.num_iterations):
             (params, opt_state), metrics = jax.lax.scan(
@@ -164,12 +228,18 @@ def jit_logprobs(
     def fn(params, tokens, input_mask):
         def one(x):
             return completion_logprobs(
-                graphdef, params, x[0], x[1], cfg.prompt_len, cfg.logprob_chunk
+                graphdef,
+                params,
+                x[0],
+                x[1],
+                cfg.prompt_len,
+                cfg.logprob_chunk,
+                group_size=cfg.group_size,
             )[0]
 
-        parts = jax.lax.map(one, (_deal(tokens, micro_batches), _deal(input_mask, micro_batches)))
-        r = tokens.shape[0]
-        return jnp.swapaxes(parts, 0, 1).reshape(r, -1)  # undo the round-robin deal
+        deal = lambda x: _deal(x, micro_batches, cfg.group_size)
+        parts = jax.lax.map(one, (deal(tokens), deal(input_mask)))
+        return _undeal(parts, cfg.group_size)
 
     return jax.jit(
         fn,

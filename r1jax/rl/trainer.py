@@ -5,10 +5,20 @@ a jitted pure function (:mod:`r1jax.rl.step`, the sampler). Every PRNG key is de
 (seed, step), and checkpoints hold params, optimizer state, reference params, the data
 iterator position and the metrics step, so a run killed at any moment resumes on the same
 trajectory.
+
+Multi-process (``R1JAX_DISTRIBUTED=1``, one JAX process per host): each process reads its
+share of the prompts (``rl.prompts_per_step / processes``), samples and scores their G
+completions on its own, and feeds its rows into the global batch arrays
+(:func:`r1jax.sharding.host_to_global`); the global rows are the processes' rows in order,
+each prompt's G rows contiguous, exactly the batch one process would build. Rewards are
+gathered across processes for the advantages (``batch`` scaling needs them all) and the
+metrics; process 0 writes metrics and the progress bar; all processes write checkpoints
+together, whose metadata holds every process's data-iterator state.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -22,6 +32,7 @@ import numpy as np
 from flax import nnx
 
 from r1jax import build
+from r1jax import distributed as dist
 from r1jax import sharding as shd
 from r1jax.checkpoint import RunCheckpointer
 from r1jax.config import validate
@@ -66,8 +77,10 @@ class GRPOTrainer:
         tokenizer=None,
     ):
         self.c = c
-        validate(c, jax.device_count())
+        validate(c, jax.device_count(), jax.process_count())
         self.mesh = build.build_mesh(c)
+        # (this process's index, number of processes) in the batch; (0, 1) with one process
+        self.data_shard = shd.process_batch_shard(self.mesh)
         self.tokenizer = tokenizer or build.build_tokenizer(c)
         model = build.build_model(c, self.mesh, self.tokenizer)
         self.model_cfg = model.cfg
@@ -89,12 +102,14 @@ class GRPOTrainer:
         self._stop_requested = False
         if not self._resume():
             self._start_fresh()
-        self.metrics = MetricsWriter(
-            c.run_dir,
-            resume_step=self.step,
-            tensorboard=c.train.tensorboard,
-            wandb_project=c.train.wandb_project or None,
-        )
+        self.metrics: MetricsWriter | _NoMetrics = _NoMetrics()
+        if dist.is_primary():
+            self.metrics = MetricsWriter(
+                c.run_dir,
+                resume_step=self.step,
+                tensorboard=c.train.tensorboard,
+                wandb_project=c.train.wandb_project or None,
+            )
 
     # ------------------------------------------------------------------ construction
 
@@ -133,9 +148,10 @@ class GRPOTrainer:
             num_minibatches=r.num_minibatches,
             grad_accum=r.grad_accum,
             logprob_chunk=r.logprob_chunk,
+            group_size=self._shared_group_size(),
         )
         bs = lambda nd: shd.batch_sharding(self.mesh, nd)
-        self.batch_keys = ["tokens", "input_mask", "loss_mask", "advantages"]
+        self.batch_keys = ["tokens", "input_mask", "loss_mask", "advantages", "sampler_logp"]
         if not self.step_cfg.on_policy:
             self.batch_keys.append("old_logp")
         if r.beta > 0:
@@ -150,6 +166,23 @@ class GRPOTrainer:
         self.logprob_fn = jit_logprobs(
             self.graphdef, self.step_cfg, self.param_shardings, bs(2), micro
         )
+
+    def _shared_group_size(self) -> int:
+        """G when the update can run each prompt once per group (whole groups per
+        micro-batch), else 1."""
+        r = self.c.rl
+        parts = r.num_minibatches * r.grad_accum
+        if not r.share_prompt:
+            return 1
+        if r.prompts_per_step % parts:
+            log.warning(
+                "rl.share_prompt is off: prompts_per_step=%d does not split into "
+                "num_minibatches*grad_accum=%d micro-batches of whole groups",
+                r.prompts_per_step,
+                parts,
+            )
+            return 1
+        return r.group_size
 
     def _build_sampler(self, model) -> None:
         from r1jax.sampler import Sampler, SamplingParams
@@ -214,20 +247,32 @@ class GRPOTrainer:
             if d.prompt_builder
             else (lambda s: s)
         )
-        source = wrap(source if source is not None else load_source(cfg))
+        # (process 0 prepares a missing TFDS dataset before the others read it: no race)
+        source = wrap(
+            source if source is not None else dist.primary_first(lambda: load_source(cfg))
+        )
         fmt = build.prompt_formatter(self.c, self.tokenizer)
+        index, count = self.data_shard
         self.data = PromptIterator(
             source,
-            batch_size=self.c.rl.prompts_per_step,
+            batch_size=self.c.rl.prompts_per_step // count,
             seed=self.c.seed,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
+            process_index=index,
+            process_count=count,
             format_prompt=fmt,
         )
         self.eval_records: list[dict] = []
         if self.c.train.eval_every:
             if eval_source is None:
-                eval_source = load_source(dict(cfg, split=d.eval_split))
+                eval_cfg = dict(cfg, split=d.eval_split)
+                if d.name in ("jsonl", "parquet"):
+                    if not d.eval_path:
+                        raise ValueError(
+                            f"data.eval_path is empty: train.eval_every={self.c.train.eval_every}"
+                            f" needs a held-out {d.name} file (or set train.eval_every=0)"
+                        )
+                    eval_cfg = dict(cfg, path=d.eval_path)
+                eval_source = dist.primary_first(lambda: load_source(eval_cfg))
             eval_source = wrap(eval_source)
             n = min(self.c.train.eval_prompts, len(eval_source))
             self.eval_records = [dict(eval_source[i], text=fmt(eval_source[i])) for i in range(n)]
@@ -241,6 +286,7 @@ class GRPOTrainer:
             self._sampling_params,
             self.c.rl.dynamic_sampling,
             self.c.rl.max_refill_rounds,
+            all_processes=dist.all_true,
         )
 
     # ------------------------------------------------------------------ state
@@ -255,10 +301,25 @@ class GRPOTrainer:
         self.step = step
         self.ref_params = ref if ref is not None else (self.params if self.c.rl.beta > 0 else None)
         self.best_eval = meta.get("best_eval")
-        self.data.set_state(meta["data_state"])
+        self.data.set_state(self._own_data_state(meta))
         log.info("resumed %s from step %d", self.run_dir, step)
-        print(f"resumed from {self.ckpt.directory} step {step}")
+        if dist.is_primary():
+            print(f"resumed from {self.ckpt.directory} step {step}")
         return True
+
+    def _own_data_state(self, meta: dict) -> dict:
+        """This process's data-iterator state in checkpoint metadata."""
+        index, count = self.data_shard
+        if count == 1:
+            return meta["data_state"]
+        states = meta.get("process_data_states") or [meta["data_state"]]
+        if len(states) != count:
+            raise ValueError(
+                f"checkpoint of step {meta.get('step')} in {self.ckpt.directory} holds the data "
+                f"state of {len(states)} process(es), this run has {count}: resume with the "
+                "same number of processes"
+            )
+        return states[index]
 
     def _start_fresh(self) -> None:
         c = self.c
@@ -278,12 +339,16 @@ class GRPOTrainer:
         )
 
     def save(self, eval_score: float | None = None, force: bool = False) -> None:
+        """Starts a checkpoint save (every process must call it; Orbax writes together)."""
         meta = {
             "step": self.step,
             "data_state": self.data.get_state(),
             "best_eval": self.best_eval,
             "config": self.c.to_json_best_effort(),
         }
+        if self.data_shard[1] > 1:  # process 0 writes the metadata: it holds every state,
+            states = dist.allgather_json([self.data_shard[0], meta["data_state"]])
+            meta["process_data_states"] = [s for _, s in sorted(states, key=lambda x: x[0])]
         ref = self.ref_params if self.c.rl.beta > 0 else None
         self.ckpt.save(
             self.step,
@@ -298,10 +363,11 @@ class GRPOTrainer:
     # ------------------------------------------------------------------ one step
 
     def _dispatch_logprobs(self, tokens: np.ndarray, input_mask: np.ndarray) -> dict:
-        """Puts the sequences on device and starts old/ref log-prob computation (async)."""
+        """Puts this process's sequences (``tokens``, ``input_mask``: ``[R_local, P + N]``) into
+        the global batch and starts old/ref log-prob computation (async)."""
         batch = {
-            "tokens": jax.device_put(tokens, self.batch_shardings["tokens"]),
-            "input_mask": jax.device_put(input_mask, self.batch_shardings["input_mask"]),
+            "tokens": shd.host_to_global(tokens, self.batch_shardings["tokens"]),
+            "input_mask": shd.host_to_global(input_mask, self.batch_shardings["input_mask"]),
         }
         if "old_logp" in self.batch_keys:
             batch["old_logp"] = self.logprob_fn(self.params, batch["tokens"], batch["input_mask"])
@@ -313,16 +379,23 @@ class GRPOTrainer:
 
     def _device_batch(self, roll: Rollouts, batch: dict | None = None) -> dict[str, jax.Array]:
         """The update batch: ``batch`` from :meth:`_dispatch_logprobs` plus rewards-derived
-        arrays (advantages ``[R]``, loss mask ``[R, N]``)."""
+        arrays (advantages ``[R]``, loss mask ``[R, N]``), R rows over all processes."""
         if batch is None:
             batch = self._dispatch_logprobs(roll.tokens, roll.input_mask)
-        rewards = jnp.asarray(roll.rewards)
+        # [R] over all processes (groups are whole within each process's rows)
+        rewards = jnp.asarray(dist.allgather(roll.rewards))
         adv = compute_advantages(rewards, self.c.rl.group_size, self.c.rl.advantage_scaling)
+        if jax.process_count() > 1:  # this process's rows of the gathered [R]
+            n = len(roll.rewards)
+            adv = np.asarray(adv)[jax.process_index() * n : (jax.process_index() + 1) * n]
         loss_mask = roll.completion_mask.astype(np.float32)
         if self.c.rl.mask_truncated:
             loss_mask = loss_mask * (~roll.truncated)[:, None]
-        batch["loss_mask"] = jax.device_put(loss_mask, self.batch_shardings["loss_mask"])
-        batch["advantages"] = jax.device_put(adv, self.batch_shardings["advantages"])
+        batch["loss_mask"] = shd.host_to_global(loss_mask, self.batch_shardings["loss_mask"])
+        batch["advantages"] = shd.host_to_global(adv, self.batch_shardings["advantages"])
+        batch["sampler_logp"] = shd.host_to_global(
+            roll.logp_sampler, self.batch_shardings["sampler_logp"]
+        )
         return batch
 
     def _rollouts(self, seed: int) -> tuple[Rollouts, dict]:
@@ -357,7 +430,45 @@ class GRPOTrainer:
             self.ref_params = self._copy_params()
         return self._step_metrics(roll, m, t0, t1, t2)
 
+    def _global_rollouts(self, roll: Rollouts) -> Rollouts:
+        """``roll`` with the per-row arrays and counts that metrics use gathered over all
+        processes (``roll`` itself with one process). Tokens and texts stay local."""
+        if jax.process_count() == 1:
+            return roll
+        fails = sorted(roll.reward_failures)
+        local = {
+            "rewards": roll.rewards,
+            "completion_mask": roll.completion_mask,
+            "truncated": roll.truncated,
+            "per_function": roll.per_function,
+            "counts": np.array(
+                [
+                    np.asarray(roll.input_mask).sum(),
+                    roll.dropped_groups,
+                    roll.sampled_groups,
+                    *(roll.reward_failures[k] for k in fails),
+                ],
+                np.int32,
+            )[None],
+        }
+        g = dist.allgather(local)
+        counts = g["counts"].sum(axis=0)
+        return dataclasses.replace(
+            roll,
+            rewards=g["rewards"],
+            completion_mask=g["completion_mask"],
+            finish_reason=["length" if t else "" for t in g["truncated"]],
+            per_function=g["per_function"],
+            input_mask=np.array([[counts[0]]]),  # only its sum is used
+            dropped_groups=int(counts[1]),
+            sampled_groups=int(counts[2]),
+            reward_failures={k: int(v) for k, v in zip(fails, counts[3:], strict=True)},
+        )
+
     def _step_metrics(self, roll, m, t0, t1, t2) -> dict[str, float]:
+        """Metrics of one step; rollout statistics are over all processes' rows (timings are
+        this process's)."""
+        roll = self._global_rollouts(roll)
         out: dict[str, float] = {f"loss/{k}": float(v) for k, v in m.items()}
         out["reward/mean"] = float(roll.rewards.mean())
         out["reward/std"] = float(roll.rewards.std())
@@ -408,16 +519,27 @@ class GRPOTrainer:
         params = self._sampling_params(
             step_seed(self.c.seed, self.step, 1), temperature=t.eval_temperature, top_p=t.eval_top_p
         )
+        index, count = self.data_shard
         correct = []
         for i in range(0, len(self.eval_records), self.c.rl.prompts_per_step):
-            recs = self.eval_records[i : i + self.c.rl.prompts_per_step]
+            chunk = self.eval_records[i : i + self.c.rl.prompts_per_step]
+            per = -(-len(chunk) // count)  # prompts per process (the last may have fewer)
+            recs = chunk[index * per : (index + 1) * per]
+            mine = len(recs)
+            recs = recs or chunk[:1]  # sampling is collective: a dummy prompt, dropped below
             out = self.sampler.generate(
                 self.params, [r["text"] for r in recs], num_samples=k, params=params
             )
             rows = [recs[j // k] for j in range(len(out.texts))]
             scores = self.scorer.score(out.texts, rows)
             acc = scores.per_function[self.accuracy_fn] >= self.c.rewards.correct_threshold
-            correct.append(acc.reshape(len(recs), k))
+            acc = acc.reshape(len(recs), k)[:mine]
+            if count > 1:  # [per, k] from each process, padded, then the real rows
+                padded = np.zeros((per, k), bool)
+                padded[:mine] = acc
+                g = dist.allgather({"acc": padded, "real": np.arange(per) < mine})
+                acc = g["acc"][g["real"]]
+            correct.append(acc)
         res = summarize(np.concatenate(correct), ks=(1, k))
         return {f"eval/{name}": v for name, v in res.items()}
 
@@ -432,6 +554,12 @@ class GRPOTrainer:
             "(Ctrl-C again to abort without saving)"
         )
 
+    def _stop_requested_anywhere(self) -> bool:
+        """Ctrl-C on any process stops every process after the same step."""
+        if self.data_shard[1] == 1:
+            return self._stop_requested
+        return dist.any_true(self._stop_requested)
+
     def train(self) -> list[dict[str, float]]:
         """Runs until ``train.steps``; returns the metrics of the steps run by this call."""
         from tqdm import tqdm
@@ -443,14 +571,14 @@ class GRPOTrainer:
         bar = tqdm(
             total=c.train.steps,
             initial=self.step,
-            disable=not c.train.progress,
+            disable=not c.train.progress or not dist.is_primary(),
             desc="grpo",
             dynamic_ncols=True,
         )
         try:
             if self.step == 0 and c.train.eval_every and self.eval_records:
                 self.metrics.write(0, self.evaluate())  # the starting point of the curves
-            while self.step < c.train.steps and not self._stop_requested:
+            while self.step < c.train.steps and not self._stop_requested_anywhere():
                 m = self.train_step()
                 eval_score = None
                 if c.train.eval_every and self.step % c.train.eval_every == 0:
@@ -472,7 +600,7 @@ class GRPOTrainer:
                 if self.step == kill_at:
                     self.ckpt.wait()
                     os.kill(os.getpid(), signal.SIGKILL)
-            if self._stop_requested:
+            if self._stop_requested_anywhere():
                 self.save(force=True)
         finally:
             bar.close()
@@ -484,6 +612,16 @@ class GRPOTrainer:
         self.ckpt.close()
         self.metrics.close()
         self.scorer.close()
+
+
+class _NoMetrics:
+    """The metrics writer of processes other than 0: writes nothing."""
+
+    def write(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def train(c: ml_collections.ConfigDict) -> list[dict[str, Any]]:

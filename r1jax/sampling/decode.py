@@ -30,16 +30,38 @@ LENGTH, EOS, STOP = 0, 1, 2
 FINISH_NAMES = {LENGTH: "length", EOS: "eos", STOP: "stop"}
 
 
-def cache_axes(cfg: ModelConfig) -> tuple[int, int]:
-    """``(slot_axis, kv_head_axis)`` of the model's 4-D cache arrays (batch first, head dim
-    last), read from :func:`init_cache` shapes so the sampler follows the model's layout."""
-    shapes = [jax.eval_shape(lambda n=n: init_cache(cfg, 2, n))[0]["k"].shape for n in (3, 5)]
-    slot = next(i for i, (a, b) in enumerate(zip(*shapes, strict=True)) if a != b)
-    if len(shapes[0]) != 4 or slot not in (1, 2):
-        raise ValueError(
-            f"unexpected KV cache shape {shapes[0]}: want [B, S, K, Dh] or [B, K, S, Dh]"
-        )
-    return slot, 3 - slot
+def cache_axes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
+    """``{name: (slot_axis, kv_head_axis)}`` of the model's 4-D cache arrays (``"k"``,
+    ``"v"``; batch first), read from :func:`init_cache` shapes so that the sampler follows
+    the model's layout (keys and values may differ, e.g. ``[B, K, Dh, S]`` and
+    ``[B, K, S, Dh]``)."""
+    shapes = [jax.eval_shape(lambda n=n: init_cache(cfg, 2, n))[0] for n in (3, 5)]
+    axes = {}
+    for name in shapes[0]:
+        a, b = shapes[0][name].shape, shapes[1][name].shape
+        slot = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+        kv = [i for i in range(1, len(a)) if i != slot and a[i] == cfg.num_kv_heads]  # first
+        if len(a) != 4 or slot == 0 or not kv:
+            raise ValueError(f"unexpected KV cache shape {a} for {name!r}: want 4-D, batch first")
+        axes[name] = (slot, kv[0])
+    return axes
+
+
+def grow_cache(
+    cfg: ModelConfig, cache: list[dict[str, jax.Array]], repeats: int, extra_slots: int
+) -> list[dict[str, jax.Array]]:
+    """Repeats every cache row ``repeats`` times (row ``i * repeats + j`` is a copy of row
+    i) and appends ``extra_slots`` zero slots: ``[B, .., S, ..] -> [B * repeats, .., S +
+    extra_slots, ..]`` along each array's slot axis (:func:`cache_axes`)."""
+    axes = cache_axes(cfg)
+
+    def grow(name: str, x: jax.Array) -> jax.Array:
+        x = jnp.repeat(x, repeats, axis=0)
+        pad = [(0, 0)] * x.ndim
+        pad[axes[name][0]] = (0, extra_slots)
+        return jnp.pad(x, pad)
+
+    return [{name: grow(name, x) for name, x in layer.items()} for layer in cache]
 
 
 def prefill(
@@ -51,16 +73,16 @@ def prefill(
     *,
     max_new_tokens: int,
     cache_dtype: Any,
-    slot_axis: int,
 ) -> tuple[list[dict[str, jax.Array]], jax.Array, jax.Array]:
     """Prompt forward pass shared by the G samples of each prompt.
 
     Args:
       tokens: ``[Bp, P]`` left-padded prompt ids; ``mask``: ``[Bp, P]`` True on real tokens.
     Returns:
-      ``(cache, logits, mask)``: per-layer ``{"k", "v": [R, L, K, Dh]}`` holding the prompt
-      keys and values in slots ``0..P-1``, the next-token logits ``[R, V]`` float32 and the
-      prompt mask ``[R, P]``; row ``i * G + j`` is sample j of prompt i.
+      ``(cache, logits, mask)``: the model's per-layer cache (:func:`init_cache` layout)
+      for R rows and L slots, holding the prompt keys and values in slots ``0..P-1``; the
+      next-token logits ``[R, V]`` float32; the prompt mask ``[R, P]``. Row ``i * G + j``
+      is sample j of prompt i.
     """
     model = nnx.merge(graphdef, state)
     b, p = tokens.shape
@@ -69,14 +91,7 @@ def prefill(
         tokens, positions_from_mask(mask), causal_mask(mask), cache, 0, return_hidden=True
     )
     logits = model.logits(hidden[:, -1:])[:, 0]  # left padding: the last slot is real
-
-    def grow(x: jax.Array) -> jax.Array:
-        x = jnp.repeat(x, num_samples, axis=0)
-        pad = [(0, 0)] * x.ndim
-        pad[slot_axis] = (0, max_new_tokens)
-        return jnp.pad(x, pad)
-
-    cache = jax.tree.map(grow, cache)
+    cache = grow_cache(model.cfg, cache, num_samples, max_new_tokens)
     rep = functools.partial(jnp.repeat, repeats=num_samples, axis=0)
     return cache, rep(logits), rep(mask)
 
@@ -87,7 +102,7 @@ def decode(
     cache: list[dict[str, jax.Array]],
     logits: jax.Array,
     prompt_mask: jax.Array,
-    num_active: jax.Array,
+    active: jax.Array,
     params: DeviceParams,
     eos_ids: jax.Array,
     stop_seqs: jax.Array,
@@ -103,7 +118,7 @@ def decode(
       cache: from :func:`prefill` (donated).
       logits: ``[R, V]`` next-token logits after the prompt.
       prompt_mask: ``[R, P]`` True on real prompt tokens.
-      num_active: ``[]`` int32; rows from this one on are batch padding (finished at once).
+      active: ``[R]`` bool; False on rows of batch padding (finished from the start).
       params: traced sampling knobs + static mode.
       eos_ids: ``[E]`` end-of-sequence ids (``-1`` padding).
       stop_seqs: ``[S, W]`` stop sequences, see :func:`r1jax.sampling.ops.stop_matches`.
@@ -175,7 +190,7 @@ def decode(
         mask=jnp.zeros((rows, n), bool),
         logp_policy=jnp.zeros((rows, n), jnp.float32),
         logp_sampling=jnp.zeros((rows, n), jnp.float32),
-        done=jnp.arange(rows) >= num_active,
+        done=~active,
         finish=jnp.full((rows,), LENGTH, jnp.int32),
     )
     c = emit(jnp.int32(0), logits, init)

@@ -10,6 +10,13 @@ and decode, fetch the results once, cut stop strings (:mod:`r1jax.sampling.stops
 texts.
 
 Rows of the output are grouped by prompt: row ``i * G + j`` is sample j of prompt i.
+
+Multi-process (a mesh over devices of several JAX processes): every process calls
+``generate`` with its own prompts (possibly a different number), the calls agree on the
+padded shapes, run as one global batch whose rows are laid out process by process (each
+process's prompts on its own devices, see :func:`r1jax.sharding.process_batch_shard`), and
+each process gets back the rows of its own prompts only. ``generate`` is then a collective:
+every process must call it the same number of times.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ DEFAULT_PROMPT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 @dataclasses.dataclass
 class SampleOutput:
     """Host NumPy results of :meth:`Sampler.generate` (B prompts, G samples, N columns).
+
+    With several processes, B is this process's prompts and the arrays hold their rows only.
 
     ``logp_policy`` is the log-prob under the unmodified model (``log_softmax`` of the raw
     logits): GRPO's ``logp_old``. ``logp_sampling`` is under the distribution that was
@@ -73,13 +82,8 @@ def _programs(
 ) -> tuple[Any, Any]:
     """The jitted (prefill, decode) pair, shared by samplers with the same settings (so an
     eval sampler and a rollout sampler of one model compile once)."""
-    slot_axis, kv_axis = dec.cache_axes(cfg)
     prefill = functools.partial(
-        dec.prefill,
-        graphdef,
-        max_new_tokens=max_new_tokens,
-        cache_dtype=cache_dtype,
-        slot_axis=slot_axis,
+        dec.prefill, graphdef, max_new_tokens=max_new_tokens, cache_dtype=cache_dtype
     )
     decode = functools.partial(dec.decode, graphdef, max_new_tokens=max_new_tokens)
     if mesh is None:
@@ -88,10 +92,12 @@ def _programs(
             jax.jit(decode, donate_argnames=("cache",)),
         )
     rows2, rows1 = shd.batch_sharding(mesh, 2), shd.batch_sharding(mesh, 1)
-    spec = [rows2.spec[0], None, None, None]
-    spec[kv_axis] = "tensor" if kv_tensor else None
-    cache_spec = NamedSharding(mesh, P(*spec))
-    cache_sh = [{"k": cache_spec, "v": cache_spec} for _ in range(cfg.num_layers)]
+    cache_specs = {}
+    for name, (_, kv_axis) in dec.cache_axes(cfg).items():
+        spec = [rows2.spec[0], None, None, None]
+        spec[kv_axis] = "tensor" if kv_tensor else None
+        cache_specs[name] = NamedSharding(mesh, P(*spec))
+    cache_sh = [dict(cache_specs) for _ in range(cfg.num_layers)]
     prefill_jit = jax.jit(
         prefill,
         static_argnums=(3,),
@@ -179,6 +185,8 @@ class Sampler:
             pad_id = getattr(tokenizer, "pad_id", None)
         self.pad_id = int(pad_id if pad_id is not None else (self.eos_ids or [0])[0])
         self._state_shardings: dict[Any, Any] = {}
+        self._multiprocess = shd.spans_processes(mesh)
+        self._procs = shd.process_batch_shard(mesh)[1] if self._multiprocess else 1
         self._base_key = jax.random.key(0)
         self._build_programs()
 
@@ -297,10 +305,16 @@ class Sampler:
             raise ValueError(f"num_samples={num_samples!r} must be an int >= 1")
         rows = self._prompt_ids(prompts)
         b, g = len(rows), num_samples
-        p = _round_up_bucket(max(len(r) for r in rows), self.prompt_buckets)
+        longest, bp = max(len(r) for r in rows), None
+        if self._multiprocess:  # every process must run the same global shapes
+            from r1jax.distributed import allgather
+
+            most, longest = allgather(np.array([[b, longest]])).max(axis=0)
+            bp = self._batch_bucket(int(most) * self._procs) // self._procs
+        p = _round_up_bucket(int(longest), self.prompt_buckets)
         n = params.max_new_tokens or self.max_new_tokens
         params.validate(prompt_len=p, max_position_embeddings=self.cfg.max_position_embeddings)
-        bp = self._batch_bucket(b)
+        bp = bp or self._batch_bucket(b)
         tokens = np.full((bp, p), self.pad_id, np.int32)
         mask = np.zeros((bp, p), bool)
         for i, r in enumerate(rows):
@@ -311,13 +325,23 @@ class Sampler:
             key = jax.random.fold_in(self._base_key, params.seed)
 
         state = self._state(state_or_model)
-        cache, logits, rows_mask = self._prefill(state, tokens, mask, g)
+        active = np.arange(bp * g) < b * g  # [Bp * G] False on batch padding rows
+        if self._multiprocess:  # (each process pads its own rows: padding inside the batch)
+            rows2, rows1 = shd.batch_sharding(self.mesh, 2), shd.batch_sharding(self.mesh, 1)
+            tokens_in = shd.host_to_global(tokens, rows2)
+            mask_in = shd.host_to_global(mask, rows2)
+            active = shd.host_to_global(active, rows1)
+            key = shd.global_from_full(jax.random.key_data(key), shd.replicated(self.mesh))
+            key = jax.random.wrap_key_data(key, impl=jax.random.key_impl(self._base_key))
+        else:
+            tokens_in, mask_in = tokens, mask
+        cache, logits, rows_mask = self._prefill(state, tokens_in, mask_in, g)
         out = self._decode(
             state,
             cache,
             logits,
             rows_mask,
-            np.int32(b * g),
+            active,
             params.device(),
             eos_arr,
             stop_arr,
@@ -326,7 +350,10 @@ class Sampler:
             np.int32(self.pad_id),
         )
         del out["cache"]
-        host = jax.device_get(out)
+        if self._multiprocess:  # this process's rows
+            host = {k: shd.global_to_host(v) for k, v in out.items()}
+        else:
+            host = jax.device_get(out)
         return self._finish(host, tokens[:b], mask[:b], b * g, n, params)
 
     def _finish(

@@ -1,0 +1,52 @@
+"""One process of a multi-process GRPO run for tests/test_multihost.py.
+
+Usage: ``python tests/multihost_worker.py TMP_DIR RUN_NAME OUT_DIR STEPS [STEPS ...]``; the
+distributed setup comes from the environment (``R1JAX_DISTRIBUTED=1``, ``R1JAX_COORDINATOR``,
+...) as for ``r1jax train``. For each ``STEPS``, builds a fresh trainer of the
+``trainer_fixtures.multihost_config`` run (resuming from its checkpoints) and trains it up to
+``STEPS``; then process 0 writes the final parameters (gathered from all processes) to
+``OUT_DIR/params.npz`` and, per phase, the step it started from and its step metrics to
+``OUT_DIR/history.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [TESTS, os.path.dirname(TESTS)]  # trainer_fixtures, and r1jax from the checkout
+
+
+def main(tmp_dir: str, run_name: str, out_dir: str, phases: list[int]) -> None:
+    from r1jax.distributed import maybe_initialize
+
+    maybe_initialize()
+    import jax
+    import numpy as np
+    from flax import nnx
+    from jax.experimental import multihost_utils
+    from trainer_fixtures import multihost_trainer
+
+    jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
+    runs = []
+    for steps in phases:
+        trainer = multihost_trainer(tmp_dir, run_name, train__steps=steps)
+        try:
+            start = trainer.step
+            runs.append({"start": start, "history": trainer.train()})
+        finally:
+            trainer.close()
+    flat = {"/".join(map(str, p)): v.get_value() for p, v in nnx.to_flat_state(trainer.params)}
+    full = {k: multihost_utils.process_allgather(v, tiled=True) for k, v in flat.items()}
+    if jax.process_index() == 0:
+        os.makedirs(out_dir, exist_ok=True)
+        np.savez(os.path.join(out_dir, "params.npz"), **full)
+        with open(os.path.join(out_dir, "history.json"), "w") as f:
+            json.dump(runs, f)
+    multihost_utils.sync_global_devices("multihost_worker done")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], [int(s) for s in sys.argv[4:]])

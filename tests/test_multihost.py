@@ -1,0 +1,170 @@
+"""Multi-process GRPO: 2 JAX processes x 4 CPU devices (gloo collectives) train exactly like
+1 process x 8 devices, checkpoint together and resume."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from trainer_fixtures import make_config, multihost_trainer
+
+from r1jax import sharding as shd
+from r1jax.config import ConfigError, validate
+from r1jax.data import PromptIterator
+
+TESTS = os.path.dirname(__file__)
+ROOT = os.path.dirname(TESTS)
+WORKER = os.path.join(TESTS, "multihost_worker.py")
+VOLATILE = ("time/", "throughput/")
+TIMEOUT_S = 240  # a hung collective fails the test instead of the suite
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _start_two_processes(tmp_path, run_name: str, out_dir: str, phases: list[int]):
+    """Starts both processes of ``multihost_worker.py``; returns (processes, log paths)."""
+    port = _free_port()
+    procs, logs = [], []
+    for pid in range(2):
+        env = dict(
+            os.environ,
+            JAX_PLATFORMS="cpu",
+            XLA_FLAGS="--xla_force_host_platform_device_count=4",
+            R1JAX_DISTRIBUTED="1",
+            R1JAX_COORDINATOR=f"localhost:{port}",
+            R1JAX_NUM_PROCESSES="2",
+            R1JAX_PROCESS_ID=str(pid),
+            # the resumed trainer (phase 2) reuses phase 1's executables
+            JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        )
+        logs.append(str(tmp_path / f"process{pid}.log"))
+        with open(logs[-1], "w") as log:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, WORKER, str(tmp_path), run_name, out_dir, *map(str, phases)],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    return procs, logs
+
+
+def _wait(procs, logs, deadline: float) -> None:
+    """Waits for both; when one fails or time runs out, kills the other (which would sit in
+    a collective until the distributed runtime's own, much longer, timeout)."""
+    try:
+        while any(p.poll() is None for p in procs):
+            if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    for p, path in zip(procs, logs, strict=True):
+        if p.returncode != 0:
+            with open(path) as f:
+                lines = [x for x in f if "Gloo" not in x and "SPMD" not in x]
+            pytest.fail(f"{path} exited with {p.returncode}:\n{''.join(lines[-60:])}")
+
+
+def _rows(run_dir: str) -> list[dict]:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _assert_metrics_close(got: dict, want: dict, where: str) -> None:
+    keys = {k for k in want if not k.startswith(VOLATILE)}
+    assert keys == {k for k in got if not k.startswith(VOLATILE)}, where
+    for k in sorted(keys):
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg=f"{where} {k}")
+
+
+def test_two_processes_train_like_one_and_resume(tmp_path):
+    """Two processes run step 1, save, and a fresh trainer resumes and runs step 2 (with a
+    greedy eval at steps 0 and 2 whose 5 prompts split 3 + 2); meanwhile one process of 8
+    devices runs the same 2 steps here. Same global batch, same prompts in the same rows, so
+    every reward, length and eval metric must agree and the parameters must match to float
+    rounding (the collectives differ)."""
+    out = str(tmp_path / "out")
+    procs, logs = _start_two_processes(tmp_path, "two", out, phases=[1, 2])
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        reference = multihost_trainer(str(tmp_path), "one", train__steps=2)
+        try:
+            reference.train()
+        finally:
+            reference.close()
+    finally:
+        _wait(procs, logs, deadline)
+
+    with open(os.path.join(out, "history.json")) as f:
+        phases = json.load(f)
+    assert [(p["start"], len(p["history"])) for p in phases] == [(0, 1), (1, 1)]
+
+    one, two = _rows(str(tmp_path / "one")), _rows(str(tmp_path / "two"))
+    assert [r["step"] for r in two] == [0, 1, 2]  # process 0 alone writes, once per step
+    assert [r["step"] for r in one] == [0, 1, 2]
+    for a, b in zip(two, one, strict=True):
+        _assert_metrics_close(a, b, f"step {b['step']}")
+    assert two[1]["reward/mean"] != two[2]["reward/mean"]  # the steps saw different samples
+
+    flat = nnx.to_flat_state(reference.params)
+    want = {"/".join(map(str, p)): np.asarray(v.get_value()) for p, v in flat}
+    got = np.load(os.path.join(out, "params.npz"))
+    assert sorted(got.files) == sorted(want)
+    for k, v in want.items():
+        np.testing.assert_allclose(got[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+
+    # The checkpoint holds each process's data-iterator state (process 0 writes the metadata).
+    with open(tmp_path / "two" / "checkpoints" / "2" / "meta" / "metadata") as f:
+        meta = json.load(f)
+    states = meta["process_data_states"]
+    assert [s["fingerprint"]["process_index"] for s in states] == [0, 1]
+    assert {s["fingerprint"]["batch_size"] for s in states} == {4}
+
+
+def test_process_batches_concatenate_to_the_global_batch():
+    """Process p's batch k is block p of global batch k: concatenated in process order, the
+    per-process batches are the batch one process reads, so global rows do not move."""
+    source = [{"id": f"r{i}", "prompt": str(i), "answer": "0"} for i in range(40)]
+    ids = lambda it: [[r["id"] for r in next(it)] for _ in range(3)]
+    one = ids(PromptIterator(source, batch_size=6, seed=1))
+    parts = [
+        ids(PromptIterator(source, batch_size=2, seed=1, process_index=p, process_count=3))
+        for p in range(3)
+    ]
+    assert [sum((parts[p][k] for p in range(3)), []) for k in range(3)] == one
+
+
+def test_prompts_per_step_must_split_over_processes(tmp_path):
+    c = make_config(str(tmp_path), rl__prompts_per_step=8)
+    validate(c, 8, num_processes=2)
+    with pytest.raises(ConfigError, match=r"prompts_per_step=8.*processes \(3\)"):
+        validate(c, 8, num_processes=3)
+
+
+def test_single_process_helpers_are_plain_transfers():
+    assert jax.process_count() == 1
+    mesh = shd.make_mesh((4, 2, 1))
+    assert shd.process_batch_shard(mesh) == (0, 1) and not shd.spans_processes(mesh)
+    x = np.arange(32, dtype=np.float32).reshape(8, 4)
+    g = shd.host_to_global(x, shd.batch_sharding(mesh, 2))
+    assert g.sharding == shd.batch_sharding(mesh, 2)
+    np.testing.assert_array_equal(shd.global_to_host(g), x)
+    f = shd.global_from_full(x, shd.batch_sharding(mesh, 2))
+    np.testing.assert_array_equal(np.asarray(f), x)
