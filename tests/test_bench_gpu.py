@@ -1,0 +1,39 @@
+"""The accelerator benchmark script runs end to end (tiny sizes, CPU), so it is ready for a
+session that is lent a GPU, and its FLOP formula matches a hand count."""
+
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.bench_gpu import main, model_flops_per_step  # noqa: E402
+from r1jax.model import get_preset  # noqa: E402
+
+
+def test_smoke_run_reports_every_number(tmp_path):
+    out = tmp_path / "gpu.txt"
+    report = main(["--smoke", "--out", str(out)])
+    assert report["copy_gb_per_s"] > 0
+    s, u = report["sampler"], report["update"]
+    assert s["decode_tokens_per_s"] > 0 and s["roofline_fraction"] > 0
+    assert s["bytes_per_step_gb"] > 0 and u["update_s"] > 0
+    assert u["xla_tflops_per_update"] > 0 and u["model_tflops_per_update"] > 0
+    assert math.isnan(u["mfu"])  # no bf16 peak known for a CPU
+    assert out.read_text().startswith("$ PYTHONPATH=. python benchmarks/bench_gpu.py --smoke")
+
+
+def test_model_flops_hand_count():
+    cfg = get_preset("tiny").replace(
+        hidden_size=8,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=4,
+        intermediate_size=16,
+        vocab_size=10,
+    )
+    # per token: q,o 8*8 each, k,v 8*4 each -> 192; mlp 3*8*16 = 384; head 80 -> 656 params
+    tokens = 1 * 2 + 1 * 2 * 3  # one prompt of 2 tokens once + 2 completions of 3
+    attn = 1 * 2 * 4 * 4 * (2 * 2 / 2 + 2 * 3 * (2 + 3 / 2))
+    assert model_flops_per_step(cfg, 1, 2, 2, 3) == 3 * (2 * 656 * tokens + attn)
