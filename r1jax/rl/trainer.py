@@ -18,7 +18,6 @@ together, whose metadata holds every process's data-iterator state.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -48,6 +47,7 @@ from r1jax.optim import (
 from r1jax.rl.advantages import compute_advantages
 from r1jax.rl.losses import LossConfig
 from r1jax.rl.rollout import RolloutCollector, Rollouts
+from r1jax.rl.rollout_metrics import gather_rollouts, rollout_metrics
 from r1jax.rl.step import StepConfig, jit_logprobs, jit_update, make_update_fn
 
 log = logging.getLogger(__name__)
@@ -430,69 +430,21 @@ class GRPOTrainer:
             self.ref_params = self._copy_params()
         return self._step_metrics(roll, m, t0, t1, t2)
 
-    def _global_rollouts(self, roll: Rollouts) -> Rollouts:
-        """``roll`` with the per-row arrays and counts that metrics use gathered over all
-        processes (``roll`` itself with one process). Tokens and texts stay local."""
-        if jax.process_count() == 1:
-            return roll
-        fails = sorted(roll.reward_failures)
-        local = {
-            "rewards": roll.rewards,
-            "completion_mask": roll.completion_mask,
-            "truncated": roll.truncated,
-            "per_function": roll.per_function,
-            "counts": np.array(
-                [
-                    np.asarray(roll.input_mask).sum(),
-                    roll.dropped_groups,
-                    roll.sampled_groups,
-                    *(roll.reward_failures[k] for k in fails),
-                ],
-                np.int32,
-            )[None],
-        }
-        g = dist.allgather(local)
-        counts = g["counts"].sum(axis=0)
-        return dataclasses.replace(
-            roll,
-            rewards=g["rewards"],
-            completion_mask=g["completion_mask"],
-            finish_reason=["length" if t else "" for t in g["truncated"]],
-            per_function=g["per_function"],
-            input_mask=np.array([[counts[0]]]),  # only its sum is used
-            dropped_groups=int(counts[1]),
-            sampled_groups=int(counts[2]),
-            reward_failures={k: int(v) for k, v in zip(fails, counts[3:], strict=True)},
-        )
-
     def _step_metrics(self, roll, m, t0, t1, t2) -> dict[str, float]:
         """Metrics of one step; rollout statistics are over all processes' rows (timings are
         this process's)."""
-        roll = self._global_rollouts(roll)
+        roll = gather_rollouts(roll)
         out: dict[str, float] = {f"loss/{k}": float(v) for k, v in m.items()}
-        out["reward/mean"] = float(roll.rewards.mean())
-        out["reward/std"] = float(roll.rewards.std())
-        for name, v in roll.per_function.items():
-            out[f"reward/fn/{name}/mean"] = float(v.mean())
-            out[f"reward/fn/{name}/std"] = float(v.std())
-        out.update({f"reward/{k}": float(v) for k, v in roll.reward_failures.items()})
-        acc = roll.per_function.get(self.accuracy_fn)
-        if acc is not None:
-            out["reward/accuracy_mean"] = float((acc >= self.c.rewards.correct_threshold).mean())
-        g = roll.rewards.reshape(-1, self.c.rl.group_size)
-        out["groups/frac_zero_std"] = float((g.max(1) == g.min(1)).mean())
-        if self.c.rl.dynamic_sampling:
-            out["groups/dropped"] = float(roll.dropped_groups)
-            out["groups/sampled"] = float(roll.sampled_groups)
-        lengths = roll.lengths
         out.update(
-            {
-                "completion/length_mean": float(lengths.mean()),
-                "completion/length_min": float(lengths.min()),
-                "completion/length_max": float(lengths.max()),
-                "completion/frac_truncated": float(roll.truncated.mean()),
-            }
+            rollout_metrics(
+                roll,
+                self.c.rl.group_size,
+                self.accuracy_fn,
+                self.c.rewards.correct_threshold,
+                self.c.rl.dynamic_sampling,
+            )
         )
+        lengths = roll.lengths
         updates = self.c.rl.num_iterations * self.c.rl.num_minibatches
         out["optim/lr"] = float(self.schedule(max(self.step * updates - 1, 0)))
         out["optim/skipped_steps"] = float(total_nonfinite(self.opt_state))
