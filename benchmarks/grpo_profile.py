@@ -77,20 +77,21 @@ def profile_r1jax(assets: str, args: argparse.Namespace) -> list[str]:
 
     roll = tr.collector.collect(tr.params, 1)
     batch = tr._device_batch(roll)
+    update_fn, logprob_fn = tr.programs(batch["tokens"].shape[1] - args.new_tokens)
 
     def logprobs():
-        return jax.block_until_ready(tr.logprob_fn(tr.params, batch["tokens"], batch["input_mask"]))
+        return jax.block_until_ready(logprob_fn(tr.params, batch["tokens"], batch["input_mask"]))
 
     def update():
-        tr.params, tr.opt_state, m = tr.update_fn(tr.params, tr.opt_state, batch)
+        tr.params, tr.opt_state, m = update_fn(tr.params, tr.opt_state, batch)
         return jax.device_get(m)
 
     def cost(jitted, *xs) -> float:
         c = jitted.lower(*xs).compile().cost_analysis()
         return float((c[0] if isinstance(c, list) else c).get("flops", 0.0))
 
-    lp_flops = cost(tr.logprob_fn, tr.params, batch["tokens"], batch["input_mask"])
-    up_flops = cost(tr.update_fn, tr.params, tr.opt_state, batch)
+    lp_flops = cost(logprob_fn, tr.params, batch["tokens"], batch["input_mask"])
+    up_flops = cost(update_fn, tr.params, tr.opt_state, batch)
     rows, length = batch["tokens"].shape
     lines = [
         f"r1jax (jax {jax.__version__}, {jax.device_count()} device(s)), batch [{rows}, {length}]",
@@ -98,7 +99,7 @@ def profile_r1jax(assets: str, args: argparse.Namespace) -> list[str]:
         fmt("jit_logprobs (fwd)", measure(logprobs, args.reps), lp_flops),
         fmt("update_fn (fwd+bwd+adam)", measure(update, args.reps), up_flops),
         f"  update_fn compiled variants after {args.reps + 3} calls: "
-        f"{tr.update_fn._cache_size()} (1 = never recompiled)",
+        f"{tr.update_compiles()} (1 = never recompiled)",
     ]
     tr.close()
     return lines

@@ -92,7 +92,7 @@ def run_r1jax(assets: str, args) -> dict[str, Any]:
         "steps": steps,
         "train_len": args.max_prompt_len + args.new_tokens,
         "devices": jax.device_count(),
-        "update_compiles": trainer.update_fn._cache_size(),
+        "update_compiles": trainer.update_compiles(),
     }
 
 

@@ -57,8 +57,12 @@ def _pad_left(ids: np.ndarray, mask: np.ndarray, width: int, pad_id: int):
     )
 
 
-def _concat(parts: Sequence[Rollouts]) -> Rollouts:
+def _concat(parts: Sequence[Rollouts], pad_id: int) -> Rollouts:
+    """Rollouts of several sampling rounds in one; rows are left padded to the widest round's
+    prompt bucket."""
     first = parts[0]
+    width = max(p.tokens.shape[1] for p in parts)
+    rows = [_pad_left(p.tokens, p.input_mask, width, pad_id) for p in parts]
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])
     per_fn = {k: np.concatenate([p.per_function[k] for p in parts]) for k in first.per_function}
     fails: dict[str, int] = {}
@@ -67,8 +71,8 @@ def _concat(parts: Sequence[Rollouts]) -> Rollouts:
             fails[k] = fails.get(k, 0) + v
     return Rollouts(
         records=[r for p in parts for r in p.records],
-        tokens=cat("tokens"),
-        input_mask=cat("input_mask"),
+        tokens=np.concatenate([t for t, _ in rows]),
+        input_mask=np.concatenate([m for _, m in rows]),
         completion_mask=cat("completion_mask"),
         texts=[t for p in parts for t in p.texts],
         finish_reason=[f for p in parts for f in p.finish_reason],
@@ -107,7 +111,7 @@ class RolloutCollector:
         scorer: Any,
         next_records: Callable[[], list[dict]],
         group_size: int,
-        prompt_len: int,
+        prompt_len: int | None,
         pad_id: int,
         sampling_params_fn: Callable,
         dynamic_sampling: bool = False,
@@ -148,10 +152,13 @@ class RolloutCollector:
         return out, self.scorer.submit(out.texts, rows), sample_time
 
     def assemble(self, out: Any) -> tuple[np.ndarray, np.ndarray]:
-        """``tokens [R, P + N]`` and ``input_mask [R, P + N]`` of sampled rows (no rewards)."""
-        p_ids, p_mask = _pad_left(
-            np.asarray(out.prompt_ids), np.asarray(out.prompt_mask), self.prompt_len, self.pad_id
-        )
+        """``tokens [R, P + N]`` and ``input_mask [R, P + N]`` of sampled rows (no rewards).
+
+        P is the sampler's prompt bucket for this batch (``prompt_len=None``) or the fixed
+        ``prompt_len``."""
+        p_ids, p_mask = np.asarray(out.prompt_ids), np.asarray(out.prompt_mask)
+        if self.prompt_len is not None:
+            p_ids, p_mask = _pad_left(p_ids, p_mask, self.prompt_len, self.pad_id)
         g = self.group_size
         p_ids, p_mask = np.repeat(p_ids, g, axis=0), np.repeat(p_mask, g, axis=0)
         comp_mask = np.asarray(out.completion_mask, bool)
@@ -207,7 +214,7 @@ class RolloutCollector:
             records = self.next_records()
             out, handle, t = self.sample(params, records, (seed + 7919 * rounds) % 2**31)
             batch = self.finish(records, out, handle, t)
-        merged = _concat([k for k in kept + spare if k.records])
+        merged = _concat([k for k in kept + spare if k.records], self.pad_id)
         result = _select_groups(merged, np.arange(want), self.group_size)
         result.sampled_groups = want * (rounds + 1)
         result.dropped_groups = sum(len(s.records) for s in spare)  # zero-variance groups seen

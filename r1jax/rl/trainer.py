@@ -18,6 +18,7 @@ together, whose metadata holds every process's data-iterator state.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -158,14 +159,32 @@ class GRPOTrainer:
             self.batch_keys.append("ref_logp")
         ndim = {"advantages": 1}
         self.batch_shardings = {k: bs(ndim.get(k, 2)) for k in self.batch_keys}
-        update = make_update_fn(self.graphdef, self.step_cfg, self.optimizer)
-        self.update_fn = jit_update(
-            update, self.param_shardings, self.opt_shardings, self.batch_shardings
-        )
-        micro = r.num_minibatches * r.grad_accum
-        self.logprob_fn = jit_logprobs(
-            self.graphdef, self.step_cfg, self.param_shardings, bs(2), micro
-        )
+        # jitted (update, log-prob) programs per prompt width P (the sampler's bucket)
+        self._programs: dict[int, tuple[Any, Any]] = {}
+
+    def programs(self, prompt_len: int) -> tuple[Any, Any]:
+        """The jitted ``(update_fn, logprob_fn)`` for batches whose prompts are padded to
+        ``prompt_len`` (one of the sampler's prompt buckets; built on first use)."""
+        if prompt_len not in self._programs:
+            cfg = dataclasses.replace(self.step_cfg, prompt_len=prompt_len)
+            update = jit_update(
+                make_update_fn(self.graphdef, cfg, self.optimizer),
+                self.param_shardings,
+                self.opt_shardings,
+                self.batch_shardings,
+            )
+            micro = self.c.rl.num_minibatches * self.c.rl.grad_accum
+            bs = shd.batch_sharding(self.mesh, 2)
+            logprob = jit_logprobs(self.graphdef, cfg, self.param_shardings, bs, micro)
+            self._programs[prompt_len] = (update, logprob)
+        return self._programs[prompt_len]
+
+    def update_compiles(self) -> int:
+        """Number of compiled update programs so far (one per prompt bucket seen)."""
+        return sum(u._cache_size() for u, _ in self._programs.values())
+
+    def _prompt_len(self, tokens: jax.Array | np.ndarray) -> int:
+        return tokens.shape[1] - self.c.sampling.max_new_tokens
 
     def _shared_group_size(self) -> int:
         """G when the update can run each prompt once per group (whole groups per
@@ -281,7 +300,7 @@ class GRPOTrainer:
             self.scorer,
             lambda: next(self.data),
             self.c.rl.group_size,
-            self.c.sampling.max_prompt_len,
+            None,  # rows padded to the sampler's prompt bucket
             self.tokenizer.pad_id,
             self._sampling_params,
             self.c.rl.dynamic_sampling,
@@ -369,12 +388,11 @@ class GRPOTrainer:
             "tokens": shd.host_to_global(tokens, self.batch_shardings["tokens"]),
             "input_mask": shd.host_to_global(input_mask, self.batch_shardings["input_mask"]),
         }
+        _, logprob_fn = self.programs(self._prompt_len(tokens))
         if "old_logp" in self.batch_keys:
-            batch["old_logp"] = self.logprob_fn(self.params, batch["tokens"], batch["input_mask"])
+            batch["old_logp"] = logprob_fn(self.params, batch["tokens"], batch["input_mask"])
         if "ref_logp" in self.batch_keys:
-            batch["ref_logp"] = self.logprob_fn(
-                self.ref_params, batch["tokens"], batch["input_mask"]
-            )
+            batch["ref_logp"] = logprob_fn(self.ref_params, batch["tokens"], batch["input_mask"])
         return batch
 
     def _device_batch(self, roll: Rollouts, batch: dict | None = None) -> dict[str, jax.Array]:
@@ -415,7 +433,8 @@ class GRPOTrainer:
         t0 = time.perf_counter()
         roll, batch = self._rollouts(step_seed(self.c.seed, self.step, 0))
         t1 = time.perf_counter()
-        self.params, self.opt_state, m = self.update_fn(self.params, self.opt_state, batch)
+        update_fn, _ = self.programs(self._prompt_len(batch["tokens"]))
+        self.params, self.opt_state, m = update_fn(self.params, self.opt_state, batch)
         m = jax.device_get(m)
         t2 = time.perf_counter()
         self.step += 1
