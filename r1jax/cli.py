@@ -126,13 +126,12 @@ def _export() -> int:
 
 @command("train", "GRPO training (resumes automatically from the run directory)")
 def _train() -> int:
-    import jax
-
+    from r1jax.distributed import is_primary
     from r1jax.rl.trainer import train
 
     c = _require_config()
     history = train(c)
-    if history and jax.process_index() == 0:
+    if history and is_primary():
         last = history[-1]
         print(
             f"done: step {len(history)} reward/mean={last['reward/mean']:.3f} run_dir={c.run_dir}"

@@ -11,12 +11,12 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
 from r1jax.config import ConfigError
+from r1jax.distributed import is_primary
 from r1jax.model import Transformer
 
 
@@ -73,7 +73,7 @@ def cold_start(
     builder = PROMPT_BUILDERS.get(c.data.prompt_builder) if c.data.prompt_builder else None
     prompt_fn = (lambda r: fmt({**r, "prompt": builder(r)})) if builder else fmt
     examples = make_countdown_sft_examples(records, prompt_fn, np.random.default_rng(c.seed))
-    primary = jax.process_index() == 0
+    primary = is_primary()
     if primary:
         print(f"cold start: SFT on {len(examples)} synthetic countdown traces, {cs.steps} steps")
     model, history = train_sft(
