@@ -37,10 +37,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from r1jax.model import causal_mask, init_cache, positions_from_mask
+from r1jax.model import causal_mask, positions_from_mask
 from r1jax.rl.logprobs import token_logprobs
 from r1jax.rl.losses import LossConfig, policy_loss
-from r1jax.sampling.decode import grow_cache
+from r1jax.sampling.decode import shared_prompt_cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,11 +78,12 @@ def completion_logprobs(
     forward pass (see the module docstring).
     """
     model = nnx.merge(graphdef, params)
-    positions, mask = positions_from_mask(input_mask), causal_mask(input_mask)
     if group_size > 1:
-        h = _shared_prompt_hidden(model, tokens, positions, mask, prompt_len, group_size)
+        h = _shared_prompt_hidden(model, tokens, input_mask, prompt_len, group_size)
     else:
-        hidden, _ = model(tokens, positions, mask, return_hidden=True)
+        hidden, _ = model(
+            tokens, positions_from_mask(input_mask), causal_mask(input_mask), return_hidden=True
+        )
         h = hidden[:, prompt_len - 1 : -1]
     return token_logprobs(h, model.lm_head_weight(), tokens[:, prompt_len:], chunk, entropy)
 
@@ -90,29 +91,30 @@ def completion_logprobs(
 def _shared_prompt_hidden(
     model: nnx.Module,
     tokens: jax.Array,
-    positions: jax.Array,
-    mask: jax.Array,
+    input_mask: jax.Array,
     prompt_len: int,
     group_size: int,
 ) -> jax.Array:
     """Final hidden states ``[R, N, D]`` at positions ``P-1 .. L-2`` (the ones predicting the
     completion tokens), computing each group's prompt once.
 
-    ``tokens``/``positions [R, L]``, ``mask [R, L, L]`` (causal, padding-aware); rows
-    ``i*G .. i*G+G-1`` share prompt ``i``, left padded to ``P`` (so slot ``P-1`` is real).
+    ``tokens``/``input_mask [R, L]``; rows ``i*G .. i*G+G-1`` share prompt ``i``, left padded
+    to ``P`` (so slot ``P-1`` is real).
     """
     p, g = prompt_len, group_size
     rows, length = tokens.shape
     if rows % g:
         raise ValueError(f"{rows} rows do not split into groups of {g}")
-    first = slice(None, None, g)  # one row per group
-    cache = init_cache(model.cfg, rows // g, p, model.cfg.dtype)
-    h_prompt, cache = model(
-        tokens[first, :p], positions[first, :p], mask[first, :p, :p], cache, 0, return_hidden=True
+    h_prompt, cache = shared_prompt_cache(  # [R/G, P, D]; cache for R rows and L slots
+        model, tokens[::g, :p], input_mask[::g, :p], g, length - p, model.cfg.dtype
     )
-    cache = grow_cache(model.cfg, cache, g, length - p)  # [R/G, .., P] -> [R, .., L]
     h_completion, _ = model(
-        tokens[:, p:], positions[:, p:], mask[:, p:, :], cache, p, return_hidden=True
+        tokens[:, p:],
+        positions_from_mask(input_mask)[:, p:],
+        causal_mask(input_mask)[:, p:, :],
+        cache,
+        p,
+        return_hidden=True,
     )
     last_prompt = jnp.repeat(h_prompt[:, -1:], g, axis=0)  # [R, 1, D]
     return jnp.concatenate([last_prompt, h_completion[:, :-1]], axis=1)

@@ -64,6 +64,25 @@ def grow_cache(
     return [{name: grow(name, x) for name, x in layer.items()} for layer in cache]
 
 
+def shared_prompt_cache(
+    model: nnx.Module,
+    tokens: jax.Array,
+    mask: jax.Array,
+    repeats: int,
+    extra_slots: int,
+    cache_dtype: Any,
+) -> tuple[jax.Array, list[dict[str, jax.Array]]]:
+    """Runs left-padded prompts ``tokens [B, P]`` (``mask [B, P]`` True on real tokens) once
+    and returns their final hidden states ``[B, P, D]`` and a cache for ``B * repeats`` rows
+    (row ``i * repeats + j`` shares prompt i) with the prompt in slots ``0..P-1`` and
+    ``extra_slots`` empty slots after it. Used by prefill and by the GRPO update."""
+    cache = init_cache(model.cfg, tokens.shape[0], tokens.shape[1], cache_dtype)
+    hidden, cache = model(
+        tokens, positions_from_mask(mask), causal_mask(mask), cache, 0, return_hidden=True
+    )
+    return hidden, grow_cache(model.cfg, cache, repeats, extra_slots)
+
+
 def prefill(
     graphdef: nnx.GraphDef,
     state: nnx.State,
@@ -85,13 +104,10 @@ def prefill(
       is sample j of prompt i.
     """
     model = nnx.merge(graphdef, state)
-    b, p = tokens.shape
-    cache = init_cache(model.cfg, b, p, cache_dtype)
-    hidden, cache = model(
-        tokens, positions_from_mask(mask), causal_mask(mask), cache, 0, return_hidden=True
+    hidden, cache = shared_prompt_cache(
+        model, tokens, mask, num_samples, max_new_tokens, cache_dtype
     )
     logits = model.logits(hidden[:, -1:])[:, 0]  # left padding: the last slot is real
-    cache = grow_cache(model.cfg, cache, num_samples, max_new_tokens)
     rep = functools.partial(jnp.repeat, repeats=num_samples, axis=0)
     return cache, rep(logits), rep(mask)
 
