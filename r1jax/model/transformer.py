@@ -219,13 +219,15 @@ class Block(nnx.Module):
 class Transformer(nnx.Module):
     """The decoder. Call returns logits ``[B, T, V]`` (or final hidden states) and the cache."""
 
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, build_layers: bool = True):
+        """``build_layers=False`` leaves ``layers`` empty (``create_model`` fills them in)."""
         self.cfg = cfg
         pd = cfg.param_dtype
         self.embed = _param(
             rngs, _normal(), (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pd
         )
-        self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        n = cfg.num_layers if build_layers else 0
+        self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(n)])
         self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
         if not cfg.tie_word_embeddings:
             self.lm_head = _param(
