@@ -9,11 +9,12 @@
    slots); the roofline fraction is ``bytes per step / step time / copy bandwidth``.
 3. GRPO update: the same preset with bf16 compute and fp32 master weights + AdamW,
    ``--train_prompts`` x G rows of ``--train_prompt_len`` + ``--train_completion_len``
-   tokens, shared prompts, ``--grad_accum`` micro-batches. Model FLOPs = 6 x (non-embedding
-   params + lm head) per token actually run (each prompt once per group) + attention
-   (12 x layers x heads x head_dim x query x key positions, causal half); MFU = model FLOPs /
-   time / ``--peak_tflops`` (looked up from the device kind when not given). XLA's own FLOP
-   count (incl. rematerialisation) is printed too.
+   tokens, shared prompts, ``--grad_accum`` micro-batches. Model FLOPs = 6 x non-embedding
+   params per token actually run (each prompt once per group) + 6 x lm head per completion
+   token + attention (12 x layers x heads x head_dim x query x key positions, causal half);
+   MFU = model FLOPs / time / ``--peak_tflops`` (looked up from the device kind when not
+   given). XLA's own FLOP count is printed too (on GPUs it leaves out library GEMMs).
+   ``--profile`` adds the top kernels of one traced call of each.
 
 Prepared for the device machine (one H100/H200: the whole run takes a few minutes):
 
@@ -29,6 +30,7 @@ import json
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -62,9 +64,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--train_prompt_len", type=int, default=256)
     ap.add_argument("--train_completion_len", type=int, default=768)
     ap.add_argument("--grad_accum", type=int, default=8)
-    ap.add_argument("--remat", default="dots", help="model.remat for the update")
+    ap.add_argument(
+        "--remat",
+        default="dots,none",
+        help="model.remat of the update; a comma list times each (the first is the headline)",
+    )
+    ap.add_argument(
+        "--deadline_s", type=float, default=0.0, help="skip remaining remat variants after this"
+    )
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--peak_tflops", type=float, default=0.0, help="0: from the device kind")
+    ap.add_argument("--sections", default="copy,sampler,update", help="comma list of checks to run")
+    ap.add_argument(
+        "--profile", action="store_true", help="also trace one call and list the top kernels"
+    )
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (CPU test of this script)")
     ap.add_argument("--out", default="", help="also write the report here")
     args = ap.parse_args(argv)
@@ -81,6 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             train_completion_len=8,
             grad_accum=2,
             reps=1,
+            remat="dots",
         ).items():
             setattr(args, k, v)
     return args
@@ -110,7 +124,56 @@ def tree_bytes(tree: Any) -> int:
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
-def sampler_check(args: argparse.Namespace, mesh: Any, copy_bw: float) -> dict[str, float]:
+# summary lines a device plane may carry besides its streams (they repeat the kernels' time)
+DERIVED_LINES = ("XLA Modules", "XLA Ops", "Steps", "Framework Ops", "Framework Name Scope")
+
+
+def kernel_profile(fn: Callable[[], Any], top: int = 25) -> dict[str, Any]:
+    """Device time by kernel name for one traced ``fn()`` (after it was run once).
+
+    Returns the call's wall ms, the summed kernel ms of the device planes (``busy_ms``; on a
+    CPU the XLA thread-pool events instead), and the ``top`` names as ``[name, ms, count]``.
+    A profiler failure is returned as ``{"error": ...}`` so that it never loses the timings.
+    """
+    try:
+        return _trace_kernels(fn, top)
+    except Exception as e:  # noqa: BLE001
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def _trace_kernels(fn: Callable[[], Any], top: int) -> dict[str, Any]:
+    import glob
+    import tempfile
+
+    from jax.profiler import ProfileData
+
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        with jax.profiler.trace(d):
+            jax.block_until_ready(fn())
+        wall = time.perf_counter() - t0
+        data = ProfileData.from_file(glob.glob(f"{d}/**/*.xplane.pb", recursive=True)[0])
+    devices = [p for p in data.planes if p.name.startswith("/device:")]
+    if devices:  # GPU/TPU: the kernel lines of each device plane
+        lines = [ln for p in devices for ln in p.lines if ln.name not in DERIVED_LINES]
+    else:  # CPU: XLA's thread-pool lines of the host plane
+        host = data.find_plane_with_name("/host:CPU")
+        lines = [ln for ln in host.lines if ln.name.startswith("tf_XLA")]
+    totals: dict[str, list[float]] = {}
+    for line in lines:
+        for ev in line.events:
+            t = totals.setdefault(ev.name, [0.0, 0])
+            t[0] += ev.duration_ns / 1e6
+            t[1] += 1
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1][0])
+    return {
+        "wall_ms": wall * 1e3,
+        "busy_ms": sum(v[0] for v in totals.values()),
+        "top": [[name, round(ms, 3), n] for name, (ms, n) in ranked[:top]],
+    }
+
+
+def sampler_check(args: argparse.Namespace, mesh: Any, copy_bw: float) -> dict[str, Any]:
     """Decode tokens/s and the HBM roofline fraction of the sampler (bf16 weights + cache)."""
     from flax import nnx
 
@@ -136,7 +199,10 @@ def sampler_check(args: argparse.Namespace, mesh: Any, copy_bw: float) -> dict[s
     step_s = (t_all - t_one) / (n - 1)
     cache = jax.eval_shape(lambda: init_cache(cfg, b, p + n, jnp.bfloat16))
     step_bytes = tree_bytes(state) + tree_bytes(cache)
-    return {
+    out: dict[str, Any] = {}
+    if args.profile:  # a 64-token call keeps the trace small (same compiled program)
+        out["profile_64_tokens"] = kernel_profile(lambda: run(min(n, 64)))
+    return out | {
         "decode_tokens_per_s": b * (n - 1) / (t_all - t_one),
         "end_to_end_tokens_per_s": b * n / t_all,
         "decode_step_ms": step_s * 1e3,
@@ -150,16 +216,17 @@ def model_flops_per_step(cfg: Any, prompts: int, group: int, p: int, n: int) -> 
     """Training FLOPs (forward + backward = 3x forward) of one shared-prompt update."""
     d, hd = cfg.hidden_size, cfg.head_dim
     per_layer = d * hd * (cfg.num_heads * 2 + cfg.num_kv_heads * 2) + 3 * d * cfg.intermediate_size
-    dense = cfg.num_layers * per_layer + d * cfg.vocab_size  # + lm head (logits)
     tokens = prompts * p + prompts * group * n
+    head_tokens = prompts * group * n  # logits only where a completion token is predicted
     # scores + weighted values: 2 dots of 2*hd FLOPs per (query, key); causal: half the keys
     attn_prompt = prompts * p * p / 2
     attn_completion = prompts * group * n * (p + n / 2)
     attn = cfg.num_layers * cfg.num_heads * 4 * hd * (attn_prompt + attn_completion)
-    return 3 * (2 * dense * tokens + attn)
+    dense = 2 * (cfg.num_layers * per_layer * tokens + d * cfg.vocab_size * head_tokens)
+    return 3 * (dense + attn)
 
 
-def update_check(args: argparse.Namespace, mesh: Any, peak: float) -> dict[str, float]:
+def update_check(args: argparse.Namespace, mesh: Any, peak: float, remat: str) -> dict[str, float]:
     """Seconds per GRPO update and MFU (bf16 compute, fp32 weights, AdamW)."""
     from flax import nnx
 
@@ -170,7 +237,7 @@ def update_check(args: argparse.Namespace, mesh: Any, peak: float) -> dict[str, 
     from r1jax.rl.step import StepConfig, jit_update, make_update_fn
 
     p, n = args.train_prompt_len, args.train_completion_len
-    cfg = get_preset(args.preset).replace(dtype="bfloat16", param_dtype="float32", remat=args.remat)
+    cfg = get_preset(args.preset).replace(dtype="bfloat16", param_dtype="float32", remat=remat)
     cfg = cfg.replace(max_position_embeddings=max(cfg.max_position_embeddings, p + n))
     graphdef, params = nnx.split(create_model(cfg, mesh, seed=0))
     optimizer = make_optimizer(1e-6, total_steps=1000)
@@ -199,16 +266,22 @@ def update_check(args: argparse.Namespace, mesh: Any, peak: float) -> dict[str, 
         shardings,
     )
     batch = {k: jax.device_put(v, shardings[k]) for k, v in batch.items()}
-    xla_flops = update.lower(params, opt_state, batch).compile().cost_analysis().get("flops", 0)
+    t0 = time.perf_counter()
+    compiled = update.lower(params, opt_state, batch).compile()  # timed below: no recompile
+    compile_s = time.perf_counter() - t0
+    xla_flops = compiled.cost_analysis().get("flops", 0)
     state = {"params": params, "opt": opt_state}
 
     def step() -> Any:
-        state["params"], state["opt"], m = update(state["params"], state["opt"], batch)
+        state["params"], state["opt"], m = compiled(state["params"], state["opt"], batch)
         return m
 
     t = median_time(step, args.reps)
     flops = model_flops_per_step(cfg, args.train_prompts, args.group, p, n)
-    return {
+    out: dict[str, Any] = {"profile": kernel_profile(step)} if args.profile else {}
+    return out | {
+        "remat": remat,
+        "compile_s": compile_s,
         "update_s": t,
         "model_tflops_per_update": flops / 1e12,
         "xla_tflops_per_update": float(xla_flops) / 1e12,
@@ -216,6 +289,13 @@ def update_check(args: argparse.Namespace, mesh: Any, peak: float) -> dict[str, 
         "mfu": flops / t / (peak * 1e12) if peak else float("nan"),
         "train_tokens_per_s": rows * (p + n) / t,
     }
+
+
+def write_report(args: argparse.Namespace, argv: list[str] | None, report: dict) -> None:
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(f"$ PYTHONPATH=. python benchmarks/bench_gpu.py {' '.join(argv or [])}\n")
+            f.write(json.dumps(report, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -233,17 +313,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "peak_bf16_tflops": peak,
         "args": vars(args),
     }
-    bw = copy_bandwidth(args.copy_gib, args.reps)
-    report["copy_gb_per_s"] = bw / 1e9
-    print(f"copy bandwidth: {bw / 1e9:.1f} GB/s", flush=True)
-    report["sampler"] = sampler_check(args, mesh, bw)
-    print("sampler:", json.dumps(report["sampler"]), flush=True)
-    report["update"] = update_check(args, mesh, peak)
-    print("update:", json.dumps(report["update"]), flush=True)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(f"$ PYTHONPATH=. python benchmarks/bench_gpu.py {' '.join(argv or [])}\n")
-            f.write(json.dumps(report, indent=1) + "\n")
+    t_start = time.perf_counter()
+
+    def section(name: str, fn: Callable[[], Any]) -> Any:
+        """Runs one check; a failure is recorded in the report and the next check still runs."""
+        try:
+            report[name] = fn()
+        except Exception as e:  # noqa: BLE001 - one device run must report what it can
+            report[name] = {"error": f"{type(e).__name__}: {e}"}
+            traceback.print_exc()
+        print(f"{name}:", json.dumps(report[name]), flush=True)
+        write_report(args, argv, report)
+        return report[name]
+
+    sections = args.sections.split(",")
+    bw = float("nan")
+    if "copy" in sections:
+        bw = section("copy_gb_per_s", lambda: copy_bandwidth(args.copy_gib, args.reps) / 1e9)
+        bw = bw * 1e9 if isinstance(bw, float) else float("nan")
+    if "sampler" in sections:
+        section("sampler", lambda: sampler_check(args, mesh, bw))
+    for i, remat in enumerate(args.remat.split(",") if "update" in sections else []):
+        if i and args.deadline_s and time.perf_counter() - t_start > args.deadline_s:
+            print(f"deadline: remat={remat} skipped", flush=True)
+            continue
+        section(
+            "update" if i == 0 else f"update_remat_{remat}",
+            lambda r=remat: update_check(args, mesh, peak, r),
+        )
     return report
 
 

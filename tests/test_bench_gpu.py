@@ -33,7 +33,9 @@ def test_model_flops_hand_count():
         intermediate_size=16,
         vocab_size=10,
     )
-    # per token: q,o 8*8 each, k,v 8*4 each -> 192; mlp 3*8*16 = 384; head 80 -> 656 params
+    # per token: q,o 8*8 each, k,v 8*4 each -> 192; mlp 3*8*16 = 384 -> 576 layer params;
+    # lm head 8*10 = 80 params, applied to the 2*3 completion positions only
     tokens = 1 * 2 + 1 * 2 * 3  # one prompt of 2 tokens once + 2 completions of 3
     attn = 1 * 2 * 4 * 4 * (2 * 2 / 2 + 2 * 3 * (2 + 3 / 2))
-    assert model_flops_per_step(cfg, 1, 2, 2, 3) == 3 * (2 * 656 * tokens + attn)
+    expected = 3 * (2 * (576 * tokens + 80 * 2 * 3) + attn)
+    assert model_flops_per_step(cfg, 1, 2, 2, 3) == expected
