@@ -168,3 +168,61 @@ def test_context_length_is_checked():
         p.validate(prompt_len=64, max_position_embeddings=128)
     with pytest.raises(ValueError, match="max_new_tokens=100.*exceeds the sampler's"):
         p.validate(max_new_tokens_limit=64)
+
+
+@pytest.mark.parametrize("v,block", [(1000, 256), (700, 64), (5, 256)])
+def test_tempered_block_sampler_frequencies_on_a_large_vocab(v, block):
+    """The two-level inverse CDF draws from softmax(logits / T): frequencies of a vocabulary
+    that spans several blocks (and ends in a partial one), never a -inf token."""
+    rng = np.random.RandomState(v)
+    row = rng.randn(v) * 2.0
+    row[rng.rand(v) < 0.3] = -np.inf  # zero-probability tokens, some in every block
+    row[0] = 0.0
+    temperature = 1.5
+    expected = np.exp((row - row.max()) / temperature)
+    expected /= expected.sum()
+    n = 20_000
+    logits = jnp.broadcast_to(jnp.asarray(row, jnp.float32), (n, v))
+    draw = jax.jit(ops.sample_tempered, static_argnames="block")
+    tokens, logp = draw(logits, jax.random.key(3), temperature, block=block)
+    tokens, logp = np.asarray(tokens), np.asarray(logp)
+    assert np.all(np.isfinite(row[tokens]))
+    np.testing.assert_allclose(logp, np.log(expected[tokens]), atol=2e-5)
+    freq = np.bincount(tokens, minlength=v) / n
+    top = np.argsort(-expected)[:10]  # the likely tokens: within 5 sigma each
+    sigma = np.sqrt(expected[top] * (1 - expected[top]) / n)
+    assert np.all(np.abs(freq[top] - expected[top]) <= 5 * sigma + 1e-4)
+    # chi-square over the tokens with an expected count of at least 5 (rest pooled)
+    counts, exp_counts = freq * n, expected * n
+    big = exp_counts >= 5
+    obs = np.append(counts[big], counts[~big].sum())
+    exp_ = np.append(exp_counts[big], exp_counts[~big].sum())
+    keep = exp_ > 0
+    chi2 = np.sum((obs[keep] - exp_[keep]) ** 2 / exp_[keep])
+    dof = keep.sum() - 1
+    assert chi2 < dof + 6 * np.sqrt(2 * dof), (chi2, dof)
+
+
+def test_tempered_sampler_edges_of_the_cdf():
+    """u near 0 picks the first positive-mass token; all mass in the last token of a
+    partial last block is always found."""
+    v = 300
+    row = np.full(v, -np.inf, np.float32)
+    row[v - 1] = 0.0
+    logits = jnp.broadcast_to(jnp.asarray(row), (64, v))
+    tokens, logp = ops.sample_tempered(logits, jax.random.key(0), 1.0, block=128)
+    np.testing.assert_array_equal(tokens, v - 1)
+    np.testing.assert_allclose(logp, 0.0, atol=1e-6)
+    row[3] = 0.0  # two equal tokens in different blocks
+    logits = jnp.broadcast_to(jnp.asarray(row), (4000, v))
+    tokens, _ = ops.sample_tempered(logits, jax.random.key(1), 1.0, block=128)
+    assert set(np.unique(np.asarray(tokens))) == {3, v - 1}
+    assert abs(np.mean(np.asarray(tokens) == 3) - 0.5) < 0.05
+
+
+def test_policy_logprob_is_log_softmax_gather():
+    logits = np.random.RandomState(2).randn(6, 1000).astype(np.float32) * 4
+    tokens = np.arange(6) * 97
+    ref = logits[np.arange(6), tokens] - np.log(np.exp(logits.astype(np.float64)).sum(-1))
+    got = ops.policy_logprob(jnp.asarray(logits), jnp.asarray(tokens))
+    np.testing.assert_allclose(got, ref, atol=1e-5)

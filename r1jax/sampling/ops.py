@@ -104,15 +104,58 @@ def sample_token(
     if p.greedy:
         tokens = argmax_first(logits)
         return tokens, jnp.zeros(tokens.shape, jnp.float32)
-    logp = filter_logprobs(logits, p)
-    tokens = sample_from_logprobs(logp, key)
-    return tokens, jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+    if p.truncate or p.use_min_p:
+        logp = filter_logprobs(logits, p)
+        tokens = sample_from_logprobs(logp, key)
+        return tokens, jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+    return sample_tempered(logits, key, p.temperature)
+
+
+def sample_tempered(
+    logits: jax.Array, key: jax.Array, temperature: jax.Array | float, block: int = 256
+) -> tuple[jax.Array, jax.Array]:
+    """One draw per row from ``softmax(logits [B, V] / temperature)`` and its log-prob.
+
+    Inverse CDF in two levels, so that no ``[B, V]`` array is written (on a GPU each pass
+    over a 151k-vocabulary batch of logits is a sizeable part of a decode step): block
+    masses ``[B, V/block]`` (one fused read of the logits after the max), the block where
+    the cumulative mass passes ``u * total``, then that block's ``block`` entries, gathered.
+    Token ``k`` is drawn iff ``cdf[k-1] <= u < cdf[k]``, so zero-probability tokens never
+    are. Returns ``(tokens [B] int32, logp [B] float32)``.
+    """
+    b, v = logits.shape
+    nb = -(-v // block)
+    x = logits.astype(jnp.float32)
+    top = jnp.max(x, axis=-1, keepdims=True)  # [B, 1]
+    xp = jnp.pad(x, ((0, 0), (0, nb * block - v)), constant_values=NEG_INF)
+    mass = jnp.sum(jnp.exp((xp.reshape(b, nb, block) - top[..., None]) / temperature), -1)
+    cdf = jnp.cumsum(mass, axis=-1)  # [B, nb]
+    u = jax.random.uniform(key, (b, 1), jnp.float32) * cdf[:, -1:]
+    blocks = jax.lax.broadcasted_iota(jnp.int32, cdf.shape, 1)
+    j = jnp.min(jnp.where(cdf > u, blocks, nb), axis=-1)  # [B]
+    j = jnp.where(j < nb, j, jnp.max(jnp.where(mass > 0, blocks, 0), axis=-1))  # rounding
+    cols = j[:, None] * block + jnp.arange(block)[None]  # [B, block]
+    inner = jnp.take_along_axis(x, jnp.minimum(cols, v - 1), axis=-1)
+    w = jnp.where(cols < v, jnp.exp((inner - top) / temperature), 0.0)
+    before = jnp.take_along_axis(cdf - mass, j[:, None], axis=-1)  # [B, 1]
+    within = jax.lax.broadcasted_iota(jnp.int32, w.shape, 1)
+    k = jnp.min(jnp.where((before + jnp.cumsum(w, -1) > u) & (w > 0), within, block), -1)
+    k = jnp.where(k < block, k, jnp.max(jnp.where(w > 0, within, 0), axis=-1))  # rounding
+    tokens = j * block + k
+    chosen = jnp.take_along_axis(x, tokens[:, None], axis=-1)[:, 0]
+    logp = (chosen - top[:, 0]) / temperature - jnp.log(cdf[:, -1])
+    return tokens.astype(jnp.int32), logp
 
 
 def policy_logprob(logits: jax.Array, tokens: jax.Array) -> jax.Array:
-    """``log_softmax(logits)[tokens]`` ``[B]`` in float32: the unmodified model distribution."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+    """``log_softmax(logits)[tokens]`` ``[B]`` in float32: the unmodified model distribution.
+
+    Computed as ``logit - logsumexp`` (two reductions, no ``[B, V]`` output).
+    """
+    x = logits.astype(jnp.float32)
+    top = jnp.max(x, axis=-1)
+    lse = top + jnp.log(jnp.sum(jnp.exp(x - top[:, None]), axis=-1))
+    return jnp.take_along_axis(x, tokens[:, None], axis=-1)[:, 0] - lse
 
 
 def stop_matches(window: jax.Array, stop_seqs: jax.Array) -> jax.Array:
