@@ -85,7 +85,12 @@ def completion_logprobs(
             tokens, positions_from_mask(input_mask), causal_mask(input_mask), return_hidden=True
         )
         h = hidden[:, prompt_len - 1 : -1]
-    return token_logprobs(h, model.lm_head_weight(), tokens[:, prompt_len:], chunk, entropy)
+    w = model.lm_head_weight()  # [D, V] master weights (fp32 with mixed precision)
+
+    def head(hc: jax.Array) -> jax.Array:  # in the compute dtype, like the sampler's logits
+        return jnp.einsum("bcd,dv->bcv", hc, w.astype(hc.dtype), preferred_element_type=jnp.float32)
+
+    return token_logprobs(h, head, tokens[:, prompt_len:], chunk, entropy)
 
 
 def _shared_prompt_hidden(
