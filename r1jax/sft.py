@@ -36,7 +36,7 @@ from r1jax import optim
 from r1jax import sharding as shd
 from r1jax.model import Transformer, causal_mask
 from r1jax.model import check_model_fits_mesh as _check_model_fits_mesh
-from r1jax.rl.logprobs import token_logprobs
+from r1jax.rl.logprobs import compute_dtype_head, token_logprobs
 from r1jax.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -228,13 +228,16 @@ def sft_loss(
     hidden, _ = model(tokens, batch["positions"], mask, return_hidden=True)
     hidden, targets = hidden[:, :-1], tokens[:, 1:]  # hidden t predicts token t + 1
     weights = batch["loss_mask"][:, 1:].astype(jnp.float32)
-    lm_head = model.lm_head_weight()
-    logp, _ = token_logprobs(hidden, lm_head, targets, chunk_size)
+    lm_head = model.lm_head_weight()  # master weights; projected in the compute dtype
+    logp, _ = token_logprobs(hidden, compute_dtype_head(lm_head), targets, chunk_size)
     count = jnp.sum(weights)
     denom = jnp.maximum(count, 1.0)
     loss = -jnp.sum(logp * weights) / denom
     hits = _argmax_hits(
-        jax.lax.stop_gradient(hidden), jax.lax.stop_gradient(lm_head), targets, chunk_size
+        jax.lax.stop_gradient(hidden),
+        jax.lax.stop_gradient(lm_head).astype(hidden.dtype),
+        targets,
+        chunk_size,
     )
     metrics = {"loss": loss, "accuracy": jnp.sum(hits * weights) / denom, "tokens": count}
     return loss, metrics

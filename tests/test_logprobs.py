@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from grpo_reference import ref_token_logprobs
 
-from r1jax.rl.logprobs import token_logprobs
+from r1jax.rl.logprobs import compute_dtype_head, token_logprobs
 
 B, T, D, V = 2, 13, 8, 37
 
@@ -153,3 +153,25 @@ def test_bad_input_raises():
         token_logprobs(hidden, lm_head, targets, temperature=0.0)
     with pytest.raises(ValueError, match="hidden must have shape"):
         token_logprobs(hidden[0], lm_head, targets)
+
+
+def test_compute_dtype_head_mixed_precision():
+    """bf16 hidden states with fp32 master weights: the projection runs on the bf16-cast
+    weights (like the model's own logits), the weight gradient comes back in fp32 and equals
+    the unchunked bf16-cast reference; with fp32 hidden states it is the plain matrix path."""
+    hidden, lm_head, targets = _inputs(5)
+    h16 = hidden.astype(jnp.bfloat16)
+
+    def loss(w, h, head_of):
+        return jnp.sum(token_logprobs(h, head_of(w), targets, chunk_size=4)[0])
+
+    g = jax.jit(jax.grad(loss), static_argnums=2)(lm_head, h16, compute_dtype_head)
+    assert g.dtype == jnp.float32
+    w16 = lm_head.astype(jnp.bfloat16).astype(jnp.float32)  # what the bf16 GEMM multiplies
+    want = jax.grad(lambda w: jnp.sum(_naive(h16.astype(jnp.float32), w, targets)[0]))(w16)
+    np.testing.assert_allclose(g, want, rtol=2e-2, atol=2e-2)
+    logp = token_logprobs(h16, compute_dtype_head(lm_head), targets, chunk_size=4)[0]
+    np.testing.assert_allclose(logp, _naive(h16.astype(jnp.float32), w16, targets)[0], atol=2e-3)
+    # fp32 compute: identical to passing the matrix
+    same = token_logprobs(hidden, compute_dtype_head(lm_head), targets, chunk_size=4)[0]
+    np.testing.assert_array_equal(same, token_logprobs(hidden, lm_head, targets, chunk_size=4)[0])

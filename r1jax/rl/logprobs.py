@@ -35,6 +35,18 @@ def _projector(lm_head: LmHead) -> Callable[[jax.Array], jax.Array]:
     return lambda h: jnp.einsum("bcd,dv->bcv", h, lm_head, preferred_element_type=jnp.float32)
 
 
+def compute_dtype_head(w: jax.Array) -> Callable[[jax.Array], jax.Array]:
+    """An lm head ``[B, C, D] -> [B, C, V]`` (float32 logits) that casts ``w [D, V]`` to the
+    hidden states' dtype inside: with bf16 compute and fp32 master weights the GEMM runs in
+    bf16 like the model's own logits (and the sampler's), while the gradient of ``w`` still
+    sums over chunks in fp32. A no-op cast in fp32 compute."""
+
+    def head(h: jax.Array) -> jax.Array:
+        return jnp.einsum("bcd,dv->bcv", h, w.astype(h.dtype), preferred_element_type=jnp.float32)
+
+    return head
+
+
 def token_logprobs(
     hidden: jax.Array,
     lm_head: LmHead,

@@ -38,7 +38,7 @@ import optax
 from flax import nnx
 
 from r1jax.model import causal_mask, positions_from_mask
-from r1jax.rl.logprobs import token_logprobs
+from r1jax.rl.logprobs import compute_dtype_head, token_logprobs
 from r1jax.rl.losses import LossConfig, policy_loss
 from r1jax.sampling.decode import shared_prompt_cache
 
@@ -85,11 +85,7 @@ def completion_logprobs(
             tokens, positions_from_mask(input_mask), causal_mask(input_mask), return_hidden=True
         )
         h = hidden[:, prompt_len - 1 : -1]
-    w = model.lm_head_weight()  # [D, V] master weights (fp32 with mixed precision)
-
-    def head(hc: jax.Array) -> jax.Array:  # in the compute dtype, like the sampler's logits
-        return jnp.einsum("bcd,dv->bcv", hc, w.astype(hc.dtype), preferred_element_type=jnp.float32)
-
+    head = compute_dtype_head(model.lm_head_weight())  # like the sampler's logits
     return token_logprobs(h, head, tokens[:, prompt_len:], chunk, entropy)
 
 
