@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="dots,none",
         help="model.remat of the update; a comma list times each (the first is the headline)",
     )
+    ap.add_argument("--attention", default="einsum", help="model.attention (einsum, cudnn, xla)")
     ap.add_argument(
         "--deadline_s", type=float, default=0.0, help="skip remaining remat variants after this"
     )
@@ -180,7 +181,9 @@ def sampler_check(args: argparse.Namespace, mesh: Any, copy_bw: float) -> dict[s
     from r1jax.model import create_model, get_preset, init_cache
     from r1jax.sampler import Sampler, SamplingParams
 
-    cfg = get_preset(args.preset).replace(dtype="bfloat16", param_dtype="bfloat16")
+    cfg = get_preset(args.preset).replace(
+        dtype="bfloat16", param_dtype="bfloat16", attention=args.attention
+    )
     p, n, b = args.prompt_len, args.new_tokens, args.batch
     cfg = cfg.replace(max_position_embeddings=max(cfg.max_position_embeddings, p + n))
     model = create_model(cfg, mesh, seed=0)
@@ -237,7 +240,9 @@ def update_check(args: argparse.Namespace, mesh: Any, peak: float, remat: str) -
     from r1jax.rl.step import StepConfig, jit_update, make_update_fn
 
     p, n = args.train_prompt_len, args.train_completion_len
-    cfg = get_preset(args.preset).replace(dtype="bfloat16", param_dtype="float32", remat=remat)
+    cfg = get_preset(args.preset).replace(
+        dtype="bfloat16", param_dtype="float32", remat=remat, attention=args.attention
+    )
     cfg = cfg.replace(max_position_embeddings=max(cfg.max_position_embeddings, p + n))
     graphdef, params = nnx.split(create_model(cfg, mesh, seed=0))
     optimizer = make_optimizer(1e-6, total_steps=1000)

@@ -3,8 +3,8 @@
 # BENCH_ARGS=--smoke runs it all on tiny sizes (CPU).
 # Writes JSON reports and logs to $OUT (the device tool's folder) or benchmarks/results/:
 #   gpu.txt         copy bandwidth, sampler roofline, GRPO update MFU (remat dots), kernel tops
-#   gpu_cmdbuf.txt  the sampler again with the decode loop captured in CUDA command buffers
 #   gpu_remat_none.txt  the update without rematerialisation
+#   gpu_cudnn.txt   sampler prefill and update with cuDNN fused attention (model.attention)
 set -uo pipefail
 out=${OUT:-benchmarks/results}
 mkdir -p "$out"
@@ -14,6 +14,5 @@ python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.
 'optax', optax.__version__, jax.devices())"
 bench() { python3 benchmarks/bench_gpu.py ${BENCH_ARGS:-} "$@" 2>&1 | grep -v "^\s*$" | tee -a "$out/gpu.log"; }
 bench --profile --remat dots --out "$out/gpu.txt"
-XLA_FLAGS="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL" \
-  bench --sections sampler --out "$out/gpu_cmdbuf.txt"
+bench --sections sampler,update --attention cudnn --profile --out "$out/gpu_cudnn.txt"
 bench --sections update --remat none --out "$out/gpu_remat_none.txt"

@@ -57,7 +57,10 @@ def build_model(c: ml_collections.ConfigDict, mesh: Mesh, tokenizer=None) -> Tra
     if c.model.hf_path:
         from r1jax.model.hf import load_hf_model
 
-        overrides = dict(dtype=c.model.dtype, param_dtype=c.model.param_dtype, remat=c.model.remat)
+        m = c.model
+        overrides = dict(
+            dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attention=m.attention
+        )
         return load_hf_model(c.model.hf_path, mesh, rules, **overrides)
     return create_model(resolve_model_config(c, tokenizer), mesh, seed=c.seed, rules=rules)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import ml_collections
 
-from r1jax.model.config import DTYPES, REMAT_POLICIES, ModelConfig, get_preset
+from r1jax.model.config import ATTENTION_IMPLS, DTYPES, REMAT_POLICIES, ModelConfig, get_preset
 
 LOSS_TYPES = ("grpo", "token", "dr_grpo", "gspo")
 ADV_SCALINGS = ("group", "batch", "none")
@@ -33,6 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # compute dtype
     c.model.param_dtype = "float32"  # weight storage (keep float32 master weights to train)
     c.model.remat = "none"
+    c.model.attention = "einsum"  # or "cudnn": fused attention for training/prefill on GPUs
     c.model.overrides = ml_collections.ConfigDict()  # extra ModelConfig fields for presets
 
     c.mesh = ml_collections.ConfigDict()
@@ -157,7 +158,14 @@ def model_config(c: ml_collections.ConfigDict) -> ModelConfig:
     _check(m.dtype in DTYPES, "model.dtype", m.dtype, f"must be one of {DTYPES}")
     _check(m.param_dtype in DTYPES, "model.param_dtype", m.param_dtype, f"one of {DTYPES}")
     _check(m.remat in REMAT_POLICIES, "model.remat", m.remat, f"one of {REMAT_POLICIES}")
-    common = dict(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, **m.overrides.to_dict())
+    _check(m.attention in ATTENTION_IMPLS, "model.attention", m.attention, f"{ATTENTION_IMPLS}")
+    common = dict(
+        dtype=m.dtype,
+        param_dtype=m.param_dtype,
+        remat=m.remat,
+        attention=m.attention,
+        **m.overrides.to_dict(),
+    )
     if m.hf_path:
         from r1jax.model.hf import read_hf_config
 

@@ -13,6 +13,10 @@ from typing import Any
 
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+# einsum: r1jax's own attention; cudnn: cuDNN flash attention (NVIDIA GPUs) for every pass
+# with more than one query (training, prefill; decode stays einsum); xla: JAX's reference
+# lowering of the same call (tests the cudnn path's plumbing on CPU).
+ATTENTION_IMPLS = ("einsum", "cudnn", "xla")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +56,7 @@ class ModelConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: str = "none"
+    attention: str = "einsum"
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
 
@@ -83,6 +88,10 @@ class ModelConfig:
                 errors.append(f"model.{name}={getattr(self, name)!r} is not one of {DTYPES}")
         if self.remat not in REMAT_POLICIES:
             errors.append(f"model.remat={self.remat!r} is not one of {REMAT_POLICIES}")
+        if self.attention not in ATTENTION_IMPLS:
+            errors.append(f"model.attention={self.attention!r} is not one of {ATTENTION_IMPLS}")
+        elif self.attention == "cudnn" and self.dtype == "float32":
+            errors.append("model.attention='cudnn' needs model.dtype bfloat16 or float16")
         if errors:
             raise ValueError("; ".join(errors))
 

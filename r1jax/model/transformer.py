@@ -157,32 +157,78 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q, positions, inv_freq)
         k = apply_rope(k, positions, inv_freq)
-        b, t, _, hd = q.shape
-        groups = cfg.num_heads // cfg.num_kv_heads
-        q = q.reshape(b, t, cfg.num_kv_heads, groups, hd).transpose(0, 2, 3, 1, 4)
-        # The batch dims (b, k) lead so that XLA's batched dots read the cache in place.
-        # Cached keys are [B, K, Dh, S] (slots minor): the one-token decode score dot is ~3x
-        # faster on CPU in isolation than with [B, K, S, Dh]; values stay [B, K, S, Dh].
-        v = v.transpose(0, 2, 1, 3)  # [B, K, T, Dh]
-        if cache is None:
-            k = k.transpose(0, 2, 1, 3)  # [B, K, T, Dh]
-            scores = jnp.einsum("bkgth,bksh->bkgts", q, k)
+        if cache is not None:
+            cache = write_cache(cache, k, v, cache_slot)
+        if cfg.attention == "einsum" or q.shape[1] == 1:  # decode steps always use einsum
+            out = _einsum_attention(q, k, v, cache, attn_mask)
         else:
-            k = k.transpose(0, 2, 3, 1)  # [B, K, Dh, T]
-            k = jax.lax.dynamic_update_slice(
-                cache["k"], k.astype(cache["k"].dtype), (0, 0, 0, cache_slot)
-            )
-            v = jax.lax.dynamic_update_slice(
-                cache["v"], v.astype(cache["v"].dtype), (0, 0, cache_slot, 0)
-            )
-            cache = {"k": k, "v": v}
-            scores = jnp.einsum("bkgth,bkhs->bkgts", q, k.astype(q.dtype))
-        scores = scores.astype(jnp.float32) / math.sqrt(hd)
-        scores = jnp.where(attn_mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-        out = jnp.einsum("bkgts,bksh->bkgth", probs, v.astype(x.dtype))  # no output transpose
-        out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, cfg.num_heads, hd)
+            out = _library_attention(q, k, v, cache, attn_mask, cfg.attention)
         return jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(x.dtype)), cache
+
+
+def write_cache(
+    cache: dict[str, jax.Array], k: jax.Array, v: jax.Array, slot: jax.Array | int
+) -> dict[str, jax.Array]:
+    """Writes ``k, v [B, T, K, Dh]`` at slots ``slot .. slot + T - 1`` of one layer's cache.
+
+    Cached keys are ``[B, K, Dh, S]`` (slots minor): the one-token decode score dot is ~3x
+    faster on CPU in isolation than with ``[B, K, S, Dh]``; values stay ``[B, K, S, Dh]``.
+    """
+    k = k.transpose(0, 2, 3, 1).astype(cache["k"].dtype)  # [B, K, Dh, T]
+    v = v.transpose(0, 2, 1, 3).astype(cache["v"].dtype)  # [B, K, T, Dh]
+    return {
+        "k": jax.lax.dynamic_update_slice(cache["k"], k, (0, 0, 0, slot)),
+        "v": jax.lax.dynamic_update_slice(cache["v"], v, (0, 0, slot, 0)),
+    }
+
+
+def _einsum_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    cache: dict[str, jax.Array] | None,
+    attn_mask: jax.Array,
+) -> jax.Array:
+    """``q [B, T, H, Dh]`` over ``k, v [B, T, K, Dh]`` (or the whole written ``cache``) ->
+    ``[B, T, H, Dh]``. Scores and softmax in fp32."""
+    b, t, h, hd = q.shape
+    kv_heads = k.shape[2]
+    # The batch dims (b, k) lead so that XLA's batched dots read the cache in place.
+    q = q.reshape(b, t, kv_heads, h // kv_heads, hd).transpose(0, 2, 3, 1, 4)
+    if cache is None:
+        keys, values = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, Dh]
+        scores = jnp.einsum("bkgth,bksh->bkgts", q, keys)
+    else:
+        keys, values = cache["k"], cache["v"]
+        scores = jnp.einsum("bkgth,bkhs->bkgts", q, keys.astype(q.dtype))
+    scores = scores.astype(jnp.float32) / math.sqrt(hd)
+    scores = jnp.where(attn_mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    out = jnp.einsum("bkgts,bksh->bkgth", probs, values.astype(q.dtype))  # no out transpose
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, hd)
+
+
+def _library_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    cache: dict[str, jax.Array] | None,
+    attn_mask: jax.Array,
+    implementation: str,
+) -> jax.Array:
+    """The same through ``jax.nn.dot_product_attention``: ``"cudnn"`` is cuDNN's fused
+    (flash) attention on NVIDIA GPUs, which never writes the ``[B, H, T, S]`` scores;
+    ``"xla"`` is JAX's reference lowering (CPU tests of this path)."""
+    if cache is not None:
+        k = cache["k"].transpose(0, 3, 1, 2)  # [B, S, K, Dh]
+        v = cache["v"].transpose(0, 2, 1, 3)
+    return jax.nn.dot_product_attention(
+        q,
+        k.astype(q.dtype),
+        v.astype(q.dtype),
+        mask=attn_mask[:, None],
+        implementation=implementation,
+    )
 
 
 class MLP(nnx.Module):
