@@ -142,7 +142,7 @@ def report(args, argv, facts, runs: dict[str, list[dict]], load: list[str]) -> s
 
     header = row("", names)
     lines = [
-        "GRPO step: r1jax GRPOTrainer.train_step vs TRL GRPOTrainer, CPU, float32",
+        f"GRPO step: r1jax GRPOTrainer.train_step vs TRL GRPOTrainer, CPU, {args.dtype} compute",
         f"model: random Qwen2 vocab={facts['vocab']} hidden={args.hidden} layers={args.layers} "
         f"heads={args.heads} kv_heads={args.kv_heads} intermediate={args.intermediate} tied "
         f"embeddings ({facts['params_m']:.2f}M params); byte-level BPE tokenizer.json",
