@@ -286,7 +286,7 @@ def make_sft_step(
         return optax.apply_updates(state, updates), opt_state, metrics
 
     train_step = jax.jit(
-        step,
+        shd.on_mesh(step, mesh),
         in_shardings=(state_sh, opt_sh, batch_sh),
         out_shardings=(state_sh, opt_sh, shd.replicated(mesh)),
         donate_argnums=(0, 1),

@@ -8,7 +8,8 @@ parallelism is a config change: edit the mesh shape or the rules, never the mode
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -116,6 +117,56 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     axes = tuple(a for a in BATCH_AXES if mesh.shape.get(a, 1) > 1)
     lead = axes[0] if len(axes) == 1 else (axes or None)
     return NamedSharding(mesh, P(lead, *([None] * (ndim - 1))))
+
+
+def on_mesh(fn: Callable, mesh: Mesh) -> Callable:
+    """``fn`` traced with ``mesh`` as the abstract mesh in context, so that model code can pin
+    activations with :func:`constrain_batch` (wrap the function given to ``jax.jit``)."""
+
+    @functools.wraps(fn)
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return fn(*args, **kwargs)
+
+    return traced
+
+
+def constrain_batch(x: jax.Array) -> jax.Array:
+    """Pins ``x [B, ...]`` to batch sharding (``data`` x ``fsdp``) of the mesh in context.
+
+    A no-op outside :func:`on_mesh` or when ``B`` does not split evenly (a shared-prompt pass
+    may run fewer rows than there are batch shards). Used on the residual stream after the
+    embedding lookup: without it GSPMD carries the table's ``embed`` sharding (over fsdp) into
+    ``[B, T, D]`` and can only convert it by replicating the whole tensor.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    sizes = dict(mesh.shape)
+    axes = tuple(a for a in BATCH_AXES if sizes.get(a, 1) > 1)
+    if not axes or x.shape[0] % int(np.prod([sizes[a] for a in axes])):
+        return x
+    lead = axes[0] if len(axes) == 1 else axes
+    return jax.lax.with_sharding_constraint(x, P(lead, *([None] * (x.ndim - 1))))
+
+
+def gather_rows_of(table: jax.Array) -> jax.Array:
+    """An embedding table ``[V, D]`` about to be indexed, with its ``D`` dim gathered over the
+    mesh in context (as FSDP gathers every weight where it is used); ``V`` stays split over
+    ``tensor`` (``DEFAULT_RULES``' vocab axis) when it divides. Lookups from a ``D``-sharded
+    table give ``[B, T, D]`` activations sharded on ``D`` over the same axis as the batch,
+    which GSPMD can only fix by replicating them. A no-op outside :func:`on_mesh`."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return table
+    tensor = dict(mesh.shape).get("tensor", 1)
+    vocab = "tensor" if tensor > 1 and table.shape[0] % tensor == 0 else None
+    return jax.lax.with_sharding_constraint(table, P(vocab, None))
+
+
+def mesh_of(shardings: Any) -> Mesh:
+    """The mesh of the first ``NamedSharding`` in a pytree of shardings."""
+    return next(s.mesh for s in jax.tree.leaves(shardings) if isinstance(s, NamedSharding))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

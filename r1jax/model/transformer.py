@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from r1jax import sharding as shd
 from r1jax.model.config import ModelConfig
 
 KVCache = list[dict[str, jax.Array]]  # per layer {"k": [B, K, Dh, S], "v": [B, K, S, Dh]}
@@ -313,7 +314,8 @@ class Transformer(nnx.Module):
           ``(logits [B, T, V] float32 | hidden [B, T, D], new cache or None)``.
         """
         cfg = self.cfg
-        x = jnp.take(self.embed[...], tokens, axis=0).astype(cfg.dtype)
+        table = shd.gather_rows_of(self.embed[...])
+        x = shd.constrain_batch(jnp.take(table, tokens, axis=0).astype(cfg.dtype))
         inv_freq = rope_inv_freq(cfg)
         new_cache: KVCache | None = [] if cache is not None else None
         for i, block in enumerate(self.layers):

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from r1jax import sharding as shd
 from r1jax.model import causal_mask, positions_from_mask
 from r1jax.rl.logprobs import compute_dtype_head, token_logprobs
 from r1jax.rl.losses import LossConfig, policy_loss
@@ -212,7 +213,7 @@ def jit_update(
 ) -> Callable:
     """``jax.jit`` of ``update`` with explicit shardings and donated params/optimizer state."""
     return jax.jit(
-        update,
+        shd.on_mesh(update, shd.mesh_of(param_shardings)),
         in_shardings=(param_shardings, opt_shardings, batch_shardings),
         out_shardings=(param_shardings, opt_shardings, None),
         donate_argnums=(0, 1),
@@ -245,7 +246,7 @@ def jit_logprobs(
         return _undeal(parts, cfg.group_size)
 
     return jax.jit(
-        fn,
+        shd.on_mesh(fn, shd.mesh_of(param_shardings)),
         in_shardings=(param_shardings, batch_sharding, batch_sharding),
         out_shardings=batch_sharding,
     )

@@ -99,14 +99,15 @@ def _programs(
         cache_specs[name] = NamedSharding(mesh, P(*spec))
     cache_sh = [dict(cache_specs) for _ in range(cfg.num_layers)]
     prefill_jit = jax.jit(
-        prefill,
+        shd.on_mesh(prefill, mesh),
         static_argnums=(3,),
         in_shardings=(None, rows2, rows2),
         out_shardings=(cache_sh, rows2, rows2),
     )
     names = ("tokens", "mask", "logp_policy", "logp_sampling")
     out = {**dict.fromkeys(names, rows2), "finish": rows1, "cache": cache_sh}
-    return prefill_jit, jax.jit(decode, donate_argnames=("cache",), out_shardings=out)
+    decode_jit = jax.jit(shd.on_mesh(decode, mesh), donate_argnames=("cache",), out_shardings=out)
+    return prefill_jit, decode_jit
 
 
 def _round_up_bucket(n: int, buckets: Sequence[int]) -> int | None:
