@@ -112,11 +112,16 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules: Mapping[str, Any] = DEF
     return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P))
 
 
-def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
-    """Sharding of a ``[B, ...]`` activation/batch array: batch over ``data`` and ``fsdp``."""
+def batch_spec(mesh: Mesh | jax.sharding.AbstractMesh, ndim: int = 2) -> P:
+    """Spec of a ``[B, ...]`` activation/batch array: batch over ``data`` and ``fsdp``."""
     axes = tuple(a for a in BATCH_AXES if mesh.shape.get(a, 1) > 1)
     lead = axes[0] if len(axes) == 1 else (axes or None)
-    return NamedSharding(mesh, P(lead, *([None] * (ndim - 1))))
+    return P(lead, *([None] * (ndim - 1)))
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Sharding of a ``[B, ...]`` activation/batch array: batch over ``data`` and ``fsdp``."""
+    return NamedSharding(mesh, batch_spec(mesh, ndim))
 
 
 def on_mesh(fn: Callable, mesh: Mesh) -> Callable:
@@ -140,14 +145,9 @@ def constrain_batch(x: jax.Array) -> jax.Array:
     ``[B, T, D]`` and can only convert it by replicating the whole tensor.
     """
     mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty:
+    if mesh.empty or (shards := batch_divisor(mesh)) == 1 or x.shape[0] % shards:
         return x
-    sizes = dict(mesh.shape)
-    axes = tuple(a for a in BATCH_AXES if sizes.get(a, 1) > 1)
-    if not axes or x.shape[0] % int(np.prod([sizes[a] for a in axes])):
-        return x
-    lead = axes[0] if len(axes) == 1 else axes
-    return jax.lax.with_sharding_constraint(x, P(lead, *([None] * (x.ndim - 1))))
+    return jax.lax.with_sharding_constraint(x, batch_spec(mesh, x.ndim))
 
 
 def gather_rows_of(table: jax.Array) -> jax.Array:
@@ -173,7 +173,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def batch_divisor(mesh: Mesh) -> int:
+def batch_divisor(mesh: Mesh | jax.sharding.AbstractMesh) -> int:
     """Number of shards along the batch dimension (data * fsdp)."""
     return int(np.prod([mesh.shape.get(a, 1) for a in BATCH_AXES]))
 

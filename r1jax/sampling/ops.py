@@ -53,9 +53,20 @@ def argmax_first(x: jax.Array) -> jax.Array:
     Two plain reductions (max, then min over matching indices) instead of ``jnp.argmax``'s
     variadic reduction, which XLA:CPU runs several times slower.
     """
-    top = jnp.max(x, axis=-1, keepdims=True)
-    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
-    return jnp.min(jnp.where(x == top, iota, x.shape[-1]), axis=-1)
+    return first_true(x == jnp.max(x, axis=-1, keepdims=True))
+
+
+def first_true(cond: jax.Array) -> jax.Array:
+    """Index of the first True over the last axis of ``cond [..., N]``, ``N`` where none is:
+    ``[...]`` int32 (one min-reduction; see :func:`argmax_first`)."""
+    iota = jax.lax.broadcasted_iota(jnp.int32, cond.shape, cond.ndim - 1)
+    return jnp.min(jnp.where(cond, iota, cond.shape[-1]), axis=-1)
+
+
+def last_true(cond: jax.Array) -> jax.Array:
+    """Index of the last True over the last axis of ``cond [..., N]``, 0 where none is."""
+    iota = jax.lax.broadcasted_iota(jnp.int32, cond.shape, cond.ndim - 1)
+    return jnp.max(jnp.where(cond, iota, 0), axis=-1)
 
 
 def cumsum_last(x: jax.Array, block: int = 32) -> jax.Array:
@@ -85,9 +96,7 @@ def sample_from_logprobs(logp: jax.Array, key: jax.Array) -> jax.Array:
     probs = jnp.exp(logp.astype(jnp.float32))
     cdf = cumsum_last(probs)
     u = jax.random.uniform(key, (logp.shape[0], 1), jnp.float32) * cdf[:, -1:]
-    iota = jax.lax.broadcasted_iota(jnp.int32, probs.shape, 1)
-    hit = (cdf >= u) & (probs > 0)
-    first = jnp.min(jnp.where(hit, iota, probs.shape[-1]), axis=-1)
+    first = first_true((cdf >= u) & (probs > 0))
     return jnp.where(first < probs.shape[-1], first, argmax_first(probs))  # rounding guard
 
 
@@ -131,16 +140,14 @@ def sample_tempered(
     mass = jnp.sum(jnp.exp((xp.reshape(b, nb, block) - top[..., None]) / temperature), -1)
     cdf = jnp.cumsum(mass, axis=-1)  # [B, nb]
     u = jax.random.uniform(key, (b, 1), jnp.float32) * cdf[:, -1:]
-    blocks = jax.lax.broadcasted_iota(jnp.int32, cdf.shape, 1)
-    j = jnp.min(jnp.where(cdf > u, blocks, nb), axis=-1)  # [B]
-    j = jnp.where(j < nb, j, jnp.max(jnp.where(mass > 0, blocks, 0), axis=-1))  # rounding
+    j = first_true(cdf > u)  # [B]
+    j = jnp.where(j < nb, j, last_true(mass > 0))  # rounding
     cols = j[:, None] * block + jnp.arange(block)[None]  # [B, block]
     inner = jnp.take_along_axis(x, jnp.minimum(cols, v - 1), axis=-1)
     w = jnp.where(cols < v, jnp.exp((inner - top) / temperature), 0.0)
     before = jnp.take_along_axis(cdf - mass, j[:, None], axis=-1)  # [B, 1]
-    within = jax.lax.broadcasted_iota(jnp.int32, w.shape, 1)
-    k = jnp.min(jnp.where((before + jnp.cumsum(w, -1) > u) & (w > 0), within, block), -1)
-    k = jnp.where(k < block, k, jnp.max(jnp.where(w > 0, within, 0), axis=-1))  # rounding
+    k = first_true((before + jnp.cumsum(w, -1) > u) & (w > 0))
+    k = jnp.where(k < block, k, last_true(w > 0))  # rounding
     tokens = j * block + k
     chosen = jnp.take_along_axis(x, tokens[:, None], axis=-1)[:, 0]
     logp = (chosen - top[:, 0]) / temperature - jnp.log(cdf[:, -1])
