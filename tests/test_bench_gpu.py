@@ -16,7 +16,10 @@ def test_smoke_run_reports_every_number(tmp_path):
     report = main(["--smoke", "--out", str(out)])
     assert report["copy_gb_per_s"] > 0
     s, u = report["sampler"], report["update"]
-    assert s["decode_tokens_per_s"] > 0 and s["roofline_fraction"] > 0
+    # t(N) - t(1) of a tiny smoke model is timing noise and may be negative: check the
+    # numbers are there and finite, not their sign
+    assert all(math.isfinite(s[k]) for k in ("decode_tokens_per_s", "roofline_fraction"))
+    assert s["end_to_end_tokens_per_s"] > 0
     assert s["bytes_per_step_gb"] > 0 and u["update_s"] > 0
     assert u["xla_tflops_per_update"] > 0 and u["model_tflops_per_update"] > 0
     assert math.isnan(u["mfu"])  # no bf16 peak known for a CPU
