@@ -63,11 +63,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--train_prompt_len", type=int, default=256)
     ap.add_argument("--train_completion_len", type=int, default=768)
-    ap.add_argument("--grad_accum", type=int, default=8)
+    ap.add_argument("--grad_accum", type=int, default=8, help="micro-batches of the update")
+    ap.add_argument(
+        "--sampler_fuse",
+        default="on",
+        help="Sampler fuse_projections: on, off, or on,off to time both (the first is the "
+        "headline)",
+    )
     ap.add_argument(
         "--remat",
         default="dots,none",
-        help="model.remat of the update; a comma list times each (the first is the headline)",
+        help="model.remat of the update; a comma list times each (the first is the "
+        "headline); an entry remat:K uses K micro-batches instead of --grad_accum",
     )
     ap.add_argument("--attention", default="einsum", help="model.attention (einsum, cudnn, xla)")
     ap.add_argument(
@@ -97,7 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             reps=1,
             remat="dots",
         ).items():
-            setattr(args, k, v)
+            if getattr(args, k) == ap.get_default(k):  # tiny sizes unless given explicitly
+                setattr(args, k, v)
     return args
 
 
@@ -174,7 +182,9 @@ def _trace_kernels(fn: Callable[[], Any], top: int) -> dict[str, Any]:
     }
 
 
-def sampler_check(args: argparse.Namespace, mesh: Any, copy_bw: float) -> dict[str, Any]:
+def sampler_check(
+    args: argparse.Namespace, mesh: Any, copy_bw: float, fuse: bool = True
+) -> dict[str, Any]:
     """Decode tokens/s and the HBM roofline fraction of the sampler (bf16 weights + cache)."""
     from flax import nnx
 
@@ -189,7 +199,13 @@ def sampler_check(args: argparse.Namespace, mesh: Any, copy_bw: float) -> dict[s
     model = create_model(cfg, mesh, seed=0)
     state = nnx.state(model)
     sampler = Sampler(
-        model, mesh=mesh, max_prompt_len=p, max_new_tokens=n, prompt_buckets=(p,), eos_ids=[]
+        model,
+        mesh=mesh,
+        max_prompt_len=p,
+        max_new_tokens=n,
+        prompt_buckets=(p,),
+        eos_ids=[],
+        fuse_projections=fuse,
     )
     prompts = np.random.RandomState(0).randint(1, cfg.vocab_size, (b, p)).tolist()
 
@@ -206,6 +222,7 @@ def sampler_check(args: argparse.Namespace, mesh: Any, copy_bw: float) -> dict[s
     if args.profile:  # a 64-token call keeps the trace small (same compiled program)
         out["profile_64_tokens"] = kernel_profile(lambda: run(min(n, 64)))
     return out | {
+        "fuse_projections": fuse,
         "decode_tokens_per_s": b * (n - 1) / (t_all - t_one),
         "end_to_end_tokens_per_s": b * n / t_all,
         "decode_step_ms": step_s * 1e3,
@@ -229,7 +246,9 @@ def model_flops_per_step(cfg: Any, prompts: int, group: int, p: int, n: int) -> 
     return 3 * (dense + attn)
 
 
-def update_check(args: argparse.Namespace, mesh: Any, peak: float, remat: str) -> dict[str, float]:
+def update_check(
+    args: argparse.Namespace, mesh: Any, peak: float, remat: str, grad_accum: int
+) -> dict[str, float]:
     """Seconds per GRPO update and MFU (bf16 compute, fp32 weights, AdamW)."""
     from flax import nnx
 
@@ -250,7 +269,7 @@ def update_check(args: argparse.Namespace, mesh: Any, peak: float, remat: str) -
     step_cfg = StepConfig(
         loss=LossConfig("grpo"),
         prompt_len=p,
-        grad_accum=args.grad_accum,
+        grad_accum=grad_accum,
         group_size=args.group,
     )
     rows = args.train_prompts * args.group
@@ -286,6 +305,8 @@ def update_check(args: argparse.Namespace, mesh: Any, peak: float, remat: str) -
     out: dict[str, Any] = {"profile": kernel_profile(step)} if args.profile else {}
     return out | {
         "remat": remat,
+        "grad_accum": grad_accum,
+        "attention": args.attention,
         "compile_s": compile_s,
         "update_s": t,
         "model_tflops_per_update": flops / 1e12,
@@ -337,14 +358,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bw = section("copy_gb_per_s", lambda: copy_bandwidth(args.copy_gib, args.reps) / 1e9)
         bw = bw * 1e9 if isinstance(bw, float) else float("nan")
     if "sampler" in sections:
-        section("sampler", lambda: sampler_check(args, mesh, bw))
-    for i, remat in enumerate(args.remat.split(",") if "update" in sections else []):
+        for i, fuse in enumerate(args.sampler_fuse.split(",")):
+            name = "sampler" if i == 0 else f"sampler_fuse_{fuse}"
+            section(name, lambda f=fuse: sampler_check(args, mesh, bw, f == "on"))
+    variants = [(v.split(":") + [str(args.grad_accum)])[:2] for v in args.remat.split(",")]
+    for i, (remat, accum) in enumerate(variants if "update" in sections else []):
         if i and args.deadline_s and time.perf_counter() - t_start > args.deadline_s:
-            print(f"deadline: remat={remat} skipped", flush=True)
+            print(f"deadline: remat={remat} grad_accum={accum} skipped", flush=True)
             continue
         section(
-            "update" if i == 0 else f"update_remat_{remat}",
-            lambda r=remat: update_check(args, mesh, peak, r),
+            "update" if i == 0 else f"update_remat_{remat}_accum_{accum}",
+            lambda r=remat, a=int(accum): update_check(args, mesh, peak, r, a),
         )
     return report
 

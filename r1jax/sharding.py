@@ -133,6 +133,8 @@ def on_mesh(fn: Callable, mesh: Mesh) -> Callable:
         with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
             return fn(*args, **kwargs)
 
+    inner = getattr(fn, "func", fn)  # functools.partial: name the program after its function
+    traced.__name__ = getattr(inner, "__name__", "traced")  # jit_<name> in profiles and dumps
     return traced
 
 

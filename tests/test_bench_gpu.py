@@ -26,6 +26,16 @@ def test_smoke_run_reports_every_number(tmp_path):
     assert out.read_text().startswith("$ PYTHONPATH=. python benchmarks/bench_gpu.py --smoke")
 
 
+def test_smoke_variants_are_reported_separately():
+    args = ["--smoke", "--sections", "sampler,update", "--sampler_fuse", "on,off"]
+    report = main([*args, "--remat", "dots,none:1"])
+    assert report["sampler"]["fuse_projections"] is True
+    assert report["sampler_fuse_off"]["fuse_projections"] is False
+    assert (report["update"]["remat"], report["update"]["grad_accum"]) == ("dots", 2)
+    extra = report["update_remat_none_accum_1"]
+    assert (extra["remat"], extra["grad_accum"]) == ("none", 1) and extra["update_s"] > 0
+
+
 def test_model_flops_hand_count():
     cfg = get_preset("tiny").replace(
         hidden_size=8,

@@ -143,6 +143,7 @@ def test_greedy_with_eos_matches_recompute_and_pads_after(hf_model, sampler):
     [
         SamplingParams(temperature=0.7, top_p=0.9, top_k=40, min_p=0.01, seed=1),
         SamplingParams(temperature=1.4, top_p=1.0, top_k=20, min_p=0.05, seed=2),
+        SamplingParams(temperature=0.8, seed=3),  # untruncated: the two-level draw
     ],
 )
 def test_logprobs_match_full_forward(hf_model, sampler, params):
@@ -165,6 +166,22 @@ def test_logprobs_match_full_forward(hf_model, sampler, params):
     assert (out.logp_policy[~m] == 0).all() and (out.logp_sampling[~m] == 0).all()
     # the G samples of a prompt share its prefix but differ
     assert len({tuple(c) for c in completions(out)[:g]}) > 1
+
+
+def test_fused_projections_change_nothing(hf_model, sampler):
+    """Decoding with q/k/v and gate/up fused (the default; the model has qkv biases) gives
+    the tokens and log-probs of the separate weights."""
+    assert hf_model.cfg.qkv_bias and sampler.fuse_projections
+    plain = Sampler(
+        hf_model, tokenizer=PieceTokenizer(), max_prompt_len=16, max_new_tokens=12,
+        prompt_buckets=(8, 16), fuse_projections=False,
+    )  # fmt: skip
+    params = SamplingParams(temperature=0.9, seed=4)
+    a = sampler.generate(hf_model, PROMPTS, num_samples=2, params=params)
+    b = plain.generate(hf_model, PROMPTS, num_samples=2, params=params)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_allclose(a.logp_policy, b.logp_policy, atol=1e-5)
+    np.testing.assert_allclose(a.logp_sampling, b.logp_sampling, atol=1e-5)
 
 
 def test_seed_controls_the_draws(hf_model, sampler):

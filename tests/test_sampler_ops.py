@@ -170,7 +170,7 @@ def test_context_length_is_checked():
         p.validate(max_new_tokens_limit=64)
 
 
-@pytest.mark.parametrize("v,block", [(1000, 256), (700, 64), (5, 256)])
+@pytest.mark.parametrize("v,block", [(1000, 256), (700, 64), (5, 256), (960, 256)])
 def test_tempered_block_sampler_frequencies_on_a_large_vocab(v, block):
     """The two-level inverse CDF draws from softmax(logits / T): frequencies of a vocabulary
     that spans several blocks (and ends in a partial one), never a -inf token."""
@@ -226,3 +226,30 @@ def test_policy_logprob_is_log_softmax_gather():
     ref = logits[np.arange(6), tokens] - np.log(np.exp(logits.astype(np.float64)).sum(-1))
     got = ops.policy_logprob(jnp.asarray(logits), jnp.asarray(tokens))
     np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_block_size_divides_the_vocabulary_when_it_can():
+    assert ops.block_size_for(151_936, 256) == 128  # Qwen2: 1187 * 128
+    assert ops.block_size_for(128_256, 256) == 256  # Llama 3
+    assert ops.block_size_for(960, 256) == 64
+    assert ops.block_size_for(1000, 256) == 256  # no divisor >= 32: padded
+    assert ops.block_size_for(5, 256) == 256
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("v", [960, 1000])
+def test_draw_returns_the_policy_logprob_of_the_drawn_token(v, temperature):
+    """The untruncated draw computes the policy log-prob from the block masses it shares
+    with sampling; it must equal log_softmax of the raw logits (float64 reference)."""
+    logits = np.random.RandomState(v).randn(16, v).astype(np.float32) * 5
+    logits[:, ::7] = -np.inf
+    params = SamplingParams(temperature=temperature)
+    tokens, lp_s, lp_p = jax.jit(ops.draw)(jnp.asarray(logits), jax.random.key(0), params.device())
+    x = logits.astype(np.float64)
+    ref = x - (np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1)) + x.max(-1))[:, None]
+    rows = np.arange(16)
+    np.testing.assert_allclose(lp_p, ref[rows, np.asarray(tokens)], atol=2e-5)
+    xt = x / temperature
+    ref_t = xt - (np.log(np.exp(xt - xt.max(-1, keepdims=True)).sum(-1)) + xt.max(-1))[:, None]
+    np.testing.assert_allclose(lp_s, ref_t[rows, np.asarray(tokens)], atol=2e-5)
+    assert np.all(np.isfinite(logits[rows, np.asarray(tokens)]))

@@ -18,6 +18,7 @@ from r1jax.model.transformer import (
     causal_mask,
     init_cache,
     positions_from_mask,
+    prepare_for_decoding,
 )
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "get_preset",
     "init_cache",
     "positions_from_mask",
+    "prepare_for_decoding",
 ]
 
 

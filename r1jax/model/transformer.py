@@ -142,6 +142,14 @@ class Attention(nnx.Module):
             y = y + getattr(self, f"{name}_bias")[...].astype(dt)
         return y
 
+    def _project_fused(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """q, k, v ``[B, T, H|K, Dh]`` from one GEMM with ``qkv [D, H + 2K, Dh]``."""
+        h, kv = self.cfg.num_heads, self.cfg.num_kv_heads
+        y = jnp.einsum("btd,dnh->btnh", x, self.qkv[...])
+        if self.cfg.qkv_bias:
+            y = y + self.qkv_bias[...]
+        return y[:, :, :h], y[:, :, h : h + kv], y[:, :, h + kv :]
+
     def __call__(
         self,
         x: jax.Array,
@@ -153,7 +161,10 @@ class Attention(nnx.Module):
     ) -> tuple[jax.Array, dict[str, jax.Array] | None]:
         """``x [B, T, D]``, ``attn_mask [B, T, S]`` -> ``([B, T, D], updated cache)``."""
         cfg = self.cfg
-        q, k, v = (self._project(x, n) for n in ("q", "k", "v"))
+        if hasattr(self, "qkv"):  # set by prepare_for_decoding
+            q, k, v = self._project_fused(x)
+        else:
+            q, k, v = (self._project(x, n) for n in ("q", "k", "v"))
         if cfg.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q, positions, inv_freq)
@@ -243,8 +254,12 @@ class MLP(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         dt = x.dtype
-        g = x @ self.gate[...].astype(dt)
-        u = x @ self.up[...].astype(dt)
+        if hasattr(self, "gate_up"):  # set by prepare_for_decoding: one GEMM, [..., 2, I]
+            gu = jnp.einsum("...d,dci->...ci", x, self.gate_up[...].astype(dt))
+            g, u = gu[..., 0, :], gu[..., 1, :]
+        else:
+            g = x @ self.gate[...].astype(dt)
+            u = x @ self.up[...].astype(dt)
         return (jax.nn.silu(g) * u) @ self.down[...].astype(dt)
 
 
@@ -333,6 +348,41 @@ class Transformer(nnx.Module):
         if return_hidden:
             return x, new_cache
         return self.logits(x), new_cache
+
+
+def prepare_for_decoding(model: Transformer, *, fuse_qkv: bool, fuse_mlp: bool) -> None:
+    """Rewrites a model's weights in place for a decode loop.
+
+    Weight matrices are cast to the compute dtype once (instead of at every step), and the
+    projections that read the same input become one GEMM each: ``gate``/``up`` ->
+    ``gate_up [D, 2, I]`` (with ``fuse_mlp``) and ``q``/``k``/``v`` -> ``qkv [D, H + 2K,
+    Dh]`` plus ``qkv_bias`` (with ``fuse_qkv``; only where heads are not split over a mesh
+    axis, since the concatenation would mix shards). The results equal the unfused model's.
+
+    Call it on a model merged inside the jitted program, before the ``while_loop``: XLA does
+    not hoist the concatenations out of the loop, so built in the step they cost a copy of
+    the weights per step. The fused copies take extra memory for the call (about the size of
+    the q/k/v/gate/up weights in the compute dtype); the original weights stay, unused.
+    """
+    dt = model.cfg.dtype
+
+    def cast(x: jax.Array) -> nnx.Param:
+        return nnx.Param(x.astype(dt))
+
+    model.embed = cast(model.embed[...])
+    if not model.cfg.tie_word_embeddings:
+        model.lm_head = cast(model.lm_head[...])
+    for block in model.layers:
+        attn, mlp = block.attn, block.mlp
+        attn.o = cast(attn.o[...])
+        mlp.down = cast(mlp.down[...])
+        if fuse_mlp:
+            mlp.gate_up = cast(jnp.stack([mlp.gate[...], mlp.up[...]], axis=1))
+        if fuse_qkv:
+            attn.qkv = cast(jnp.concatenate([attn.q[...], attn.k[...], attn.v[...]], axis=1))
+            if model.cfg.qkv_bias:
+                biases = [attn.q_bias[...], attn.k_bias[...], attn.v_bias[...]]
+                attn.qkv_bias = cast(jnp.concatenate(biases, axis=0))
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> KVCache:

@@ -21,7 +21,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from r1jax.model import ModelConfig, causal_mask, init_cache, positions_from_mask
+from r1jax.model import (
+    ModelConfig,
+    causal_mask,
+    init_cache,
+    positions_from_mask,
+    prepare_for_decoding,
+)
 from r1jax.sampling import ops
 from r1jax.sampling.params import DeviceParams
 
@@ -127,6 +133,7 @@ def decode(
     pad_id: jax.Array,
     *,
     max_new_tokens: int,
+    fuse: tuple[bool, bool] = (False, False),
 ) -> dict[str, jax.Array]:
     """Sampling loop over all rows at once.
 
@@ -142,12 +149,15 @@ def decode(
       key: the call's PRNG key; step i uses ``fold_in(key, i)``.
       pad_id: ``[]`` int32 id written after a row has finished.
       max_new_tokens: N (static), the cache has ``P + N`` slots.
+      fuse: static ``(fuse_qkv, fuse_mlp)`` of :func:`prepare_for_decoding`, applied once
+        before the loop (the weights are cast to the compute dtype in any case).
     Returns:
       dict of ``tokens [R, N]`` int32, ``mask [R, N]`` bool, ``logp_policy [R, N]``,
       ``logp_sampling [R, N]`` float32 (0 where masked), ``finish [R]`` int32 code, and
       the final ``cache`` (returned so that the donated input buffers are updated in place).
     """
     model = nnx.merge(graphdef, state)
+    prepare_for_decoding(model, fuse_qkv=fuse[0], fuse_mlp=fuse[1])
     rows, p = prompt_mask.shape
     n = max_new_tokens
     prompt_len = jnp.sum(prompt_mask, axis=-1, dtype=jnp.int32)  # [R]
@@ -155,8 +165,7 @@ def decode(
 
     def emit(i: jax.Array, logits: jax.Array, c: dict[str, Any]) -> dict[str, Any]:
         """Samples token i of every row from ``logits [R, V]`` and records it."""
-        tok, lp_s = ops.sample_token(logits, jax.random.fold_in(key, i), params)
-        lp_p = ops.policy_logprob(logits, tok)
+        tok, lp_s, lp_p = ops.draw(logits, jax.random.fold_in(key, i), params)
         alive = ~c["done"]
         tok = jnp.where(alive, tok, pad_id)
         window = jnp.concatenate([c["window"][:, 1:], tok[:, None]], axis=1)

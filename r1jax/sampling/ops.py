@@ -109,15 +109,40 @@ def sample_token(
     drawn token under the actual sampling distribution of :func:`filter_logprobs`
     (``0`` for greedy, whose distribution is the point mass on the argmax).
     """
+    tokens, logp_sampling, _ = draw(logits, key, params)
+    return tokens, logp_sampling
+
+
+def draw(
+    logits: jax.Array, key: jax.Array, params: SamplingParams | DeviceParams
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:func:`sample_token` plus the policy log-prob of the drawn tokens (the decode loop's
+    per-step work): ``(tokens [B] int32, logp_sampling [B], logp_policy [B])`` float32.
+
+    Untruncated sampling shares its passes over the logits with the policy log-prob (one
+    max, one fused read for both sets of block masses), so a decode step reads the ``[B, V]``
+    logits twice after writing them.
+    """
     p = as_device_params(params)
     if p.greedy:
         tokens = argmax_first(logits)
-        return tokens, jnp.zeros(tokens.shape, jnp.float32)
+        return tokens, jnp.zeros(tokens.shape, jnp.float32), policy_logprob(logits, tokens)
     if p.truncate or p.use_min_p:
         logp = filter_logprobs(logits, p)
         tokens = sample_from_logprobs(logp, key)
-        return tokens, jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
-    return sample_tempered(logits, key, p.temperature)
+        logp_sampling = jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+        return tokens, logp_sampling, policy_logprob(logits, tokens)
+    return _tempered_draw(logits, key, p.temperature, 256)
+
+
+def block_size_for(v: int, block: int) -> int:
+    """The block of :func:`sample_tempered`: ``block`` halved (down to 32) until it divides
+    ``v``, so that the logits need no padding copy (151,936 = 1,187 * 128); ``block`` itself
+    (and padding) when no such size divides."""
+    b = block
+    while b >= 32 and v % b:
+        b //= 2
+    return b if b >= 32 else block
 
 
 def sample_tempered(
@@ -130,14 +155,29 @@ def sample_tempered(
     masses ``[B, V/block]`` (one fused read of the logits after the max), the block where
     the cumulative mass passes ``u * total``, then that block's ``block`` entries, gathered.
     Token ``k`` is drawn iff ``cdf[k-1] <= u < cdf[k]``, so zero-probability tokens never
-    are. Returns ``(tokens [B] int32, logp [B] float32)``.
+    are. ``block`` is adjusted by :func:`block_size_for`. Returns ``(tokens [B] int32,
+    logp [B] float32)``.
     """
+    tokens, logp, _ = _tempered_draw(logits, key, temperature, block)
+    return tokens, logp
+
+
+def _tempered_draw(
+    logits: jax.Array, key: jax.Array, temperature: jax.Array | float, block: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:func:`sample_tempered` and the policy log-prob: ``(tokens, logp, logp_policy)``."""
     b, v = logits.shape
+    block = block_size_for(v, block)
     nb = -(-v // block)
     x = logits.astype(jnp.float32)
     top = jnp.max(x, axis=-1, keepdims=True)  # [B, 1]
-    xp = jnp.pad(x, ((0, 0), (0, nb * block - v)), constant_values=NEG_INF)
-    mass = jnp.sum(jnp.exp((xp.reshape(b, nb, block) - top[..., None]) / temperature), -1)
+    xp = (
+        x if nb * block == v else jnp.pad(x, ((0, 0), (0, nb * block - v)), constant_values=NEG_INF)
+    )
+    shifted = xp.reshape(b, nb, block) - top[..., None]
+    # sibling reductions of one input: XLA reads the logits once for both
+    mass = jnp.sum(jnp.exp(shifted / temperature), -1)  # [B, nb]
+    lse = top[:, 0] + jnp.log(jnp.sum(jnp.sum(jnp.exp(shifted), -1), -1))  # [B] policy
     cdf = jnp.cumsum(mass, axis=-1)  # [B, nb]
     u = jax.random.uniform(key, (b, 1), jnp.float32) * cdf[:, -1:]
     j = first_true(cdf > u)  # [B]
@@ -151,7 +191,7 @@ def sample_tempered(
     tokens = j * block + k
     chosen = jnp.take_along_axis(x, tokens[:, None], axis=-1)[:, 0]
     logp = (chosen - top[:, 0]) / temperature - jnp.log(cdf[:, -1])
-    return tokens.astype(jnp.int32), logp
+    return tokens.astype(jnp.int32), logp, chosen - lse
 
 
 def policy_logprob(logits: jax.Array, tokens: jax.Array) -> jax.Array:

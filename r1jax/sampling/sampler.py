@@ -79,13 +79,14 @@ def _programs(
     cache_dtype: Any,
     cfg: ModelConfig,
     kv_tensor: bool,
+    fuse: tuple[bool, bool],
 ) -> tuple[Any, Any]:
     """The jitted (prefill, decode) pair, shared by samplers with the same settings (so an
     eval sampler and a rollout sampler of one model compile once)."""
     prefill = functools.partial(
         dec.prefill, graphdef, max_new_tokens=max_new_tokens, cache_dtype=cache_dtype
     )
-    decode = functools.partial(dec.decode, graphdef, max_new_tokens=max_new_tokens)
+    decode = functools.partial(dec.decode, graphdef, max_new_tokens=max_new_tokens, fuse=fuse)
     if mesh is None:
         return (
             jax.jit(prefill, static_argnums=(3,)),
@@ -131,6 +132,10 @@ class Sampler:
       cache_dtype: KV cache dtype (default: the model's compute dtype).
       rules: logical sharding rules for the weights.
       eos_ids / pad_id: override the tokenizer's / model config's.
+      fuse_projections: decode with q/k/v and gate/up fused into one GEMM each, built once
+        per call (:func:`r1jax.model.prepare_for_decoding`; q/k/v only when the mesh has no
+        tensor parallelism). Costs a compute-dtype copy of those weights during the call;
+        turn off when memory is tight.
     """
 
     def __init__(
@@ -146,6 +151,7 @@ class Sampler:
         rules: Mapping[str, Any] = shd.DEFAULT_RULES,
         eos_ids: Sequence[int] | None = None,
         pad_id: int | None = None,
+        fuse_projections: bool = True,
     ):
         if isinstance(model, nnx.Module):
             self.graphdef, self.cfg = nnx.split(model)[0], model.cfg
@@ -161,6 +167,7 @@ class Sampler:
                 f"exceeds the model's max_position_embeddings={cfg.max_position_embeddings}"
             )
         self.mesh, self.tokenizer, self.rules = mesh, tokenizer, dict(rules)
+        self.fuse_projections = bool(fuse_projections)
         self.max_prompt_len, self.max_new_tokens = max_prompt_len, max_new_tokens
         self.prompt_buckets = tuple(
             sorted({b for b in prompt_buckets if 0 < b < max_prompt_len} | {max_prompt_len})
@@ -194,10 +201,9 @@ class Sampler:
     # ------------------------------------------------------------------ device programs
 
     def _build_programs(self) -> None:
-        kv_tensor = False
-        if self.mesh is not None:
-            tensor = self.mesh.shape.get("tensor", 1)
-            kv_tensor = tensor > 1 and self.cfg.num_kv_heads % tensor == 0
+        tensor = 1 if self.mesh is None else self.mesh.shape.get("tensor", 1)
+        kv_tensor = tensor > 1 and self.cfg.num_kv_heads % tensor == 0
+        fuse = (self.fuse_projections and tensor == 1, self.fuse_projections)
         self._prefill, self._decode = _programs(
             self.graphdef,
             self.mesh,
@@ -205,6 +211,7 @@ class Sampler:
             self.cache_dtype,
             self.cfg,
             kv_tensor,
+            fuse,
         )
 
     def compile_count(self) -> int:
