@@ -81,8 +81,12 @@ def test_sharding_changes_nothing(shape, step_cfg):
     single = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
     ref, _, ref_m, _ = _run(single, step_cfg)
     out, _, m, _ = _run(shd.make_mesh(shape), step_cfg)
+    # MU2 clips: a token whose ratio sits at a clip edge can flip sides on float noise of
+    # the reduction order, which moves its weights by lr * its gradient (measured up to
+    # 2.6e-5 at lr 0.5); the on-policy update has no such edge (measured 7e-8).
+    atol = 1e-5 if step_cfg.on_policy else 5e-5
     for a, b in zip(_leaves(out), _leaves(ref), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=atol)
     np.testing.assert_allclose(float(m["loss"]), float(ref_m["loss"]), rtol=1e-4, atol=1e-6)
     init = _leaves(nnx.split(create_model(CFG, seed=1))[1])
     assert any(np.abs(a - b).max() > 1e-4 for a, b in zip(_leaves(out), init, strict=True))
@@ -272,8 +276,9 @@ def test_sampler_logprob_mismatch_metrics():
 def test_sharded_update_has_no_involuntary_rematerialization(capfd):
     """With fsdp > 1 the embedding table is sharded on its hidden dim. The traced update
     gathers it before the lookup and pins the activations to batch sharding, so XLA's SPMD
-    partitioner no longer falls back to replicating ``[B, T, D]`` tensors. The same update
-    jitted without the mesh context still does (the check can see the problem)."""
+    partitioner never falls back to replicating ``[B, T, D]`` tensors. Control: the bare
+    lookup from the D-sharded table with a batch-sharded result does log the warning (the
+    check can see the problem), and the same lookup through ``gather_rows_of`` does not."""
     mesh = shd.make_mesh((2, 2, 2))
     cfg = StepConfig(loss=LossConfig("grpo"), prompt_len=P)
     graphdef, params = nnx.split(create_model(CFG, mesh, seed=1))
@@ -284,12 +289,25 @@ def test_sharded_update_has_no_involuntary_rematerialization(capfd):
     batch = {k: jax.device_put(v, bs[k]) for k, v in _batch().items()}
     fn = make_update_fn(graphdef, cfg, opt)
 
-    def compile_log(jitted):
+    def compile_log(jitted, *args):
         capfd.readouterr()
-        jitted.lower(params, opt_state, batch).compile()
+        jitted.lower(*args).compile()
         return capfd.readouterr().err
 
     warning = "Involuntary full rematerialization"
-    assert warning not in compile_log(jit_update(fn, ps, os_, bs))
-    plain = jax.jit(fn, in_shardings=(ps, os_, bs), out_shardings=(ps, os_, None))
-    assert warning in compile_log(plain)
+    assert warning not in compile_log(jit_update(fn, ps, os_, bs), params, opt_state, batch)
+
+    table = jax.device_put(jnp.ones((256, 64)), ps["embed"])
+    assert table.sharding.spec[1] is not None  # D is sharded (over fsdp)
+    tokens = jax.device_put(jnp.zeros((8, 11), jnp.int32), shd.batch_sharding(mesh, 2))
+    rows = jax.sharding.NamedSharding(mesh, shd.batch_spec(mesh, 3))
+
+    def lookup(gather):
+        def f(table, tokens):
+            x = jnp.take(shd.gather_rows_of(table) if gather else table, tokens, axis=0)
+            return jax.lax.with_sharding_constraint(x * 2.0, rows).sum(-1)
+
+        return jax.jit(shd.on_mesh(f, mesh), out_shardings=shd.batch_sharding(mesh, 2))
+
+    assert warning in compile_log(lookup(False), table, tokens)
+    assert warning not in compile_log(lookup(True), table, tokens)

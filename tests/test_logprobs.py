@@ -73,8 +73,10 @@ def test_bf16_hidden_and_head():
     np.testing.assert_allclose(entropy, want_ent, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
 @pytest.mark.parametrize("chunk_size", [4, 13])
-def test_gradients_match_naive(chunk_size):
+def test_gradients_match_naive(chunk_size, temperature):
+    """Matrix heads take the hand-written backward pass (logp and entropy terms)."""
     hidden, lm_head, targets = _inputs(2)
     w = jax.random.normal(jax.random.key(3), (2, B, T))
 
@@ -86,9 +88,11 @@ def test_gradients_match_naive(chunk_size):
         return jax.jit(jax.grad(f, argnums=(0, 1)))
 
     chunked = objective(
-        lambda h, head: token_logprobs(h, head, targets, chunk_size, compute_entropy=True)
+        lambda h, head: token_logprobs(
+            h, head, targets, chunk_size, compute_entropy=True, temperature=temperature
+        )
     )
-    naive = objective(lambda h, head: _naive(h, head, targets))
+    naive = objective(lambda h, head: _naive(h, head, targets, temperature))
     for got, want in zip(chunked(hidden, lm_head), naive(hidden, lm_head), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 

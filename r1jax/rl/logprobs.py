@@ -13,11 +13,19 @@ temperature only to reproduce the sampler's log-probs.
 
 Gradient precision: the ``lm_head`` gradient is summed over chunks in
 ``lm_head``'s own dtype. With fp32 master weights, pass them as they are (or
-a callable that casts them to bf16 inside), so the sum stays in fp32.
+:func:`compute_dtype_head`, which casts them to bf16 inside), so the sum stays in fp32.
+
+Matrix heads (and :func:`compute_dtype_head`) take a hand-written backward pass: it
+recomputes the chunk's logits, forms ``d logits`` in one elementwise pass, casts it to
+the compute dtype and runs the two gradient GEMMs in that dtype with fp32 accumulation
+(as the model's own layers do), instead of autodiff's fp32 GEMMs and several passes over
+the ``[B, C, V]`` chunk. In fp32 compute it is exact.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -35,16 +43,77 @@ def _projector(lm_head: LmHead) -> Callable[[jax.Array], jax.Array]:
     return lambda h: jnp.einsum("bcd,dv->bcv", h, lm_head, preferred_element_type=jnp.float32)
 
 
-def compute_dtype_head(w: jax.Array) -> Callable[[jax.Array], jax.Array]:
+@dataclasses.dataclass(frozen=True)
+class CastHead:
+    """An lm head ``[B, C, D] -> [B, C, V]`` (float32 logits) that multiplies by ``w [D, V]``
+    cast to the hidden states' dtype (see :func:`compute_dtype_head`)."""
+
+    w: jax.Array
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        w = self.w.astype(h.dtype)
+        return jnp.einsum("bcd,dv->bcv", h, w, preferred_element_type=jnp.float32)
+
+
+def compute_dtype_head(w: jax.Array) -> CastHead:
     """An lm head ``[B, C, D] -> [B, C, V]`` (float32 logits) that casts ``w [D, V]`` to the
     hidden states' dtype inside: with bf16 compute and fp32 master weights the GEMM runs in
     bf16 like the model's own logits (and the sampler's), while the gradient of ``w`` still
     sums over chunks in fp32. A no-op cast in fp32 compute."""
+    return CastHead(w)
 
-    def head(h: jax.Array) -> jax.Array:
-        return jnp.einsum("bcd,dv->bcv", h, w.astype(h.dtype), preferred_element_type=jnp.float32)
 
-    return head
+def _chunk_logits(h: jax.Array, w: jax.Array, temperature: float, dtype: jnp.dtype) -> jax.Array:
+    x = jnp.einsum(
+        "bcd,dv->bcv", h.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32
+    )
+    return x / temperature
+
+
+def _reduce_chunk(
+    logits: jax.Array, tgt: jax.Array, entropy: bool
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(logp, entropy, lse)`` ``[B, C]`` from float32 ``logits [B, C, V]``. The entropy is
+    formed from log-probs (``-sum p log p``), which avoids cancelling large logits."""
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    logp = jnp.take_along_axis(logits, tgt[..., None], axis=-1)[..., 0] - lse
+    if not entropy:
+        return logp, jnp.zeros_like(logp), lse
+    logp_all = logits - lse[..., None]
+    return logp, -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1), lse
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _matrix_chunk(
+    h: jax.Array, w: jax.Array, tgt: jax.Array, temperature: float, dtype: jnp.dtype, entropy: bool
+) -> tuple[jax.Array, jax.Array]:
+    """``(logp, entropy)`` ``[B, C]`` of one chunk ``h [B, C, D]`` under ``w [D, V]``."""
+    return _matrix_chunk_fwd(h, w, tgt, temperature, dtype, entropy)[0]
+
+
+def _matrix_chunk_fwd(h, w, tgt, temperature, dtype, entropy):
+    logits = _chunk_logits(h, w, temperature, dtype)  # [B, C, V] float32
+    logp, ent, lse = _reduce_chunk(logits, tgt, entropy)
+    return (logp, ent), (h, w, tgt, lse, ent)
+
+
+def _matrix_chunk_bwd(temperature, dtype, entropy, res, cotangents):
+    h, w, tgt, lse, ent = res
+    g_logp, g_ent = cotangents
+    logp_all = _chunk_logits(h, w, temperature, dtype) - lse[..., None]
+    probs = jnp.exp(logp_all)
+    onehot = tgt[..., None] == jax.lax.broadcasted_iota(tgt.dtype, logp_all.shape, 2)
+    dz = g_logp[..., None] * (onehot - probs)  # d logp / d logits = onehot - softmax
+    if entropy:  # H = -E_p[log p]: d H / d z = -p (log p - E_p[log p]) = -p (log p + H)
+        dz = dz - g_ent[..., None] * probs * (logp_all + ent[..., None])
+    dz = (dz / temperature).astype(dtype)
+    w_c = w.astype(dtype)
+    dh = jnp.einsum("bcv,dv->bcd", dz, w_c, preferred_element_type=jnp.float32)
+    dw = jnp.einsum("bcd,bcv->dv", h.astype(dtype), dz, preferred_element_type=jnp.float32)
+    return dh.astype(h.dtype), dw.astype(w.dtype), None
+
+
+_matrix_chunk.defvjp(_matrix_chunk_fwd, _matrix_chunk_bwd)
 
 
 def token_logprobs(
@@ -83,7 +152,21 @@ def token_logprobs(
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     if isinstance(temperature, (int, float)) and temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    project = _projector(lm_head)
+    matrix = isinstance(lm_head, CastHead) or not callable(lm_head)
+    if matrix and isinstance(temperature, (int, float)):
+        w = lm_head.w if isinstance(lm_head, CastHead) else lm_head
+        if w.ndim != 2:
+            raise ValueError(f"lm_head must have shape [D, V] or be callable, got {w.shape}")
+        dtype = hidden.dtype if isinstance(lm_head, CastHead) else jnp.result_type(hidden, w)
+        chunk_fn = functools.partial(
+            _matrix_chunk, temperature=float(temperature), dtype=dtype, entropy=compute_entropy
+        )
+
+        def one_chunk(args: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+            return chunk_fn(args[0], w, args[1])
+
+    else:
+        one_chunk = _autodiff_chunk(_projector(lm_head), temperature, compute_entropy)
 
     chunk = min(chunk_size, length)
     num_chunks = -(-length // chunk)
@@ -95,20 +178,23 @@ def token_logprobs(
     hidden_chunks = hidden.reshape(batch, num_chunks, chunk, dim).swapaxes(0, 1)
     target_chunks = targets.reshape(batch, num_chunks, chunk).swapaxes(0, 1)
 
-    @jax.checkpoint
-    def one_chunk(args: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        h, tgt = args
-        logits = project(h) / temperature  # [B, C, V] float32
-        lse = jax.nn.logsumexp(logits, axis=-1)
-        logp = jnp.take_along_axis(logits, tgt[..., None], axis=-1)[..., 0] - lse
-        if not compute_entropy:
-            return logp, jnp.zeros_like(logp)
-        probs = jnp.exp(logits - lse[..., None])
-        return logp, lse - jnp.sum(probs * logits, axis=-1)
-
     logp, entropy = jax.lax.map(one_chunk, (hidden_chunks, target_chunks))
 
     def unchunk(x: jax.Array) -> jax.Array:
         return x.swapaxes(0, 1).reshape(batch, num_chunks * chunk)[:, :length]
 
     return unchunk(logp), unchunk(entropy) if compute_entropy else None
+
+
+def _autodiff_chunk(
+    project: Callable[[jax.Array], jax.Array], temperature: jax.Array | float, entropy: bool
+) -> Callable[[tuple[jax.Array, jax.Array]], tuple[jax.Array, jax.Array]]:
+    """One chunk for callable heads (or a traced temperature): autodiff, rematerialised."""
+
+    @jax.checkpoint
+    def one_chunk(args: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        h, tgt = args
+        logp, ent, _ = _reduce_chunk(project(h) / temperature, tgt, entropy)
+        return logp, ent
+
+    return one_chunk
