@@ -73,14 +73,21 @@ def _chunk_logits(h: jax.Array, w: jax.Array, temperature: float, dtype: jnp.dty
 def _reduce_chunk(
     logits: jax.Array, tgt: jax.Array, entropy: bool
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(logp, entropy, lse)`` ``[B, C]`` from float32 ``logits [B, C, V]``. The entropy is
-    formed from log-probs (``-sum p log p``), which avoids cancelling large logits."""
-    lse = jax.nn.logsumexp(logits, axis=-1)
+    """``(logp, entropy, lse)`` ``[B, C]`` from float32 ``logits [B, C, V]``.
+
+    Two passes over the chunk: the max, then ``S = sum e`` and ``sum e * x`` together
+    (``x = logits - max``, ``e = exp(x)``). The entropy ``log S - sum(e x) / S`` adds two
+    non-negative terms, so large logits do not cancel."""
+    top = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    shifted = logits - top
+    e = jnp.exp(shifted)
+    total = jnp.sum(e, axis=-1)
+    lse = top[..., 0] + jnp.log(total)
     logp = jnp.take_along_axis(logits, tgt[..., None], axis=-1)[..., 0] - lse
     if not entropy:
         return logp, jnp.zeros_like(logp), lse
-    logp_all = logits - lse[..., None]
-    return logp, -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1), lse
+    e_x = jnp.where(e > 0, e * shifted, 0.0)  # -inf logits (masked vocab) add nothing
+    return logp, jnp.log(total) - jnp.sum(e_x, axis=-1) / total, lse
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
