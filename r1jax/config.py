@@ -60,6 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.sampling.prompt_buckets = (32, 64, 128, 256, 512, 1024, 2048, 4096)
     c.sampling.stop_strings = ()
     c.sampling.cache_dtype = ""  # default: model.dtype
+    # q/k/v and gate/up as one GEMM each while decoding (a compute-dtype copy of those
+    # weights for the duration of a sampling call; False saves that memory)
+    c.sampling.fuse_projections = True
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "countdown"

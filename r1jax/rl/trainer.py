@@ -216,6 +216,7 @@ class GRPOTrainer:
             prompt_buckets=tuple(b for b in s.prompt_buckets if b <= s.max_prompt_len)
             or (s.max_prompt_len,),
             cache_dtype=s.cache_dtype or None,
+            fuse_projections=s.fuse_projections,
         )
         self._sampling_params = lambda seed, **kw: SamplingParams(
             **{

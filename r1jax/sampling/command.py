@@ -69,6 +69,7 @@ def sample_command(
         max_new_tokens=s.max_new_tokens,
         prompt_buckets=tuple(s.prompt_buckets),
         cache_dtype=s.cache_dtype or None,
+        fuse_projections=s.fuse_projections,
         rules=build.sharding_rules(c),
     )
     params = SamplingParams(
