@@ -259,6 +259,11 @@ def update_check(
     from r1jax.rl.step import StepConfig, jit_update, make_update_fn
 
     p, n = args.train_prompt_len, args.train_completion_len
+    if args.train_prompts % grad_accum:
+        raise ValueError(
+            f"--train_prompts={args.train_prompts} does not split into {grad_accum} "
+            "micro-batches of whole groups"
+        )
     cfg = get_preset(args.preset).replace(
         dtype="bfloat16", param_dtype="float32", remat=remat, attention=args.attention
     )

@@ -17,9 +17,9 @@ Gradient precision: the ``lm_head`` gradient is summed over chunks in
 
 Matrix heads (and :func:`compute_dtype_head`) take a hand-written backward pass: it
 recomputes the chunk's logits, forms ``d logits`` in one elementwise pass, casts it to
-the compute dtype and runs the two gradient GEMMs in that dtype with fp32 accumulation
-(as the model's own layers do), instead of autodiff's fp32 GEMMs and several passes over
-the ``[B, C, V]`` chunk. In fp32 compute it is exact.
+the compute dtype and runs the two gradient GEMMs in that dtype (as the model's own layers
+do), instead of autodiff's fp32 GEMMs and several passes over the ``[B, C, V]`` chunk. In
+fp32 compute it is exact.
 """
 
 from __future__ import annotations
@@ -114,9 +114,10 @@ def _matrix_chunk_bwd(temperature, dtype, entropy, res, cotangents):
     if entropy:  # H = -E_p[log p]: d H / d z = -p (log p - E_p[log p]) = -p (log p + H)
         dz = dz - g_ent[..., None] * probs * (logp_all + ent[..., None])
     dz = (dz / temperature).astype(dtype)
-    w_c = w.astype(dtype)
-    dh = jnp.einsum("bcv,dv->bcd", dz, w_c, preferred_element_type=jnp.float32)
-    dw = jnp.einsum("bcd,bcv->dv", h.astype(dtype), dz, preferred_element_type=jnp.float32)
+    # Outputs in the compute dtype, like autodiff of the cast GEMM (the GEMMs accumulate in
+    # fp32 inside; XLA:CPU cannot run every layout of a bf16 x bf16 -> f32 dot).
+    dh = jnp.einsum("bcv,dv->bcd", dz, w.astype(dtype))
+    dw = jnp.einsum("bcd,bcv->dv", h.astype(dtype), dz)
     return dh.astype(h.dtype), dw.astype(w.dtype), None
 
 
