@@ -179,3 +179,18 @@ def test_compute_dtype_head_mixed_precision():
     # fp32 compute: identical to passing the matrix
     same = token_logprobs(hidden, compute_dtype_head(lm_head), targets, chunk_size=4)[0]
     np.testing.assert_array_equal(same, token_logprobs(hidden, lm_head, targets, chunk_size=4)[0])
+
+
+def test_traced_temperature_matches_naive():
+    """A traced temperature cannot be static in the custom backward: the matrix and
+    compute-dtype heads then take the autodiff path, with the same values and gradients."""
+    hidden, lm_head, targets = _inputs(6)
+
+    def loss(h, temperature, head_of):
+        logp, ent = token_logprobs(h, head_of(lm_head), targets, 5, True, temperature)
+        return jnp.sum(logp) + jnp.sum(ent)
+
+    naive = jax.grad(lambda h: sum(jnp.sum(x) for x in _naive(h, lm_head, targets, 0.7)))(hidden)
+    for head_of in (lambda w: w, compute_dtype_head):
+        grad = jax.jit(jax.grad(loss), static_argnums=2)(hidden, jnp.float32(0.7), head_of)
+        np.testing.assert_allclose(grad, naive, rtol=1e-5, atol=1e-5)

@@ -34,15 +34,6 @@ import jax.numpy as jnp
 LmHead = jax.Array | Callable[[jax.Array], jax.Array]
 
 
-def _projector(lm_head: LmHead) -> Callable[[jax.Array], jax.Array]:
-    """``[B, C, D] -> [B, C, V]`` float32 logits from a matrix or a callable."""
-    if callable(lm_head):
-        return lambda h: lm_head(h).astype(jnp.float32)
-    if lm_head.ndim != 2:
-        raise ValueError(f"lm_head must have shape [D, V] or be callable, got {lm_head.shape}")
-    return lambda h: jnp.einsum("bcd,dv->bcv", h, lm_head, preferred_element_type=jnp.float32)
-
-
 @dataclasses.dataclass(frozen=True)
 class CastHead:
     """An lm head ``[B, C, D] -> [B, C, V]`` (float32 logits) that multiplies by ``w [D, V]``
@@ -51,8 +42,7 @@ class CastHead:
     w: jax.Array
 
     def __call__(self, h: jax.Array) -> jax.Array:
-        w = self.w.astype(h.dtype)
-        return jnp.einsum("bcd,dv->bcv", h, w, preferred_element_type=jnp.float32)
+        return _chunk_logits(h, self.w, 1.0, h.dtype)
 
 
 def compute_dtype_head(w: jax.Array) -> CastHead:
@@ -64,6 +54,7 @@ def compute_dtype_head(w: jax.Array) -> CastHead:
 
 
 def _chunk_logits(h: jax.Array, w: jax.Array, temperature: float, dtype: jnp.dtype) -> jax.Array:
+    """``h [B, C, D] @ w [D, V] / temperature`` with both cast to ``dtype``: float32 logits."""
     x = jnp.einsum(
         "bcd,dv->bcv", h.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32
     )
@@ -160,21 +151,25 @@ def token_logprobs(
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     if isinstance(temperature, (int, float)) and temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    matrix = isinstance(lm_head, CastHead) or not callable(lm_head)
-    if matrix and isinstance(temperature, (int, float)):
+    if callable(lm_head) and not isinstance(lm_head, CastHead):
+        project = lambda h: lm_head(h).astype(jnp.float32)  # noqa: E731
+        one_chunk = _autodiff_chunk(project, temperature, compute_entropy)
+    else:
         w = lm_head.w if isinstance(lm_head, CastHead) else lm_head
         if w.ndim != 2:
             raise ValueError(f"lm_head must have shape [D, V] or be callable, got {w.shape}")
         dtype = hidden.dtype if isinstance(lm_head, CastHead) else jnp.result_type(hidden, w)
-        chunk_fn = functools.partial(
-            _matrix_chunk, temperature=float(temperature), dtype=dtype, entropy=compute_entropy
-        )
+        if isinstance(temperature, (int, float)):
+            chunk_fn = functools.partial(
+                _matrix_chunk, temperature=float(temperature), dtype=dtype, entropy=compute_entropy
+            )
 
-        def one_chunk(args: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-            return chunk_fn(args[0], w, args[1])
+            def one_chunk(args: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+                return chunk_fn(args[0], w, args[1])
 
-    else:
-        one_chunk = _autodiff_chunk(_projector(lm_head), temperature, compute_entropy)
+        else:  # a traced temperature cannot be a static argument of the custom backward
+            project = functools.partial(_chunk_logits, w=w, temperature=1.0, dtype=dtype)
+            one_chunk = _autodiff_chunk(project, temperature, compute_entropy)
 
     chunk = min(chunk_size, length)
     num_chunks = -(-length // chunk)
