@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="r1jax: run the prompt once per row in the update (rl.share_prompt=False)",
     )
+    ap.add_argument(
+        "--r1jax_xla_flags", default="", help="extra XLA_FLAGS for the r1jax runs (experiments)"
+    )
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
@@ -92,8 +95,12 @@ def spawn(framework: str, args, assets: str, argv: list[str], tmp: str, i: int) 
     result = os.path.join(tmp, f"{framework}_{i}.json")
     env = dict(os.environ, PYTHONPATH=ROOT, TOKENIZERS_PARALLELISM="false")
     env.pop("XLA_FLAGS", None)
-    if framework == "r1jax" and args.r1jax_devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.r1jax_devices}"
+    if framework == "r1jax":
+        flags = args.r1jax_xla_flags.split()
+        if args.r1jax_devices > 1:
+            flags.append(f"--xla_force_host_platform_device_count={args.r1jax_devices}")
+        if flags:
+            env["XLA_FLAGS"] = " ".join(flags)
     cmd = [sys.executable, os.path.abspath(__file__), *argv]
     cmd += ["--worker", framework, "--assets", assets, "--result", result]
     t0 = time.perf_counter()

@@ -22,6 +22,7 @@ from flax import nnx
 
 from r1jax import sharding as shd
 from r1jax.model.config import ModelConfig
+from r1jax.model.ops import Rope, apply_rope, dense, rope_table, swiglu
 
 KVCache = list[dict[str, jax.Array]]  # per layer {"k": [B, K, Dh, S], "v": [B, K, S, Dh]}
 
@@ -86,16 +87,6 @@ def rope_inv_freq(cfg: ModelConfig) -> jax.Array:
     return jnp.where(medium, smoothed, scaled)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
-    """Rotates ``x [B, T, N, Dh]`` by ``positions [B, T]`` (half-split convention of HF)."""
-    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, Dh/2]
-    cos = jnp.cos(angles)[:, :, None, :]
-    sin = jnp.sin(angles)[:, :, None, :]
-    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return out.astype(x.dtype)
-
-
 class RMSNorm(nnx.Module):
     """RMS normalisation over the last axis, computed in float32."""
 
@@ -137,7 +128,7 @@ class Attention(nnx.Module):
 
     def _project(self, x: jax.Array, name: str) -> jax.Array:
         dt = x.dtype
-        y = jnp.einsum("btd,dnh->btnh", x, getattr(self, name)[...].astype(dt))
+        y = dense(x, getattr(self, name)[...].astype(dt))
         if self.cfg.qkv_bias:
             y = y + getattr(self, f"{name}_bias")[...].astype(dt)
         return y
@@ -145,7 +136,7 @@ class Attention(nnx.Module):
     def _project_fused(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """q, k, v ``[B, T, H|K, Dh]`` from one GEMM with ``qkv [D, H + 2K, Dh]``."""
         h, kv = self.cfg.num_heads, self.cfg.num_kv_heads
-        y = jnp.einsum("btd,dnh->btnh", x, self.qkv[...])
+        y = dense(x, self.qkv[...])
         if self.cfg.qkv_bias:
             y = y + self.qkv_bias[...]
         return y[:, :, :h], y[:, :, h : h + kv], y[:, :, h + kv :]
@@ -153,9 +144,8 @@ class Attention(nnx.Module):
     def __call__(
         self,
         x: jax.Array,
-        positions: jax.Array,
+        rope: Rope,
         attn_mask: jax.Array,
-        inv_freq: jax.Array,
         cache: dict[str, jax.Array] | None = None,
         cache_slot: jax.Array | int | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array] | None]:
@@ -167,15 +157,15 @@ class Attention(nnx.Module):
             q, k, v = (self._project(x, n) for n in ("q", "k", "v"))
         if cfg.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        q = apply_rope(q, positions, inv_freq)
-        k = apply_rope(k, positions, inv_freq)
+        q = apply_rope(q, rope)
+        k = apply_rope(k, rope)
         if cache is not None:
             cache = write_cache(cache, k, v, cache_slot)
         if cfg.attention == "einsum" or q.shape[1] == 1:  # decode steps always use einsum
             out = _einsum_attention(q, k, v, cache, attn_mask)
         else:
             out = _library_attention(q, k, v, cache, attn_mask, cfg.attention)
-        return jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(x.dtype)), cache
+        return dense(out, self.o[...].astype(x.dtype), contract=2), cache
 
 
 def write_cache(
@@ -255,12 +245,12 @@ class MLP(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         dt = x.dtype
         if hasattr(self, "gate_up"):  # set by prepare_for_decoding: one GEMM, [..., 2, I]
-            gu = jnp.einsum("...d,dci->...ci", x, self.gate_up[...].astype(dt))
+            gu = dense(x, self.gate_up[...].astype(dt))
             g, u = gu[..., 0, :], gu[..., 1, :]
         else:
-            g = x @ self.gate[...].astype(dt)
-            u = x @ self.up[...].astype(dt)
-        return (jax.nn.silu(g) * u) @ self.down[...].astype(dt)
+            g = dense(x, self.gate[...].astype(dt))
+            u = dense(x, self.up[...].astype(dt))
+        return dense(swiglu(g, u), self.down[...].astype(dt))
 
 
 class Block(nnx.Module):
@@ -272,8 +262,8 @@ class Block(nnx.Module):
         self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
         self.mlp = MLP(cfg, rngs=rngs)
 
-    def __call__(self, x, positions, attn_mask, inv_freq, cache=None, cache_slot=None):
-        h, cache = self.attn(self.input_norm(x), positions, attn_mask, inv_freq, cache, cache_slot)
+    def __call__(self, x, rope, attn_mask, cache=None, cache_slot=None):
+        h, cache = self.attn(self.input_norm(x), rope, attn_mask, cache, cache_slot)
         x = x + h
         return x + self.mlp(self.post_attn_norm(x)), cache
 
@@ -331,17 +321,15 @@ class Transformer(nnx.Module):
         cfg = self.cfg
         table = shd.gather_rows_of(self.embed[...])
         x = shd.constrain_batch(jnp.take(table, tokens, axis=0).astype(cfg.dtype))
-        inv_freq = rope_inv_freq(cfg)
+        rope = rope_table(positions, rope_inv_freq(cfg))
         new_cache: KVCache | None = [] if cache is not None else None
         for i, block in enumerate(self.layers):
             layer_cache = cache[i] if cache is not None else None
             if cfg.remat != "none":
                 fn = nnx.remat(lambda blk, *a: blk(*a), policy=_REMAT_POLICIES[cfg.remat])
-                x, layer_cache = fn(
-                    block, x, positions, attn_mask, inv_freq, layer_cache, cache_slot
-                )
+                x, layer_cache = fn(block, x, rope, attn_mask, layer_cache, cache_slot)
             else:
-                x, layer_cache = block(x, positions, attn_mask, inv_freq, layer_cache, cache_slot)
+                x, layer_cache = block(x, rope, attn_mask, layer_cache, cache_slot)
             if new_cache is not None:
                 new_cache.append(layer_cache)
         x = self.final_norm(x)
