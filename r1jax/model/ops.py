@@ -7,12 +7,13 @@ formula (``tests/test_model_ops.py``, and whole-model gradients vs ``transformer
   transposed: for the MLP's gate and up projections a strided write of the
   ``[tokens, intermediate]`` SiLU backward that cost more than the GEMM it fed (GRPO
   update, 4 layers: ~100 ms of ~900). The backward here transposes whichever of ``x`` and
-  ``g`` has fewer columns. Same products, summed over the same tokens; GPU and TPU
-  compilers fold the explicit transposes into their GEMMs.
+  ``g`` has fewer columns. Same products, summed over the same tokens. XLA's GPU and TPU
+  backends fold transposes into their GEMMs' operand layouts (not yet timed on either).
 * :func:`swiglu`: ``silu(g) * u`` in one elementwise pass forward and one backward (autodiff
   stored the sigmoid and the SiLU as separate passes over ``[tokens, intermediate]``).
-* :func:`apply_rope`: the rotary embedding with the cos/sin table computed once per forward
-  pass (:func:`rope_table`); its backward is the rotation by the opposite angles, one pass
+* :func:`apply_rope`: the rotary embedding with the cos/sin table built once per forward
+  pass (:func:`rope_table`; XLA may still recompute it inside the fusions that read it); its
+  backward is the rotation by the opposite angles, one pass
   (autodiff of the split/concatenate took several).
 """
 
