@@ -5,8 +5,9 @@
 2. Sampler decode: a ``--preset`` model with random weights in bf16, ``--batch`` prompts of
    ``--prompt_len`` tokens, ``--new_tokens`` generated per row (no EOS). Decode time is
    ``t(N) - t(1)`` (a call generating one token covers prefill + the first token). Bytes per
-   decode step = all weights + the whole KV cache (every step attends over all ``P + N``
-   slots); the roofline fraction is ``bytes per step / step time / copy bandwidth``.
+   decode step = all weights + the KV cache slots the step reads, averaged over the steps
+   (with ``--decode_segments`` k a step reads the slots up to its segment's last step, not
+   all ``P + N``); the roofline fraction is ``bytes per step / step time / copy bandwidth``.
 3. GRPO update: the same preset with bf16 compute and fp32 master weights + AdamW,
    ``--train_prompts`` x G rows of ``--train_prompt_len`` + ``--train_completion_len``
    tokens, shared prompts, ``--grad_accum`` micro-batches. Model FLOPs = 6 x non-embedding
@@ -70,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Sampler fuse_projections: on, off, or on,off to time both (the first is the "
         "headline)",
     )
+    ap.add_argument("--decode_segments", type=int, default=4, help="Sampler decode_segments")
     ap.add_argument(
         "--remat",
         default="dots,none",
@@ -206,6 +208,7 @@ def sampler_check(
         prompt_buckets=(p,),
         eos_ids=[],
         fuse_projections=fuse,
+        decode_segments=args.decode_segments,
     )
     prompts = np.random.RandomState(0).randint(1, cfg.vocab_size, (b, p)).tolist()
 
@@ -217,12 +220,15 @@ def sampler_check(
     t_all = median_time(lambda: run(n), args.reps)
     step_s = (t_all - t_one) / (n - 1)
     cache = jax.eval_shape(lambda: init_cache(cfg, b, p + n, jnp.bfloat16))
-    step_bytes = tree_bytes(state) + tree_bytes(cache)
+    slots_read = mean_slots_read(p, n, args.decode_segments)
+    step_bytes = tree_bytes(state) + tree_bytes(cache) * slots_read / (p + n)
     out: dict[str, Any] = {}
     if args.profile:  # a 64-token call keeps the trace small (same compiled program)
         out["profile_64_tokens"] = kernel_profile(lambda: run(min(n, 64)))
     return out | {
         "fuse_projections": fuse,
+        "decode_segments": args.decode_segments,
+        "cache_slots_read_mean": slots_read,
         "decode_tokens_per_s": b * (n - 1) / (t_all - t_one),
         "end_to_end_tokens_per_s": b * n / t_all,
         "decode_step_ms": step_s * 1e3,
@@ -230,6 +236,16 @@ def sampler_check(
         "achieved_gb_per_s": step_bytes / step_s / 1e9,
         "roofline_fraction": step_bytes / step_s / copy_bw,
     }
+
+
+def mean_slots_read(p: int, n: int, segments: int) -> float:
+    """Cache slots a decode step reads, averaged over steps 1 .. n-1: the step's segment
+    attends over ``p + end - 1`` slots (:func:`r1jax.sampling.decode.segment_ends`)."""
+    from r1jax.sampling.decode import segment_ends
+
+    ends = segment_ends(n, segments)
+    reads = [p + next(e for e in ends if i < e) - 1 for i in range(1, n)]
+    return sum(reads) / max(len(reads), 1)
 
 
 def model_flops_per_step(cfg: Any, prompts: int, group: int, p: int, n: int) -> float:

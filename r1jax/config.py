@@ -63,6 +63,10 @@ def base_config() -> ml_collections.ConfigDict:
     # q/k/v and gate/up as one GEMM each while decoding (a compute-dtype copy of those
     # weights for the duration of a sampling call; False saves that memory)
     c.sampling.fuse_projections = True
+    # the decode loop in this many segments, each attending over the cache slots written by
+    # its last step instead of all prompt + max_new_tokens slots (more: less cache read per
+    # step, one more compiled loop body each)
+    c.sampling.decode_segments = 4
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "countdown"
@@ -251,6 +255,7 @@ def validate(
     _check(s.top_k >= 0, "sampling.top_k", s.top_k, "must be >= 0 (0 disables)")
     _check(0.0 <= s.min_p < 1.0, "sampling.min_p", s.min_p, "must be in [0, 1)")
     _check(s.max_new_tokens > 0, "sampling.max_new_tokens", s.max_new_tokens, "must be > 0")
+    _check(s.decode_segments >= 1, "sampling.decode_segments", s.decode_segments, "must be >= 1")
     total = s.max_prompt_len + s.max_new_tokens
     _check(
         total <= cfg.max_position_embeddings,

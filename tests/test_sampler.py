@@ -13,6 +13,7 @@ from test_sampler_ops import reference_probs
 from r1jax.model import causal_mask, positions_from_mask
 from r1jax.model.hf import load_hf_model
 from r1jax.sampler import Sampler, SamplingParams
+from r1jax.sampling.decode import segment_ends
 
 PROMPTS = [[5, 17, 3], [40, 2, 9, 11, 60, 7, 8], [33], [12, 90, 4, 4, 71, 23, 6, 50, 19, 2, 44]]
 
@@ -184,6 +185,35 @@ def test_fused_projections_change_nothing(hf_model, sampler):
     np.testing.assert_allclose(a.logp_sampling, b.logp_sampling, atol=1e-5)
 
 
+def test_decode_segments_change_nothing(hf_model, sampler):
+    """The segmented decode loop (the default, 4 segments: each attends only over the slots
+    its steps can have written) samples the tokens and log-probs of one loop over all
+    slots, also with more segments than steps, a length limit inside a segment and rows
+    that stop early."""
+    assert sampler.decode_segments == 4
+    assert segment_ends(12, 4) == [4, 7, 10, 12] and segment_ends(12, 20) == list(range(2, 13))
+    base = SamplingParams(temperature=0.9, seed=4)
+    runs, stop_id = {}, None
+    for segments in (1, 4, 20):
+        s = Sampler(
+            hf_model, tokenizer=PieceTokenizer(), max_prompt_len=16, max_new_tokens=12,
+            prompt_buckets=(8, 16), decode_segments=segments,
+        )  # fmt: skip
+        full = s.generate(hf_model, PROMPTS, num_samples=2, params=base)
+        if stop_id is None:  # a token that row 0 samples at step 5
+            stop_id = int(full.tokens[0, 5])
+        cut = replace(base, max_new_tokens=9, stop_token_ids=(stop_id,))
+        runs[segments] = (full, s.generate(hf_model, PROMPTS, num_samples=2, params=cut))
+    assert "stop" in runs[1][1].finish_reason and runs[1][1].lengths.max() == 9
+    for segments in (4, 20):
+        for out, ref in zip(runs[segments], runs[1], strict=True):
+            np.testing.assert_array_equal(out.tokens, ref.tokens)
+            np.testing.assert_array_equal(out.lengths, ref.lengths)
+            assert out.finish_reason == ref.finish_reason
+            np.testing.assert_allclose(out.logp_policy, ref.logp_policy, atol=1e-5)
+            np.testing.assert_allclose(out.logp_sampling, ref.logp_sampling, atol=1e-5)
+
+
 def test_seed_controls_the_draws(hf_model, sampler):
     p = SamplingParams()  # temperature 1, no truncation: the RL rollout default
     run = lambda seed: sampler.generate(hf_model, PROMPTS, 3, replace(p, seed=seed)).tokens
@@ -294,7 +324,8 @@ def test_bfloat16_runs_and_logprobs_are_close(hf_dirs, hf_model):
     out = s.generate(model, PROMPTS, 3, SamplingParams(seed=1))
     ones = np.ones((4, 16), np.int32)
     cache, _, _ = s._prefill(nnx.state(model), ones, ones.astype(bool), 3)
-    assert cache[0]["k"].dtype == jnp.bfloat16 and cache[0]["k"].size == 12 * 28 * 2 * 8
+    slots = 16 + segment_ends(12, s.decode_segments)[0] - 1  # the first decode segment's
+    assert cache[0]["k"].dtype == jnp.bfloat16 and cache[0]["k"].size == 12 * slots * 2 * 8
     assert cache[0]["k"].shape[0] == 12  # 4 prompts x 3 samples
     logits = forward_logits(hf_model, out, 3)  # fp32 model on the bf16 samples
     lp = logits - logits.max(-1, keepdims=True)

@@ -8,7 +8,7 @@ from jax.sharding import PartitionSpec as P
 from r1jax import sharding as shd
 from r1jax.model.hf import load_hf_model
 from r1jax.sampler import Sampler, SamplingParams
-from r1jax.sampling.decode import cache_axes
+from r1jax.sampling.decode import cache_axes, segment_ends
 
 PROMPTS = [[5, 17, 3], [40, 2, 9, 11, 60, 7, 8], [33], [12, 90, 4, 4, 71, 23, 6, 50, 19, 2, 44]]
 SETTINGS = dict(max_prompt_len=16, max_new_tokens=12, prompt_buckets=(8, 16))
@@ -40,7 +40,8 @@ def test_sharded_greedy_equals_single_device(hf_dirs, single_device, shape, batc
     cache, _, _ = sampler._prefill(sampler._state(model), tokens, mask, 2)
     k = cache[0]["k"]
     slot, kv = cache_axes(model.cfg)["k"]
-    assert k.shape[0] == rows and k.shape[slot] == 16 + 12 and k.shape[kv] == 2
+    first = 16 + segment_ends(12, sampler.decode_segments)[0] - 1  # prompt + first segment
+    assert k.shape[0] == rows and k.shape[slot] == first and k.shape[kv] == 2
     spec = [batch_axes, None, None, None]
     spec[kv] = kv_axis
     assert k.sharding.is_equivalent_to(NamedSharding(mesh, P(*spec)), k.ndim)

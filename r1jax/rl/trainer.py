@@ -217,6 +217,7 @@ class GRPOTrainer:
             or (s.max_prompt_len,),
             cache_dtype=s.cache_dtype or None,
             fuse_projections=s.fuse_projections,
+            decode_segments=s.decode_segments,
         )
         self._sampling_params = lambda seed, **kw: SamplingParams(
             **{

@@ -70,6 +70,7 @@ def sample_command(
         prompt_buckets=tuple(s.prompt_buckets),
         cache_dtype=s.cache_dtype or None,
         fuse_projections=s.fuse_projections,
+        decode_segments=s.decode_segments,
         rules=build.sharding_rules(c),
     )
     params = SamplingParams(

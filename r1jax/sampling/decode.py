@@ -1,15 +1,17 @@
 """The two jitted device programs of the sampler: prefill and the decode loop.
 
 Shapes: Bp padded prompt batch, G samples per prompt, R = Bp * G decoded rows, P padded
-prompt length (a bucket), N completion buffer length, L = P + N cache slots, V vocabulary.
+prompt length (a bucket), N completion buffer length, V vocabulary.
 
 * :func:`prefill` runs the model once over the left-padded prompts ``[Bp, P]`` with a
-  length-P cache, then repeats the cache rows G times and pads the slot axis to L: each
-  prompt is processed once, whatever G is.
-* :func:`decode` samples token 0 from the prefill logits, then runs a
-  ``jax.lax.while_loop`` of one-token forward passes (token i-1 is written at cache slot
-  ``P + i - 1``) until every row has finished (end-of-sequence id, stop sequence, or the
-  length limit). The cache is donated, so it is updated in place.
+  length-P cache, then repeats the cache rows G times and appends the first decode
+  segment's slots: each prompt is processed once, whatever G is.
+* :func:`decode` samples token 0 from the prefill logits, then runs one-token forward
+  passes (token i-1 is written at cache slot ``P + i - 1``) until every row has finished
+  (end-of-sequence id, stop sequence, or the length limit), as a few consecutive
+  ``jax.lax.while_loop`` segments: each runs on a cache of only the slots its steps can
+  have written, grown once between segments, so a step does not read the empty rest of
+  a ``P + N`` cache. With one segment the cache is donated and updated in place.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ def prefill(
     *,
     max_new_tokens: int,
     cache_dtype: Any,
+    segments: int = 1,
 ) -> tuple[list[dict[str, jax.Array]], jax.Array, jax.Array]:
     """Prompt forward pass shared by the G samples of each prompt.
 
@@ -105,17 +108,28 @@ def prefill(
       tokens: ``[Bp, P]`` left-padded prompt ids; ``mask``: ``[Bp, P]`` True on real tokens.
     Returns:
       ``(cache, logits, mask)``: the model's per-layer cache (:func:`init_cache` layout)
-      for R rows and L slots, holding the prompt keys and values in slots ``0..P-1``; the
+      for R rows and the first decode segment's slots (``P + N - 1`` with one segment, see
+      :func:`decode`), holding the prompt keys and values in slots ``0..P-1``; the
       next-token logits ``[R, V]`` float32; the prompt mask ``[R, P]``. Row ``i * G + j``
       is sample j of prompt i.
     """
     model = nnx.merge(graphdef, state)
-    hidden, cache = shared_prompt_cache(
-        model, tokens, mask, num_samples, max_new_tokens, cache_dtype
-    )
+    extra = segment_ends(max_new_tokens, segments)[0] - 1
+    hidden, cache = shared_prompt_cache(model, tokens, mask, num_samples, extra, cache_dtype)
     logits = model.logits(hidden[:, -1:])[:, 0]  # left padding: the last slot is real
     rep = functools.partial(jnp.repeat, repeats=num_samples, axis=0)
     return cache, rep(logits), rep(mask)
+
+
+def segment_ends(max_new_tokens: int, segments: int) -> list[int]:
+    """Exclusive step bounds of the decode loop's segments: steps ``1 .. N - 1`` (step 0 is
+    sampled from the prefill logits) in ``segments`` spans as equal as possible, e.g.
+    ``(64, 4) -> [17, 33, 49, 64]``; fewer segments when there are fewer steps."""
+    if segments < 1:
+        raise ValueError(f"decode segments={segments} must be >= 1")
+    steps = max_new_tokens - 1
+    k = max(1, min(segments, steps))
+    return sorted({1 + -(-steps * (j + 1) // k) for j in range(k)})
 
 
 def decode(
@@ -134,6 +148,7 @@ def decode(
     *,
     max_new_tokens: int,
     fuse: tuple[bool, bool] = (False, False),
+    segments: int = 1,
 ) -> dict[str, jax.Array]:
     """Sampling loop over all rows at once.
 
@@ -148,9 +163,15 @@ def decode(
       limit: ``[]`` int32 number of tokens to generate at most (<= N).
       key: the call's PRNG key; step i uses ``fold_in(key, i)``.
       pad_id: ``[]`` int32 id written after a row has finished.
-      max_new_tokens: N (static), the cache has ``P + N`` slots.
+      max_new_tokens: N (static); the last segment's cache has ``P + N - 1`` slots.
       fuse: static ``(fuse_qkv, fuse_mlp)`` of :func:`prepare_for_decoding`, applied once
         before the loop (the weights are cast to the compute dtype in any case).
+      segments: the loop runs in this many consecutive ``while_loop`` s over equal spans of
+        steps (static, :func:`segment_ends`). Each runs on a cache of the slots its steps
+        can have written (``P +`` its last step): :func:`prefill` allocates the first
+        segment's, and each later segment appends its own once. A step then reads those
+        slots only, not all ``P + N``. More segments read less cache and compile more loop
+        bodies.
     Returns:
       dict of ``tokens [R, N]`` int32, ``mask [R, N]`` bool, ``logp_policy [R, N]``,
       ``logp_sampling [R, N]`` float32 (0 where masked), ``finish [R]`` int32 code, and
@@ -188,23 +209,31 @@ def decode(
             finish=jnp.where(is_eos, EOS, jnp.where(is_stop, STOP, c["finish"])),
         )
 
-    def cond(c: dict[str, Any]) -> jax.Array:
-        return (c["i"] < limit) & ~jnp.all(c["done"])
+    def segment(end: int) -> tuple[Any, Any]:
+        """Loop condition and body for steps ``i < end``, over a cache of ``P + end - 1``
+        slots: step i writes slot ``P + i - 1`` and attends over every slot up to it."""
+        slots = p + end - 1
 
-    def body(c: dict[str, Any]) -> dict[str, Any]:
-        i = c["i"]
-        key_mask = jnp.concatenate(
-            [prompt_mask, jnp.broadcast_to(steps < i, (rows, n))], axis=1
-        )  # slots 0..P-1: real prompt tokens; P..P+i-1: generated so far
-        out, cache = model(
-            c["last"][:, None],
-            (prompt_len + i - 1)[:, None],
-            key_mask[:, None, :],
-            c["cache"],
-            p + i - 1,
-        )
-        c = emit(i, out[:, 0], dict(c, cache=cache))
-        return dict(c, i=i + 1)
+        def cond(c: dict[str, Any]) -> jax.Array:
+            return (c["i"] < jnp.minimum(limit, end)) & ~jnp.all(c["done"])
+
+        def body(c: dict[str, Any]) -> dict[str, Any]:
+            i = c["i"]
+            key_mask = jnp.concatenate(
+                [prompt_mask, jnp.broadcast_to(steps[: slots - p] < i, (rows, slots - p))],
+                axis=1,
+            )  # slots 0..P-1: real prompt tokens; P..P+i-1: generated so far
+            out, cache = model(
+                c["last"][:, None],
+                (prompt_len + i - 1)[:, None],
+                key_mask[:, None, :],
+                c["cache"],
+                p + i - 1,
+            )
+            c = emit(i, out[:, 0], dict(c, cache=cache))
+            return dict(c, i=i + 1)
+
+        return cond, body
 
     init = dict(
         i=jnp.int32(0),
@@ -218,7 +247,17 @@ def decode(
         done=~active,
         finish=jnp.full((rows,), LENGTH, jnp.int32),
     )
-    c = emit(jnp.int32(0), logits, init)
-    c = jax.lax.while_loop(cond, body, dict(c, i=jnp.int32(1)))
+    c = dict(emit(jnp.int32(0), logits, init), i=jnp.int32(1))
+    ends = segment_ends(n, segments)
+    have = cache[0]["k"].shape[cache_axes(model.cfg)["k"][0]]
+    if have != p + ends[0] - 1:
+        raise ValueError(
+            f"decode: the cache has {have} slots, the first of {len(ends)} segments needs "
+            f"{p + ends[0] - 1} (prefill with the same max_new_tokens and segments)"
+        )
+    for j, end in enumerate(ends):
+        if j:  # the next segment's slots, appended once (a copy per segment, not per step)
+            c = dict(c, cache=grow_cache(model.cfg, c["cache"], 1, end - ends[j - 1]))
+        c = jax.lax.while_loop(*segment(end), c)
     keys = ("tokens", "mask", "logp_policy", "logp_sampling", "finish", "cache")
     return {k: c[k] for k in keys}

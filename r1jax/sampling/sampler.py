@@ -80,17 +80,26 @@ def _programs(
     cfg: ModelConfig,
     kv_tensor: bool,
     fuse: tuple[bool, bool],
+    segments: int,
 ) -> tuple[Any, Any]:
     """The jitted (prefill, decode) pair, shared by samplers with the same settings (so an
     eval sampler and a rollout sampler of one model compile once)."""
     prefill = functools.partial(
-        dec.prefill, graphdef, max_new_tokens=max_new_tokens, cache_dtype=cache_dtype
+        dec.prefill,
+        graphdef,
+        max_new_tokens=max_new_tokens,
+        cache_dtype=cache_dtype,
+        segments=segments,
     )
-    decode = functools.partial(dec.decode, graphdef, max_new_tokens=max_new_tokens, fuse=fuse)
+    decode = functools.partial(
+        dec.decode, graphdef, max_new_tokens=max_new_tokens, fuse=fuse, segments=segments
+    )
+    # one segment updates the prefill cache in place; more grow it into new buffers
+    donate = ("cache",) if segments == 1 else ()
     if mesh is None:
         return (
             jax.jit(prefill, static_argnums=(3,)),
-            jax.jit(decode, donate_argnames=("cache",)),
+            jax.jit(decode, donate_argnames=donate),
         )
     rows2, rows1 = shd.batch_sharding(mesh, 2), shd.batch_sharding(mesh, 1)
     cache_specs = {}
@@ -107,7 +116,7 @@ def _programs(
     )
     names = ("tokens", "mask", "logp_policy", "logp_sampling")
     out = {**dict.fromkeys(names, rows2), "finish": rows1, "cache": cache_sh}
-    decode_jit = jax.jit(shd.on_mesh(decode, mesh), donate_argnames=("cache",), out_shardings=out)
+    decode_jit = jax.jit(shd.on_mesh(decode, mesh), donate_argnames=donate, out_shardings=out)
     return prefill_jit, decode_jit
 
 
@@ -125,7 +134,7 @@ class Sampler:
       tokenizer: anything with ``encode``, ``decode``, ``eos_ids``, ``pad_id``; needed for
         string prompts, stop strings and ``texts``.
       max_prompt_len: the largest prompt bucket.
-      max_new_tokens: N, the compiled completion length (cache holds P + N slots).
+      max_new_tokens: N, the compiled completion length (cache of at most P + N slots).
       prompt_buckets: padded prompt lengths; those above ``max_prompt_len`` are dropped.
       batch_buckets: padded numbers of prompts (multiples of the mesh batch size); default
         the mesh batch size times powers of two.
@@ -136,6 +145,10 @@ class Sampler:
         per call (:func:`r1jax.model.prepare_for_decoding`; q/k/v only when the mesh has no
         tensor parallelism). Costs a compute-dtype copy of those weights during the call;
         turn off when memory is tight.
+      decode_segments: the decode loop runs in this many segments of equal step spans, each
+        attending over the cache slots its steps can have written (prompt + its last step)
+        instead of all ``P + N``: on average about ``P + N (1 + 1/segments) / 2`` slots are
+        read per step. Each segment is one more compiled loop body.
     """
 
     def __init__(
@@ -152,13 +165,18 @@ class Sampler:
         eos_ids: Sequence[int] | None = None,
         pad_id: int | None = None,
         fuse_projections: bool = True,
+        decode_segments: int = 4,
     ):
         if isinstance(model, nnx.Module):
             self.graphdef, self.cfg = nnx.split(model)[0], model.cfg
         else:
             self.graphdef, self.cfg = model
         cfg = self.cfg
-        for name, val in (("max_prompt_len", max_prompt_len), ("max_new_tokens", max_new_tokens)):
+        for name, val in (
+            ("max_prompt_len", max_prompt_len),
+            ("max_new_tokens", max_new_tokens),
+            ("decode_segments", decode_segments),
+        ):
             if not isinstance(val, int) or val < 1:
                 raise ValueError(f"Sampler {name}={val!r} must be an int >= 1")
         if max_prompt_len + max_new_tokens > cfg.max_position_embeddings:
@@ -168,6 +186,7 @@ class Sampler:
             )
         self.mesh, self.tokenizer, self.rules = mesh, tokenizer, dict(rules)
         self.fuse_projections = bool(fuse_projections)
+        self.decode_segments = decode_segments
         self.max_prompt_len, self.max_new_tokens = max_prompt_len, max_new_tokens
         self.prompt_buckets = tuple(
             sorted({b for b in prompt_buckets if 0 < b < max_prompt_len} | {max_prompt_len})
@@ -212,6 +231,7 @@ class Sampler:
             self.cfg,
             kv_tensor,
             fuse,
+            self.decode_segments,
         )
 
     def compile_count(self) -> int:
