@@ -1,5 +1,5 @@
-"""The model's hand-written backwards: ``dense`` and the rotary embedding, against autodiff of
-the plain formulas (and a float64 NumPy product for ``dense``)."""
+"""The model's hand-written backwards: ``dense``, ``swiglu`` and the rotary embedding, against
+autodiff of the plain formulas (and a float64 NumPy product for ``dense``)."""
 
 import jax
 import jax.numpy as jnp

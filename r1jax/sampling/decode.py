@@ -212,7 +212,7 @@ def decode(
     def segment(end: int) -> tuple[Any, Any]:
         """Loop condition and body for steps ``i < end``, over a cache of ``P + end - 1``
         slots: step i writes slot ``P + i - 1`` and attends over every slot up to it."""
-        slots = p + end - 1
+        written = end - 1  # generated slots in this segment's cache
 
         def cond(c: dict[str, Any]) -> jax.Array:
             return (c["i"] < jnp.minimum(limit, end)) & ~jnp.all(c["done"])
@@ -220,8 +220,7 @@ def decode(
         def body(c: dict[str, Any]) -> dict[str, Any]:
             i = c["i"]
             key_mask = jnp.concatenate(
-                [prompt_mask, jnp.broadcast_to(steps[: slots - p] < i, (rows, slots - p))],
-                axis=1,
+                [prompt_mask, jnp.broadcast_to(steps[:written] < i, (rows, written))], axis=1
             )  # slots 0..P-1: real prompt tokens; P..P+i-1: generated so far
             out, cache = model(
                 c["last"][:, None],
