@@ -46,8 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--r1jax_devices",
         type=int,
-        default=1,
-        help="virtual CPU devices for r1jax (xla_force_host_platform_device_count), data mesh",
+        default=-1,
+        help="r1jax mesh.cpu_devices: XLA CPU devices, data parallel (-1 = one per core, as "
+        "in configs/r1_zero_countdown_cpu.py; 0 = JAX's default single device)",
     )
     ap.add_argument(
         "--dtype",
@@ -91,16 +92,12 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def spawn(framework: str, args, assets: str, argv: list[str], tmp: str, i: int) -> dict[str, Any]:
-    """Runs one framework in a fresh interpreter (1 JAX CPU device: no forced device count)."""
+    """Runs one framework in a fresh interpreter (r1jax's CPU devices: ``--r1jax_devices``)."""
     result = os.path.join(tmp, f"{framework}_{i}.json")
     env = dict(os.environ, PYTHONPATH=ROOT, TOKENIZERS_PARALLELISM="false")
     env.pop("XLA_FLAGS", None)
-    if framework == "r1jax":
-        flags = args.r1jax_xla_flags.split()
-        if args.r1jax_devices > 1:
-            flags.append(f"--xla_force_host_platform_device_count={args.r1jax_devices}")
-        if flags:
-            env["XLA_FLAGS"] = " ".join(flags)
+    if framework == "r1jax" and args.r1jax_xla_flags:
+        env["XLA_FLAGS"] = args.r1jax_xla_flags
     cmd = [sys.executable, os.path.abspath(__file__), *argv]
     cmd += ["--worker", framework, "--assets", assets, "--result", result]
     t0 = time.perf_counter()
@@ -147,6 +144,12 @@ def report(args, argv, facts, runs: dict[str, list[dict]], load: list[str]) -> s
         padded = [f"{c:>{len(n)}}" for c, n in zip(cells, names, strict=False)]
         return " | ".join([f"{label:>11}", *padded])
 
+    n_dev = max(r["devices"] for r in runs.get("r1jax", [{"devices": 0}]))
+    devices = (
+        "1 CPU device (XLA uses all usable cores)"
+        if n_dev == 1
+        else f"{n_dev} CPU devices, data parallel (the devices share the cores)"
+    )
     header = row("", names)
     lines = [
         f"GRPO step: r1jax GRPOTrainer.train_step vs TRL GRPOTrainer, CPU, {args.dtype} compute",
@@ -162,7 +165,7 @@ def report(args, argv, facts, runs: dict[str, list[dict]], load: list[str]) -> s
         f"timing: {args.rounds} alternating fresh-process runs per framework, {args.warmup} "
         f"warm-up + {args.steps} timed steps each; medians over the {args.rounds * args.steps} "
         "timed steps",
-        f"r1jax: 1 CPU device (XLA uses all usable cores), reward workers="
+        f"r1jax: {devices} (mesh.cpu_devices={args.r1jax_devices}), reward workers="
         f"{args.r1jax_workers} ({'in-process' if args.r1jax_workers == 0 else 'process pool'}); "
         f"TRL: torch threads={args.threads}, no vLLM, rewards in-process",
         f"machine: {platform.machine()}, usable cpus={len(os.sched_getaffinity(0))} of "

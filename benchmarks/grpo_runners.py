@@ -15,7 +15,8 @@ REWARD_REF = "benchmarks.grpo_reward:char_fraction"
 
 
 def run_r1jax(assets: str, args) -> dict[str, Any]:
-    """Runs ``args.warmup + args.steps`` calls of ``GRPOTrainer.train_step`` on one CPU device.
+    """Runs ``args.warmup + args.steps`` calls of ``GRPOTrainer.train_step`` on
+    ``args.r1jax_devices`` CPU devices (``mesh.cpu_devices``).
 
     Completions are forced to full length by adding ``ignore_eos=True`` to the trainer's
     sampling parameters (a benchmark-only patch: ``rl`` configs have no such field).
@@ -31,6 +32,7 @@ def run_r1jax(assets: str, args) -> dict[str, Any]:
     c.model.hf_path = assets
     c.tokenizer.path = assets
     c.mesh.shape = (-1, 1, 1)  # data parallel over every (virtual) CPU device
+    c.mesh.cpu_devices = args.r1jax_devices
     c.prompt.style = "plain"
     c.data.name = "jsonl"
     c.data.path = os.path.join(assets, "prompts.jsonl")

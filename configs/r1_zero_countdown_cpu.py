@@ -14,6 +14,7 @@ def get_config():
     c.run_dir = "runs/r1_zero_countdown_cpu"
     c.model.preset = "small"  # 2 layers, d=128; vocab taken from the tokenizer
     c.mesh.shape = (-1, 1, 1)
+    c.mesh.cpu_devices = -1  # one XLA device per core: data parallel over the cores
     c.tokenizer.chars = COUNTDOWN_CHARS
     c.prompt.style = "plain"
     c.data.name = "countdown"

@@ -14,6 +14,14 @@ from r1jax.model import Transformer, create_model
 from r1jax.model.config import ModelConfig
 
 
+def configure_devices(c: ml_collections.ConfigDict) -> None:
+    """Applies ``c.mesh.cpu_devices`` (see :func:`r1jax.distributed.configure_cpu_devices`);
+    call it before the first JAX computation."""
+    from r1jax.distributed import configure_cpu_devices
+
+    configure_cpu_devices(c.mesh.get("cpu_devices", 0))
+
+
 def build_mesh(c: ml_collections.ConfigDict) -> Mesh:
     return shd.make_mesh(tuple(c.mesh.shape))
 

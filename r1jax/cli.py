@@ -158,6 +158,15 @@ def _sample() -> int:
     return 0
 
 
+def _run(fn: Callable[[], int]) -> int:
+    """``fn()`` after the config's device set-up, which must precede any JAX computation."""
+    if FLAGS.config is not None:
+        from r1jax.build import configure_devices
+
+        configure_devices(FLAGS.config)
+    return fn()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: the first argument is the command."""
     argv = list(sys.argv if argv is None else argv)
@@ -178,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     if name == "plot" and len(argv) > 2 and not argv[2].startswith("-"):
         argv = [*argv[:2], f"--src={argv[2]}", *argv[3:]]
     try:
-        app.run(lambda _: sys.exit(fn()), argv=[f"r1jax {name}"] + argv[2:])
+        app.run(lambda _: sys.exit(_run(fn)), argv=[f"r1jax {name}"] + argv[2:])
     except (AttributeError, KeyError) as e:  # ml_collections: unknown --config.<field>
         msg = " ".join(str(e).replace("\\'", "'").replace("\\n", " ").split()).strip("'\"")
         print(f"r1jax {name}: invalid config override: {msg}", file=sys.stderr)

@@ -39,6 +39,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict()
     c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); one -1 takes the remaining devices
     c.mesh.rules = ml_collections.ConfigDict()  # overrides of r1jax.sharding.DEFAULT_RULES
+    # CPU only: split the host into this many XLA devices (-1: one per core, a power of two,
+    # at most 8; 0: JAX's default of one). Each holds a replica of what is not sharded.
+    c.mesh.cpu_devices = 0
 
     c.tokenizer = ml_collections.ConfigDict()
     c.tokenizer.path = ""  # dir with tokenizer.json / tokenizer.model, or a json file
@@ -223,6 +226,9 @@ def validate(
     shape = tuple(c.mesh.shape)
     _check(len(shape) == 3, "mesh.shape", shape, "needs 3 entries (data, fsdp, tensor)")
     _check(all(s == -1 or s > 0 for s in shape), "mesh.shape", shape, "entries must be >0 or -1")
+    cpu = c.mesh.cpu_devices
+    ok = isinstance(cpu, int) and cpu >= -1
+    _check(ok, "mesh.cpu_devices", cpu, "must be >= 0, or -1 (one per core)")
     if num_devices is not None:
         known = int(np.prod([s for s in shape if s != -1]))
         ok = num_devices % known == 0 if -1 in shape else known == num_devices

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,6 +38,48 @@ def maybe_initialize() -> bool:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**kwargs)
     return True
+
+
+def cpu_device_count(requested: int) -> int:
+    """The number of XLA CPU devices ``mesh.cpu_devices = requested`` asks for: ``requested``
+    itself when positive; for ``-1``, one per usable core rounded down to a power of two (so
+    that power-of-two batch sizes divide), at most 8."""
+    if requested == -1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return min(8, 1 << ((cores or 1).bit_length() - 1))
+    if requested < 1:
+        raise ValueError(f"mesh.cpu_devices={requested}: must be >= 1, or -1 (one per core)")
+    return requested
+
+
+def configure_cpu_devices(requested: int) -> int | None:
+    """Splits this host's CPU backend into several XLA devices (``mesh.cpu_devices``).
+
+    On a CPU-only machine JAX makes one device that runs one op at a time, each op using the
+    cores it can. Several devices run the data-parallel shards of a step side by side; the
+    small ops of a small model (sampling above all) then keep every core busy. Has no effect
+    on the GPU/TPU devices. ``requested = 0`` keeps JAX's default; so does an explicit
+    ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` or ``jax_num_cpu_devices``
+    set by the caller (those win). Must run before the first JAX computation; later, it
+    warns and changes nothing. Returns the device count it set, or ``None``.
+    """
+    if requested == 0:
+        return None
+    count = cpu_device_count(requested)
+    explicit = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+    if explicit or jax.config.jax_num_cpu_devices >= 0:
+        return None
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # the backends already exist
+        warnings.warn(
+            f"mesh.cpu_devices={requested} ignored: JAX was already initialised (it has "
+            f"{jax.local_device_count('cpu')} CPU device(s)). Set it before the first JAX "
+            "computation, e.g. run through `r1jax train`.",
+            stacklevel=2,
+        )
+        return None
+    return count
 
 
 def is_primary() -> bool:

@@ -24,6 +24,7 @@ def test_base_config_validates():
         ("model.preset", "gpt5", r"model.preset='gpt5' is unknown"),
         ("model.dtype", "float8", r"config.model.dtype='float8'"),
         ("sampling.max_new_tokens", 5000, r"exceeds the model context 2048"),
+        ("mesh.cpu_devices", -2, r"config.mesh.cpu_devices=-2: must be >= 0, or -1"),
     ],
 )
 def test_bad_fields_are_named(field, value, message):

@@ -78,6 +78,7 @@ class GRPOTrainer:
         tokenizer=None,
     ):
         self.c = c
+        build.configure_devices(c)
         validate(c, jax.device_count(), jax.process_count())
         self.mesh = build.build_mesh(c)
         # (this process's index, number of processes) in the batch; (0, 1) with one process
