@@ -42,6 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per run")
     ap.add_argument("--rounds", type=int, default=3, help="alternating runs per framework")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for TRL")
+    ap.add_argument(
+        "--trl_processes",
+        type=int,
+        default=1,
+        help="TRL data-parallel processes (torchrun, gloo; threads split between them)",
+    )
     ap.add_argument("--r1jax_workers", type=int, default=0, help="r1jax reward pool workers")
     ap.add_argument(
         "--r1jax_devices",
@@ -86,7 +92,8 @@ def worker(args: argparse.Namespace) -> int:
 
     run = {"r1jax": run_r1jax, "trl": run_trl}[args.worker]
     out = run(args.assets, args)
-    with open(args.result, "w") as f:
+    rank = int(os.environ.get("RANK", "0"))
+    with open(args.result if rank == 0 else f"{args.result}.rank{rank}", "w") as f:
         json.dump(out, f)
     return 0
 
@@ -99,6 +106,10 @@ def spawn(framework: str, args, assets: str, argv: list[str], tmp: str, i: int) 
     if framework == "r1jax" and args.r1jax_xla_flags:
         env["XLA_FLAGS"] = args.r1jax_xla_flags
     cmd = [sys.executable, os.path.abspath(__file__), *argv]
+    procs = args.trl_processes if framework == "trl" else 1
+    if procs > 1:
+        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
+        cmd = [sys.executable, *launcher, *cmd[1:]]
     cmd += ["--worker", framework, "--assets", assets, "--result", result]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
@@ -107,6 +118,11 @@ def spawn(framework: str, args, assets: str, argv: list[str], tmp: str, i: int) 
         raise RuntimeError(f"{framework} run {i} failed with exit code {proc.returncode}")
     with open(result) as f:
         out = json.load(f)
+    for rank in range(1, procs):  # CPU seconds of a step: all processes together
+        with open(f"{result}.rank{rank}") as f:
+            other = json.load(f)
+        for step, o in zip(out["steps"], other["steps"], strict=True):
+            step["cpu"] += o["cpu"]
     out["process_s"] = time.perf_counter() - t0
     print(
         f"  {framework} run {i}: process {out['process_s']:.1f}s, step times "
@@ -150,6 +166,12 @@ def report(args, argv, facts, runs: dict[str, list[dict]], load: list[str]) -> s
         if n_dev == 1
         else f"{n_dev} CPU devices, data parallel (the devices share the cores)"
     )
+    trl_procs = f"torch threads={args.threads}"
+    if args.trl_processes > 1:
+        trl_procs = (
+            f"{args.trl_processes} DDP processes (torchrun, gloo) of "
+            f"{max(1, args.threads // args.trl_processes)} torch thread(s), timed on rank 0"
+        )
     header = row("", names)
     lines = [
         f"GRPO step: r1jax GRPOTrainer.train_step vs TRL GRPOTrainer, CPU, {args.dtype} compute",
@@ -167,7 +189,7 @@ def report(args, argv, facts, runs: dict[str, list[dict]], load: list[str]) -> s
         "timed steps",
         f"r1jax: {devices} (mesh.cpu_devices={args.r1jax_devices}), reward workers="
         f"{args.r1jax_workers} ({'in-process' if args.r1jax_workers == 0 else 'process pool'}); "
-        f"TRL: torch threads={args.threads}, no vLLM, rewards in-process",
+        f"TRL: {trl_procs}, no vLLM, rewards in-process",
         f"machine: {platform.machine()}, usable cpus={len(os.sched_getaffinity(0))} of "
         f"{os.cpu_count()}, load average before/after: {load[0]} / {load[1]}",
         f"versions: jax {jax.__version__}, torch {torch.__version__}, transformers "

@@ -108,7 +108,8 @@ def run_trl(assets: str, args) -> dict[str, Any]:
     from benchmarks.grpo_assets import hf_tokenizer
     from benchmarks.grpo_reward import trl_char_fraction
 
-    torch.set_num_threads(args.threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # > 1 under torchrun (--trl_processes)
+    torch.set_num_threads(max(1, args.threads // world))
     timings: dict[str, list[float]] = {"gen_score": [], "generate": [], "score": []}
     lengths: list[float] = []
     train_lens: list[int] = []
@@ -155,7 +156,7 @@ def run_trl(assets: str, args) -> dict[str, Any]:
     total = args.warmup + args.steps
     config = trl.GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="bench_grpo_trl_"),
-        per_device_train_batch_size=args.prompts * args.group,
+        per_device_train_batch_size=args.prompts * args.group // world,
         gradient_accumulation_steps=1,
         steps_per_generation=1,
         num_generations=args.group,

@@ -225,7 +225,10 @@ def sft_loss(
     model = nnx.merge(graphdef, state)
     tokens = batch["tokens"]
     mask = causal_mask(batch["input_mask"], batch["segment_ids"])
-    hidden, _ = model(tokens, batch["positions"], mask, return_hidden=True)
+    # packed rows restart positions per example, so they stay below the row length
+    hidden, _ = model(
+        tokens, batch["positions"], mask, return_hidden=True, max_position=tokens.shape[1]
+    )
     hidden, targets = hidden[:, :-1], tokens[:, 1:]  # hidden t predicts token t + 1
     weights = batch["loss_mask"][:, 1:].astype(jnp.float32)
     lm_head = model.lm_head_weight()  # master weights; projected in the compute dtype

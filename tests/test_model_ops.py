@@ -101,3 +101,15 @@ def test_swiglu_value_and_gradients(dtype):
     for a, b in zip(got, want, strict=True):
         assert a.dtype == dtype
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b), rtol=tol, atol=tol)
+
+
+def test_rope_table_per_position_equals_per_token():
+    positions = jnp.array([[0, 0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5]], jnp.int32)
+    inv_freq = 1.0 / (10000.0 ** (jnp.arange(0, 16, 2, dtype=jnp.float32) / 16))
+    per_token = rope_table(positions, inv_freq)
+    per_position = rope_table(positions, inv_freq, max_position=6)
+    assert per_position.cos.shape == per_token.cos.shape == (2, 6, 1, 8)
+    np.testing.assert_allclose(per_position.cos, per_token.cos, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(per_position.sin, per_token.sin, rtol=0, atol=1e-7)
+    # a position past the stated bound reads NaN, never a wrong angle
+    assert np.isnan(np.asarray(rope_table(positions, inv_freq, max_position=5).cos[1, 5])).all()

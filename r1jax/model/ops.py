@@ -12,9 +12,11 @@ formula (``tests/test_model_ops.py``, and whole-model gradients vs ``transformer
 * :func:`swiglu`: ``silu(g) * u`` in one elementwise pass forward and one backward (autodiff
   stored the sigmoid and the SiLU as separate passes over ``[tokens, intermediate]``).
 * :func:`apply_rope`: the rotary embedding with the cos/sin table built once per forward
-  pass (:func:`rope_table`; XLA may still recompute it inside the fusions that read it); its
-  backward is the rotation by the opposite angles, one pass
-  (autodiff of the split/concatenate took several).
+  pass (:func:`rope_table`); its backward is the rotation by the opposite angles, one pass
+  (autodiff of the split/concatenate took several). XLA:CPU recomputes a ``[B, T]`` table's
+  cos/sin inside every fusion that reads it (per layer, per head, forward and backward);
+  with ``max_position`` the table holds each position once and rows gather from it, which
+  it does not (GRPO update on 2 CPU devices: 0.737 -> 0.717 s).
 """
 
 from __future__ import annotations
@@ -89,10 +91,22 @@ class Rope(NamedTuple):
     sin: jax.Array
 
 
-def rope_table(positions: jax.Array, inv_freq: jax.Array) -> Rope:
-    """``positions [B, T]``, ``inv_freq [Dh/2]`` -> :class:`Rope`."""
-    angles = positions.astype(jnp.float32)[..., None, None] * inv_freq  # [B, T, 1, Dh/2]
-    return Rope(jnp.cos(angles), jnp.sin(angles))
+def rope_table(positions: jax.Array, inv_freq: jax.Array, max_position: int | None = None) -> Rope:
+    """``positions [B, T]``, ``inv_freq [Dh/2]`` -> :class:`Rope`.
+
+    ``max_position``: a static bound on the positions (all ``< max_position``). The cos/sin
+    are then computed for ``0 .. max_position - 1`` and gathered per row (same values); a
+    position at or past the bound reads NaN, never a wrong angle.
+    """
+    if max_position is None:
+        angles = positions.astype(jnp.float32)[..., None, None] * inv_freq  # [B, T, 1, Dh/2]
+        return Rope(jnp.cos(angles), jnp.sin(angles))
+    angles = jnp.arange(max_position, dtype=jnp.float32)[:, None] * inv_freq  # [S, Dh/2]
+
+    def rows(table: jax.Array) -> jax.Array:  # [S, Dh/2] -> [B, T, 1, Dh/2]
+        return jnp.take(table, positions, axis=0, mode="fill", fill_value=jnp.nan)[..., None, :]
+
+    return Rope(rows(jnp.cos(angles)), rows(jnp.sin(angles)))
 
 
 def apply_rope(x: jax.Array, rope: Rope) -> jax.Array:

@@ -305,6 +305,7 @@ class Transformer(nnx.Module):
         cache: KVCache | None = None,
         cache_slot: jax.Array | int | None = None,
         return_hidden: bool = False,
+        max_position: int | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """Forward pass.
 
@@ -315,13 +316,16 @@ class Transformer(nnx.Module):
           cache: optional per-layer KV cache with ``S`` slots; the T new keys/values are
             written at slots ``cache_slot .. cache_slot + T - 1`` before attending.
           return_hidden: return final-normed hidden states ``[B, T, D]`` instead of logits.
+          max_position: optional static bound on ``positions`` (all ``< max_position``, e.g.
+            the row length when they come from :func:`positions_from_mask`): the rotary
+            table is then built per position, not per token (see :func:`rope_table`).
         Returns:
           ``(logits [B, T, V] float32 | hidden [B, T, D], new cache or None)``.
         """
         cfg = self.cfg
         table = shd.gather_rows_of(self.embed[...])
         x = shd.constrain_batch(jnp.take(table, tokens, axis=0).astype(cfg.dtype))
-        rope = rope_table(positions, rope_inv_freq(cfg))
+        rope = rope_table(positions, rope_inv_freq(cfg), max_position)
         new_cache: KVCache | None = [] if cache is not None else None
         for i, block in enumerate(self.layers):
             layer_cache = cache[i] if cache is not None else None

@@ -83,7 +83,11 @@ def completion_logprobs(
         h = _shared_prompt_hidden(model, tokens, input_mask, prompt_len, group_size)
     else:
         hidden, _ = model(
-            tokens, positions_from_mask(input_mask), causal_mask(input_mask), return_hidden=True
+            tokens,
+            positions_from_mask(input_mask),
+            causal_mask(input_mask),
+            return_hidden=True,
+            max_position=tokens.shape[1],
         )
         h = hidden[:, prompt_len - 1 : -1]
     head = compute_dtype_head(model.lm_head_weight())  # like the sampler's logits
@@ -117,6 +121,7 @@ def _shared_prompt_hidden(
         cache,
         p,
         return_hidden=True,
+        max_position=length,
     )
     last_prompt = jnp.repeat(h_prompt[:, -1:], g, axis=0)  # [R, 1, D]
     return jnp.concatenate([last_prompt, h_completion[:, :-1]], axis=1)
