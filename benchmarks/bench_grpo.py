@@ -9,6 +9,11 @@ tokens each (TRL: ``min_new_tokens``; r1jax: ``ignore_eos``), group-normalised a
 old-logprob pass), constant lr, grad clip 1. r1jax scores rewards with ``--r1jax_workers``
 pool workers (0: in the main process, as TRL does).
 
+r1jax runs data parallel over ``--r1jax_devices`` CPU devices (``mesh.cpu_devices``; default
+one per core, as the CPU recipe does). TRL runs twice: ``trl``, its default single process
+with ``--threads`` torch threads, and ``trl_ddp``, data parallel over
+``--trl_ddp_processes`` processes under torchrun (gloo), the threads split between them.
+
 Each framework runs in its own fresh subprocess, one after the other, alternating for
 ``--rounds`` rounds; the first ``--warmup`` steps of each run are dropped (r1jax compiles in
 its first step, reported separately) and medians over all kept steps are reported.
@@ -43,10 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3, help="alternating runs per framework")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for TRL")
     ap.add_argument(
-        "--trl_processes",
+        "--trl_ddp_processes",
         type=int,
-        default=1,
-        help="TRL data-parallel processes (torchrun, gloo; threads split between them)",
+        default=2,
+        help="framework trl_ddp: TRL data parallel over this many processes (torchrun, gloo; "
+        "--threads split between them)",
     )
     ap.add_argument("--r1jax_workers", type=int, default=0, help="r1jax reward pool workers")
     ap.add_argument(
@@ -78,7 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--intermediate", type=int, default=704)
     ap.add_argument("--vocab", type=int, default=1024)
     ap.add_argument("--num_prompts", type=int, default=256, help="prompts in the data set")
-    ap.add_argument("--frameworks", default="r1jax,trl", help="which to run, in this order")
+    ap.add_argument(
+        "--frameworks",
+        default="r1jax,trl,trl_ddp",
+        help="which to run, in this order (reversed every other round): r1jax, trl, trl_ddp",
+    )
     ap.add_argument("--out", default="", help="write the report to this file")
     ap.add_argument("--worker", default="", help=argparse.SUPPRESS)  # internal: run one
     ap.add_argument("--assets", default="", help=argparse.SUPPRESS)
@@ -90,7 +100,7 @@ def worker(args: argparse.Namespace) -> int:
     """Subprocess entry: one timed run of ``args.worker``, JSON written to ``args.result``."""
     from benchmarks.grpo_runners import run_r1jax, run_trl
 
-    run = {"r1jax": run_r1jax, "trl": run_trl}[args.worker]
+    run = {"r1jax": run_r1jax, "trl": run_trl, "trl_ddp": run_trl}[args.worker]
     out = run(args.assets, args)
     rank = int(os.environ.get("RANK", "0"))
     with open(args.result if rank == 0 else f"{args.result}.rank{rank}", "w") as f:
@@ -106,7 +116,7 @@ def spawn(framework: str, args, assets: str, argv: list[str], tmp: str, i: int) 
     if framework == "r1jax" and args.r1jax_xla_flags:
         env["XLA_FLAGS"] = args.r1jax_xla_flags
     cmd = [sys.executable, os.path.abspath(__file__), *argv]
-    procs = args.trl_processes if framework == "trl" else 1
+    procs = args.trl_ddp_processes if framework == "trl_ddp" else 1
     if procs > 1:
         launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
         cmd = [sys.executable, *launcher, *cmd[1:]]
@@ -158,7 +168,7 @@ def report(args, argv, facts, runs: dict[str, list[dict]], load: list[str]) -> s
 
     def row(label: str, cells: list[str]) -> str:
         padded = [f"{c:>{len(n)}}" for c, n in zip(cells, names, strict=False)]
-        return " | ".join([f"{label:>11}", *padded])
+        return " | ".join([f"{label:>15}", *padded])
 
     n_dev = max(r["devices"] for r in runs.get("r1jax", [{"devices": 0}]))
     devices = (
@@ -167,10 +177,11 @@ def report(args, argv, facts, runs: dict[str, list[dict]], load: list[str]) -> s
         else f"{n_dev} CPU devices, data parallel (the devices share the cores)"
     )
     trl_procs = f"torch threads={args.threads}"
-    if args.trl_processes > 1:
-        trl_procs = (
-            f"{args.trl_processes} DDP processes (torchrun, gloo) of "
-            f"{max(1, args.threads // args.trl_processes)} torch thread(s), timed on rank 0"
+    if "trl_ddp" in runs:
+        trl_procs += (
+            f"; trl_ddp: TRL data parallel over {args.trl_ddp_processes} processes (torchrun, "
+            f"gloo) of {max(1, args.threads // args.trl_ddp_processes)} torch thread(s) each, "
+            "timed on rank 0, cpu s summed over the processes"
         )
     header = row("", names)
     lines = [
@@ -226,10 +237,10 @@ def report(args, argv, facts, runs: dict[str, list[dict]], load: list[str]) -> s
                 ],
             )
         )
-    if len(runs) == 2:
-        a, b = med["trl"], med["r1jax"]
+    for fw in (f for f in runs if f != "r1jax" and "r1jax" in runs):
+        a, b = med[fw], med["r1jax"]
         ratio = [f"{a[k] / b[k]:.2f}x" for k in ("wall", "cpu", "step", "sample")]
-        lines.append(row("TRL / r1jax", [*ratio, "", f"{a['update'] / b['update']:.2f}x"]))
+        lines.append(row(f"{fw} / r1jax", [*ratio, "", f"{a['update'] / b['update']:.2f}x"]))
     lines += ["", "warm-up steps (s, cycle; r1jax compiles in the first):"]
     for fw, rs in runs.items():
         for i, r in enumerate(rs):

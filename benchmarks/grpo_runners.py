@@ -108,7 +108,7 @@ def run_trl(assets: str, args) -> dict[str, Any]:
     from benchmarks.grpo_assets import hf_tokenizer
     from benchmarks.grpo_reward import trl_char_fraction
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))  # > 1 under torchrun (--trl_processes)
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # > 1 under torchrun (trl_ddp)
     torch.set_num_threads(max(1, args.threads // world))
     timings: dict[str, list[float]] = {"gen_score": [], "generate": [], "score": []}
     lengths: list[float] = []
