@@ -72,9 +72,11 @@ def configure_cpu_devices(requested: int) -> int | None:
     try:
         jax.config.update("jax_num_cpu_devices", count)
     except RuntimeError:  # the backends already exist
+        if jax.default_backend() != "cpu" or jax.local_device_count() == count:
+            return None  # nothing to split (an accelerator host), or already as asked
         warnings.warn(
             f"mesh.cpu_devices={requested} ignored: JAX was already initialised (it has "
-            f"{jax.local_device_count('cpu')} CPU device(s)). Set it before the first JAX "
+            f"{jax.local_device_count()} CPU device(s)). Set it before the first JAX "
             "computation, e.g. run through `r1jax train`.",
             stacklevel=2,
         )
