@@ -170,18 +170,18 @@ def report(args, argv, facts, runs: dict[str, list[dict]], load: list[str]) -> s
         padded = [f"{c:>{len(n)}}" for c, n in zip(cells, names, strict=False)]
         return " | ".join([f"{label:>15}", *padded])
 
-    n_dev = max(r["devices"] for r in runs.get("r1jax", [{"devices": 0}]))
-    devices = (
-        "1 CPU device (XLA uses all usable cores)"
-        if n_dev == 1
-        else f"{n_dev} CPU devices, data parallel (the devices share the cores)"
-    )
+    n_dev = max((r["devices"] for r in runs.get("r1jax", [])), default=None)
+    devices = {
+        None: "not run",
+        1: "1 CPU device (XLA uses all usable cores)",
+    }.get(n_dev, f"{n_dev} CPU devices, data parallel (the devices share the cores)")
     trl_procs = f"torch threads={args.threads}"
-    if "trl_ddp" in runs:
+    if "trl_ddp" in runs:  # the threads each process actually ran with, as it recorded them
+        threads = runs["trl_ddp"][0]["threads"]
         trl_procs += (
             f"; trl_ddp: TRL data parallel over {args.trl_ddp_processes} processes (torchrun, "
-            f"gloo) of {max(1, args.threads // args.trl_ddp_processes)} torch thread(s) each, "
-            "timed on rank 0, cpu s summed over the processes"
+            f"gloo) of {threads} torch thread(s) each, timed on rank 0, cpu s summed over the "
+            "processes"
         )
     header = row("", names)
     lines = [

@@ -19,7 +19,7 @@ def configure_devices(c: ml_collections.ConfigDict) -> None:
     call it before the first JAX computation."""
     from r1jax.distributed import configure_cpu_devices
 
-    configure_cpu_devices(c.mesh.get("cpu_devices", 0))
+    configure_cpu_devices(c.mesh.cpu_devices)
 
 
 def build_mesh(c: ml_collections.ConfigDict) -> Mesh:

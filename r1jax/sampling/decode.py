@@ -85,10 +85,9 @@ def shared_prompt_cache(
     (row ``i * repeats + j`` shares prompt i) with the prompt in slots ``0..P-1`` and
     ``extra_slots`` empty slots after it. Used by prefill and by the GRPO update."""
     cache = init_cache(model.cfg, tokens.shape[0], tokens.shape[1], cache_dtype)
-    positions = positions_from_mask(mask)  # < P: the rotary table is built per position
     hidden, cache = model(
         tokens,
-        positions,
+        positions_from_mask(mask),  # < P: the rotary table is built per position
         causal_mask(mask),
         cache,
         0,
