@@ -1,7 +1,7 @@
 """``model.attention``: the ``jax.nn.dot_product_attention`` path (``"xla"`` here; ``"cudnn"``
 on NVIDIA GPUs uses the same call) equals r1jax's einsum attention in every pass that uses
-it: full forward, prefill into a cache, the shared-prompt GRPO forward and its gradients, and
-the sampler built on top."""
+it: full forward, prefill into a cache, the GRPO forward (shared prompt or full rows, masks as
+``RowSpan``) and its gradients, and the sampler built on top."""
 
 import jax
 import jax.numpy as jnp
@@ -45,9 +45,10 @@ def test_full_forward_logits_match():
     np.testing.assert_allclose(logits["xla"][mask], logits["einsum"][mask], atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 2, 2)])
-def test_shared_prompt_logprobs_and_grads_match(shape):
-    """Prefill into the grown cache and the completions' multi-token pass over it."""
+@pytest.mark.parametrize("shape,group", [((1, 1, 1), G), ((2, 2, 2), G), ((2, 2, 2), 1)])
+def test_update_logprobs_and_grads_match(shape, group):
+    """Shared prompts (group G): prefill into the grown cache and the completions'
+    multi-token pass over it; group 1: one full-row pass. Both take the rows as spans."""
     mesh = shd.make_mesh(shape, devices=jax.devices()[: int(np.prod(shape))])
     tokens, mask = _grouped_batch()
     weights = jnp.asarray(np.random.RandomState(1).randn(*tokens[:, P:].shape), jnp.float32)
@@ -56,7 +57,7 @@ def test_shared_prompt_logprobs_and_grads_match(shape):
         graphdef, params = nnx.split(model)
 
         def f(p, graphdef=graphdef):
-            lp, _ = completion_logprobs(graphdef, p, tokens, mask, P, 4, False, G)
+            lp, _ = completion_logprobs(graphdef, p, tokens, mask, P, 4, False, group)
             return jnp.sum(lp * weights * mask[:, P:]), lp
 
         out[impl] = jax.jit(jax.value_and_grad(f, has_aux=True))(params)

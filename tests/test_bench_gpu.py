@@ -52,3 +52,13 @@ def test_model_flops_hand_count():
     attn = 1 * 2 * 4 * 4 * (2 * 2 / 2 + 2 * 3 * (2 + 3 / 2))
     expected = 3 * (2 * (576 * tokens + 80 * 2 * 3) + attn)
     assert model_flops_per_step(cfg, 1, 2, 2, 3) == expected
+
+
+def test_attention_check_runs_and_passes_on_cpu(tmp_path):
+    """The device's cuDNN check, run with XLA's attention: every comparison is reported."""
+    from benchmarks.check_gpu_attention import main as check
+
+    out = tmp_path / "att.txt"
+    assert check(["--impl", "xla", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[-1] == "PASS" and len(lines) == 8  # header, 6 comparisons, verdict

@@ -10,12 +10,12 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from r1jax import sharding as shd
+from r1jax.model.attention import RowSpan, causal_mask
 from r1jax.model.config import PRESETS, ModelConfig, RopeScaling, get_preset
 from r1jax.model.transformer import (
     Block,
     KVCache,
     Transformer,
-    causal_mask,
     init_cache,
     positions_from_mask,
     prepare_for_decoding,
@@ -26,6 +26,7 @@ __all__ = [
     "KVCache",
     "ModelConfig",
     "RopeScaling",
+    "RowSpan",
     "Transformer",
     "abstract_model",
     "causal_mask",

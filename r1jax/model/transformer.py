@@ -7,8 +7,10 @@ Shapes: B batch, T query length, S key length (T without a cache, the cache leng
 D hidden, H query heads, K kv heads, Dh head dim, I MLP width, V vocabulary.
 
 The forward pass takes explicit ``positions [B, T]`` (so left-padded batches get correct
-rotary phases) and an explicit boolean ``attn_mask [B, T, S]`` (build it with
-:func:`causal_mask` for training or let the sampler build it for cached decoding).
+rotary phases) and an explicit attention mask: a boolean ``[B, T, S]`` array (build it with
+:func:`causal_mask`, or let the sampler build it for cached decoding) or a
+:class:`~r1jax.model.attention.RowSpan` for rows whose real tokens are one contiguous run
+(the form cuDNN attention runs fastest; see :mod:`r1jax.model.attention`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from r1jax import sharding as shd
+from r1jax.model.attention import RowSpan, einsum_attention, library_attention
 from r1jax.model.config import ModelConfig
 from r1jax.model.ops import Rope, apply_rope, dense, rope_table, swiglu
 
@@ -45,22 +48,6 @@ def _param(
 
 def _normal(std: float = 0.02):
     return jax.nn.initializers.normal(std)
-
-
-def causal_mask(input_mask: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
-    """Boolean attention mask ``[B, T, T]`` for a full (uncached) forward pass.
-
-    Args:
-      input_mask: ``[B, T]`` True for real tokens, False for padding.
-      segment_ids: optional ``[B, T]`` ints; tokens attend only within their segment
-        (packed SFT sequences).
-    """
-    t = input_mask.shape[1]
-    causal = jnp.tril(jnp.ones((t, t), dtype=bool))
-    mask = causal[None] & input_mask[:, None, :] & input_mask[:, :, None]
-    if segment_ids is not None:
-        mask &= segment_ids[:, :, None] == segment_ids[:, None, :]
-    return mask
 
 
 def positions_from_mask(input_mask: jax.Array) -> jax.Array:
@@ -145,11 +132,11 @@ class Attention(nnx.Module):
         self,
         x: jax.Array,
         rope: Rope,
-        attn_mask: jax.Array,
+        attn_mask: jax.Array | RowSpan,
         cache: dict[str, jax.Array] | None = None,
         cache_slot: jax.Array | int | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array] | None]:
-        """``x [B, T, D]``, ``attn_mask [B, T, S]`` -> ``([B, T, D], updated cache)``."""
+        """``x [B, T, D]``, ``attn_mask [B, T, S]`` or a span -> ``([B, T, D], new cache)``."""
         cfg = self.cfg
         if hasattr(self, "qkv"):  # set by prepare_for_decoding
             q, k, v = self._project_fused(x)
@@ -162,9 +149,9 @@ class Attention(nnx.Module):
         if cache is not None:
             cache = write_cache(cache, k, v, cache_slot)
         if cfg.attention == "einsum" or q.shape[1] == 1:  # decode steps always use einsum
-            out = _einsum_attention(q, k, v, cache, attn_mask)
+            out = einsum_attention(q, k, v, cache, attn_mask)
         else:
-            out = _library_attention(q, k, v, cache, attn_mask, cfg.attention)
+            out = library_attention(q, k, v, cache, attn_mask, cfg.attention)
         return dense(out, self.o[...].astype(x.dtype), contract=2), cache
 
 
@@ -182,55 +169,6 @@ def write_cache(
         "k": jax.lax.dynamic_update_slice(cache["k"], k, (0, 0, 0, slot)),
         "v": jax.lax.dynamic_update_slice(cache["v"], v, (0, 0, slot, 0)),
     }
-
-
-def _einsum_attention(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
-    cache: dict[str, jax.Array] | None,
-    attn_mask: jax.Array,
-) -> jax.Array:
-    """``q [B, T, H, Dh]`` over ``k, v [B, T, K, Dh]`` (or the whole written ``cache``) ->
-    ``[B, T, H, Dh]``. Scores and softmax in fp32."""
-    b, t, h, hd = q.shape
-    kv_heads = k.shape[2]
-    # The batch dims (b, k) lead so that XLA's batched dots read the cache in place.
-    q = q.reshape(b, t, kv_heads, h // kv_heads, hd).transpose(0, 2, 3, 1, 4)
-    if cache is None:
-        keys, values = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, Dh]
-        scores = jnp.einsum("bkgth,bksh->bkgts", q, keys)
-    else:
-        keys, values = cache["k"], cache["v"]
-        scores = jnp.einsum("bkgth,bkhs->bkgts", q, keys.astype(q.dtype))
-    scores = scores.astype(jnp.float32) / math.sqrt(hd)
-    scores = jnp.where(attn_mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-    out = jnp.einsum("bkgts,bksh->bkgth", probs, values.astype(q.dtype))  # no out transpose
-    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, hd)
-
-
-def _library_attention(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
-    cache: dict[str, jax.Array] | None,
-    attn_mask: jax.Array,
-    implementation: str,
-) -> jax.Array:
-    """The same through ``jax.nn.dot_product_attention``: ``"cudnn"`` is cuDNN's fused
-    (flash) attention on NVIDIA GPUs, which never writes the ``[B, H, T, S]`` scores;
-    ``"xla"`` is JAX's reference lowering (CPU tests of this path)."""
-    if cache is not None:
-        k = cache["k"].transpose(0, 3, 1, 2)  # [B, S, K, Dh]
-        v = cache["v"].transpose(0, 2, 1, 3)
-    return jax.nn.dot_product_attention(
-        q,
-        k.astype(q.dtype),
-        v.astype(q.dtype),
-        mask=attn_mask[:, None],
-        implementation=implementation,
-    )
 
 
 class MLP(nnx.Module):
@@ -301,7 +239,7 @@ class Transformer(nnx.Module):
         self,
         tokens: jax.Array,
         positions: jax.Array,
-        attn_mask: jax.Array,
+        attn_mask: jax.Array | RowSpan,
         cache: KVCache | None = None,
         cache_slot: jax.Array | int | None = None,
         return_hidden: bool = False,
@@ -312,7 +250,9 @@ class Transformer(nnx.Module):
         Args:
           tokens: ``[B, T]`` int token ids.
           positions: ``[B, T]`` int rotary positions.
-          attn_mask: ``[B, T, S]`` bool, True where query t may attend key s.
+          attn_mask: ``[B, T, S]`` bool, True where query t may attend key s, or a
+            :class:`~r1jax.model.attention.RowSpan` (the same for one contiguous run of
+            real slots per row, query t at slot ``offset + t``).
           cache: optional per-layer KV cache with ``S`` slots; the T new keys/values are
             written at slots ``cache_slot .. cache_slot + T - 1`` before attending.
           return_hidden: return final-normed hidden states ``[B, T, D]`` instead of logits.

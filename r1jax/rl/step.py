@@ -4,7 +4,8 @@ A rollout batch holds R = prompts * G completions, each row ``prompt (P, left pa
 completion (N, right padded)``:
 
 - ``tokens [R, L]`` int32, ``L = P + N``
-- ``input_mask [R, L]`` bool (real tokens)
+- ``input_mask [R, L]`` bool (real tokens: one contiguous run per row, as rollouts are;
+  attention uses it as a :class:`~r1jax.model.RowSpan`)
 - ``loss_mask [R, N]`` float32 (completion tokens that count in the loss)
 - ``advantages [R]`` float32
 - optional ``sampler_logp [R, N]``: the sampler's policy log-probs of the same tokens; adds
@@ -34,11 +35,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 from r1jax import sharding as shd
-from r1jax.model import causal_mask, positions_from_mask
+from r1jax.model import RowSpan, positions_from_mask
 from r1jax.rl.logprobs import compute_dtype_head, token_logprobs
 from r1jax.rl.losses import LossConfig, policy_loss
 from r1jax.sampling.decode import shared_prompt_cache
@@ -85,13 +87,31 @@ def completion_logprobs(
         hidden, _ = model(
             tokens,
             positions_from_mask(input_mask),
-            causal_mask(input_mask),
+            RowSpan.from_mask(input_mask),
             return_hidden=True,
             max_position=tokens.shape[1],
         )
         h = hidden[:, prompt_len - 1 : -1]
     head = compute_dtype_head(model.lm_head_weight())  # like the sampler's logits
     return token_logprobs(h, head, tokens[:, prompt_len:], chunk, entropy)
+
+
+def check_rows_contiguous(input_mask: np.ndarray) -> None:
+    """Raises ``ValueError`` naming the first row of ``input_mask [R, L]`` whose real tokens
+    are not one contiguous run of slots (the update's attention takes each row as a
+    :class:`~r1jax.model.RowSpan`)."""
+    mask = np.asarray(input_mask, bool)
+    count = mask.sum(axis=1)
+    first = mask.argmax(axis=1)
+    last = mask.shape[1] - 1 - mask[:, ::-1].argmax(axis=1)
+    bad = np.flatnonzero((count > 0) & (last - first + 1 != count))
+    if bad.size:
+        row = int(bad[0])
+        raise ValueError(
+            f"input_mask row {row} has {int(count[row])} real tokens spread over slots "
+            f"{int(first[row])}..{int(last[row])}: each row must be one contiguous run "
+            "(left-padded prompt, completion, right padding)"
+        )
 
 
 def _shared_prompt_hidden(
@@ -117,7 +137,7 @@ def _shared_prompt_hidden(
     h_completion, _ = model(
         tokens[:, p:],
         positions_from_mask(input_mask)[:, p:],
-        causal_mask(input_mask)[:, p:, :],
+        RowSpan.from_mask(input_mask, offset=p),
         cache,
         p,
         return_hidden=True,

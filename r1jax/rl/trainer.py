@@ -49,7 +49,13 @@ from r1jax.rl.advantages import compute_advantages
 from r1jax.rl.losses import LossConfig
 from r1jax.rl.rollout import RolloutCollector, Rollouts
 from r1jax.rl.rollout_metrics import gather_rollouts, rollout_metrics
-from r1jax.rl.step import StepConfig, jit_logprobs, jit_update, make_update_fn
+from r1jax.rl.step import (
+    StepConfig,
+    check_rows_contiguous,
+    jit_logprobs,
+    jit_update,
+    make_update_fn,
+)
 
 log = logging.getLogger(__name__)
 KILL_ENV = "R1JAX_TEST_SIGKILL_AT_STEP"  # test hook: simulate a crash after this step
@@ -387,6 +393,7 @@ class GRPOTrainer:
     def _dispatch_logprobs(self, tokens: np.ndarray, input_mask: np.ndarray) -> dict:
         """Puts this process's sequences (``tokens``, ``input_mask``: ``[R_local, P + N]``) into
         the global batch and starts old/ref log-prob computation (async)."""
+        check_rows_contiguous(input_mask)
         batch = {
             "tokens": shd.host_to_global(tokens, self.batch_shardings["tokens"]),
             "input_mask": shd.host_to_global(input_mask, self.batch_shardings["input_mask"]),

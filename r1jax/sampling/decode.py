@@ -25,7 +25,7 @@ from flax import nnx
 
 from r1jax.model import (
     ModelConfig,
-    causal_mask,
+    RowSpan,
     init_cache,
     positions_from_mask,
     prepare_for_decoding,
@@ -88,7 +88,7 @@ def shared_prompt_cache(
     hidden, cache = model(
         tokens,
         positions_from_mask(mask),  # < P: the rotary table is built per position
-        causal_mask(mask),
+        RowSpan.from_mask(mask),
         cache,
         0,
         return_hidden=True,

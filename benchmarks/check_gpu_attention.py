@@ -1,0 +1,127 @@
+"""On the device: cuDNN attention with ``RowSpan`` masks computes what r1jax's einsum
+attention computes, in bf16, on rows with left and right padding.
+
+The CPU tests check the span path through ``jax.nn.dot_product_attention``'s XLA lowering;
+this checks cuDNN itself (causal + sequence-length masks on shifted rows). Compared, each
+against the same model in fp32 with einsum attention (the reference):
+
+- the full forward's logits with a dense mask and with a span (both through ``--impl``);
+- GRPO completion log-probs and their gradients, shared prompt (G=4) and full rows (G=1).
+
+The error of ``--impl`` must stay within ``--slack`` x the error of bf16 einsum attention
+(the same rounding, no library kernel) plus ``--atol``; prints one JSON line per comparison
+and PASS/FAIL. ``--impl xla`` runs it on CPU (``tests/test_bench_gpu.py``).
+
+    PYTHONPATH=. python benchmarks/check_gpu_attention.py --out benchmarks/results/att.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from r1jax.model import ModelConfig, RowSpan, causal_mask, create_model, positions_from_mask
+from r1jax.rl.step import completion_logprobs
+
+CFG = ModelConfig(
+    vocab_size=512,
+    hidden_size=256,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=64,
+    intermediate_size=512,
+    qkv_bias=True,
+    param_dtype="float32",
+)
+P, N, G, ROWS = 24, 40, 4, 16
+
+
+def grouped_batch(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``tokens, mask [ROWS, P + N]``: prompts shared within groups of G, left padding 0..7
+    per group, completions right padded by 0..9 per row."""
+    rng = np.random.RandomState(seed)
+    tokens = rng.randint(2, CFG.vocab_size, (ROWS, P + N)).astype(np.int32)
+    mask = np.ones((ROWS, P + N), bool)
+    for i in range(0, ROWS, G):
+        mask[i : i + G, : rng.randint(0, 8)] = False
+        tokens[i : i + G, :P] = tokens[i, :P]
+    for i in range(ROWS):
+        right = rng.randint(0, 10)
+        if right:
+            mask[i, -right:] = False
+    return tokens, mask
+
+
+def run(impl: str, dtype: str, tokens: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Logits (dense mask, span) and log-probs + gradients (G and 1) of one implementation."""
+    model = create_model(CFG.replace(attention=impl, dtype=dtype), seed=3)
+    graphdef, params = nnx.split(model)
+    weights = np.random.RandomState(1).randn(ROWS, N).astype(np.float32) * mask[:, P:]
+    pos = positions_from_mask(jnp.asarray(mask))
+
+    @jax.jit
+    def logits(params):
+        m = nnx.merge(graphdef, params)
+        dense = m(tokens, pos, causal_mask(jnp.asarray(mask)))[0]
+        span = m(tokens, pos, RowSpan.from_mask(jnp.asarray(mask)))[0]
+        return dense, span
+
+    out = dict(zip(("logits_dense", "logits_span"), logits(params), strict=True))
+    for group in (G, 1):
+
+        def loss(params, group=group):
+            lp, _ = completion_logprobs(graphdef, params, tokens, mask, P, 16, False, group)
+            return jnp.sum(lp * weights), lp
+
+        (_, lp), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+        out[f"logp_g{group}"] = np.asarray(lp)
+        out[f"grad_g{group}"] = np.concatenate([np.ravel(g) for g in jax.tree.leaves(grads)])
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+
+def error(x: np.ndarray, ref: np.ndarray, where: np.ndarray | None) -> float:
+    """Max abs error on ``where`` (logits, log-probs) or relative L2 error (gradients)."""
+    if where is None:
+        return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
+    return float(np.max(np.abs(x - ref)[where]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--impl", default="cudnn", help="the attention checked: cudnn or xla")
+    ap.add_argument("--slack", type=float, default=2.0)
+    ap.add_argument("--atol", type=float, default=1e-3)
+    ap.add_argument("--out", default="")
+    args = ap.parse_args(argv)
+    tokens, mask = grouped_batch()
+    ref = run("einsum", "float32", tokens, mask)
+    base = run("einsum", "bfloat16", tokens, mask)
+    got = run(args.impl, "bfloat16", tokens, mask)
+    where = {"logits": mask, "logp": mask[:, P:], "grad": None}
+    lines, ok = [f"device: {jax.devices()[0].device_kind}, impl: {args.impl}"], True
+    for name in ref:
+        w = where[name.split("_")[0]]
+        if w is not None and name.startswith("logits"):
+            w = np.broadcast_to(w[..., None], ref[name].shape)
+        err, err_base = error(got[name], ref[name], w), error(base[name], ref[name], w)
+        passed = err <= args.slack * err_base + args.atol
+        ok &= passed
+        lines.append(json.dumps({"check": name, "err": err, "bf16_einsum_err": err_base,
+                                 "pass": passed}))  # fmt: skip
+    lines.append("PASS" if ok else "FAIL")
+    print("\n".join(lines))
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Attention masks and the two attention implementations of :class:`Attention`.
+
+A mask is either a dense boolean ``[B, T, S]`` array (True where query t may attend key s;
+:func:`causal_mask`) or a :class:`RowSpan`: rows whose real tokens form one contiguous run of
+slots, with causal attention inside it. A span is what left-padded prompts followed by
+right-padded completions are, and it lets ``jax.nn.dot_product_attention`` (cuDNN on NVIDIA
+GPUs) use its causal + sequence-length masks, which skip the masked half of the work and read
+no ``[B, T, S]`` mask, instead of a dense mask that it must apply to every block.
+
+Shapes: B batch, T queries, S key slots, H query heads, K kv heads, Dh head dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def causal_mask(input_mask: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+    """Boolean attention mask ``[B, T, T]`` for a full (uncached) forward pass.
+
+    Args:
+      input_mask: ``[B, T]`` True for real tokens, False for padding.
+      segment_ids: optional ``[B, T]`` ints; tokens attend only within their segment
+        (packed SFT sequences).
+    """
+    t = input_mask.shape[1]
+    causal = jnp.tril(jnp.ones((t, t), dtype=bool))
+    mask = causal[None] & input_mask[:, None, :] & input_mask[:, :, None]
+    if segment_ids is not None:
+        mask &= segment_ids[:, :, None] == segment_ids[:, None, :]
+    return mask
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["start", "length"], meta_fields=["offset"]
+)
+@dataclasses.dataclass(frozen=True)
+class RowSpan:
+    """Causal attention within one contiguous run of real slots per row.
+
+    Row b's real tokens are slots ``start[b] .. start[b] + length[b] - 1`` (``[B]`` int32
+    each); query t sits at slot ``offset + t`` (static) and attends the real slots at or
+    before its own. Equal to :func:`causal_mask` of the row's input mask (sliced to the
+    queries) whenever that mask is one contiguous run, as rollouts' rows are (left-padded
+    prompt, completion, right padding).
+    """
+
+    start: jax.Array
+    length: jax.Array
+    offset: int = 0
+
+    @classmethod
+    def from_mask(cls, input_mask: jax.Array, offset: int = 0) -> RowSpan:
+        """The span of ``input_mask [B, S]`` (its real slots must be contiguous)."""
+        length = jnp.sum(input_mask, axis=1, dtype=jnp.int32)
+        start = jnp.argmax(input_mask, axis=1).astype(jnp.int32)
+        return cls(start, jnp.maximum(length, 1), offset)  # an empty row attends slot 0
+
+    def dense(self, queries: int, slots: int) -> jax.Array:
+        """The same mask as a ``[B, queries, slots]`` bool array."""
+        s = jnp.arange(slots)
+        real = (s >= self.start[:, None]) & (s < (self.start + self.length)[:, None])  # [B, S]
+        q_real = jax.lax.dynamic_slice_in_dim(real, self.offset, queries, axis=1)  # [B, T]
+        causal = s[None, :] <= self.offset + jnp.arange(queries)[:, None]  # [T, S]
+        return causal[None] & real[:, None, :] & q_real[:, :, None]
+
+
+def shift_rows(x: jax.Array, shift: jax.Array, length: int) -> jax.Array:
+    """``y[b, j] = x[b, j + shift[b]]`` for ``j < length`` (zero where that is outside ``x``).
+
+    ``x [B, S, ...]``, ``shift [B]`` int -> ``[B, length, ...]``. A gather whose gradient is
+    the opposite shift (another gather, not a scatter-add)."""
+    return _shift_rows(x, shift, length)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _shift_rows(x: jax.Array, shift: jax.Array, length: int) -> jax.Array:
+    src = jnp.arange(length)[None, :] + shift[:, None]  # [B, length]
+    inside = (src >= 0) & (src < x.shape[1])
+    rows = jax.vmap(lambda row, i: jnp.take(row, i, axis=0, mode="clip"))(x, src)
+    inside = inside.reshape(inside.shape + (1,) * (x.ndim - 2))
+    return jnp.where(inside, rows, jnp.zeros((), x.dtype))
+
+
+def _shift_rows_fwd(x, shift, length):
+    return _shift_rows(x, shift, length), (shift, x.shape[1])
+
+
+def _shift_rows_bwd(length, res, g):
+    shift, source_len = res
+    return _shift_rows(g, -shift, source_len), None
+
+
+_shift_rows.defvjp(_shift_rows_fwd, _shift_rows_bwd)
+
+
+def einsum_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    cache: dict[str, jax.Array] | None,
+    mask: jax.Array | RowSpan,
+) -> jax.Array:
+    """``q [B, T, H, Dh]`` over ``k, v [B, T, K, Dh]`` (or the whole written ``cache``) ->
+    ``[B, T, H, Dh]``. Scores and softmax in fp32."""
+    b, t, h, hd = q.shape
+    kv_heads = k.shape[2]
+    # The batch dims (b, k) lead so that XLA's batched dots read the cache in place.
+    q = q.reshape(b, t, kv_heads, h // kv_heads, hd).transpose(0, 2, 3, 1, 4)
+    if cache is None:
+        keys, values = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, Dh]
+        scores = jnp.einsum("bkgth,bksh->bkgts", q, keys)
+    else:
+        keys, values = cache["k"], cache["v"]
+        scores = jnp.einsum("bkgth,bkhs->bkgts", q, keys.astype(q.dtype))
+    if isinstance(mask, RowSpan):
+        mask = mask.dense(t, scores.shape[-1])
+    scores = scores.astype(jnp.float32) / math.sqrt(hd)
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    out = jnp.einsum("bkgts,bksh->bkgth", probs, values.astype(q.dtype))  # no out transpose
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, hd)
+
+
+def library_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    cache: dict[str, jax.Array] | None,
+    mask: jax.Array | RowSpan,
+    implementation: str,
+) -> jax.Array:
+    """The same through ``jax.nn.dot_product_attention``: ``"cudnn"`` is cuDNN's fused
+    (flash) attention on NVIDIA GPUs, which never writes the ``[B, H, T, S]`` scores;
+    ``"xla"`` is JAX's reference lowering (CPU tests of this path).
+
+    With a :class:`RowSpan`, each row is shifted so that its real slots start at slot 0 and
+    its queries sit at their own slots (``[B, S, H, Dh]``, zero elsewhere): the mask is then
+    causal + sequence lengths, which cuDNN applies per block without a mask tensor.
+    """
+    if cache is not None:
+        k = cache["k"].transpose(0, 3, 1, 2)  # [B, S, K, Dh]
+        v = cache["v"].transpose(0, 2, 1, 3)
+    k, v = k.astype(q.dtype), v.astype(q.dtype)
+    if not isinstance(mask, RowSpan):
+        return jax.nn.dot_product_attention(
+            q, k, v, mask=mask[:, None], implementation=implementation
+        )
+    slots, start, length = k.shape[1], mask.start, mask.length
+    out = jax.nn.dot_product_attention(
+        shift_rows(q, start - mask.offset, slots),
+        shift_rows(k, start, slots),
+        shift_rows(v, start, slots),
+        is_causal=True,
+        query_seq_lengths=length,
+        key_value_seq_lengths=length,
+        implementation=implementation,
+    )
+    return shift_rows(out, mask.offset - start, q.shape[1])
