@@ -1,12 +1,16 @@
-"""On the device: cuDNN attention with ``RowSpan`` masks computes what r1jax's einsum
-attention computes, in bf16, on rows with left and right padding.
+"""On the device: ``model.attention=cudnn`` computes what r1jax's einsum attention
+computes, in bf16, on rows with left and right padding.
 
-The CPU tests check the span path through ``jax.nn.dot_product_attention``'s XLA lowering;
-this checks cuDNN itself (causal + sequence-length masks on shifted rows). Compared, each
-against the same model in fp32 with einsum attention (the reference):
+The CPU tests check the ``jax.nn.dot_product_attention`` path through its XLA lowering; this
+checks cuDNN itself. Compared, each against the same model in fp32 with einsum attention
+(the reference):
 
-- the full forward's logits with a dense mask and with a span (both through ``--impl``);
-- GRPO completion log-probs and their gradients, shared prompt (G=4) and full rows (G=1).
+- the full forward's logits with a dense mask (as SFT's packed rows use) and with a
+  ``RowSpan`` (as the GRPO update and the sampler's prefill use), and the dense forward's
+  gradients (padding query rows have no key: cuDNN gave NaN gradients there before they were
+  given every key);
+- GRPO completion log-probs and their gradients, shared prompt (G=4: prefill into a cache,
+  then the completions over it) and full rows (G=1).
 
 The error of ``--impl`` must stay within ``--slack`` x the error of bf16 einsum attention
 (the same rounding, no library kernel) plus ``--atol``; prints one JSON line per comparison
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -60,20 +65,26 @@ def grouped_batch(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run(impl: str, dtype: str, tokens: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Logits (dense mask, span) and log-probs + gradients (G and 1) of one implementation."""
+    """One implementation's logits (dense mask, span), the dense forward's gradients, and
+    the update's log-probs and gradients (G and 1)."""
     model = create_model(CFG.replace(attention=impl, dtype=dtype), seed=3)
     graphdef, params = nnx.split(model)
     weights = np.random.RandomState(1).randn(ROWS, N).astype(np.float32) * mask[:, P:]
     pos = positions_from_mask(jnp.asarray(mask))
+    logit_weights = np.random.RandomState(2).randn(ROWS, P + N, CFG.vocab_size) * mask[..., None]
+    logit_weights = logit_weights.astype(np.float32)
+
+    def dense_loss(params):
+        m = nnx.merge(graphdef, params)
+        out = m(tokens, pos, causal_mask(jnp.asarray(mask)))[0]
+        return jnp.sum(out * logit_weights), out
 
     @jax.jit
-    def logits(params):
-        m = nnx.merge(graphdef, params)
-        dense = m(tokens, pos, causal_mask(jnp.asarray(mask)))[0]
-        span = m(tokens, pos, RowSpan.from_mask(jnp.asarray(mask)))[0]
-        return dense, span
+    def span_logits(params):
+        return nnx.merge(graphdef, params)(tokens, pos, RowSpan.from_mask(jnp.asarray(mask)))[0]
 
-    out = dict(zip(("logits_dense", "logits_span"), logits(params), strict=True))
+    (_, dense), grads = jax.jit(jax.value_and_grad(dense_loss, has_aux=True))(params)
+    out = {"logits_dense": dense, "logits_span": span_logits(params), "grad_dense": _flat(grads)}
     for group in (G, 1):
 
         def loss(params, group=group):
@@ -82,8 +93,12 @@ def run(impl: str, dtype: str, tokens: np.ndarray, mask: np.ndarray) -> dict[str
 
         (_, lp), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
         out[f"logp_g{group}"] = np.asarray(lp)
-        out[f"grad_g{group}"] = np.concatenate([np.ravel(g) for g in jax.tree.leaves(grads)])
+        out[f"grad_g{group}"] = _flat(grads)
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+
+def _flat(tree: Any) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(g, np.float32)) for g in jax.tree.leaves(tree)])
 
 
 def error(x: np.ndarray, ref: np.ndarray, where: np.ndarray | None) -> float:

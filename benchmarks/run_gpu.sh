@@ -4,7 +4,7 @@
 # BASELINE=DIR also times the update of the r1jax tree in DIR (e.g. `git archive REV`), in
 # the same run, between the two timings of this tree.
 # Writes JSON reports and a log to $OUT (the device tool's folder) or benchmarks/results/:
-#   gpu_attention.txt        cuDNN span attention vs einsum (bf16), logits/log-probs/gradients
+#   gpu_attention.txt        cuDNN attention vs einsum (bf16): logits, log-probs, gradients
 #   gpu_update.txt           GRPO update MFU, cuDNN attention, no remat, 1 micro-batch; kernels
 #   gpu_update_baseline.txt  the same for the BASELINE tree
 #   gpu_update_accum2.txt    the same with 2 micro-batches

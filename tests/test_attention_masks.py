@@ -92,3 +92,17 @@ def test_rows_with_a_gap_are_named():
     mask[3, 6] = False
     with pytest.raises(ValueError, match="input_mask row 3 .* 11 real tokens .* slots 0..11"):
         check_rows_contiguous(mask)
+
+
+def test_dense_rows_without_keys_attend_every_key():
+    """cuDNN gave NaN gradients for query rows with no key; such rows now see every key."""
+    rng = np.random.RandomState(4)
+    q = jnp.asarray(rng.randn(2, 3, 4, 8), jnp.float32)
+    k, v = (jnp.asarray(rng.randn(2, 3, 2, 8), jnp.float32) for _ in range(2))
+    mask = np.tril(np.ones((3, 3), bool))[None].repeat(2, 0)
+    mask[1, 0] = False  # row 1's first query has no key
+    full = mask.copy()
+    full[1, 0] = True
+    got = library_attention(q, k, v, None, jnp.asarray(mask), "xla")
+    want = library_attention(q, k, v, None, jnp.asarray(full), "xla")
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

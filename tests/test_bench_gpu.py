@@ -61,4 +61,4 @@ def test_attention_check_runs_and_passes_on_cpu(tmp_path):
     out = tmp_path / "att.txt"
     assert check(["--impl", "xla", "--out", str(out)]) == 0
     lines = out.read_text().splitlines()
-    assert lines[-1] == "PASS" and len(lines) == 8  # header, 6 comparisons, verdict
+    assert lines[-1] == "PASS" and len(lines) == 9  # header, 7 comparisons, verdict

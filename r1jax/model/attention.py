@@ -141,13 +141,19 @@ def library_attention(
 
     With a :class:`RowSpan`, each row is shifted so that its real slots start at slot 0 and
     its queries sit at their own slots (``[B, S, H, Dh]``, zero elsewhere): the mask is then
-    causal + sequence lengths, which cuDNN applies per block without a mask tensor.
+    causal + sequence lengths, which cuDNN applies per block without a mask tensor, and
+    padding queries are outside the sequence lengths.
+
+    A dense mask's query rows with no key at all (padding queries, whose outputs nothing
+    uses) attend every key instead: on an H200, cuDNN returned NaN gradients for batches
+    with such rows (``benchmarks/check_gpu_attention.py``).
     """
     if cache is not None:
         k = cache["k"].transpose(0, 3, 1, 2)  # [B, S, K, Dh]
         v = cache["v"].transpose(0, 2, 1, 3)
     k, v = k.astype(q.dtype), v.astype(q.dtype)
     if not isinstance(mask, RowSpan):
+        mask = mask | ~jnp.any(mask, axis=-1, keepdims=True)
         return jax.nn.dot_product_attention(
             q, k, v, mask=mask[:, None], implementation=implementation
         )
