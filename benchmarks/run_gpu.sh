@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Every accelerator check in one command (one H100/H200 with python3, jax[cuda] and flax).
+# The device image (2026-11-26: jax 0.11.2, flax 0.12.10) needs no carried wheels; a carried
+# flax 0.12.8 failed to import against its jax.
 # BENCH_ARGS=--smoke ATTENTION=xla runs it all on tiny sizes (CPU, where cuDNN is absent).
 # BASELINE=DIR also times the update of the r1jax tree in DIR (e.g. `git archive REV`), in
 # the same run, between the two timings of this tree.
