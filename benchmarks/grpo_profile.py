@@ -179,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     own, rest = ap.parse_known_args(argv)
     args = parse_args(rest)
     args.reps = own.reps
+    if own.framework == "r1jax":
+        # A `r1jax train` process sets this up before any thread starts; here the torch
+        # asset build below runs first and its threads' heaps would defeat it.
+        from r1jax.host_memory import keep_freed_memory
+
+        keep_freed_memory()
     with tempfile.TemporaryDirectory(prefix="grpo_profile_") as tmp:
         build_assets(tmp, args)
         run = profile_r1jax if own.framework == "r1jax" else profile_torch

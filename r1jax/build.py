@@ -15,11 +15,18 @@ from r1jax.model.config import ModelConfig
 
 
 def configure_devices(c: ml_collections.ConfigDict) -> None:
-    """Applies ``c.mesh.cpu_devices`` (see :func:`r1jax.distributed.configure_cpu_devices`);
-    call it before the first JAX computation."""
+    """Applies ``c.mesh.cpu_devices`` (see :func:`r1jax.distributed.configure_cpu_devices`)
+    and ``c.mesh.cpu_keep_memory`` (see :mod:`r1jax.host_memory`; undone when the backend
+    turns out not to be the CPU). Call it before the first JAX computation."""
+    import jax
+
+    from r1jax import host_memory
     from r1jax.distributed import configure_cpu_devices
 
+    kept = c.mesh.cpu_keep_memory and host_memory.keep_freed_memory()
     configure_cpu_devices(c.mesh.cpu_devices)
+    if kept and jax.default_backend() != "cpu":
+        host_memory.restore_defaults()
 
 
 def build_mesh(c: ml_collections.ConfigDict) -> Mesh:

@@ -42,6 +42,9 @@ def base_config() -> ml_collections.ConfigDict:
     # CPU only: split the host into this many XLA devices (-1: one per core, a power of two,
     # at most 8; 0: JAX's default of one). Each holds a replica of what is not sharded.
     c.mesh.cpu_devices = 0
+    # CPU backend only: malloc keeps freed memory for reuse, so XLA:CPU's per-call
+    # temporaries do not page-fault in again on every call (r1jax.host_memory)
+    c.mesh.cpu_keep_memory = True
 
     c.tokenizer = ml_collections.ConfigDict()
     c.tokenizer.path = ""  # dir with tokenizer.json / tokenizer.model, or a json file
