@@ -79,6 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--r1jax_xla_flags", default="", help="extra XLA_FLAGS for the r1jax runs (experiments)"
     )
+    ap.add_argument(
+        "--trl_env",
+        default="",
+        help="extra NAME=VALUE environment (space separated) for the TRL runs (experiments, "
+        "e.g. the malloc settings r1jax's mesh.cpu_keep_memory makes, as MALLOC_* variables)",
+    )
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
@@ -118,6 +124,8 @@ def spawn(framework: str, args, assets: str, argv: list[str], tmp: str, i: int) 
     env.pop("XLA_FLAGS", None)
     if framework == "r1jax" and args.r1jax_xla_flags:
         env["XLA_FLAGS"] = args.r1jax_xla_flags
+    if framework != "r1jax" and args.trl_env:
+        env.update(item.split("=", 1) for item in args.trl_env.split())
     cmd = [sys.executable, os.path.abspath(__file__), *argv]
     procs = args.trl_ddp_processes if framework == "trl_ddp" else 1
     if procs > 1:
