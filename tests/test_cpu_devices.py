@@ -28,7 +28,8 @@ def _run(args: list[str], xla_flags: str = "") -> subprocess.CompletedProcess:
     )
 
 
-def _python(code: str, xla_flags: str = "") -> subprocess.CompletedProcess:
+def fresh_python(code: str, xla_flags: str = "") -> subprocess.CompletedProcess:
+    """Runs ``code`` in a fresh interpreter on the CPU backend (``XLA_FLAGS`` replaced)."""
     return _run(["-c", textwrap.dedent(code)], xla_flags)
 
 
@@ -45,7 +46,7 @@ def test_bad_count_is_named():
 
 
 def test_sets_the_device_count_before_jax_starts():
-    r = _python(
+    r = fresh_python(
         """
         import jax
         from r1jax.distributed import configure_cpu_devices
@@ -58,7 +59,7 @@ def test_sets_the_device_count_before_jax_starts():
 
 
 def test_explicit_xla_flag_wins():
-    r = _python(
+    r = fresh_python(
         """
         import jax
         from r1jax.distributed import configure_cpu_devices
@@ -71,7 +72,7 @@ def test_explicit_xla_flag_wins():
 
 
 def test_too_late_warns_and_changes_nothing():
-    r = _python(
+    r = fresh_python(
         """
         import warnings
         import jax, jax.numpy as jnp

@@ -4,17 +4,12 @@ The fault counts run in fresh interpreters: malloc settings are per process, and
 that allocated before the call keep their own heaps.
 """
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
+from test_cpu_devices import fresh_python
 
 from r1jax import host_memory
 from r1jax.config import base_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 glibc_only = pytest.mark.skipif(
     not host_memory._mallopt({}), reason="mallopt(3) needs Linux with glibc"
 )
@@ -23,13 +18,12 @@ glibc_only = pytest.mark.skipif(
 # are above glibc's largest mmap threshold (32 MB): by default each call maps them afresh.
 # Prints the minor page faults of the third call.
 FAULTS = """
-import resource, sys
-import ml_collections
+import resource
 from r1jax.build import configure_devices
 from r1jax.config import base_config
 c = base_config()
 c.mesh.cpu_devices = 2
-c.mesh.cpu_keep_memory = sys.argv[1] == "keep"
+c.mesh.cpu_keep_memory = KEEP
 configure_devices(c)
 import jax, jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -44,23 +38,15 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _faults(mode: str) -> int:
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-    r = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(FAULTS), mode],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=ROOT,
-    )
+def _faults(keep: bool) -> int:
+    r = fresh_python(FAULTS.replace("KEEP", str(keep)))
     assert r.returncode == 0, r.stderr
     return int(r.stdout.split()[-1])
 
 
 @glibc_only
 def test_kept_memory_is_reused_without_page_faults():
-    default, kept = _faults("default"), _faults("keep")
+    default, kept = _faults(False), _faults(True)
     # 2 devices x 2 x 64 MB of fresh 4 KB pages is ~65,000 faults a call; reused memory ~0
     assert default > 20_000, f"control: {default} faults a call without the setting"
     assert kept < 2_000, f"{kept} faults a call with mesh.cpu_keep_memory (default: {default})"
