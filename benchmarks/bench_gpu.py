@@ -27,12 +27,14 @@ Prepared for the device machine (one H100/H200: the whole run takes a few minute
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -79,6 +81,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "headline); an entry remat:K uses K micro-batches instead of --grad_accum",
     )
     ap.add_argument("--attention", default="einsum", help="model.attention (einsum, cudnn, xla)")
+    ap.add_argument(
+        "--update_mask",
+        default="span",
+        choices=("span", "dense"),
+        help="the update's attention mask with --attention cudnn/xla: span (r1jax's RowSpan: "
+        "causal + sequence lengths after per-row shifts) or dense (the same mask as a "
+        "[rows, queries, keys] array, no shifts)",
+    )
     ap.add_argument(
         "--deadline_s", type=float, default=0.0, help="skip remaining remat variants after this"
     )
@@ -262,10 +272,41 @@ def model_flops_per_step(cfg: Any, prompts: int, group: int, p: int, n: int) -> 
     return 3 * (dense + attn)
 
 
+@contextlib.contextmanager
+def dense_span_masks() -> Iterator[None]:
+    """Inside: the model's library attention gets every :class:`~r1jax.model.RowSpan` as the
+    dense ``[B, T, S]`` mask it stands for (the path before r1jax's spans), so that one run
+    can time both forms of the same update."""
+    from r1jax.model import RowSpan, transformer
+
+    real = transformer.library_attention
+
+    def dense(q, k, v, cache, mask, implementation):
+        if isinstance(mask, RowSpan):
+            slots = k.shape[1] if cache is None else cache["v"].shape[2]
+            mask = mask.dense(q.shape[1], slots)
+        return real(q, k, v, cache, mask, implementation)
+
+    transformer.library_attention = dense
+    try:
+        yield
+    finally:
+        transformer.library_attention = real
+
+
 def update_check(
     args: argparse.Namespace, mesh: Any, peak: float, remat: str, grad_accum: int
 ) -> dict[str, float]:
     """Seconds per GRPO update and MFU (bf16 compute, fp32 weights, AdamW)."""
+    if args.update_mask == "dense":
+        with dense_span_masks():
+            return _update_check(args, mesh, peak, remat, grad_accum)
+    return _update_check(args, mesh, peak, remat, grad_accum)
+
+
+def _update_check(
+    args: argparse.Namespace, mesh: Any, peak: float, remat: str, grad_accum: int
+) -> dict[str, float]:
     from flax import nnx
 
     from r1jax import sharding as shd
@@ -328,6 +369,8 @@ def update_check(
         "remat": remat,
         "grad_accum": grad_accum,
         "attention": args.attention,
+        "update_mask": args.update_mask,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "compile_s": compile_s,
         "update_s": t,
         "model_tflops_per_update": flops / 1e12,

@@ -4,13 +4,18 @@
 # flax 0.12.8 failed to import against its jax.
 # BENCH_ARGS=--smoke ATTENTION=xla runs it all on tiny sizes (CPU, where cuDNN is absent).
 # BASELINE=DIR also times the update of the r1jax tree in DIR (e.g. `git archive REV`), in
-# the same run, between the two timings of this tree.
-# Writes JSON reports and a log to $OUT (the device tool's folder) or benchmarks/results/:
-#   gpu_attention.txt        cuDNN attention vs einsum (bf16): logits, log-probs, gradients
-#   gpu_update.txt           GRPO update MFU, cuDNN attention, no remat, 1 micro-batch; kernels
-#   gpu_update_baseline.txt  the same for the BASELINE tree
-#   gpu_update_accum2.txt    the same with 2 micro-batches
-#   gpu_sampler.txt          copy bandwidth and the sampler roofline (fused projections); kernels
+# the same run, right after the first timing of this tree.
+# Ordered by what is still open (the update's 35% MFU goal); each step prints as it ends, so
+# a run cut short keeps what it measured. Writes JSON reports and a log to $OUT (the device
+# tool's folder) or benchmarks/results/:
+#   gpu_attention.txt             cuDNN attention vs einsum (bf16): logits, log-probs, gradients
+#   gpu_update.txt                GRPO update MFU: cuDNN attention with RowSpan masks, no
+#                                 remat, 1 micro-batch; top kernels
+#   gpu_update_dense.txt          the same with dense masks (no per-row shifts)
+#   gpu_update_baseline.txt       the update of the BASELINE tree
+#   gpu_update_notriton.txt       span masks, XLA's Triton GEMM fusions off (same card)
+#   gpu_update_dense_notriton.txt dense masks, Triton GEMM fusions off
+#   gpu_sampler.txt               copy bandwidth and the sampler roofline; top kernels
 set -uo pipefail
 out=${OUT:-benchmarks/results}
 mkdir -p "$out" && out=$(cd "$out" && pwd)
@@ -20,12 +25,26 @@ python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.
 'optax', optax.__version__, jax.devices())"
 log() { grep -v "^\s*$" | tee -a "$out/gpu.log"; }
 bench() { python3 benchmarks/bench_gpu.py ${BENCH_ARGS:-} "$@" 2>&1 | log; }
+stamp() { echo "== $(date +%T) $*" | log; }
 attention=${ATTENTION:-cudnn}
+update=(--sections update --attention "$attention" --remat none:1)
+notriton="--xla_gpu_enable_triton_gemm=false${XLA_FLAGS:+ $XLA_FLAGS}"
+stamp attention check
 python3 benchmarks/check_gpu_attention.py --impl "$attention" --out "$out/gpu_attention.txt" 2>&1 | log
-bench --profile --sections update --attention "$attention" --remat none:1 --out "$out/gpu_update.txt"
+stamp update, span masks
+bench "${update[@]}" --profile --out "$out/gpu_update.txt"
+stamp update, dense masks
+bench "${update[@]}" --update_mask dense --out "$out/gpu_update_dense.txt"
 if [ -n "${BASELINE:-}" ]; then
+  stamp update, baseline tree "$BASELINE"
   (cd "$BASELINE" && python3 benchmarks/bench_gpu.py ${BENCH_ARGS:-} --sections update \
     --attention "$attention" --remat none:1 --out "$out/gpu_update_baseline.txt" 2>&1) | log
 fi
-bench --sections update --attention "$attention" --remat none:2 --out "$out/gpu_update_accum2.txt"
+stamp update, span masks, no Triton GEMMs
+XLA_FLAGS="$notriton" bench "${update[@]}" --out "$out/gpu_update_notriton.txt"
+stamp update, dense masks, no Triton GEMMs
+XLA_FLAGS="$notriton" bench "${update[@]}" --update_mask dense \
+  --out "$out/gpu_update_dense_notriton.txt"
+stamp sampler
 bench --profile --sections copy,sampler --sampler_fuse on --out "$out/gpu_sampler.txt"
+stamp done

@@ -62,3 +62,44 @@ def test_attention_check_runs_and_passes_on_cpu(tmp_path):
     assert check(["--impl", "xla", "--out", str(out)]) == 0
     lines = out.read_text().splitlines()
     assert lines[-1] == "PASS" and len(lines) == 9  # header, 7 comparisons, verdict
+
+
+def test_dense_update_masks_reach_the_attention_and_change_nothing(monkeypatch):
+    """``--update_mask dense``: inside ``dense_span_masks`` the library attention receives the
+    dense ``[B, T, S]`` array a span stands for, and the GRPO log-probs stay the same."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from benchmarks.bench_gpu import dense_span_masks
+    from r1jax.model import create_model, transformer
+    from r1jax.rl.step import completion_logprobs
+
+    cfg = get_preset("tiny").replace(attention="xla", dtype="float32")
+    graphdef, params = nnx.split(create_model(cfg, seed=0))
+    rng = np.random.RandomState(0)
+    tokens = jnp.asarray(rng.randint(2, cfg.vocab_size, (4, 12)), jnp.int32)
+    tokens = tokens.at[:, :5].set(jnp.repeat(tokens[::2, :5], 2, axis=0))
+    mask = np.ones((4, 12), bool)
+    mask[:2, :2] = False  # left padding of the first group's prompt
+    mask[1, -3:] = False  # right padding of one completion
+    mask = jnp.asarray(mask)
+
+    def logp(group):
+        return completion_logprobs(graphdef, params, tokens, mask, 5, 4, False, group)[0]
+
+    seen = []
+    library = transformer.library_attention
+    spy = lambda *a: seen.append(a[4]) or library(*a)  # noqa: E731
+    monkeypatch.setattr(transformer, "library_attention", spy)
+    spans = {g: logp(g) for g in (2, 1)}
+    assert seen and all(not isinstance(m, jax.Array) for m in seen)  # RowSpan as shipped
+    seen.clear()
+    with dense_span_masks():
+        dense = {g: logp(g) for g in (2, 1)}
+    assert seen and all(isinstance(m, jax.Array) and m.ndim == 3 for m in seen)
+    real = np.asarray(mask[:, 5:])  # padding positions' log-probs are unused (and differ)
+    for g in spans:
+        np.testing.assert_allclose(dense[g][real], spans[g][real], atol=1e-5)
+    assert transformer.library_attention is spy  # restored on leaving
