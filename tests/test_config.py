@@ -96,3 +96,26 @@ def test_cli_info_reports_shardings():
     assert r.returncode == 0, r.stderr
     assert "mesh {'data': 2, 'fsdp': 2, 'tensor': 2}" in r.stdout
     assert "layers/0/mlp/gate" in r.stdout and "P('fsdp', 'tensor')" in r.stdout
+
+
+def test_cli_invalid_value_is_one_line_without_traceback():
+    r = _cli("info", "--config=configs/tiny_smoke.py", "--config.rl.group_size=1")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "r1jax info: config.rl.group_size=1: GRPO needs at least 2 per group"
+    ]
+
+
+def test_cli_train_names_bad_data_settings_and_missing_files(tmp_path):
+    """A recipe's tfds settings (data_dir) do not block a switch to a file dataset; a missing
+    file or a wrong suffix is named in one line, before anything is written."""
+    run = tmp_path / "run"
+    common = ["train", "--config=configs/r1_zero_countdown_cpu.py", f"--config.run_dir={run}"]
+    missing = tmp_path / "nope.jsonl"
+    r = _cli(*common, "--config.data.name=jsonl", f"--config.data.path={missing}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().endswith(f"data file not found: {missing}")
+    r = _cli(*common, "--config.data.name=jsonl", "--config.data.path=x.csv")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "name='jsonl' but path(s) ['x.csv'] are not .jsonl" in r.stderr
+    assert not (run / "checkpoints").exists()

@@ -32,6 +32,7 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
+from r1jax.config import ConfigError
 from r1jax.data.builders import BUILDERS, countdown_config
 from r1jax.data.files import load_records
 from r1jax.data.records import BadRows, to_python
@@ -93,23 +94,24 @@ def load_source(cfg: Mapping[str, Any] | Any) -> Sequence[dict]:
       a `TfdsSource` (tfds datasets) or `RecordList` (jsonl/parquet); both have `bad_rows`.
 
     Raises:
-      ValueError: unknown name or key, or a key that does not apply to the named dataset.
+      ConfigError (a ValueError): unknown name or key, or a key that does not apply to the
+        named dataset.
     """
     cfg = {k: v for k, v in _plain(cfg).items() if v is not None}
     unknown = sorted(set(cfg) - set(CONFIG_KEYS))
     if unknown:
-        raise ValueError(f"data config: unknown keys {unknown}; allowed: {list(CONFIG_KEYS)}")
+        raise ConfigError(f"data config: unknown keys {unknown}; allowed: {list(CONFIG_KEYS)}")
     name = cfg.get("name")
     on_bad_row = cfg.get("on_bad_row", "skip")
     BadRows(on_bad_row)  # validates
     if name in ("jsonl", "parquet"):
         _reject(cfg, name, TFDS_KEYS + ("split",))
         if "path" not in cfg:
-            raise ValueError(f"data config: name={name!r} needs 'path'")
+            raise ConfigError(f"data config: name={name!r} needs 'path'")
         paths = [cfg["path"]] if isinstance(cfg["path"], str) else list(cfg["path"])
         wrong = [p for p in paths if not str(p).endswith(f".{name}")]
         if wrong:
-            raise ValueError(f"data config: name={name!r} but path(s) {wrong} are not .{name}")
+            raise ConfigError(f"data config: name={name!r} but path(s) {wrong} are not .{name}")
         return load_records(
             paths,
             field_map=_plain(cfg.get("field_map", {})),
@@ -118,7 +120,7 @@ def load_source(cfg: Mapping[str, Any] | Any) -> Sequence[dict]:
             on_bad_row=on_bad_row,
         )
     if name not in BUILDERS:
-        raise ValueError(
+        raise ConfigError(
             f"data config: unknown name {name!r}; known: {[*BUILDERS, 'jsonl', 'parquet']}"
         )
     _reject(cfg, name, FILE_KEYS + (() if name == "countdown" else ("countdown",)))
@@ -147,4 +149,4 @@ def _reject(cfg: Mapping[str, Any], name: str, keys: Sequence[str]) -> None:
     """Raises if `cfg` sets any of `keys`, which do not apply to dataset `name`."""
     bad = [k for k in keys if k in cfg]
     if bad:
-        raise ValueError(f"data config: keys {bad} do not apply to name={name!r}")
+        raise ConfigError(f"data config: keys {bad} do not apply to name={name!r}")

@@ -35,7 +35,7 @@ from r1jax import build
 from r1jax import distributed as dist
 from r1jax import sharding as shd
 from r1jax.checkpoint import RunCheckpointer
-from r1jax.config import validate
+from r1jax.config import ConfigError, validate
 from r1jax.evaluate import summarize
 from r1jax.metrics import MetricsWriter
 from r1jax.optim import (
@@ -266,8 +266,9 @@ class GRPOTrainer:
             ).items()
             if v
         }
-        if d.name in ("jsonl", "parquet"):
-            cfg.pop("split", None)
+        if d.name in ("jsonl", "parquet"):  # a recipe's tfds settings do not apply to files
+            for key in ("split", "data_dir", "manual_dir"):
+                cfg.pop(key, None)
         if d.name == "countdown":
             cfg["countdown"] = d.countdown.to_dict()
         wrap = (
@@ -295,7 +296,7 @@ class GRPOTrainer:
                 eval_cfg = dict(cfg, split=d.eval_split)
                 if d.name in ("jsonl", "parquet"):
                     if not d.eval_path:
-                        raise ValueError(
+                        raise ConfigError(
                             f"data.eval_path is empty: train.eval_every={self.c.train.eval_every}"
                             f" needs a held-out {d.name} file (or set train.eval_every=0)"
                         )

@@ -8,6 +8,7 @@ from typing import Any
 
 import ml_collections
 
+from r1jax.config import ConfigError
 from r1jax.sampling.params import SamplingParams
 from r1jax.sampling.sampler import SampleOutput, Sampler
 
@@ -34,7 +35,7 @@ def parse_prompts(prompts: Sequence[str], tokenizer: Any) -> list[str] | list[li
         try:
             out.append([int(t) for t in p.split()])
         except ValueError:
-            raise ValueError(
+            raise ConfigError(
                 f"--prompt {i} ({p[:40]!r}): the config has no tokenizer (tokenizer.path, "
                 "tokenizer.chars, model.hf_path), so prompts must be space-separated token ids"
             ) from None
@@ -54,7 +55,7 @@ def sample_command(
     from r1jax import config as cfgmod
 
     if not prompts:
-        raise ValueError("sample needs at least one --prompt")
+        raise ConfigError("sample needs at least one --prompt")
     cfgmod.validate(c, jax.device_count())
     tokenizer = _tokenizer(c)
     inputs = parse_prompts(prompts, tokenizer)
