@@ -6,7 +6,10 @@ the same trajectory (PRNG keys are derived from (seed, step), so the seed and st
 
 Saving is asynchronous; Orbax writes into a temporary directory and renames it when complete,
 so a save interrupted by ``kill -9`` never looks finished. On restore, a checkpoint that fails
-to load (corrupted files) is skipped with a warning and the previous one is tried.
+to load (corrupted files) is skipped with a warning and the previous one is tried. Nothing is
+ever started over a run whose checkpoints cannot be used: when none restores, or when the
+parameter shapes saved in ``meta`` differ from the model being restored into (the run's
+config changed), :class:`CheckpointError` says so and the directory is left as it is.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from orbax.checkpoint import checkpoint_managers as cm
 
 log = logging.getLogger(__name__)
 EVAL_METRIC = "eval/pass@1"
+
+
+class CheckpointError(RuntimeError):
+    """A run directory holds checkpoints that this run cannot continue from."""
 
 
 def _flat_params(state: nnx.State) -> dict[str, jax.Array]:
@@ -77,10 +84,12 @@ class RunCheckpointer:
         force: bool = False,
     ) -> None:
         """Starts an (async) save of everything needed to continue from ``step``."""
+        flat = _flat_params(params)
+        shapes = {k: list(v.shape) for k, v in flat.items()}
         items = dict(
-            params=ocp.args.StandardSave(_flat_params(params)),
+            params=ocp.args.StandardSave(flat),
             opt_state=ocp.args.StandardSave(jax.tree.leaves(opt_state)),
-            meta=ocp.args.JsonSave(dict(meta, has_ref=ref_params is not None)),
+            meta=ocp.args.JsonSave(dict(meta, has_ref=ref_params is not None, param_shapes=shapes)),
         )
         if ref_params is not None:
             items["ref_params"] = ocp.args.StandardSave(_flat_params(ref_params))
@@ -101,25 +110,47 @@ class RunCheckpointer:
     ) -> tuple[int, nnx.State, Any, nnx.State | None, dict] | None:
         """Restores the newest loadable checkpoint into the structure of the given templates.
 
-        Returns ``(step, params, opt_state, ref_params, meta)`` or None when there is none.
-        Templates give shapes, dtypes and shardings (their values are not used).
+        Returns ``(step, params, opt_state, ref_params, meta)``, or None when the directory
+        holds no checkpoint. Templates give shapes, dtypes and shardings (their values are not
+        used).
+
+        Raises:
+          CheckpointError: the checkpoints' parameter shapes differ from the templates' (a
+            changed model config), or no checkpoint could be restored.
         """
-        for step in reversed(self.steps()):
+        steps = self.steps()
+        failures = []
+        for step in reversed(steps):
             try:
-                return (step, *self._restore(step, params, opt_state, ref_params))
+                meta = self.read_meta(step)
+            except Exception as e:  # noqa: BLE001 - unreadable metadata: a damaged checkpoint
+                failures.append(self._skip(step, e))
+                continue
+            _check_shapes(meta.get("param_shapes"), params, f"{self.directory}/{step}")
+            try:
+                return (step, *self._restore(step, meta, params, opt_state, ref_params))
             except Exception as e:  # noqa: BLE001 - any failure means: try the previous one
-                log.warning(
-                    "checkpoint %s/%d cannot be restored (%s: %s); trying the previous one",
-                    self.directory,
-                    step,
-                    type(e).__name__,
-                    e,
-                )
+                failures.append(self._skip(step, e))
+        if steps:
+            raise CheckpointError(
+                f"{self.directory} holds checkpoints of steps {steps} and none could be "
+                "restored; nothing was changed there (move them away, or use a new run_dir, "
+                "to start over). " + "; ".join(failures)
+            )
         return None
 
-    def _restore(self, step, params, opt_state, ref_params):
-        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        meta = meta["meta"]
+    def _skip(self, step: int, e: Exception) -> str:
+        why = f"step {step}: {type(e).__name__}: {str(e)[:300]}"
+        log.warning("checkpoint %s/%d cannot be restored (%s); trying the previous one",
+                    self.directory, step, why)  # fmt: skip
+        return why
+
+    def read_meta(self, step: int) -> dict[str, Any]:
+        """The JSON metadata saved with ``step`` (step, config, data state, param shapes)."""
+        out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return out["meta"]
+
+    def _restore(self, step, meta, params, opt_state, ref_params):
         leaves, treedef = jax.tree.flatten(opt_state)
         args = dict(
             params=ocp.args.StandardRestore(_abstract(_flat_params(params))),
@@ -138,6 +169,9 @@ class RunCheckpointer:
     def restore_params(self, template: nnx.State, step: int | None = None) -> nnx.State:
         """Only the policy params (e.g. to export or to initialise another stage)."""
         step = self.steps()[-1] if step is None else step
+        _check_shapes(
+            self.read_meta(step).get("param_shapes"), template, f"{self.directory}/{step}"
+        )
         out = self.manager.restore(
             step,
             args=ocp.args.Composite(
@@ -149,6 +183,26 @@ class RunCheckpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _check_shapes(saved: dict[str, list[int]] | None, template: nnx.State, where: str) -> None:
+    """Raises :class:`CheckpointError` naming the parameters whose shapes in the checkpoint
+    ``where`` (``saved``, from its metadata; None in checkpoints written before r1jax stored
+    them) differ from ``template``'s."""
+    if saved is None:
+        return
+    now = {"/".join(map(str, p)): list(v.get_value().shape) for p, v in nnx.to_flat_state(template)}
+    diffs = [f"{k}: saved {tuple(saved[k])}, now {tuple(now[k])}"
+             for k in now if k in saved and saved[k] != now[k]]  # fmt: skip
+    diffs += [f"{k}: not in the checkpoint" for k in now if k not in saved]
+    diffs += [f"{k}: in the checkpoint only" for k in saved if k not in now]
+    if diffs:
+        more = f" (+{len(diffs) - 4} more)" if len(diffs) > 4 else ""
+        raise CheckpointError(
+            f"checkpoint {where} holds a different model than this config builds: "
+            f"{'; '.join(diffs[:4])}{more}. Resume with the run's own config (saved in the "
+            "checkpoint's meta) or start a new run_dir; nothing was changed there."
+        )
 
 
 def _unflat_params(template: nnx.State, flat: dict[str, jax.Array]) -> nnx.State:

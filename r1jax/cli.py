@@ -186,11 +186,12 @@ def main(argv: list[str] | None = None) -> None:
     maybe_initialize()
     if name == "plot" and len(argv) > 2 and not argv[2].startswith("-"):
         argv = [*argv[:2], f"--src={argv[2]}", *argv[3:]]
+    from r1jax.checkpoint import CheckpointError
     from r1jax.config import ConfigError
 
     try:
         app.run(lambda _: sys.exit(_run(fn)), argv=[f"r1jax {name}"] + argv[2:])
-    except (ConfigError, FileNotFoundError) as e:  # names the field/file: no traceback needed
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:  # the message says it all
         print(f"r1jax {name}: {e}", file=sys.stderr)
         sys.exit(2)
     except (AttributeError, KeyError) as e:  # ml_collections: unknown --config.<field>

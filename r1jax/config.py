@@ -21,6 +21,19 @@ class ConfigError(ValueError):
     """An invalid configuration; the message names the field and the value."""
 
 
+def config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``"field: old -> new"`` for every leaf that differs between two config dicts (e.g.
+    the JSON saved with a checkpoint and the current config)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b, name = old.get(key), new.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, f"{name}.")
+        elif a != b:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
+
+
 def base_config() -> ml_collections.ConfigDict:
     """Every field with its default. Recipes override a few of them."""
     c = ml_collections.ConfigDict()

@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from r1jax import sharding as shd
-from r1jax.checkpoint import RunCheckpointer
+from r1jax.checkpoint import CheckpointError, RunCheckpointer
 from r1jax.metrics import MetricsWriter, plot_run, read_metrics
 from r1jax.model import create_model, get_preset
 from r1jax.optim import init_opt_state, make_optimizer
@@ -54,6 +54,64 @@ def test_half_written_checkpoint_is_ignored(tmp_path, caplog):
         ck = RunCheckpointer(str(tmp_path / "ck"))
     assert "half-written" in caplog.text
     assert ck.restore_latest(params, opt_state)[0] == 3
+    ck.close()
+
+
+def _truncate_files(directory):
+    for root, _, files in os.walk(directory):
+        for name in files:
+            with open(os.path.join(root, name), "r+b") as f:
+                f.truncate(0)
+
+
+def test_a_different_model_is_named_and_nothing_is_deleted(tmp_path):
+    mesh = shd.make_mesh((8, 1, 1))
+    params, opt_state = _state(mesh)
+    ck = RunCheckpointer(str(tmp_path / "ck"), keep=1)
+    ck.save(3, params, opt_state, {"step": 3})
+    ck.close()
+    wider = nnx.state(create_model(get_preset("tiny").replace(hidden_size=128), mesh))
+    ck = RunCheckpointer(str(tmp_path / "ck"), keep=1)
+    with pytest.raises(CheckpointError, match=r"embed: saved \(256, 64\), now \(256, 128\)"):
+        ck.restore_latest(wider, opt_state)
+    with pytest.raises(CheckpointError, match="different model"):
+        ck.restore_params(wider)
+    assert ck.steps() == [3] and ck.restore_latest(params, opt_state)[0] == 3
+    ck.close()
+
+
+def test_no_restorable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+    mesh = shd.make_mesh((8, 1, 1))
+    params, opt_state = _state(mesh)
+    ck = RunCheckpointer(str(tmp_path / "ck"))
+    for step in (2, 4):
+        ck.save(step, params, opt_state, {"step": step})
+        ck.wait()
+    ck.close()
+    for step in (2, 4):
+        _truncate_files(tmp_path / "ck" / str(step) / "params")
+    ck = RunCheckpointer(str(tmp_path / "ck"))
+    with pytest.raises(CheckpointError, match=r"steps \[2, 4\] and none could be restored"):
+        ck.restore_latest(params, opt_state)
+    assert ck.steps() == [2, 4]
+    ck.close()
+
+
+def test_checkpoints_without_saved_shapes_still_restore(tmp_path):
+    """Checkpoints written before the metadata held parameter shapes."""
+    mesh = shd.make_mesh((8, 1, 1))
+    params, opt_state = _state(mesh)
+    ck = RunCheckpointer(str(tmp_path / "ck"))
+    ck.save(1, params, opt_state, {"step": 1})
+    ck.close()
+    meta_file = tmp_path / "ck" / "1" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    assert "param_shapes" in meta
+    del meta["param_shapes"]
+    meta_file.write_text(json.dumps(meta))
+    ck = RunCheckpointer(str(tmp_path / "ck"))
+    assert "param_shapes" not in ck.read_meta(1)
+    assert ck.restore_latest(params, opt_state)[0] == 1
     ck.close()
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from trainer_fixtures import make_config
 
+from r1jax.checkpoint import CheckpointError
 from r1jax.rl.trainer import KILL_ENV, GRPOTrainer
 
 TESTS = os.path.dirname(__file__)
@@ -122,6 +123,21 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):
         assert "cannot be restored" in caplog.text
     finally:
         t2.close()
+
+
+def test_resume_with_a_changed_model_names_it_and_keeps_the_run(tmp_path):
+    c = make_config(str(tmp_path), train__steps=2)
+    t = GRPOTrainer(c)
+    t.train()
+    t.close()
+    ckpt = os.path.join(c.run_dir, "checkpoints")
+    before = sorted(os.listdir(ckpt))
+    c.model.overrides.num_layers = 1
+    with pytest.raises(CheckpointError) as e:
+        GRPOTrainer(c)
+    assert "layers/1/attn/q: in the checkpoint only" in str(e.value)
+    assert "model.overrides.num_layers: None -> 1" in str(e.value)
+    assert sorted(os.listdir(ckpt)) == before
 
 
 def test_ctrl_c_saves_and_exits_cleanly(tmp_path):

@@ -19,6 +19,7 @@ together, whose metadata holds every process's data-iterator state.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -34,8 +35,8 @@ from flax import nnx
 from r1jax import build
 from r1jax import distributed as dist
 from r1jax import sharding as shd
-from r1jax.checkpoint import RunCheckpointer
-from r1jax.config import ConfigError, validate
+from r1jax.checkpoint import CheckpointError, RunCheckpointer
+from r1jax.config import ConfigError, config_changes, validate
 from r1jax.evaluate import summarize
 from r1jax.metrics import MetricsWriter
 from r1jax.optim import (
@@ -321,9 +322,12 @@ class GRPOTrainer:
     # ------------------------------------------------------------------ state
 
     def _resume(self) -> bool:
-        restored = self.ckpt.restore_latest(
-            self.params, self.opt_state, self.params if self.c.rl.beta > 0 else None
-        )
+        try:
+            restored = self.ckpt.restore_latest(
+                self.params, self.opt_state, self.params if self.c.rl.beta > 0 else None
+            )
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}{self._config_changes_hint()}") from None
         if restored is None:
             return False
         step, self.params, self.opt_state, ref, meta = restored
@@ -335,6 +339,18 @@ class GRPOTrainer:
         if dist.is_primary():
             print(f"resumed from {self.ckpt.directory} step {step}")
         return True
+
+    def _config_changes_hint(self) -> str:
+        """The config fields that differ from those saved with the latest checkpoint."""
+        try:
+            saved = json.loads(self.ckpt.read_meta(self.ckpt.steps()[-1])["config"])
+        except Exception:  # noqa: BLE001 - a hint only; the metadata may be what is damaged
+            return ""
+        changes = config_changes(saved, json.loads(self.c.to_json_best_effort()))
+        if not changes:
+            return ""
+        more = f" (+{len(changes) - 8} more)" if len(changes) > 8 else ""
+        return f" Config fields changed since that checkpoint: {'; '.join(changes[:8])}{more}."
 
     def _own_data_state(self, meta: dict) -> dict:
         """This process's data-iterator state in checkpoint metadata."""
