@@ -185,6 +185,30 @@ class RunCheckpointer:
         self.manager.close()
 
 
+def restore_run_params(model: nnx.Module, run_dir: str, step: int | None = None) -> int | None:
+    """Loads the policy params of checkpoint ``step`` (default: the newest) of the run in
+    ``run_dir`` into ``model``, in place. Returns the step, or None when the run has no
+    checkpoint and no ``step`` was asked for.
+
+    Raises:
+      CheckpointError: ``step`` is not there, or the checkpoint holds a different model.
+    """
+    directory = os.path.join(run_dir, "checkpoints")
+    ck = RunCheckpointer(directory, async_save=False) if os.path.isdir(directory) else None
+    try:
+        steps = ck.steps() if ck is not None else []
+        if step is None and not steps:
+            return None
+        if step is not None and step not in steps:
+            raise CheckpointError(f"{directory} has no checkpoint of step {step} (steps: {steps})")
+        step = steps[-1] if step is None else step
+        nnx.update(model, ck.restore_params(nnx.state(model), step))
+        return step
+    finally:
+        if ck is not None:
+            ck.close()
+
+
 def _check_shapes(saved: dict[str, list[int]] | None, template: nnx.State, where: str) -> None:
     """Raises :class:`CheckpointError` naming the parameters whose shapes in the checkpoint
     ``where`` (``saved``, from its metadata; None in checkpoints written before r1jax stored

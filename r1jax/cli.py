@@ -24,7 +24,7 @@ flags.DEFINE_string("dst", None, "convert: destination HF directory.")
 flags.DEFINE_string("dtype", None, "convert: dtype of the written weights.")
 flags.DEFINE_multi_string("prompt", [], "sample: prompt text (repeatable).")
 flags.DEFINE_integer("num_samples", 1, "sample: completions per prompt.")
-flags.DEFINE_integer("step", None, "export: checkpoint step (default: latest).")
+flags.DEFINE_integer("step", None, "export, sample: checkpoint step of the run (default: latest).")
 
 COMMANDS: dict[str, tuple[Callable[[], int], str]] = {}
 
@@ -102,10 +102,8 @@ def _convert() -> int:
 def _export() -> int:
     import os
 
-    from flax import nnx
-
     from r1jax import build
-    from r1jax.checkpoint import RunCheckpointer
+    from r1jax.checkpoint import restore_run_params
     from r1jax.model.hf import save_hf_model
 
     c = _require_config()
@@ -113,13 +111,10 @@ def _export() -> int:
         raise app.UsageError("export needs --dst=<dir>")
     mesh = build.build_mesh(c)
     model = build.build_model(c, mesh, build.build_tokenizer(c))
-    graphdef, params = nnx.split(model)
-    ckpt = RunCheckpointer(os.path.join(c.run_dir, "checkpoints"))
-    if not ckpt.steps():
-        raise app.UsageError(f"no checkpoints in {ckpt.directory}")
-    step = FLAGS.step if FLAGS.step is not None else ckpt.steps()[-1]
-    params = ckpt.restore_params(params, step)
-    save_hf_model(nnx.merge(graphdef, params), FLAGS.dst, dtype=FLAGS.dtype)
+    step = restore_run_params(model, c.run_dir, FLAGS.step)
+    if step is None:
+        raise app.UsageError(f"no checkpoints in {os.path.join(c.run_dir, 'checkpoints')}")
+    save_hf_model(model, FLAGS.dst, dtype=FLAGS.dtype)
     print(f"wrote step {step} of {c.run_dir} to {FLAGS.dst}")
     return 0
 
@@ -134,7 +129,7 @@ def _train() -> int:
     if history and is_primary():
         last = history[-1]
         print(
-            f"done: step {len(history)} reward/mean={last['reward/mean']:.3f} run_dir={c.run_dir}"
+            f"done: step {last['step']} reward/mean={last['reward/mean']:.3f} run_dir={c.run_dir}"
         )
     return 0
 
@@ -150,11 +145,13 @@ def _plot() -> int:
     return 0
 
 
-@command("sample", "print completions: --prompt=TEXT (repeatable) [--num_samples=G]")
+@command(
+    "sample", "print completions of the run's latest checkpoint: --prompt=TEXT [--num_samples=G]"
+)
 def _sample() -> int:
     from r1jax.sampling.command import sample_command
 
-    sample_command(_require_config(), FLAGS.prompt, FLAGS.num_samples)
+    sample_command(_require_config(), FLAGS.prompt, FLAGS.num_samples, step=FLAGS.step)
     return 0
 
 

@@ -1,6 +1,7 @@
 """End-to-end sampler checks against references that recompute everything without a cache."""
 
 import contextlib
+import os
 from dataclasses import replace
 
 import jax
@@ -10,7 +11,8 @@ import pytest
 from flax import nnx
 from test_sampler_ops import reference_probs
 
-from r1jax.model import causal_mask, positions_from_mask
+from r1jax import sharding as shd
+from r1jax.model import causal_mask, get_preset, positions_from_mask
 from r1jax.model.hf import load_hf_model
 from r1jax.sampler import Sampler, SamplingParams
 from r1jax.sampling.decode import segment_ends
@@ -361,21 +363,54 @@ def test_bad_settings_fail_before_compiling(hf_model):
     assert s.compile_count() == 0
 
 
-def test_sample_command_prints_ids_without_tokenizer():
+def test_sample_command_prints_ids_without_tokenizer(tmp_path):
     from r1jax.config import base_config
     from r1jax.sampling.command import sample_command
 
     c = base_config()
+    c.run_dir = str(tmp_path / "run")
     c.sampling.max_prompt_len, c.sampling.max_new_tokens, c.sampling.prompt_buckets = 8, 4, (8,)
     with pytest.raises(ValueError, match="space-separated token ids"):
         sample_command(c, ["not ids"], 1)
     lines = []
     out = sample_command(c, ["1 2 3", "7"], 2, emit=lines.append)
+    assert lines.pop(0) == f"weights: random init (seed {c.seed}) (no checkpoint in {c.run_dir})"
+    assert not os.path.exists(c.run_dir)  # looking for checkpoints creates nothing
     assert out.tokens.shape == (4, 4) and out.prompt_ids[0, -3:].tolist() == [1, 2, 3]
     assert [ln.split("\n")[0] for ln in lines][:2] == [
         f"--- prompt 0 sample {j} ({out.finish_reason[j]}, {out.lengths[j]} tokens)" for j in (0, 1)
     ]
     assert lines[3].split("\n")[1] == " ".join(map(str, out.tokens[3, : out.lengths[3]]))
+
+
+def test_sample_command_uses_the_runs_checkpoint(tmp_path):
+    """After training, ``r1jax sample`` samples the run's policy (the newest checkpoint, or
+    ``--step``), not the config's initial weights."""
+    from r1jax.checkpoint import CheckpointError, RunCheckpointer
+    from r1jax.config import base_config
+    from r1jax.model import create_model
+    from r1jax.optim import init_opt_state, make_optimizer
+    from r1jax.sampling.command import sample_command
+
+    c = base_config()
+    c.run_dir = str(tmp_path / "run")
+    c.sampling.max_prompt_len, c.sampling.max_new_tokens, c.sampling.prompt_buckets = 8, 6, (8,)
+    c.sampling.temperature = 0.0
+    mesh = shd.make_mesh((8, 1, 1))
+    trained = create_model(get_preset(c.model.preset), mesh, seed=c.seed + 1)
+    params = nnx.state(trained)
+    ck = RunCheckpointer(os.path.join(c.run_dir, "checkpoints"))
+    opt = make_optimizer(1e-3, 10)
+    ck.save(5, params, init_opt_state(opt, params, mesh), {"step": 5})
+    ck.close()
+    lines = []
+    out = sample_command(c, ["1 2 3"], 1, emit=lines.append)
+    assert lines[0] == f"weights: {c.run_dir} step 5"
+    s = Sampler(trained, mesh=mesh, max_prompt_len=8, max_new_tokens=6, prompt_buckets=(8,))
+    ref = s.generate(params, [[1, 2, 3]], 1, SamplingParams(temperature=0.0))
+    np.testing.assert_array_equal(out.tokens, ref.tokens)
+    with pytest.raises(CheckpointError, match="no checkpoint of step 4"):
+        sample_command(c, ["1 2 3"], 1, emit=lines.append, step=4)
 
 
 def test_cache_layout_and_grow_cache():

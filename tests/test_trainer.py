@@ -63,6 +63,7 @@ def test_reward_rises(tmp_path):
         history = trainer.train()
     finally:
         trainer.close()
+    assert [m["step"] for m in history] == list(range(1, 25))
     rewards = np.array([m["reward/mean"] for m in history])
     assert np.mean(rewards[-6:]) > np.mean(rewards[:6]) + 0.1, rewards
     assert trainer.update_compiles() == 1  # no recompilation across steps

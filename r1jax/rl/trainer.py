@@ -559,7 +559,8 @@ class GRPOTrainer:
         return dist.any_true(self._stop_requested)
 
     def train(self) -> list[dict[str, float]]:
-        """Runs until ``train.steps``; returns the metrics of the steps run by this call."""
+        """Runs until ``train.steps``; returns the metrics of the steps run by this call, each
+        with its global ``"step"`` (a resumed run's first entry is not step 1)."""
         from tqdm import tqdm
 
         c = self.c
@@ -586,7 +587,7 @@ class GRPOTrainer:
                         self.best_eval = eval_score
                 if self.step % c.train.log_every == 0 or eval_score is not None:
                     self.metrics.write(self.step, m)
-                history.append(m)
+                history.append(dict(m, step=self.step))
                 bar.update(1)
                 bar.set_postfix(
                     reward=f"{m['reward/mean']:.3f}", len=f"{m['completion/length_mean']:.0f}"

@@ -47,12 +47,19 @@ def sample_command(
     prompts: Sequence[str],
     num_samples: int = 1,
     emit: Callable[[str], None] = print,
+    step: int | None = None,
 ) -> SampleOutput:
-    """Builds mesh, tokenizer, model and sampler from ``c`` and prints the completions."""
+    """Builds mesh, tokenizer, model and sampler from ``c`` and prints the completions.
+
+    The weights are those of the run's checkpoint ``step`` (default: the newest) in
+    ``c.run_dir`` when the run has one, else the config's model (``model.hf_path`` or a
+    random init); the first line printed says which.
+    """
     import jax
 
     from r1jax import build
     from r1jax import config as cfgmod
+    from r1jax.checkpoint import restore_run_params
 
     if not prompts:
         raise ConfigError("sample needs at least one --prompt")
@@ -61,6 +68,12 @@ def sample_command(
     inputs = parse_prompts(prompts, tokenizer)
     mesh = build.build_mesh(c)
     model = build.build_model(c, mesh, tokenizer)
+    restored = restore_run_params(model, c.run_dir, step)
+    if restored is not None:
+        emit(f"weights: {c.run_dir} step {restored}")
+    else:
+        source = c.model.hf_path or f"random init (seed {c.seed})"
+        emit(f"weights: {source} (no checkpoint in {c.run_dir})")
     s = c.sampling
     sampler = Sampler(
         model,
