@@ -23,12 +23,11 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from orbax.checkpoint import checkpoint_managers as cm
 
+from r1jax.model.hf import CheckpointError
+
+__all__ = ["CheckpointError", "RunCheckpointer", "restore_run_params"]
 log = logging.getLogger(__name__)
 EVAL_METRIC = "eval/pass@1"
-
-
-class CheckpointError(RuntimeError):
-    """A run directory holds checkpoints that this run cannot continue from."""
 
 
 def _flat_params(state: nnx.State) -> dict[str, jax.Array]:

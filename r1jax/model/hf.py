@@ -29,7 +29,9 @@ INDEX_FILE = "model.safetensors.index.json"
 
 
 class CheckpointError(ValueError):
-    """A Hugging Face checkpoint that cannot be loaded; the message names file and tensor."""
+    """A checkpoint that cannot be used: a Hugging Face directory that cannot be loaded, or a
+    run's Orbax checkpoints that this config cannot continue (:mod:`r1jax.checkpoint`). The
+    message names the file, tensor or step and what is wrong."""
 
 
 # ----------------------------------------------------------------------------- config
