@@ -126,11 +126,17 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):
         t2.close()
 
 
-def test_resume_with_a_changed_model_names_it_and_keeps_the_run(tmp_path):
+def test_resume_with_a_changed_model_names_it_and_keeps_the_run(tmp_path, capsys):
     c = make_config(str(tmp_path), train__steps=2)
     t = GRPOTrainer(c)
     t.train()
     t.close()
+    t = GRPOTrainer(c)  # a finished run: says so and runs nothing
+    try:
+        assert t.train() == []
+    finally:
+        t.close()
+    assert "is at step 2, train.steps=2: nothing to do" in capsys.readouterr().out
     ckpt = os.path.join(c.run_dir, "checkpoints")
     before = sorted(os.listdir(ckpt))
     c.model.overrides.num_layers = 1

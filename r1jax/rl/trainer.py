@@ -565,6 +565,11 @@ class GRPOTrainer:
 
         c = self.c
         history = []
+        if self.step >= c.train.steps and dist.is_primary():
+            print(
+                f"{self.run_dir} is at step {self.step}, train.steps={c.train.steps}: nothing to "
+                "do (raise train.steps to continue the run)"
+            )
         previous = signal.signal(signal.SIGINT, self._on_sigint)
         kill_at = int(os.environ.get(KILL_ENV, "-1"))
         bar = tqdm(
