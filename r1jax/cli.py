@@ -24,6 +24,9 @@ flags.DEFINE_string("dst", None, "convert: destination HF directory.")
 flags.DEFINE_string("dtype", None, "convert: dtype of the written weights.")
 flags.DEFINE_multi_string("prompt", [], "sample: prompt text (repeatable).")
 flags.DEFINE_integer("num_samples", 1, "sample: completions per prompt.")
+flags.DEFINE_bool(
+    "raw", False, "sample: give the --prompt text to the model as is (no config prompt template)."
+)
 flags.DEFINE_integer("step", None, "export, sample: checkpoint step of the run (default: latest).")
 
 COMMANDS: dict[str, tuple[Callable[[], int], str]] = {}
@@ -151,7 +154,8 @@ def _plot() -> int:
 def _sample() -> int:
     from r1jax.sampling.command import sample_command
 
-    sample_command(_require_config(), FLAGS.prompt, FLAGS.num_samples, step=FLAGS.step)
+    c = _require_config()
+    sample_command(c, FLAGS.prompt, FLAGS.num_samples, step=FLAGS.step, raw=FLAGS.raw)
     return 0
 
 

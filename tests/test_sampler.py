@@ -383,6 +383,26 @@ def test_sample_command_prints_ids_without_tokenizer(tmp_path):
     assert lines[3].split("\n")[1] == " ".join(map(str, out.tokens[3, : out.lengths[3]]))
 
 
+def test_sample_command_formats_prompts_like_the_run_unless_raw(tmp_path):
+    from r1jax.build import build_tokenizer
+    from r1jax.config import base_config
+    from r1jax.sampling.command import sample_command
+
+    c = base_config()
+    c.run_dir = str(tmp_path / "run")
+    c.tokenizer.chars = "0123456789+=?\n Question:"
+    c.prompt.style, c.prompt.suffix = "plain", "="
+    c.sampling.max_prompt_len, c.sampling.max_new_tokens, c.sampling.prompt_buckets = 16, 2, (16,)
+    tok = build_tokenizer(c)
+
+    def prompt_ids(raw):
+        out = sample_command(c, ["1+2"], 1, emit=lambda _: None, raw=raw)
+        return out.prompt_ids[0][out.prompt_ids[0] != tok.pad_id].tolist()
+
+    assert prompt_ids(raw=False) == tok.encode("1+2\n=")  # the run's suffix is appended
+    assert prompt_ids(raw=True) == tok.encode("1+2")
+
+
 def test_sample_command_uses_the_runs_checkpoint(tmp_path):
     """After training, ``r1jax sample`` samples the run's policy (the newest checkpoint, or
     ``--step``), not the config's initial weights."""

@@ -26,10 +26,14 @@ def _tokenizer(c: ml_collections.ConfigDict) -> Any:
     return None
 
 
-def parse_prompts(prompts: Sequence[str], tokenizer: Any) -> list[str] | list[list[int]]:
-    """Texts as they are with a tokenizer; without one, each prompt is space-separated ids."""
+def parse_prompts(
+    prompts: Sequence[str], tokenizer: Any, format_prompt: Callable[[dict], str] | None = None
+) -> list[str] | list[list[int]]:
+    """With a tokenizer: each text through ``format_prompt`` (a record ``{"prompt": text}`` ->
+    model input, e.g. the run's R1-Zero template), or as it is when that is None. Without
+    a tokenizer, each prompt is space-separated token ids."""
     if tokenizer is not None:
-        return list(prompts)
+        return [format_prompt({"prompt": p}) if format_prompt else p for p in prompts]
     out = []
     for i, p in enumerate(prompts):
         try:
@@ -48,8 +52,12 @@ def sample_command(
     num_samples: int = 1,
     emit: Callable[[str], None] = print,
     step: int | None = None,
+    raw: bool = False,
 ) -> SampleOutput:
     """Builds mesh, tokenizer, model and sampler from ``c`` and prints the completions.
+
+    Text prompts are formatted as the run formats its data (``c.prompt``: the R1-Zero
+    template by default, or the chat template, ...) unless ``raw``.
 
     The weights are those of the run's checkpoint ``step`` (default: the newest) in
     ``c.run_dir`` when the run has one, else the config's model (``model.hf_path`` or a
@@ -65,7 +73,8 @@ def sample_command(
         raise ConfigError("sample needs at least one --prompt")
     cfgmod.validate(c, jax.device_count())
     tokenizer = _tokenizer(c)
-    inputs = parse_prompts(prompts, tokenizer)
+    fmt = None if raw else build.prompt_formatter(c, tokenizer)
+    inputs = parse_prompts(prompts, tokenizer, fmt)
     mesh = build.build_mesh(c)
     model = build.build_model(c, mesh, tokenizer)
     restored = restore_run_params(model, c.run_dir, step)
