@@ -38,6 +38,9 @@ import time
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run as `python benchmarks/bench_grpo.py`
+    sys.path.insert(0, ROOT)
+from benchmarks.tiny_qwen2 import add_model_args  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,12 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "e.g. the malloc settings r1jax's mesh.cpu_keep_memory makes, as MALLOC_* variables)",
     )
     ap.add_argument("--lr", type=float, default=1e-5)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--kv_heads", type=int, default=2)
-    ap.add_argument("--intermediate", type=int, default=704)
-    ap.add_argument("--vocab", type=int, default=1024)
+    add_model_args(ap)
     ap.add_argument("--num_prompts", type=int, default=256, help="prompts in the data set")
     ap.add_argument(
         "--frameworks",

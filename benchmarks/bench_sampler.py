@@ -28,6 +28,11 @@ import sys
 import tempfile
 import time
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run as `python benchmarks/bench_sampler.py`
+    sys.path.insert(0, ROOT)
+from benchmarks.tiny_qwen2 import add_model_args, save_random_qwen2  # noqa: E402
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -42,12 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="torch.set_num_threads; XLA sizes its pool by the CPUs the process may use, so "
         "run under `taskset -c 0` for a 1-core comparison",
     )
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--kv_heads", type=int, default=2)
-    ap.add_argument("--intermediate", type=int, default=704)
-    ap.add_argument("--vocab", type=int, default=1024)
+    add_model_args(ap)
     ap.add_argument("--out", default="", help="write the results table to this file")
     ap.add_argument("--append", action="store_true", help="append to --out instead")
     return ap.parse_args(argv)
@@ -55,23 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_hf(args: argparse.Namespace, path: str):
     """A random Qwen2 with HF's default init, saved to ``path``."""
-    import torch
-    import transformers
-
-    torch.manual_seed(0)
-    cfg = transformers.Qwen2Config(
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        num_key_value_heads=args.kv_heads,
-        intermediate_size=args.intermediate,
-        max_position_embeddings=max(512, args.prompt_len + args.new_tokens),
-        tie_word_embeddings=True,
-    )
-    model = transformers.Qwen2ForCausalLM(cfg).eval()
-    model.save_pretrained(path)
-    return model
+    positions = max(512, args.prompt_len + args.new_tokens)
+    return save_random_qwen2(args, path, max_position_embeddings=positions)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,8 @@ import json
 import os
 import random
 
+from benchmarks.tiny_qwen2 import save_random_qwen2
+
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 WORD_TEXT = (
     "the a of to and in is it that for on was with as by at from this be are an or not but "
@@ -99,29 +101,19 @@ def hf_tokenizer(path: str):
 def build_assets(path: str, args) -> dict[str, object]:
     """Writes the tokenizer, a random fp32 Qwen2 (tied embeddings) and ``prompts.jsonl`` into
     ``path``; returns facts for the report (params, prompt token lengths)."""
-    import torch
-    import transformers
     from tokenizers import Tokenizer
 
     os.makedirs(path, exist_ok=True)
     vocab = build_tokenizer(path, args.vocab)
     tok = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
-    torch.manual_seed(0)
-    cfg = transformers.Qwen2Config(
+    model = save_random_qwen2(
+        args,
+        path,
         vocab_size=vocab,
-        hidden_size=args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        num_key_value_heads=args.kv_heads,
-        intermediate_size=args.intermediate,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
         eos_token_id=tok.token_to_id(EOS),
         pad_token_id=tok.token_to_id(PAD),
         bos_token_id=None,
     )
-    model = transformers.Qwen2ForCausalLM(cfg).eval()
-    model.save_pretrained(path)
     texts = prompts(args.num_prompts)
     lengths = [len(tok.encode(t).ids) for t in texts]
     hf_tok = hf_tokenizer(path)
