@@ -92,8 +92,11 @@ def cold_start(
         schedule="cosine",
     )
     if history and primary:
-        print(
-            f"cold start: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}, "
-            f"token accuracy {history[-1]['accuracy']:.3f}"
+        first, last = history[0], history[-1]
+        loss = (
+            f"{first['loss']:.3f} -> {last['loss']:.3f}"
+            if len(history) > 1
+            else f"{last['loss']:.3f}"
         )
+        print(f"cold start: {cs.steps} steps, loss {loss}, token accuracy {last['accuracy']:.3f}")
     return model
