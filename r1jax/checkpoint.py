@@ -25,7 +25,7 @@ from orbax.checkpoint import checkpoint_managers as cm
 
 from r1jax.model.hf import CheckpointError
 
-__all__ = ["CheckpointError", "RunCheckpointer", "restore_run_params"]
+__all__ = ["CheckpointError", "RunCheckpointer", "load_params", "restore_run_params"]
 log = logging.getLogger(__name__)
 EVAL_METRIC = "eval/pass@1"
 
@@ -184,15 +184,19 @@ class RunCheckpointer:
         self.manager.close()
 
 
-def restore_run_params(model: nnx.Module, run_dir: str, step: int | None = None) -> int | None:
-    """Loads the policy params of checkpoint ``step`` (default: the newest) of the run in
-    ``run_dir`` into ``model``, in place. Returns the step, or None when the run has no
-    checkpoint and no ``step`` was asked for.
+def load_params(
+    path: str, template: nnx.State, step: int | None = None
+) -> tuple[int, nnx.State] | None:
+    """The policy params of checkpoint ``step`` (default: the newest) under ``path``: a run
+    directory (its ``checkpoints/``) or that folder itself. Returns ``(step, params)`` shaped
+    like ``template``, or None when there is no checkpoint and no ``step`` was asked for.
+    Reads only: a missing ``path`` is not created.
 
     Raises:
       CheckpointError: ``step`` is not there, or the checkpoint holds a different model.
     """
-    directory = os.path.join(run_dir, "checkpoints")
+    run_checkpoints = os.path.join(path, "checkpoints")
+    directory = run_checkpoints if os.path.isdir(run_checkpoints) else path
     ck = RunCheckpointer(directory, async_save=False) if os.path.isdir(directory) else None
     try:
         steps = ck.steps() if ck is not None else []
@@ -201,11 +205,20 @@ def restore_run_params(model: nnx.Module, run_dir: str, step: int | None = None)
         if step is not None and step not in steps:
             raise CheckpointError(f"{directory} has no checkpoint of step {step} (steps: {steps})")
         step = steps[-1] if step is None else step
-        nnx.update(model, ck.restore_params(nnx.state(model), step))
-        return step
+        return step, ck.restore_params(template, step)
     finally:
         if ck is not None:
             ck.close()
+
+
+def restore_run_params(model: nnx.Module, run_dir: str, step: int | None = None) -> int | None:
+    """:func:`load_params` of the run in ``run_dir`` written into ``model`` in place; returns
+    the step, or None when the run has no checkpoint."""
+    found = load_params(run_dir, nnx.state(model), step)
+    if found is None:
+        return None
+    nnx.update(model, found[1])
+    return found[0]
 
 
 def _check_shapes(saved: dict[str, list[int]] | None, template: nnx.State, where: str) -> None:

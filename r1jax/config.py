@@ -163,7 +163,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 50
     c.train.keep_checkpoints = 3
     c.train.log_every = 1
-    c.train.init_checkpoint = ""  # params to start from (an r1jax checkpoint dir)
+    c.train.init_checkpoint = ""  # params to start from: an r1jax run dir (newest checkpoint)
     c.train.eval_samples = 4  # k samples per eval prompt (pass@1 averaged over k)
     c.train.eval_temperature = 0.6
     c.train.eval_top_p = 0.95

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 
+import jax
 import numpy as np
 import pytest
 from trainer_fixtures import make_config
@@ -145,6 +146,27 @@ def test_resume_with_a_changed_model_names_it_and_keeps_the_run(tmp_path, capsys
     assert "layers/1/attn/q: in the checkpoint only" in str(e.value)
     assert "model.overrides.num_layers: None -> 1" in str(e.value)
     assert sorted(os.listdir(ckpt)) == before
+
+
+def test_init_checkpoint_starts_from_another_runs_params(tmp_path):
+    first = make_config(str(tmp_path), "first", train__steps=2)
+    t = GRPOTrainer(first)
+    t.train()
+    trained = jax.tree.leaves(t.params)
+    t.close()
+    for init in (first.run_dir, os.path.join(first.run_dir, "checkpoints")):
+        second = make_config(str(tmp_path), "second", train__init_checkpoint=init)
+        t = GRPOTrainer(second)
+        try:
+            assert t.step == 0
+            for a, b in zip(jax.tree.leaves(t.params), trained, strict=True):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        finally:
+            t.close()
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(CheckpointError, match="init_checkpoint=.*no r1jax checkpoint there"):
+        GRPOTrainer(make_config(str(tmp_path), "third", train__init_checkpoint=missing))
+    assert not os.path.exists(missing)
 
 
 def test_ctrl_c_saves_and_exits_cleanly(tmp_path):

@@ -35,7 +35,7 @@ from flax import nnx
 from r1jax import build
 from r1jax import distributed as dist
 from r1jax import sharding as shd
-from r1jax.checkpoint import CheckpointError, RunCheckpointer
+from r1jax.checkpoint import CheckpointError, RunCheckpointer, load_params
 from r1jax.config import ConfigError, config_changes, validate
 from r1jax.evaluate import summarize
 from r1jax.metrics import MetricsWriter
@@ -369,7 +369,15 @@ class GRPOTrainer:
     def _start_fresh(self) -> None:
         c = self.c
         if c.train.init_checkpoint:
-            self.params = RunCheckpointer(c.train.init_checkpoint).restore_params(self.params)
+            found = load_params(c.train.init_checkpoint, self.params)
+            if found is None:
+                raise CheckpointError(
+                    f"train.init_checkpoint={c.train.init_checkpoint!r}: no r1jax checkpoint "
+                    "there (give a run directory or its checkpoints/ folder)"
+                )
+            step, self.params = found
+            if dist.is_primary():
+                print(f"initialised from {c.train.init_checkpoint} step {step}")
         elif c.cold_start.task:
             from r1jax.recipes import cold_start
 
