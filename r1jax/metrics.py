@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def _scalar(v: Any) -> float | None:
@@ -47,8 +50,12 @@ class MetricsWriter:
             try:
                 import wandb
             except ImportError:
-                wandb = None
-            if wandb is not None:
+                log.warning(
+                    "wandb_project=%r but wandb is not installed (pip install wandb): metrics go "
+                    "to metrics.jsonl and TensorBoard only",
+                    wandb_project,
+                )
+            else:
                 self._wandb = wandb.init(project=wandb_project, dir=run_dir, resume="allow")
 
     def _truncate_after(self, step: int) -> None:
@@ -78,6 +85,8 @@ class MetricsWriter:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
 
 
 def read_metrics(run_dir: str) -> list[dict[str, Any]]:

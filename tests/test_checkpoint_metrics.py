@@ -191,3 +191,25 @@ def test_train_then_export_to_transformers(tmp_path):
     # and the exported weights are the trained ones, not a fresh init
     init = create_model(ours.cfg, seed=3)
     assert np.abs(np.asarray(init.embed[...]) - np.asarray(ours.embed[...])).max() > 0
+
+
+def test_wandb_logs_when_installed_and_warns_when_not(tmp_path, monkeypatch, caplog):
+    import types
+
+    logged = []
+    run = types.SimpleNamespace(
+        log=lambda row, step: logged.append((step, row)), finish=lambda: logged.append("end")
+    )
+    fake = types.SimpleNamespace(init=lambda **kw: run)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    w = MetricsWriter(str(tmp_path / "a"), tensorboard=False, wandb_project="p")
+    w.write(1, {"reward/mean": 0.5})
+    w.close()
+    assert logged[0][0] == 1 and logged[0][1]["reward/mean"] == 0.5 and logged[-1] == "end"
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    with caplog.at_level(logging.WARNING):
+        w = MetricsWriter(str(tmp_path / "b"), tensorboard=False, wandb_project="p")
+    w.write(1, {"reward/mean": 0.5})
+    w.close()
+    assert "wandb is not installed" in caplog.text
+    assert read_metrics(str(tmp_path / "b"))[0]["reward/mean"] == 0.5
