@@ -169,6 +169,45 @@ def test_init_checkpoint_starts_from_another_runs_params(tmp_path):
     assert not os.path.exists(missing)
 
 
+def test_a_crash_after_the_cold_start_does_not_redo_it(tmp_path, monkeypatch):
+    """The cold-start SFT is saved as step 0 before the first GRPO step: a run that dies
+    before its first periodic checkpoint resumes with the SFT'd params instead of redoing it."""
+    from r1jax import recipes
+
+    calls = []
+
+    def fake_cold_start(c, model, tokenizer, mesh):
+        calls.append(1)
+        model.final_norm.weight.set_value(model.final_norm.weight.get_value() * 0 + 2.0)
+        return model
+
+    monkeypatch.setattr(recipes, "cold_start", fake_cold_start)
+    data = os.path.join(tmp_path, "prompts.jsonl")
+    make_config(str(tmp_path))  # writes the prompt file
+    c = make_config(
+        str(tmp_path), cold_start__task="countdown", train__eval_every=2, data__eval_path=data
+    )
+    t = GRPOTrainer(c)
+
+    def crash():
+        raise RuntimeError("died in step 1")
+
+    monkeypatch.setattr(t, "train_step", crash)
+    try:
+        with pytest.raises(RuntimeError, match="died in step 1"):
+            t.train()
+    finally:
+        t.close()
+    t = GRPOTrainer(c)
+    try:
+        assert calls == [1] and t.step == 0
+        np.testing.assert_array_equal(np.asarray(t.params["final_norm"]["weight"].get_value()), 2.0)
+    finally:
+        t.close()
+    rows = [json.loads(line) for line in open(os.path.join(c.run_dir, "metrics.jsonl"))]
+    assert [r["step"] for r in rows] == [0]  # the step-0 eval, written once
+
+
 def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
     proc = _run_subprocess(tmp_path, "interrupted", train__steps=1000, train__checkpoint_every=0)
     metrics = os.path.join(tmp_path, "interrupted", "metrics.jsonl")

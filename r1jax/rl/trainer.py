@@ -109,7 +109,9 @@ class GRPOTrainer:
         self.step = 0
         self.best_eval: float | None = None
         self._stop_requested = False
-        if not self._resume():
+        self._resumed = self._resume()
+        self._cold_started = False  # set by _start_fresh: a step-0 checkpoint is then worth it
+        if not self._resumed:
             self._start_fresh()
         self.metrics: MetricsWriter | _NoMetrics = _NoMetrics()
         if dist.is_primary():
@@ -383,6 +385,7 @@ class GRPOTrainer:
 
             model = cold_start(c, nnx.merge(self.graphdef, self.params), self.tokenizer, self.mesh)
             self.params = nnx.state(model)
+            self._cold_started = True
         if c.rl.beta > 0:
             self.ref_params = self._copy_params()
 
@@ -588,8 +591,11 @@ class GRPOTrainer:
             dynamic_ncols=True,
         )
         try:
-            if self.step == 0 and c.train.eval_every and self.eval_records:
-                self.metrics.write(0, self.evaluate())  # the starting point of the curves
+            if self.step == 0 and not self._resumed:
+                if c.train.eval_every and self.eval_records:
+                    self.metrics.write(0, self.evaluate())  # the starting point of the curves
+                if self._cold_started:  # a crash before the first checkpoint keeps the SFT
+                    self.save(force=True)
             while self.step < c.train.steps and not self._stop_requested_anywhere():
                 m = self.train_step()
                 eval_score = None
