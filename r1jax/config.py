@@ -96,6 +96,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.data_dir = ""
     c.data.manual_dir = ""
     c.data.on_bad_row = "fail"
+    c.data.drop_long_prompts = True  # skip prompts over sampling.max_prompt_len (else: error)
     c.data.field_map = ml_collections.ConfigDict()
     c.data.prompt_builder = ""  # e.g. "countdown_compact" (r1jax.recipes.PROMPT_BUILDERS)
     c.data.countdown = ml_collections.ConfigDict(

@@ -127,3 +127,16 @@ def test_tfds_source_through_pipeline(tmp_path):
     assert sorted(r["id"] for r in records) == sorted(src[i]["id"] for i in range(8))
     assert all(isinstance(r["numbers"], list) and isinstance(r["target"], int) for r in records)
     assert all(r["text"] == r["prompt"] for r in records)
+
+
+def test_split_long_prompts_keeps_order_and_names_the_long_ones():
+    from r1jax.data.lengths import SubsetSource, split_long_prompts
+
+    records = [{"id": f"r{i}", "prompt": "x" * n} for i, n in enumerate([3, 9, 4, 12, 5])]
+    fitting, long = split_long_prompts(records, lambda r: len(r["prompt"]), 8)
+    assert isinstance(fitting, SubsetSource) and len(fitting) == 3
+    assert [r["id"] for r in fitting] == ["r0", "r2", "r4"]
+    assert [r["id"] for r in fitting[1:]] == ["r2", "r4"]
+    assert long == [{"index": 1, "id": "r1", "tokens": 9}, {"index": 3, "id": "r3", "tokens": 12}]
+    same, none = split_long_prompts(records, lambda r: len(r["prompt"]), 12)
+    assert same is records and none == []

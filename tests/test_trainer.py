@@ -14,6 +14,7 @@ import pytest
 from trainer_fixtures import make_config
 
 from r1jax.checkpoint import CheckpointError
+from r1jax.config import ConfigError
 from r1jax.rl.trainer import KILL_ENV, GRPOTrainer
 
 TESTS = os.path.dirname(__file__)
@@ -206,6 +207,29 @@ def test_a_crash_after_the_cold_start_does_not_redo_it(tmp_path, monkeypatch):
         t.close()
     rows = [json.loads(line) for line in open(os.path.join(c.run_dir, "metrics.jsonl"))]
     assert [r["step"] for r in rows] == [0]  # the step-0 eval, written once
+
+
+def test_prompts_longer_than_the_sampler_takes_are_skipped_or_named(tmp_path, capsys):
+    """Found when the data is built (not at the step that first draws one): skipped and
+    counted by default, a ConfigError naming the first with data.drop_long_prompts off."""
+    data = os.path.join(tmp_path, "mixed.jsonl")
+    with open(data, "w") as f:
+        for i in range(40):
+            prompt = "1 2 3 4 5 6 7" if i % 5 == 0 else f"{i % 10} {i // 10}"
+            f.write(json.dumps({"id": f"p{i}", "prompt": prompt, "answer": "7"}) + "\n")
+    c = make_config(str(tmp_path), data__path=data)
+    t = GRPOTrainer(c)
+    try:
+        assert "8 of 40 training prompts have more than sampling.max_prompt_len=8" in (
+            capsys.readouterr().out
+        )
+        seen = [r["id"] for _ in range(8) for r in next(t.data)]
+        assert len(seen) == 32 and "p0" not in seen and "p5" not in seen
+    finally:
+        t.close()
+    c = make_config(str(tmp_path), "strict", data__path=data, data__drop_long_prompts=False)
+    with pytest.raises(ConfigError, match="record 'p0', 14 tokens.*data.drop_long_prompts"):
+        GRPOTrainer(c)
 
 
 def test_ctrl_c_saves_and_exits_cleanly(tmp_path):

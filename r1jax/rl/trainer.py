@@ -37,6 +37,7 @@ from r1jax import distributed as dist
 from r1jax import sharding as shd
 from r1jax.checkpoint import CheckpointError, RunCheckpointer, load_params
 from r1jax.config import ConfigError, config_changes, validate
+from r1jax.data.lengths import split_long_prompts
 from r1jax.evaluate import summarize
 from r1jax.metrics import MetricsWriter
 from r1jax.optim import (
@@ -284,6 +285,7 @@ class GRPOTrainer:
             source if source is not None else dist.primary_first(lambda: load_source(cfg))
         )
         fmt = build.prompt_formatter(self.c, self.tokenizer)
+        source = self._fitting_prompts(source, fmt, "training")
         index, count = self.data_shard
         self.data = PromptIterator(
             source,
@@ -305,7 +307,7 @@ class GRPOTrainer:
                         )
                     eval_cfg = dict(cfg, path=d.eval_path)
                 eval_source = dist.primary_first(lambda: load_source(eval_cfg))
-            eval_source = wrap(eval_source)
+            eval_source = self._fitting_prompts(wrap(eval_source), fmt, "eval")
             n = min(self.c.train.eval_prompts, len(eval_source))
             self.eval_records = [dict(eval_source[i], text=fmt(eval_source[i])) for i in range(n)]
         self.collector = RolloutCollector(
@@ -320,6 +322,32 @@ class GRPOTrainer:
             self.c.rl.max_refill_rounds,
             all_processes=dist.all_true,
         )
+
+    def _fitting_prompts(self, source, fmt, what: str):
+        """``source`` without the prompts that have more tokens than ``sampling.max_prompt_len``
+        once formatted (skipped and reported, with ``data.drop_long_prompts``), or a
+        ConfigError naming the first of them."""
+        limit = self.c.sampling.max_prompt_len
+        fitting, long = split_long_prompts(
+            source, lambda r: len(self.tokenizer.encode(fmt(r))), limit
+        )
+        if not long:
+            return source
+        first = long[0]
+        detail = (
+            f"{len(long)} of {len(source)} {what} prompts have more than "
+            f"sampling.max_prompt_len={limit} tokens (the first: record {first['id']!r}, "
+            f"{first['tokens']} tokens)"
+        )
+        if not self.c.data.drop_long_prompts or len(fitting) == 0:
+            raise ConfigError(
+                f"{detail}; raise sampling.max_prompt_len (and sampling.prompt_buckets)"
+                + ("" if len(fitting) else ": no prompt fits")
+                + ("" if self.c.data.drop_long_prompts else ", or set data.drop_long_prompts")
+            )
+        if dist.is_primary():
+            print(f"{detail}: skipped (data.drop_long_prompts)")
+        return fitting
 
     # ------------------------------------------------------------------ state
 
