@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, CheckpointError, FileNotFoundError) as e:  # the message says it all
         print(f"r1jax {name}: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # outside train's own Ctrl-C handling (which saves first)
+        print(f"r1jax {name}: interrupted", file=sys.stderr)
+        sys.exit(130)
     except (AttributeError, KeyError) as e:  # ml_collections: unknown --config.<field>
         msg = " ".join(str(e).replace("\\'", "'").replace("\\n", " ").split()).strip("'\"")
         print(f"r1jax {name}: invalid config override: {msg}", file=sys.stderr)

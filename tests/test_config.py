@@ -119,3 +119,16 @@ def test_cli_train_names_bad_data_settings_and_missing_files(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "name='jsonl' but path(s) ['x.csv'] are not .jsonl" in r.stderr
     assert not (run / "checkpoints").exists()
+
+
+def test_cli_ctrl_c_outside_training_exits_130_without_traceback(monkeypatch, capsys):
+    from r1jax import cli
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "boom", (interrupted, "test"))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["r1jax", "boom"])
+    assert e.value.code == 130
+    assert capsys.readouterr().err.strip() == "r1jax boom: interrupted"
