@@ -91,13 +91,17 @@ def _info() -> int:
 
 @command("convert", "load a HF checkpoint (or r1jax checkpoint) and write a HF directory")
 def _convert() -> int:
-    from r1jax.model.hf import load_hf_model, save_hf_model
+    import os
+
+    from r1jax.model.hf import copy_tokenizer_files, load_hf_model, save_hf_model
 
     if not FLAGS.src or not FLAGS.dst:
         raise app.UsageError("convert needs --src=<dir> and --dst=<dir>")
     model = load_hf_model(FLAGS.src)
     save_hf_model(model, FLAGS.dst, dtype=FLAGS.dtype)
-    print(f"wrote {FLAGS.dst} ({model.cfg.num_params / 1e6:.2f}M params)")
+    copied = copy_tokenizer_files(FLAGS.src, FLAGS.dst) if os.path.isdir(FLAGS.src) else []
+    print(f"wrote {FLAGS.dst} ({model.cfg.num_params / 1e6:.2f}M params; tokenizer files: "
+          f"{', '.join(copied) or 'none'})")  # fmt: skip
     return 0
 
 
@@ -107,7 +111,7 @@ def _export() -> int:
 
     from r1jax import build
     from r1jax.checkpoint import restore_run_params
-    from r1jax.model.hf import save_hf_model
+    from r1jax.model.hf import copy_tokenizer_files, save_hf_model
 
     c = _require_config()
     if not FLAGS.dst:
@@ -118,7 +122,10 @@ def _export() -> int:
     if step is None:
         raise app.UsageError(f"no checkpoints in {os.path.join(c.run_dir, 'checkpoints')}")
     save_hf_model(model, FLAGS.dst, dtype=FLAGS.dtype)
-    print(f"wrote step {step} of {c.run_dir} to {FLAGS.dst}")
+    source = c.tokenizer.path or ("" if c.tokenizer.chars else c.model.hf_path)
+    copied = copy_tokenizer_files(source, FLAGS.dst) if source else []
+    note = ", ".join(copied) or ("none (a character vocabulary)" if c.tokenizer.chars else "none")
+    print(f"wrote step {step} of {c.run_dir} to {FLAGS.dst} (tokenizer files: {note})")
     return 0
 
 

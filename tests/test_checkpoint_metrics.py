@@ -172,6 +172,7 @@ def test_train_then_export_to_transformers(tmp_path):
         )
         assert r.returncode == 0, r.stdout + r.stderr
     assert "wrote step 2" in r.stdout
+    assert "tokenizer files: none (a character vocabulary)" in r.stdout
     config = json.load(open(tmp_path / "hf" / "config.json"))
     assert config["model_type"] == "qwen2"
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()

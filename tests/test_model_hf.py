@@ -213,3 +213,36 @@ def test_truncated_file_named(hf_dirs, tmp_path):
     open(fpath, "wb").write(data[: len(data) // 2])
     with pytest.raises((CheckpointError, ValueError), match="model.safetensors"):
         load_hf_model(path)
+
+
+def test_convert_and_copy_tokenizer_files(hf_dirs, tmp_path):
+    """``r1jax convert`` (and ``export``) carry the tokenizer and generation files along, so
+    the written directory is usable as it was; other files stay behind."""
+    import subprocess
+    import sys
+
+    from r1jax.model.hf import copy_tokenizer_files
+
+    src = tmp_path / "src"
+    shutil.copytree(hf_dirs["qwen2"], src)
+    (src / "tokenizer_config.json").write_text('{"model_max_length": 64}')
+    (src / "generation_config.json").write_text('{"eos_token_id": 1}')
+    (src / "notes.txt").write_text("not a tokenizer file")
+    assert copy_tokenizer_files(str(src / "tokenizer_config.json"), str(tmp_path / "a")) == [
+        "tokenizer_config.json",
+        "generation_config.json",
+    ]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run(
+        [sys.executable, "-m", "r1jax.cli", "convert", f"--src={src}", f"--dst={tmp_path / 'b'}"],
+        cwd=root,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "tokenizer files: tokenizer_config.json, generation_config.json" in r.stdout
+    assert (tmp_path / "b" / "generation_config.json").read_text() == '{"eos_token_id": 1}'
+    assert not (tmp_path / "b" / "notes.txt").exists()
+    load_hf_model(str(tmp_path / "b"))  # and the weights are there

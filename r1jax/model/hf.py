@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -320,6 +321,37 @@ def _implied_zero_biases(cfg: ModelConfig, np_dtype: np.dtype) -> list[tuple]:
                 )
             )
     return out
+
+
+# what a HF model directory needs besides weights and config.json to be used as it was
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "generation_config.json",
+)
+
+
+def copy_tokenizer_files(src: str, dst: str) -> list[str]:
+    """Copies the tokenizer and generation files (:data:`TOKENIZER_FILES`) of the HF
+    directory ``src`` (or of the directory holding the tokenizer file ``src``) into ``dst``;
+    returns the names copied, in that order."""
+    directory = src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
+    os.makedirs(dst, exist_ok=True)
+    copied = []
+    for name in TOKENIZER_FILES:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path) and os.path.abspath(path) != os.path.abspath(
+            os.path.join(dst, name)
+        ):
+            shutil.copyfile(path, os.path.join(dst, name))
+            copied.append(name)
+    return copied
 
 
 def save_hf_model(
