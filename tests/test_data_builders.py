@@ -203,3 +203,17 @@ def test_missing_manual_files_named(tmp_path):
     (tmp_path / "other.txt").write_text("x")
     with pytest.raises(FileNotFoundError, match="train.jsonl and test.jsonl"):
         load_source({"name": "gsm8k", "data_dir": str(tmp_path / "d"), "manual_dir": str(tmp_path)})
+
+
+def test_no_network_names_the_way_out(monkeypatch, tmp_path):
+    """Preparing a dataset offline fails with one message naming data_dir and manual_dir."""
+    import requests
+
+    from r1jax.data import sources
+
+    def offline(*args, **kwargs):
+        raise requests.exceptions.ConnectionError("Failed to resolve 'raw.githubusercontent.com'")
+
+    monkeypatch.setattr(sources.tfds, "data_source", offline)
+    with pytest.raises(FileNotFoundError, match=r"name='gsm8k'.*ConnectionError.*manual_dir"):
+        sources.load_source({"name": "gsm8k", "data_dir": str(tmp_path)})

@@ -132,14 +132,25 @@ def load_source(cfg: Mapping[str, Any] | Any) -> Sequence[dict]:
     if config is not None:
         builder_kwargs["config"] = config
     download_config = tfds.download.DownloadConfig(manual_dir=cfg.get("manual_dir"))
-    ds = tfds.data_source(
-        tfds_name,
-        split=split,
-        data_dir=cfg.get("data_dir"),
-        download=cfg.get("download", True),
-        builder_kwargs=builder_kwargs,
-        download_and_prepare_kwargs={"download_config": download_config},
-    )
+    try:
+        ds = tfds.data_source(
+            tfds_name,
+            split=split,
+            data_dir=cfg.get("data_dir"),
+            download=cfg.get("download", True),
+            builder_kwargs=builder_kwargs,
+            download_and_prepare_kwargs={"download_config": download_config},
+        )
+    except OSError as e:  # no network (requests/urllib errors are OSErrors), unreadable dir
+        if isinstance(e, FileNotFoundError) and "manual_dir" in str(e):
+            raise  # a builder's own message: names the directory and the files it needs
+        where = cfg.get("data_dir") or "tfds's default data_dir"
+        raise FileNotFoundError(
+            f"data name={name!r}: loading or preparing the dataset in {where} failed "
+            f"({type(e).__name__}: {str(e)[:200]}). Without internet access, put its source "
+            "files in data.manual_dir (default <data_dir>/downloads/manual), or prepare it "
+            "where there is access and copy data_dir over."
+        ) from e
     metadata = ds.dataset_info.metadata or {}
     bad_rows = metadata.get("bad_rows", {}).get(split.split("[")[0], {"count": 0})
     return TfdsSource(ds, bad_rows)
