@@ -93,3 +93,160 @@ def prompt_formatter(c: ml_collections.ConfigDict, tokenizer=None) -> Callable[[
         tokenizer=tokenizer if p.style == "chat" else None,
     )
     return lambda record: format_prompt(record, **kwargs)
+
+
+def source_config(c: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The ``load_source`` arguments of the training data (``c.data``)."""
+    d = c.data
+    cfg = {
+        k: v
+        for k, v in dict(
+            name=d.name,
+            split=d.split,
+            path=d.path,
+            data_dir=d.data_dir,
+            manual_dir=d.manual_dir,
+            on_bad_row=d.on_bad_row,
+            field_map=d.field_map.to_dict(),
+        ).items()
+        if v
+    }
+    if d.name in ("jsonl", "parquet"):  # a recipe's tfds settings do not apply to files
+        for key in ("split", "data_dir", "manual_dir"):
+            cfg.pop(key, None)
+    if d.name == "countdown":
+        cfg["countdown"] = d.countdown.to_dict()
+    return cfg
+
+
+def eval_source_config(
+    c: ml_collections.ConfigDict, needed_by: str, hint: str = ""
+) -> dict[str, Any]:
+    """The ``load_source`` arguments of the held-out data: ``data.eval_split`` of the training
+    dataset, or the file ``data.eval_path`` for jsonl/parquet data (``needed_by`` and ``hint``
+    complete the error when that is empty)."""
+    d = c.data
+    cfg = dict(source_config(c), split=d.eval_split)
+    if d.name in ("jsonl", "parquet"):
+        if not d.eval_path:
+            raise ConfigError(
+                f"data.eval_path is empty: {needed_by} needs a held-out {d.name} file{hint}"
+            )
+        cfg = dict(source_config(c), path=d.eval_path)
+    return cfg
+
+
+def load_prompt_source(c: ml_collections.ConfigDict, cfg: dict[str, Any], source=None):
+    """Rows of ``load_source(cfg)`` (or ``source``) with ``data.prompt_builder`` applied.
+    With several processes, process 0 prepares a missing TFDS dataset first (no race)."""
+    from r1jax import distributed as dist
+    from r1jax.data import load_source
+    from r1jax.recipes import PromptMappedSource
+
+    if source is None:
+        source = dist.primary_first(lambda: load_source(cfg))
+    builder = c.data.prompt_builder
+    return PromptMappedSource(source, builder) if builder else source
+
+
+def fitting_prompts(c: ml_collections.ConfigDict, source, tokenizer, fmt, what: str):
+    """``source`` without the prompts that have more tokens than ``sampling.max_prompt_len``
+    once formatted by ``fmt`` (skipped and reported, with ``data.drop_long_prompts``), or a
+    ConfigError naming the first of them (``what``: "training", "eval")."""
+    from r1jax import distributed as dist
+    from r1jax.data.lengths import split_long_prompts
+
+    limit = c.sampling.max_prompt_len
+    fitting, long = split_long_prompts(source, lambda r: len(tokenizer.encode(fmt(r))), limit)
+    if not long:
+        return source
+    first = long[0]
+    detail = (
+        f"{len(long)} of {len(source)} {what} prompts have more than "
+        f"sampling.max_prompt_len={limit} tokens (the first: record {first['id']!r}, "
+        f"{first['tokens']} tokens)"
+    )
+    if not c.data.drop_long_prompts or len(fitting) == 0:
+        raise ConfigError(
+            f"{detail}; raise sampling.max_prompt_len (and sampling.prompt_buckets)"
+            + ("" if len(fitting) else ": no prompt fits")
+            + ("" if c.data.drop_long_prompts else ", or set data.drop_long_prompts")
+        )
+    if dist.is_primary():
+        print(f"{detail}: skipped (data.drop_long_prompts)")
+    return fitting
+
+
+def eval_records(
+    c: ml_collections.ConfigDict,
+    tokenizer,
+    num_prompts: int,
+    needed_by: str,
+    hint: str = "",
+    source=None,
+) -> list[dict]:
+    """The first ``num_prompts`` held-out rows (all of them when 0) that fit the sampler, each
+    with its model input in ``"text"`` (formatted by ``c.prompt``). ``source``: rows to use
+    instead of the configured held-out data."""
+    fmt = prompt_formatter(c, tokenizer)
+    cfg = None if source is not None else eval_source_config(c, needed_by, hint)
+    rows = fitting_prompts(c, load_prompt_source(c, cfg, source), tokenizer, fmt, "eval")
+    n = len(rows) if num_prompts == 0 else min(num_prompts, len(rows))
+    return [dict(rows[i], text=fmt(rows[i])) for i in range(n)]
+
+
+def eval_task(c: ml_collections.ConfigDict):
+    """The :class:`r1jax.eval_run.EvalTask` of ``c.rewards``: the accuracy reward
+    (``rewards.accuracy``, default the first function), ``rewards.correct_threshold`` and the
+    answer extraction of that reward for majority votes."""
+    from r1jax.eval_run import EvalTask
+    from r1jax.evaluate import vote_key
+    from r1jax.rewards.registry import parse_specs
+
+    specs = parse_specs(c.rewards.functions)
+    label = c.rewards.accuracy or specs[0].label
+    spec = next((s for s in specs if s.label == label), None)
+    if spec is None:
+        raise ConfigError(
+            f"config.rewards.accuracy={label!r} is not one of the rewards.functions "
+            f"{[s.label for s in specs]}"
+        )
+    return EvalTask(label, c.rewards.correct_threshold, vote_key(spec.name, **spec.kwargs))
+
+
+def build_sampler(c: ml_collections.ConfigDict, model: Transformer, mesh: Mesh, tokenizer=None):
+    """The :class:`r1jax.sampling.Sampler` of ``c.sampling`` on ``mesh``, with the run's
+    sharding rules (so it reads the weights where they already are)."""
+    from r1jax.sampling.sampler import Sampler
+
+    s = c.sampling
+    return Sampler(
+        model,
+        mesh=mesh,
+        tokenizer=tokenizer,
+        max_prompt_len=s.max_prompt_len,
+        max_new_tokens=s.max_new_tokens,
+        prompt_buckets=tuple(b for b in s.prompt_buckets if b <= s.max_prompt_len)
+        or (s.max_prompt_len,),
+        cache_dtype=s.cache_dtype or None,
+        fuse_projections=s.fuse_projections,
+        decode_segments=s.decode_segments,
+        rules=sharding_rules(c),
+    )
+
+
+def sampling_params(c: ml_collections.ConfigDict, seed: int, **changes: Any):
+    """:class:`r1jax.sampling.SamplingParams` of ``c.sampling`` with ``seed`` and ``changes``
+    (e.g. the eval ``temperature`` and ``top_p``)."""
+    from r1jax.sampling.params import SamplingParams
+
+    s = c.sampling
+    fields = dict(
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        min_p=s.min_p,
+        stop_strings=tuple(s.stop_strings),
+        seed=seed,
+    )
+    return SamplingParams(**(fields | changes))

@@ -160,7 +160,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict()
     c.train.steps = 100
     c.train.eval_every = 0
-    c.train.eval_prompts = 64
+    c.train.eval_prompts = 64  # held-out prompts per eval (0: all); also `r1jax eval`
     c.train.checkpoint_every = 50
     c.train.keep_checkpoints = 3
     c.train.log_every = 1
@@ -294,4 +294,9 @@ def validate(
         "one of constant, cosine",
     )
     _check(c.optim.lr > 0, "optim.lr", c.optim.lr, "must be > 0")
+    t = c.train
+    _check(t.eval_prompts >= 0, "train.eval_prompts", t.eval_prompts, "must be >= 0 (0: all)")
+    _check(t.eval_samples >= 1, "train.eval_samples", t.eval_samples, "must be >= 1")
+    _check(t.eval_temperature >= 0, "train.eval_temperature", t.eval_temperature, "must be >= 0")
+    _check(0.0 < t.eval_top_p <= 1.0, "train.eval_top_p", t.eval_top_p, "must be in (0, 1]")
     return cfg

@@ -25,6 +25,10 @@ def test_base_config_validates():
         ("model.dtype", "float8", r"config.model.dtype='float8'"),
         ("sampling.max_new_tokens", 5000, r"exceeds the model context 2048"),
         ("mesh.cpu_devices", -2, r"config.mesh.cpu_devices=-2: must be >= 0, or -1"),
+        ("train.eval_samples", 0, r"config.train.eval_samples=0: must be >= 1"),
+        ("train.eval_prompts", -1, r"config.train.eval_prompts=-1: must be >= 0 \(0: all\)"),
+        ("train.eval_top_p", 0.0, r"config.train.eval_top_p=0.0: must be in \(0, 1\]"),
+        ("train.eval_temperature", -0.1, r"config.train.eval_temperature=-0.1"),
     ],
 )
 def test_bad_fields_are_named(field, value, message):

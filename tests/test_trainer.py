@@ -11,6 +11,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 from trainer_fixtures import make_config
 
 from r1jax.checkpoint import CheckpointError
@@ -339,3 +340,21 @@ def test_concat_left_pads_rounds_to_the_widest_bucket():
     np.testing.assert_array_equal(out.tokens[0], [0] * 4 + [5] * 7)
     np.testing.assert_array_equal(out.input_mask[0], [False] * 4 + [True] * 7)
     np.testing.assert_array_equal(out.tokens[2], [6] * 11)
+
+
+def test_the_sampler_reads_the_weights_where_the_configs_rules_put_them(tmp_path):
+    """With overridden sharding rules the sampler shards like the trainer, so handing it the
+    policy moves nothing (it used to apply the default rules: a copy of every weight per
+    step)."""
+    c = make_config(str(tmp_path), train__steps=1)
+    c.mesh.rules.embed = None  # default: "fsdp"
+    trainer = GRPOTrainer(c)
+    try:
+        placed = trainer.sampler._state(trainer.params)
+        for (path, a), (_, b) in zip(
+            nnx.to_flat_state(trainer.params), nnx.to_flat_state(placed), strict=True
+        ):
+            assert a.get_value() is b.get_value(), path
+        assert "fsdp" not in str(trainer.params["embed"].get_value().sharding.spec)
+    finally:
+        trainer.close()

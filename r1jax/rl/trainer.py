@@ -19,6 +19,7 @@ together, whose metadata holds every process's data-iterator state.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -36,9 +37,8 @@ from r1jax import build
 from r1jax import distributed as dist
 from r1jax import sharding as shd
 from r1jax.checkpoint import CheckpointError, RunCheckpointer, load_params
-from r1jax.config import ConfigError, config_changes, validate
-from r1jax.data.lengths import split_long_prompts
-from r1jax.evaluate import summarize
+from r1jax.config import config_changes, validate
+from r1jax.eval_run import evaluate_prompts, summarize_results
 from r1jax.metrics import MetricsWriter
 from r1jax.optim import (
     consecutive_nonfinite,
@@ -215,32 +215,8 @@ class GRPOTrainer:
         return r.group_size
 
     def _build_sampler(self, model) -> None:
-        from r1jax.sampler import Sampler, SamplingParams
-
-        s = self.c.sampling
-        self.sampler = Sampler(
-            model,
-            mesh=self.mesh,
-            tokenizer=self.tokenizer,
-            max_prompt_len=s.max_prompt_len,
-            max_new_tokens=s.max_new_tokens,
-            prompt_buckets=tuple(b for b in s.prompt_buckets if b <= s.max_prompt_len)
-            or (s.max_prompt_len,),
-            cache_dtype=s.cache_dtype or None,
-            fuse_projections=s.fuse_projections,
-            decode_segments=s.decode_segments,
-        )
-        self._sampling_params = lambda seed, **kw: SamplingParams(
-            **{
-                "temperature": s.temperature,
-                "top_p": s.top_p,
-                "top_k": s.top_k,
-                "min_p": s.min_p,
-                "stop_strings": tuple(s.stop_strings),
-                "seed": seed,
-                **kw,
-            }
-        )
+        self.sampler = build.build_sampler(self.c, model, self.mesh, self.tokenizer)
+        self._sampling_params = functools.partial(build.sampling_params, self.c)
 
     def _build_rewards(self, scorer) -> None:
         from r1jax.rewards import RewardScorer
@@ -250,66 +226,36 @@ class GRPOTrainer:
         self.scorer = scorer or RewardScorer(
             specs, num_workers=r.num_workers, timeout_s=r.timeout_s
         )
-        self.accuracy_fn = r.accuracy or specs[0][0]
+        self.eval_task = build.eval_task(self.c)
+        self.accuracy_fn = self.eval_task.accuracy
 
     def _build_data(self, source, eval_source) -> None:
-        from r1jax.data import PromptIterator, load_source
-        from r1jax.recipes import PromptMappedSource
+        from r1jax.data import PromptIterator
 
-        d = self.c.data
-        cfg = {
-            k: v
-            for k, v in dict(
-                name=d.name,
-                split=d.split,
-                path=d.path,
-                data_dir=d.data_dir,
-                manual_dir=d.manual_dir,
-                on_bad_row=d.on_bad_row,
-                field_map=d.field_map.to_dict(),
-            ).items()
-            if v
-        }
-        if d.name in ("jsonl", "parquet"):  # a recipe's tfds settings do not apply to files
-            for key in ("split", "data_dir", "manual_dir"):
-                cfg.pop(key, None)
-        if d.name == "countdown":
-            cfg["countdown"] = d.countdown.to_dict()
-        wrap = (
-            (lambda s: PromptMappedSource(s, d.prompt_builder))
-            if d.prompt_builder
-            else (lambda s: s)
-        )
-        # (process 0 prepares a missing TFDS dataset before the others read it: no race)
-        source = wrap(
-            source if source is not None else dist.primary_first(lambda: load_source(cfg))
-        )
-        fmt = build.prompt_formatter(self.c, self.tokenizer)
-        source = self._fitting_prompts(source, fmt, "training")
+        c = self.c
+        fmt = build.prompt_formatter(c, self.tokenizer)
+        cfg = None if source is not None else build.source_config(c)
+        source = build.load_prompt_source(c, cfg, source)
+        source = build.fitting_prompts(c, source, self.tokenizer, fmt, "training")
         index, count = self.data_shard
         self.data = PromptIterator(
             source,
-            batch_size=self.c.rl.prompts_per_step // count,
-            seed=self.c.seed,
+            batch_size=c.rl.prompts_per_step // count,
+            seed=c.seed,
             process_index=index,
             process_count=count,
             format_prompt=fmt,
         )
         self.eval_records: list[dict] = []
-        if self.c.train.eval_every:
-            if eval_source is None:
-                eval_cfg = dict(cfg, split=d.eval_split)
-                if d.name in ("jsonl", "parquet"):
-                    if not d.eval_path:
-                        raise ConfigError(
-                            f"data.eval_path is empty: train.eval_every={self.c.train.eval_every}"
-                            f" needs a held-out {d.name} file (or set train.eval_every=0)"
-                        )
-                    eval_cfg = dict(cfg, path=d.eval_path)
-                eval_source = dist.primary_first(lambda: load_source(eval_cfg))
-            eval_source = self._fitting_prompts(wrap(eval_source), fmt, "eval")
-            n = min(self.c.train.eval_prompts, len(eval_source))
-            self.eval_records = [dict(eval_source[i], text=fmt(eval_source[i])) for i in range(n)]
+        if c.train.eval_every:
+            self.eval_records = build.eval_records(
+                c,
+                self.tokenizer,
+                c.train.eval_prompts,
+                f"train.eval_every={c.train.eval_every}",
+                " (or set train.eval_every=0)",
+                eval_source,
+            )
         self.collector = RolloutCollector(
             self.sampler,
             self.scorer,
@@ -322,32 +268,6 @@ class GRPOTrainer:
             self.c.rl.max_refill_rounds,
             all_processes=dist.all_true,
         )
-
-    def _fitting_prompts(self, source, fmt, what: str):
-        """``source`` without the prompts that have more tokens than ``sampling.max_prompt_len``
-        once formatted (skipped and reported, with ``data.drop_long_prompts``), or a
-        ConfigError naming the first of them."""
-        limit = self.c.sampling.max_prompt_len
-        fitting, long = split_long_prompts(
-            source, lambda r: len(self.tokenizer.encode(fmt(r))), limit
-        )
-        if not long:
-            return source
-        first = long[0]
-        detail = (
-            f"{len(long)} of {len(source)} {what} prompts have more than "
-            f"sampling.max_prompt_len={limit} tokens (the first: record {first['id']!r}, "
-            f"{first['tokens']} tokens)"
-        )
-        if not self.c.data.drop_long_prompts or len(fitting) == 0:
-            raise ConfigError(
-                f"{detail}; raise sampling.max_prompt_len (and sampling.prompt_buckets)"
-                + ("" if len(fitting) else ": no prompt fits")
-                + ("" if self.c.data.drop_long_prompts else ", or set data.drop_long_prompts")
-            )
-        if dist.is_primary():
-            print(f"{detail}: skipped (data.drop_long_prompts)")
-        return fitting
 
     # ------------------------------------------------------------------ state
 
@@ -550,35 +470,24 @@ class GRPOTrainer:
     # ------------------------------------------------------------------ eval
 
     def evaluate(self) -> dict[str, float]:
-        """pass@1 (mean over k samples per prompt) on the held-out prompts."""
+        """pass@1 (mean over k samples per prompt), pass@k, maj@k, mean length and truncated
+        fraction on the held-out prompts (see :mod:`r1jax.eval_run`)."""
         t = self.c.train
-        k = t.eval_samples
         params = self._sampling_params(
             step_seed(self.c.seed, self.step, 1), temperature=t.eval_temperature, top_p=t.eval_top_p
         )
-        index, count = self.data_shard
-        correct = []
-        for i in range(0, len(self.eval_records), self.c.rl.prompts_per_step):
-            chunk = self.eval_records[i : i + self.c.rl.prompts_per_step]
-            per = -(-len(chunk) // count)  # prompts per process (the last may have fewer)
-            recs = chunk[index * per : (index + 1) * per]
-            mine = len(recs)
-            recs = recs or chunk[:1]  # sampling is collective: a dummy prompt, dropped below
-            out = self.sampler.generate(
-                self.params, [r["text"] for r in recs], num_samples=k, params=params
-            )
-            rows = [recs[j // k] for j in range(len(out.texts))]
-            scores = self.scorer.score(out.texts, rows)
-            acc = scores.per_function[self.accuracy_fn] >= self.c.rewards.correct_threshold
-            acc = acc.reshape(len(recs), k)[:mine]
-            if count > 1:  # [per, k] from each process, padded, then the real rows
-                padded = np.zeros((per, k), bool)
-                padded[:mine] = acc
-                g = dist.allgather({"acc": padded, "real": np.arange(per) < mine})
-                acc = g["acc"][g["real"]]
-            correct.append(acc)
-        res = summarize(np.concatenate(correct), ks=(1, k))
-        return {f"eval/{name}": v for name, v in res.items()}
+        results = evaluate_prompts(
+            self.sampler,
+            self.params,
+            self.eval_records,
+            self.scorer,
+            self.eval_task,
+            params,
+            t.eval_samples,
+            self.c.rl.prompts_per_step,
+            self.data_shard,
+        )
+        return {f"eval/{name}": v for name, v in summarize_results(results).items()}
 
     # ------------------------------------------------------------------ loop
 

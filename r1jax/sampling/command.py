@@ -9,8 +9,7 @@ from typing import Any
 import ml_collections
 
 from r1jax.config import ConfigError
-from r1jax.sampling.params import SamplingParams
-from r1jax.sampling.sampler import SampleOutput, Sampler
+from r1jax.sampling.sampler import SampleOutput
 
 
 def _tokenizer(c: ml_collections.ConfigDict) -> Any:
@@ -83,27 +82,8 @@ def sample_command(
     else:
         source = c.model.hf_path or f"random init (seed {c.seed})"
         emit(f"weights: {source} (no checkpoint in {c.run_dir})")
-    s = c.sampling
-    sampler = Sampler(
-        model,
-        mesh=mesh,
-        tokenizer=tokenizer,
-        max_prompt_len=s.max_prompt_len,
-        max_new_tokens=s.max_new_tokens,
-        prompt_buckets=tuple(s.prompt_buckets),
-        cache_dtype=s.cache_dtype or None,
-        fuse_projections=s.fuse_projections,
-        decode_segments=s.decode_segments,
-        rules=build.sharding_rules(c),
-    )
-    params = SamplingParams(
-        temperature=s.temperature,
-        top_p=s.top_p,
-        top_k=s.top_k,
-        min_p=s.min_p,
-        stop_strings=tuple(s.stop_strings),
-        seed=c.seed,
-    )
+    sampler = build.build_sampler(c, model, mesh, tokenizer)
+    params = build.sampling_params(c, c.seed)
     out = sampler.generate(model, inputs, num_samples, params)
     for r, i in enumerate(out.prompt_index):
         body = (
