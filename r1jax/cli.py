@@ -20,14 +20,22 @@ config_flags.DEFINE_config_file(
     lock_config=True,
 )
 flags.DEFINE_string("src", None, "convert: source (HF directory or r1jax checkpoint dir).")
-flags.DEFINE_string("dst", None, "convert: destination HF directory.")
+flags.DEFINE_string(
+    "dst", None, "convert, export: destination HF directory; eval: results directory."
+)
 flags.DEFINE_string("dtype", None, "convert: dtype of the written weights.")
 flags.DEFINE_multi_string("prompt", [], "sample: prompt text (repeatable).")
 flags.DEFINE_integer("num_samples", 1, "sample: completions per prompt.")
 flags.DEFINE_bool(
     "raw", False, "sample: give the --prompt text to the model as is (no config prompt template)."
 )
-flags.DEFINE_integer("step", None, "export, sample: checkpoint step of the run (default: latest).")
+flags.DEFINE_integer(
+    "step", None, "export, sample, eval: checkpoint step of the run (default: latest)."
+)
+flags.DEFINE_integer(
+    "num_prompts", None, "eval: held-out prompts to use (default train.eval_prompts; 0: all)."
+)
+flags.DEFINE_bool("greedy", True, "eval: also decode each prompt greedily (--nogreedy: skip).")
 
 COMMANDS: dict[str, tuple[Callable[[], int], str]] = {}
 
@@ -163,6 +171,19 @@ def _sample() -> int:
 
     c = _require_config()
     sample_command(c, FLAGS.prompt, FLAGS.num_samples, step=FLAGS.step, raw=FLAGS.raw)
+    return 0
+
+
+@command(
+    "eval",
+    "pass@1 from k samples, pass@k, maj@k and greedy accuracy of the run's latest checkpoint "
+    "on held-out prompts: [--step=N] [--num_prompts=N] [--nogreedy] [--dst=DIR]",
+)
+def _eval() -> int:
+    from r1jax.eval_command import eval_command
+
+    c = _require_config()
+    eval_command(c, FLAGS.step, FLAGS.num_prompts, FLAGS.greedy, FLAGS.dst)
     return 0
 
 

@@ -149,7 +149,8 @@ def test_metrics_resume_truncates_and_plots(tmp_path):
 
 
 def test_train_then_export_to_transformers(tmp_path):
-    """`r1jax train` then `r1jax export`: transformers loads the checkpoint, same logits."""
+    """`r1jax train`, `r1jax eval`, then `r1jax export`: transformers loads the checkpoint,
+    same logits."""
     import torch
     import transformers
 
@@ -158,10 +159,18 @@ def test_train_then_export_to_transformers(tmp_path):
         "import sys\n"
         f"sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
         "from trainer_fixtures import make_config\n"
-        f"def get_config():\n    return make_config({str(tmp_path)!r}, 'run', train__steps=2)\n"
+        "def get_config():\n"
+        f"    c = make_config({str(tmp_path)!r}, 'run', train__steps=2)\n"
+        "    c.data.eval_path = c.data.path\n"
+        "    return c\n"
     )
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    for args in (["train"], ["export", f"--dst={tmp_path / 'hf'}"]):
+    outputs = []
+    for args in (
+        ["train"],
+        ["eval", "--num_prompts=4", "--nogreedy", f"--dst={tmp_path / 'eval'}"],
+        ["export", f"--dst={tmp_path / 'hf'}"],
+    ):
         r = subprocess.run(
             [sys.executable, "-m", "r1jax.cli", *args, f"--config={cfg_file}"],
             cwd=ROOT,
@@ -171,6 +180,9 @@ def test_train_then_export_to_transformers(tmp_path):
             timeout=600,
         )
         assert r.returncode == 0, r.stdout + r.stderr
+        outputs.append(r.stdout)
+    assert "eval: 4 held-out prompts" in outputs[1] and "greedy" not in outputs[1]
+    assert json.load(open(tmp_path / "eval" / "step_2.json"))["num_prompts"] == 4
     assert "wrote step 2" in r.stdout
     assert "tokenizer files: none (a character vocabulary)" in r.stdout
     config = json.load(open(tmp_path / "hf" / "config.json"))

@@ -1,0 +1,171 @@
+"""Evaluation: estimators against enumeration, vote keys against hand-checked tables, and
+``r1jax eval`` against the trainer's own eval of the same checkpoint."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+
+import numpy as np
+import pytest
+from trainer_fixtures import make_config
+
+from r1jax.evaluate import majority_vote, pass_at_k, summarize, vote, vote_key
+
+
+@pytest.mark.parametrize("n", range(1, 7))
+def test_pass_at_k_equals_the_fraction_of_k_subsets_with_a_correct_sample(n):
+    for c in range(n + 1):
+        samples = [True] * c + [False] * (n - c)
+        for k in range(1, n + 1):
+            subsets = list(itertools.combinations(samples, k))
+            expected = sum(any(s) for s in subsets) / len(subsets)
+            assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12), (n, c, k)
+
+
+@pytest.mark.parametrize("n,c,k", [(4, 5, 1), (4, -1, 1), (4, 2, 0), (4, 2, 5)])
+def test_pass_at_k_rejects_impossible_counts(n, c, k):
+    with pytest.raises(ValueError, match="pass_at_k needs"):
+        pass_at_k(n, c, k)
+
+
+def test_summarize_averages_pass_at_k_over_questions():
+    correct = np.array([[1, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]], bool)
+    out = summarize(correct, ks=(1, 2, 4, 8))
+    assert out["pass@1"] == pytest.approx((0.25 + 1 + 0) / 3)
+    assert out["pass@2"] == pytest.approx((0.5 + 1 + 0) / 3)  # 1 - C(3,2)/C(4,2) = 0.5
+    assert out["pass@4"] == pytest.approx(2 / 3)
+    assert "pass@8" not in out  # more than the 4 samples
+
+
+@pytest.mark.parametrize(
+    "answers,voted",
+    [
+        (["3", "5", "5", "3"], "3"),  # a tie goes to the first seen
+        (["3", "5", "5"], "5"),
+        ([None, None, "7"], "7"),  # no answer never wins
+        ([None, ""], None),
+        ([], None),
+    ],
+)
+def test_majority_vote(answers, voted):
+    assert majority_vote(answers) == voted
+
+
+def test_the_vote_is_correct_when_a_sample_giving_it_is():
+    assert vote(["a", "b", "b", None], [False, True, True, False]) == ("b", True)
+    assert vote(["a", "b", "b", None], [True, False, False, True]) == ("b", False)
+    assert vote([None, None], [True, True]) == (None, False)
+
+
+@pytest.mark.parametrize(
+    "reward,kwargs,completion,key",
+    [
+        ("gsm8k_accuracy", {}, "The answer is $1,000.", "1000"),
+        ("gsm8k_accuracy", {}, "so 1000.0 apples", "1000"),
+        ("gsm8k_accuracy", {}, "<answer>it is 7.50</answer>", "15/2"),
+        ("gsm8k_accuracy", {}, "#### 72 then 5", "5"),  # flexible: the last number
+        ("gsm8k_accuracy", {"mode": "strict"}, "#### 72 then 5", "72"),
+        ("gsm8k_accuracy", {"mode": "strict"}, "so 1000", None),
+        ("gsm8k_accuracy", {}, "no number", None),
+        ("math_accuracy", {}, r"so \boxed{\frac12}", "1/2"),
+        ("math_accuracy", {}, r"<answer>0.5</answer>", "1/2"),
+        ("math_accuracy", {"symbolic": False}, r"\boxed{x = 3}", "3"),
+        ("math_accuracy", {}, r"\boxed{\sqrt2}", r"\sqrt{2}"),
+        ("math_accuracy", {}, r"\boxed{\text{(A)}}", "(A)"),
+        ("math_accuracy", {}, "no answer", None),
+        ("countdown", {}, "<think>..</think> <answer> 3 * 7 - 9 </answer>", "12 from 3 7 9"),
+        ("countdown", {}, "<answer>(7*3)-9</answer>", "12 from 3 7 9"),
+        ("countdown", {}, "<answer>9/2</answer>", "9/2 from 2 9"),
+        ("countdown", {}, "<answer>3 * x</answer>", "3*x"),  # invalid: the text votes
+        ("countdown", {}, "<answer> </answer>", None),
+        ("trainer_fixtures:sevens", {}, r"\boxed{77}", "77"),  # other rewards: box fallback
+        ("countdown", {}, "3*7-9", None),
+    ],
+)
+def test_vote_keys_read_answers_like_their_reward(reward, kwargs, completion, key):
+    assert vote_key(reward, **kwargs)(completion) == key
+
+
+# ------------------------------------------------------------------ the eval loop and command
+
+
+def _trained_run(tmp_path, **changes):
+    from r1jax.rl.trainer import GRPOTrainer
+
+    c = make_config(
+        str(tmp_path),
+        train__steps=4,
+        train__eval_every=2,
+        train__eval_prompts=6,
+        train__eval_samples=3,
+        train__checkpoint_every=2,
+        **changes,
+    )
+    c.data.eval_path = c.data.path
+    trainer = GRPOTrainer(c)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    return c
+
+
+def test_eval_command_reproduces_the_runs_eval_and_writes_every_sample(tmp_path):
+    from r1jax.eval_command import eval_command
+
+    c = _trained_run(tmp_path)
+    logged = {}
+    with open(os.path.join(c.run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            row = json.loads(line)
+            if "eval/pass@1" in row:
+                logged[row["step"]] = row
+    assert sorted(logged) == [0, 2, 4]
+    lines: list[str] = []
+    summary = eval_command(c, step=2, emit=lines.append)
+    # same checkpoint, prompts, seed and sampler as the trainer's eval at step 2
+    for name in ("pass@1", "pass@3", "maj@3", "length_mean", "truncated"):
+        assert summary["metrics"][name] == pytest.approx(logged[2][f"eval/{name}"]), name
+    assert lines[0] == f"weights: {c.run_dir} step 2"
+    assert any(line.lstrip().startswith("greedy   pass@1 ") for line in lines)
+
+    out = os.path.join(c.run_dir, "eval")
+    assert json.load(open(os.path.join(out, "step_2.json"))) == summary
+    rows = [json.loads(line) for line in open(os.path.join(out, "step_2_samples.jsonl"))]
+    assert len(rows) == summary["num_prompts"] == 6
+    from trainer_fixtures import sevens
+
+    correct = []
+    for row in rows:
+        s = row["sampled"]
+        assert len(s["completions"]) == len(s["correct"]) == len(s["answers"]) == 3
+        # correct = the accuracy reward of the written completion >= the threshold (1.0)
+        assert s["correct"] == [sevens(t, row["record"]) >= 1.0 for t in s["completions"]]
+        correct.append(s["correct"])
+        assert len(row["greedy"]["completions"]) == 1
+        assert row["record"]["text"] == row["record"]["prompt"]  # the plain template
+    assert summary["metrics"]["pass@1"] == pytest.approx(np.mean(correct))
+
+    # newest checkpoint by default, all prompts with --num_prompts=0, no greedy pass
+    newest = eval_command(c, num_prompts=0, greedy=False, emit=lambda _: None)
+    assert newest["step"] == 4 and newest["num_prompts"] == 64 and "greedy" not in newest
+    assert os.path.exists(os.path.join(out, "step_4.json"))
+
+
+def test_eval_command_errors_name_the_problem(tmp_path):
+    from r1jax.checkpoint import CheckpointError
+    from r1jax.config import ConfigError
+    from r1jax.eval_command import eval_command
+
+    c = make_config(str(tmp_path))
+    with pytest.raises(ConfigError, match="data.eval_path is empty: r1jax eval needs a held-out"):
+        eval_command(c, emit=lambda _: None)
+    c.data.eval_path = c.data.path
+    with pytest.raises(CheckpointError, match="has no checkpoint of step 3"):
+        eval_command(c, step=3, emit=lambda _: None)
+    c.rewards.accuracy = "nope"
+    with pytest.raises(ConfigError, match="rewards.accuracy='nope' is not one of"):
+        eval_command(c, emit=lambda _: None)
+    assert not os.path.exists(os.path.join(c.run_dir, "eval"))
