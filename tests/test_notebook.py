@@ -19,3 +19,6 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     assert len(namespace["out"].texts) == 4
     assert namespace["res"].total[0] > namespace["res"].total[1]
     assert len(namespace["history"]) == 4
+    summary = namespace["summary"]
+    assert summary["step"] == 4 and summary["num_prompts"] == 16
+    assert 0 <= summary["metrics"]["pass@1"] <= summary["metrics"]["pass@4"] <= 1
