@@ -19,6 +19,7 @@ examples and seed) and places the rows of its own devices, so the run equals a o
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -345,6 +346,9 @@ def train_sft(
     b2: float = 0.99,
     chunk_size: int = 256,
     rules: Mapping[str, Any] = shd.DEFAULT_RULES,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 0,
+    on_log: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[Transformer, list[dict[str, float]]]:
     """Fine-tune ``model`` on ``(prompt, completion)`` examples for ``steps`` steps.
 
@@ -354,11 +358,23 @@ def train_sft(
     parameters live on. The model is updated in place (its buffers are donated to the step)
     and returned.
 
+    Resumable with ``checkpoint_dir``: params, optimizer state and the step are saved there
+    (Orbax, the layout of :class:`r1jax.checkpoint.RunCheckpointer`) every
+    ``checkpoint_every`` steps (0: only at the end), at the end, and when Ctrl-C stops the
+    loop (after the current step; then ``KeyboardInterrupt`` is raised). A call with the same
+    examples and settings continues from the newest checkpoint there, on the same trajectory
+    (the data position is the step); one with other examples, batch size, ``max_len``,
+    packing or seed is refused with a :class:`r1jax.checkpoint.CheckpointError` naming them.
+
     Returns ``(model, history)``: one dict every ``log_every`` steps (and at the last) with
     the means over the window of ``loss``, ``accuracy``, ``grad_norm``, ``tokens`` (targets per
     step), plus ``step``, ``lr``, ``step_time_s`` (window wall time / steps, the first window
-    includes compilation), ``target_tokens_per_s``, ``num_truncated``, ``num_dropped``.
+    includes compilation), ``target_tokens_per_s``, ``num_truncated``, ``num_dropped``. Each
+    is also passed to ``on_log``.
     """
+    from r1jax.interrupt import GracefulStop
+    from r1jax.sft_checkpoint import SFTCheckpoints
+
     for name, value in (("steps", steps), ("batch_size", batch_size), ("log_every", log_every)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive int")
@@ -386,36 +402,73 @@ def train_sft(
     batch_sh = shd.batch_sharding(mesh, 2)
     state = jax.device_put(state, state_sh)
     opt_state = init_opt_state(state)
+    ckpt = None
+    first = 0
+    if checkpoint_dir:
+        identity = dict(examples=SFTCheckpoints.fingerprint(seqs), num_examples=len(seqs),
+                        batch_size=batch_size, max_len=max_len, pack=pack, seed=seed)  # fmt: skip
+        ckpt = SFTCheckpoints(checkpoint_dir, checkpoint_every, identity)
+        restored = ckpt.restore(state, opt_state)
+        if restored is not None:
+            first, state, opt_state = restored
 
-    rows = _row_stream(seqs, max_len, pack, seed)
+    rows = itertools.islice(_row_stream(seqs, max_len, pack, seed), first * batch_size, None)
     history: list[dict[str, float]] = []
     window: list[dict[str, jax.Array]] = []
     t0 = time.perf_counter()
-    bar = tqdm(range(steps), desc="sft", disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        arrays = assemble_rows(
-            seqs, [next(rows) for _ in range(batch_size)], max_len, tokenizer.pad_id
-        )
-        # every process builds the same global batch and places the rows of its devices
-        batch = {k: shd.global_from_full(arrays[k], batch_sh) for k in DEVICE_KEYS}
-        state, opt_state, metrics = train_step(state, opt_state, batch)
-        window.append(metrics)
-        if (step + 1) % log_every and step + 1 != steps:
-            continue
-        fetched = jax.device_get(window)
-        elapsed = time.perf_counter() - t0
-        entry = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-        entry |= {
-            "step": step + 1,
-            "lr": float(lr_at(step)),
-            "step_time_s": elapsed / len(fetched),
-            "target_tokens_per_s": float(sum(m["tokens"] for m in fetched)) / elapsed,
-            "num_truncated": truncated,
-            "num_dropped": dropped,
-        }
-        history.append(entry)
-        bar.set_postfix(loss=f"{entry['loss']:.4f}", acc=f"{entry['accuracy']:.3f}")
-        window, t0 = [], time.perf_counter()
-    bar.close()
+    bar = tqdm(initial=first, total=steps, desc="sft", disable=not progress, dynamic_ncols=True)
+    stop = GracefulStop(
+        "interrupt: finishing this SFT step, saving a checkpoint, then exiting "
+        "(Ctrl-C again to abort without saving)"
+        if ckpt
+        else "interrupt: stopping SFT after this step (no checkpoint_dir: nothing is saved)"
+    )
+    step = first
+    try:
+        with stop:
+            while step < steps and not stop.anywhere(jax.process_count()):
+                arrays = assemble_rows(
+                    seqs, [next(rows) for _ in range(batch_size)], max_len, tokenizer.pad_id
+                )
+                # every process builds the same global batch and places its devices' rows
+                batch = {k: shd.global_from_full(arrays[k], batch_sh) for k in DEVICE_KEYS}
+                state, opt_state, metrics = train_step(state, opt_state, batch)
+                step += 1
+                bar.update(1)
+                window.append(metrics)
+                if ckpt is not None:
+                    ckpt.after_step(step, state, opt_state, final=step == steps)
+                if step % log_every and step != steps:
+                    continue
+                entry = _log_entry(window, step, lr_at, time.perf_counter() - t0)
+                entry |= {"num_truncated": truncated, "num_dropped": dropped}
+                history.append(entry)
+                if on_log is not None:
+                    on_log(entry)
+                bar.set_postfix(loss=f"{entry['loss']:.4f}", acc=f"{entry['accuracy']:.3f}")
+                window, t0 = [], time.perf_counter()
+        if ckpt is not None and stop.requested and step < steps:
+            ckpt.save(step, state, opt_state)
+    finally:
+        bar.close()
+        if ckpt is not None:
+            ckpt.close()  # waits for the saves in flight
+    if stop.requested and step < steps:
+        where = f"; saved step {step} to {checkpoint_dir}" if ckpt else ""
+        raise KeyboardInterrupt(f"SFT interrupted at step {step}{where}")
     nnx.update(model, state)
     return model, history
+
+
+def _log_entry(
+    window: list[dict[str, jax.Array]], step: int, lr_at: Callable, elapsed: float
+) -> dict[str, float]:
+    """Means of the window's step metrics, with ``step``, ``lr`` and the window's speed."""
+    fetched = jax.device_get(window)
+    entry = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+    return entry | {
+        "step": step,
+        "lr": float(lr_at(step - 1)),
+        "step_time_s": elapsed / len(fetched),
+        "target_tokens_per_s": float(sum(m["tokens"] for m in fetched)) / elapsed,
+    }

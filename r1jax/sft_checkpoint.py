@@ -1,0 +1,82 @@
+"""Checkpoints of an SFT run (cold start, distillation): resume on the same trajectory.
+
+The files are those of :class:`r1jax.checkpoint.RunCheckpointer` (params, optimizer state,
+``meta``), so ``r1jax eval`` / ``sample`` / ``export`` and ``train.init_checkpoint`` read an
+SFT run like a GRPO one. ``meta["sft"]`` records what fixes the data order (a fingerprint of
+the tokenized examples, their number, batch size, ``max_len``, packing, seed): the data
+position is then just the step, and a resume with different data is refused instead of
+silently continuing on other rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from r1jax import distributed as dist
+from r1jax.checkpoint import CheckpointError, RunCheckpointer
+
+KILL_ENV = "R1JAX_TEST_SFT_SIGKILL_AT_STEP"  # test hook: simulate a crash after this step
+
+
+class SFTCheckpoints:
+    """Saves every ``every`` steps (0: only when asked) and at the last; keeps the newest
+    ``keep``; restores the newest one whose ``meta["sft"]`` equals ``identity``."""
+
+    def __init__(self, directory: str, every: int, identity: dict[str, Any], keep: int = 2):
+        self.directory = directory
+        self.every, self.identity = every, identity
+        self.ckpt = RunCheckpointer(directory, keep=keep)
+        self.kill_at = int(os.environ.get(KILL_ENV, "-1"))
+
+    @staticmethod
+    def fingerprint(seqs: Sequence[tuple[list[int], int]]) -> str:
+        """A short hash of the tokenized examples (ids and prompt lengths, in order)."""
+        h = hashlib.sha256()
+        for ids, n_prompt in seqs:
+            h.update(np.asarray([len(ids), n_prompt, *ids], np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+    def restore(self, state: nnx.State, opt_state: Any) -> tuple[int, nnx.State, Any] | None:
+        """``(step, state, opt_state)`` of the newest checkpoint, or None when there is none.
+
+        Raises:
+          CheckpointError: the checkpoint holds another model, or was written for other
+            examples or settings (named); nothing is deleted.
+        """
+        restored = self.ckpt.restore_latest(state, opt_state)
+        if restored is None:
+            return None
+        step, state, opt_state, _, meta = restored
+        saved = meta.get("sft", {})
+        diffs = [f"{k}: saved {saved.get(k)!r}, now {v!r}"
+                 for k, v in self.identity.items() if saved.get(k) != v]  # fmt: skip
+        if diffs:
+            raise CheckpointError(
+                f"SFT checkpoint {self.directory}/{step} was written for other data or settings "
+                f"({'; '.join(diffs)}); resume with the same ones, or move {self.directory} "
+                "away (or use a new run_dir) to start over. Nothing was deleted."
+            )
+        if dist.is_primary():
+            print(f"resumed SFT from {self.directory} step {step}")
+        return step, state, opt_state
+
+    def after_step(self, step: int, state: nnx.State, opt_state: Any, final: bool) -> None:
+        if final or (self.every and step % self.every == 0):
+            self.save(step, state, opt_state)
+        if step == self.kill_at:
+            self.ckpt.wait()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def save(self, step: int, state: nnx.State, opt_state: Any) -> None:
+        meta = {"step": step, "stage": "sft", "sft": self.identity}
+        self.ckpt.save(step, state, opt_state, meta, force=True)
+
+    def close(self) -> None:
+        self.ckpt.close()
