@@ -25,7 +25,15 @@ from orbax.checkpoint import checkpoint_managers as cm
 
 from r1jax.model.hf import CheckpointError
 
-__all__ = ["CheckpointError", "RunCheckpointer", "load_params", "restore_run_params"]
+__all__ = [
+    "CheckpointError",
+    "RunCheckpointer",
+    "checkpoint_dir",
+    "from_sft_stage",
+    "load_params",
+    "restore_run_params",
+    "weights_label",
+]
 log = logging.getLogger(__name__)
 EVAL_METRIC = "eval/pass@1"
 
@@ -184,19 +192,30 @@ class RunCheckpointer:
         self.manager.close()
 
 
+def checkpoint_dir(path: str) -> str:
+    """The checkpoint folder of ``path``: a run directory's ``checkpoints/`` (GRPO), else its
+    ``sft/checkpoints/`` when only the SFT stage ran (``r1jax sft``), else ``path`` itself."""
+    for sub in ("checkpoints", os.path.join("sft", "checkpoints")):
+        folder = os.path.join(path, sub)
+        if os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder)):
+            return folder
+    grpo = os.path.join(path, "checkpoints")
+    return grpo if os.path.isdir(grpo) else path
+
+
 def load_params(
     path: str, template: nnx.State, step: int | None = None
 ) -> tuple[int, nnx.State] | None:
     """The policy params of checkpoint ``step`` (default: the newest) under ``path``: a run
-    directory (its ``checkpoints/``) or that folder itself. Returns ``(step, params)`` shaped
-    like ``template``, or None when there is no checkpoint and no ``step`` was asked for.
+    directory (see :func:`checkpoint_dir`) or a checkpoint folder itself. Returns
+    ``(step, params)`` shaped like ``template``, or None when there is no checkpoint and no
+    ``step`` was asked for.
     Reads only: a missing ``path`` is not created.
 
     Raises:
       CheckpointError: ``step`` is not there, or the checkpoint holds a different model.
     """
-    run_checkpoints = os.path.join(path, "checkpoints")
-    directory = run_checkpoints if os.path.isdir(run_checkpoints) else path
+    directory = checkpoint_dir(path)
     ck = RunCheckpointer(directory, async_save=False) if os.path.isdir(directory) else None
     try:
         steps = ck.steps() if ck is not None else []
@@ -219,6 +238,19 @@ def restore_run_params(model: nnx.Module, run_dir: str, step: int | None = None)
         return None
     nnx.update(model, found[1])
     return found[0]
+
+
+def from_sft_stage(run_dir: str) -> bool:
+    """Whether :func:`checkpoint_dir` of ``run_dir`` is its SFT stage's (no GRPO checkpoint)."""
+    return checkpoint_dir(run_dir) == os.path.join(run_dir, "sft", "checkpoints")
+
+
+def weights_label(run_dir: str, step: int) -> str:
+    """How commands name restored weights: ``"<run_dir> step N"``, or
+    ``"<run_dir>/sft step N (SFT stage)"`` when they came from the SFT stage's checkpoints."""
+    if from_sft_stage(run_dir):
+        return f"{os.path.join(run_dir, 'sft')} step {step} (SFT stage)"
+    return f"{run_dir} step {step}"
 
 
 def _check_shapes(saved: dict[str, list[int]] | None, template: nnx.State, where: str) -> None:

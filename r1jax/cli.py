@@ -118,7 +118,7 @@ def _export() -> int:
     import os
 
     from r1jax import build
-    from r1jax.checkpoint import restore_run_params
+    from r1jax.checkpoint import restore_run_params, weights_label
     from r1jax.model.hf import copy_tokenizer_files, save_hf_model
 
     c = _require_config()
@@ -133,7 +133,7 @@ def _export() -> int:
     source = c.tokenizer.path or ("" if c.tokenizer.chars else c.model.hf_path)
     copied = copy_tokenizer_files(source, FLAGS.dst) if source else []
     note = ", ".join(copied) or ("none (a character vocabulary)" if c.tokenizer.chars else "none")
-    print(f"wrote step {step} of {c.run_dir} to {FLAGS.dst} (tokenizer files: {note})")
+    print(f"wrote {weights_label(c.run_dir, step)} to {FLAGS.dst} (tokenizer files: {note})")
     return 0
 
 
@@ -149,6 +149,18 @@ def _train() -> int:
         print(
             f"done: step {last['step']} reward/mean={last['reward/mean']:.3f} run_dir={c.run_dir}"
         )
+    return 0
+
+
+@command(
+    "sft",
+    "only the SFT stage of a run (config.cold_start: countdown traces or a file of "
+    "prompt/completion traces, e.g. distillation); resumable, in <run_dir>/sft",
+)
+def _sft() -> int:
+    from r1jax.sft_command import sft_command
+
+    sft_command(_require_config())
     return 0
 
 

@@ -141,11 +141,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.rl.share_prompt = True
 
     c.cold_start = ml_collections.ConfigDict()
-    c.cold_start.task = ""  # "countdown": SFT on synthetic traces before RL
+    # SFT before RL (R1's stage 1), also run alone by `r1jax sft`; resumable, in <run_dir>/sft
+    c.cold_start.task = ""  # "countdown": synthetic traces; "file": the traces of .path
+    c.cold_start.path = ""  # task "file": jsonl/parquet file(s) (glob ok) of prompt/completion
+    c.cold_start.prompt_field = "prompt"  # task "file": gets the run's prompt template
+    c.cold_start.completion_field = "completion"  # task "file": the target text, as it is
     c.cold_start.steps = 0
     c.cold_start.batch_size = 64
     c.cold_start.lr = 1e-3
-    c.cold_start.examples = 4000
+    c.cold_start.examples = 4000  # task "countdown": number of synthetic traces
+    c.cold_start.max_len = 0  # tokens per row (0: sampling.max_prompt_len + max_new_tokens)
+    c.cold_start.pack = False  # several examples per row (segment masks)
+    c.cold_start.checkpoint_every = 100  # SFT steps between checkpoints (0: only at the end)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-6
@@ -294,6 +301,15 @@ def validate(
         "one of constant, cosine",
     )
     _check(c.optim.lr > 0, "optim.lr", c.optim.lr, "must be > 0")
+    cs = c.cold_start
+    _check(cs.task in ("", "countdown", "file"), "cold_start.task", cs.task,
+           "one of '', 'countdown', 'file'")  # fmt: skip
+    if cs.task:
+        _check(cs.steps >= 1, "cold_start.steps", cs.steps, "must be >= 1 with a cold_start.task")
+        _check(cs.task != "file" or bool(cs.path), "cold_start.path", cs.path,
+               "task 'file' needs the jsonl/parquet file(s) of the traces")  # fmt: skip
+        _check(cs.checkpoint_every >= 0, "cold_start.checkpoint_every", cs.checkpoint_every,
+               "must be >= 0")  # fmt: skip
     t = c.train
     _check(t.eval_prompts >= 0, "train.eval_prompts", t.eval_prompts, "must be >= 0 (0: all)")
     _check(t.eval_samples >= 1, "train.eval_samples", t.eval_samples, "must be >= 1")

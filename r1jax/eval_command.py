@@ -5,7 +5,8 @@ all come from the run's config, as in the trainer's periodic eval (``train.eval_
 numbers of ``r1jax eval --step=N`` equal the ``eval/*`` metrics the run logged at step N.
 Results go to ``<out_dir>/step_<N>.json`` (settings and metrics) and
 ``<out_dir>/step_<N>_samples.jsonl`` (one line per prompt: the prompt, its fields, every
-completion with its extracted answer and correctness, the vote, the greedy completion).
+completion with its extracted answer and correctness, the vote, the greedy completion). The
+stem is ``sft_step_<N>`` for weights of the SFT stage and ``init`` for the config's own.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def eval_command(
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
     from r1jax import sharding as shd
-    from r1jax.checkpoint import restore_run_params
+    from r1jax.checkpoint import from_sft_stage, restore_run_params, weights_label
     from r1jax.eval_run import evaluate_prompts, summarize_results
     from r1jax.rewards import RewardScorer
     from r1jax.rl.trainer import step_seed
@@ -56,7 +57,7 @@ def eval_command(
     model = build.build_model(c, mesh, tokenizer)
     restored = restore_run_params(model, c.run_dir, step)
     weights = (
-        f"{c.run_dir} step {restored}"
+        weights_label(c.run_dir, restored)
         if restored is not None
         else f"{c.model.hf_path or f'random init (seed {c.seed})'} (no checkpoint in {c.run_dir})"
     )
@@ -128,8 +129,10 @@ def eval_command(
         for line in _report(metrics):
             emit(line)
         out_dir = out_dir or os.path.join(c.run_dir, "eval")
-        paths = _write(out_dir, f"step_{restored}" if restored is not None else "init",
-                       summary, records, results)  # fmt: skip
+        stem = "init" if restored is None else f"step_{restored}"
+        if restored is not None and from_sft_stage(c.run_dir):
+            stem = f"sft_{stem}"
+        paths = _write(out_dir, stem, summary, records, results)
         emit(f"results: {', '.join(paths)}")
     return summary
 

@@ -8,6 +8,7 @@ thousand readable reasoning traces) gives it one, then GRPO improves accuracy.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,30 +53,64 @@ class PromptMappedSource(Sequence):
         return record
 
 
-def cold_start(
-    c: ml_collections.ConfigDict, model: Transformer, tokenizer: Any, mesh: Mesh
-) -> Transformer:
-    """SFT on synthetic reasoning traces (``c.cold_start``) before RL; returns the model."""
+def sft_dir(c: ml_collections.ConfigDict) -> str:
+    """Where the SFT stage of a run keeps its checkpoints and metrics: ``<run_dir>/sft``."""
+    return os.path.join(c.run_dir, "sft")
+
+
+def sft_examples(c: ml_collections.ConfigDict, tokenizer: Any) -> list[tuple[str, str]]:
+    """``(model input, completion)`` pairs of ``c.cold_start``: synthetic countdown traces
+    (task ``countdown``) or the traces of ``cold_start.path`` (task ``file``); prompts get the
+    run's template (``c.prompt``), as the RL prompts do."""
     from r1jax.build import prompt_formatter
-    from r1jax.cold_start import make_countdown_sft_examples
-    from r1jax.data.countdown import CountdownSpec, generate_countdown
-    from r1jax.sft import train_sft
 
     cs = c.cold_start
+    fmt = prompt_formatter(c, tokenizer)
+    if cs.task == "file":
+        from r1jax.data.files import load_text_pairs
+
+        pairs, bad = load_text_pairs(
+            cs.path, cs.prompt_field, cs.completion_field, c.data.on_bad_row
+        )
+        if bad.count and is_primary():
+            print(f"cold start: {bad.count} bad rows of {cs.path} skipped ({dict(bad.by_field)})")
+        if not pairs:
+            raise ConfigError(f"config.cold_start.path={cs.path!r}: no usable rows")
+        return [(fmt(row), text) for row, text in pairs]
     if cs.task != "countdown":
-        raise ConfigError(f"config.cold_start.task={cs.task!r}: only 'countdown' is built in")
+        raise ConfigError(f"config.cold_start.task={cs.task!r}: one of 'countdown', 'file'")
+    from r1jax.cold_start import make_countdown_sft_examples
+    from r1jax.data.countdown import CountdownSpec, generate_countdown
+
     fields = {f.name for f in dataclasses.fields(CountdownSpec)} - {"seed"}
     opts = {k: v for k, v in c.data.countdown.to_dict().items() if k in fields}
     # Another seed and split name than the RL data: cold-start problems are not RL prompts.
     spec = CountdownSpec(seed=c.data.countdown.seed + 7919, **opts)
     records = generate_countdown(spec, "cold_start", cs.examples)
-    fmt = prompt_formatter(c, tokenizer)
     builder = PROMPT_BUILDERS.get(c.data.prompt_builder) if c.data.prompt_builder else None
     prompt_fn = (lambda r: fmt({**r, "prompt": builder(r)})) if builder else fmt
-    examples = make_countdown_sft_examples(records, prompt_fn, np.random.default_rng(c.seed))
+    return make_countdown_sft_examples(records, prompt_fn, np.random.default_rng(c.seed))
+
+
+def cold_start(
+    c: ml_collections.ConfigDict,
+    model: Transformer,
+    tokenizer: Any,
+    mesh: Mesh,
+    on_log: Callable[[dict[str, float]], None] | None = None,
+) -> Transformer:
+    """SFT of ``c.cold_start`` (see :func:`sft_examples`) before RL; returns the model.
+
+    Resumable: checkpoints go to ``<run_dir>/sft/checkpoints`` every
+    ``cold_start.checkpoint_every`` steps and at the end, so a crash or Ctrl-C during the SFT
+    loses at most that many steps, and an SFT that has finished is restored, not redone."""
+    from r1jax.sft import train_sft
+
+    cs = c.cold_start
+    examples = sft_examples(c, tokenizer)
     primary = is_primary()
     if primary:
-        print(f"cold start: SFT on {len(examples)} synthetic countdown traces, {cs.steps} steps")
+        print(f"cold start: SFT on {len(examples)} {cs.task} traces, {cs.steps} steps")
     model, history = train_sft(
         model,
         tokenizer,
@@ -83,13 +118,17 @@ def cold_start(
         steps=cs.steps,
         batch_size=cs.batch_size,
         lr=cs.lr,
-        max_len=c.sampling.max_prompt_len + c.sampling.max_new_tokens,
+        max_len=cs.max_len or c.sampling.max_prompt_len + c.sampling.max_new_tokens,
         mesh=mesh,
         seed=c.seed,
         progress=c.train.progress and primary,
+        pack=cs.pack,
         overlong="truncate",
         warmup_steps=min(20, cs.steps // 10),
         schedule="cosine",
+        checkpoint_dir=os.path.join(sft_dir(c), "checkpoints"),
+        checkpoint_every=cs.checkpoint_every,
+        on_log=on_log,
     )
     if history and primary:
         first, last = history[0], history[-1]

@@ -183,7 +183,7 @@ def test_train_then_export_to_transformers(tmp_path):
         outputs.append(r.stdout)
     assert "eval: 4 held-out prompts" in outputs[1] and "greedy" not in outputs[1]
     assert json.load(open(tmp_path / "eval" / "step_2.json"))["num_prompts"] == 4
-    assert "wrote step 2" in r.stdout
+    assert "run step 2 to" in r.stdout
     assert "tokenizer files: none (a character vocabulary)" in r.stdout
     config = json.load(open(tmp_path / "hf" / "config.json"))
     assert config["model_type"] == "qwen2"

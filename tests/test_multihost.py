@@ -3,7 +3,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from trainer_fixtures import make_config, multihost_trainer
+from trainer_fixtures import free_port, make_config, multihost_trainer, two_process_env, wait_all
 
 from r1jax import sharding as shd
 from r1jax.config import ConfigError, validate
@@ -25,29 +24,12 @@ VOLATILE = ("time/", "throughput/")
 TIMEOUT_S = 240  # a hung collective fails the test instead of the suite
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def _start_two_processes(tmp_path, run_name: str, out_dir: str, phases: list[int]):
     """Starts both processes of ``multihost_worker.py``; returns (processes, log paths)."""
-    port = _free_port()
+    port = free_port()
     procs, logs = [], []
     for pid in range(2):
-        env = dict(
-            os.environ,
-            JAX_PLATFORMS="cpu",
-            XLA_FLAGS="--xla_force_host_platform_device_count=4",
-            R1JAX_DISTRIBUTED="1",
-            R1JAX_COORDINATOR=f"localhost:{port}",
-            R1JAX_NUM_PROCESSES="2",
-            R1JAX_PROCESS_ID=str(pid),
-            # the resumed trainer (phase 2) reuses phase 1's executables
-            JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
-            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        )
+        env = two_process_env(pid, port, str(tmp_path / "jax_cache"))
         logs.append(str(tmp_path / f"process{pid}.log"))
         with open(logs[-1], "w") as log:
             procs.append(
@@ -60,26 +42,6 @@ def _start_two_processes(tmp_path, run_name: str, out_dir: str, phases: list[int
                 )
             )
     return procs, logs
-
-
-def _wait(procs, logs, deadline: float) -> None:
-    """Waits for both; when one fails or time runs out, kills the other (which would sit in
-    a collective until the distributed runtime's own, much longer, timeout)."""
-    try:
-        while any(p.poll() is None for p in procs):
-            if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-    for p, path in zip(procs, logs, strict=True):
-        if p.returncode != 0:
-            with open(path) as f:
-                lines = [x for x in f if "Gloo" not in x and "SPMD" not in x]
-            pytest.fail(f"{path} exited with {p.returncode}:\n{''.join(lines[-60:])}")
 
 
 def _rows(run_dir: str) -> list[dict]:
@@ -110,7 +72,7 @@ def test_two_processes_train_like_one_and_resume(tmp_path):
         finally:
             reference.close()
     finally:
-        _wait(procs, logs, deadline)
+        wait_all(procs, logs, deadline)
 
     with open(os.path.join(out, "history.json")) as f:
         phases = json.load(f)

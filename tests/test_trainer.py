@@ -187,7 +187,11 @@ def test_a_crash_after_the_cold_start_does_not_redo_it(tmp_path, monkeypatch):
     data = os.path.join(tmp_path, "prompts.jsonl")
     make_config(str(tmp_path))  # writes the prompt file
     c = make_config(
-        str(tmp_path), cold_start__task="countdown", train__eval_every=2, data__eval_path=data
+        str(tmp_path),
+        cold_start__task="countdown",
+        cold_start__steps=1,
+        train__eval_every=2,
+        data__eval_path=data,
     )
     t = GRPOTrainer(c)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 
 from r1jax.config import base_config
 
@@ -74,3 +76,48 @@ def multihost_trainer(tmp_path, run_name: str = "run", **changes):
     from r1jax.rl.trainer import GRPOTrainer
 
     return GRPOTrainer(multihost_config(tmp_path, run_name, **changes))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def two_process_env(pid: int, port: int, cache_dir: str) -> dict[str, str]:
+    """The environment of process ``pid`` of a 2-process x 4-CPU-device JAX run (gloo), as
+    ``r1jax`` reads it; ``cache_dir``: a shared compilation cache (later phases reuse it)."""
+    return dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        R1JAX_DISTRIBUTED="1",
+        R1JAX_COORDINATOR=f"localhost:{port}",
+        R1JAX_NUM_PROCESSES="2",
+        R1JAX_PROCESS_ID=str(pid),
+        JAX_COMPILATION_CACHE_DIR=cache_dir,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    )
+
+
+def wait_all(procs, logs, deadline: float) -> None:
+    """Waits for all processes; when one fails or time runs out, kills the others (which would
+    sit in a collective until the distributed runtime's own, much longer, timeout) and fails
+    the test with the end of the failed process's log."""
+    import pytest
+
+    try:
+        while any(p.poll() is None for p in procs):
+            if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    for p, path in zip(procs, logs, strict=True):
+        if p.returncode != 0:
+            with open(path) as f:
+                lines = [x for x in f if "Gloo" not in x and "SPMD" not in x]
+            pytest.fail(f"{path} exited with {p.returncode}:\n{''.join(lines[-60:])}")

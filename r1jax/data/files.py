@@ -204,3 +204,32 @@ def load_records(
             except DataError as e:
                 bad.handle(e)
     return RecordList(records, bad.as_dict())
+
+
+def load_text_pairs(
+    path: str | Sequence[str],
+    first: str = "prompt",
+    second: str = "completion",
+    on_bad_row: str = "fail",
+) -> tuple[list[tuple[dict[str, Any], str]], BadRows]:
+    """``(row, text)`` pairs of JSONL/Parquet files, e.g. SFT traces: ``row`` is the file row
+    with its ``first`` field as stripped text under ``"prompt"`` (so a prompt template can
+    format it), ``text`` the ``second`` field as it is (leading spaces and newlines kept).
+
+    A row without either field, or with an empty one, is a :class:`DataError` naming file,
+    row and field (``on_bad_row="skip"`` counts it in the returned :class:`BadRows` instead).
+    """
+    bad = BadRows(on_bad_row)
+    pairs = []
+    for file in expand_paths(path):
+        for line, row in iter_rows(file, bad):
+            try:
+                prompt = require_text(get_field(row, first, file, line), first, file, line)
+                text = get_field(row, second, file, line)
+                if not isinstance(text, str) or not text.strip():
+                    raise DataError(file, line, second, "expected non-empty text", text)
+            except DataError as e:
+                bad.handle(e)
+                continue
+            pairs.append((dict(row, prompt=prompt), text))
+    return pairs, bad

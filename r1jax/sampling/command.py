@@ -66,7 +66,7 @@ def sample_command(
 
     from r1jax import build
     from r1jax import config as cfgmod
-    from r1jax.checkpoint import restore_run_params
+    from r1jax.checkpoint import restore_run_params, weights_label
 
     if not prompts:
         raise ConfigError("sample needs at least one --prompt")
@@ -78,7 +78,7 @@ def sample_command(
     model = build.build_model(c, mesh, tokenizer)
     restored = restore_run_params(model, c.run_dir, step)
     if restored is not None:
-        emit(f"weights: {c.run_dir} step {restored}")
+        emit(f"weights: {weights_label(c.run_dir, restored)}")
     else:
         source = c.model.hf_path or f"random init (seed {c.seed})"
         emit(f"weights: {source} (no checkpoint in {c.run_dir})")

@@ -1,0 +1,67 @@
+"""``r1jax sft``: the SFT stage of a run alone (cold start, distillation of teacher traces).
+
+Trains ``config.cold_start`` (see :func:`r1jax.recipes.sft_examples`) from the config's model
+(``model.hf_path`` or the preset's random init). Checkpoints, resumable after a crash or
+Ctrl-C, go to ``<run_dir>/sft/checkpoints``, and the step metrics (``sft/loss``,
+``sft/accuracy``, ...) to ``<run_dir>/sft/metrics.jsonl``. Afterwards ``r1jax eval`` /
+``sample`` / ``export`` with the same config use those weights, and ``r1jax train`` restores
+the finished SFT as its cold start (it is not redone) and continues with GRPO.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import ml_collections
+
+
+def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print) -> int:
+    """Runs (or resumes, or finds finished) the SFT stage of ``c``; returns its last step."""
+    import jax
+
+    from r1jax import build
+    from r1jax import config as cfgmod
+    from r1jax import distributed as dist
+    from r1jax.checkpoint import RunCheckpointer
+    from r1jax.metrics import MetricsWriter
+    from r1jax.recipes import cold_start, sft_dir
+
+    cfgmod.validate(c, jax.device_count(), jax.process_count())
+    if not c.cold_start.task:
+        raise cfgmod.ConfigError(
+            "config.cold_start.task is empty: r1jax sft trains 'file' (the prompt/completion "
+            "traces of cold_start.path) or 'countdown' (synthetic traces)"
+        )
+    folder = sft_dir(c)
+    ckpt_dir = os.path.join(folder, "checkpoints")
+    saved = RunCheckpointer(ckpt_dir, async_save=False)
+    done = saved.steps()
+    saved.close()
+    tokenizer = build.build_tokenizer(c)
+    mesh = build.build_mesh(c)
+    model = build.build_model(c, mesh, tokenizer)
+    writer = None
+    if dist.is_primary():
+        writer = MetricsWriter(
+            folder, resume_step=done[-1] if done else 0, tensorboard=c.train.tensorboard
+        )
+
+    def log(entry: dict[str, float]) -> None:
+        if writer is not None:
+            writer.write(
+                int(entry["step"]), {f"sft/{k}": v for k, v in entry.items() if k != "step"}
+            )
+
+    try:
+        cold_start(c, model, tokenizer, mesh, on_log=log)
+    finally:
+        if writer is not None:
+            writer.close()
+    steps = c.cold_start.steps
+    if dist.is_primary():
+        emit(
+            f"sft: step {steps} in {ckpt_dir}; next: r1jax eval / sample / export, or r1jax "
+            "train (which starts GRPO from it), with the same config"
+        )
+    return steps

@@ -1,0 +1,150 @@
+"""`r1jax sft` on a file of traces: killed, resumed, evaluated, then continued by `r1jax train`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from flax import nnx
+from trainer_fixtures import free_port, make_config, two_process_env, wait_all
+
+from r1jax.config import ConfigError
+from r1jax.sft_checkpoint import KILL_ENV
+
+TESTS = os.path.dirname(__file__)
+ROOT = os.path.dirname(TESTS)
+
+
+def _sft_changes(tmp_path) -> dict:
+    """A file-traces cold start (6 steps) of the trainer fixture's run."""
+    traces = tmp_path / "traces.jsonl"
+    rows = [{"prompt": f"{i % 10} {i // 10}", "completion": "7777"} for i in range(32)]
+    rows.insert(5, {"prompt": "1 2"})  # no completion: skipped and counted
+    traces.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return dict(
+        cold_start__task="file",
+        cold_start__path=str(traces),
+        cold_start__steps=6,
+        cold_start__batch_size=8,
+        cold_start__lr=1e-2,
+        cold_start__checkpoint_every=2,
+        data__on_bad_row="skip",
+        train__steps=1,
+    )
+
+
+def _config_file(tmp_path, run_name: str = "run") -> str:
+    changes = _sft_changes(tmp_path)
+    cfg = tmp_path / f"{run_name}.py"
+    cfg.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {TESTS!r})\n"
+        "from trainer_fixtures import make_config\n"
+        "def get_config():\n"
+        f"    c = make_config({str(tmp_path)!r}, {run_name!r}, **{changes!r})\n"
+        "    c.data.eval_path = c.data.path\n"
+        "    return c\n"
+    )
+    return str(cfg)
+
+
+def _r1jax(cfg: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "r1jax.cli", *args, f"--config={cfg}"],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_PLATFORMS="cpu", **env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_sft_command_resumes_then_eval_and_train_use_its_weights(tmp_path):
+    cfg = _config_file(tmp_path)
+    run = tmp_path / "run"
+    killed = _r1jax(cfg, "sft", **{KILL_ENV: "3"})
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert "cold start: 1 bad rows of" in killed.stdout and "'completion': 1" in killed.stdout
+    assert "cold start: SFT on 32 file traces, 6 steps" in killed.stdout
+    assert sorted(os.listdir(run / "sft" / "checkpoints")) == ["2"]
+
+    done = _r1jax(cfg, "sft")
+    assert done.returncode == 0, done.stderr
+    assert f"resumed SFT from {run / 'sft' / 'checkpoints'} step 2" in done.stdout
+    assert f"sft: step 6 in {run / 'sft' / 'checkpoints'}" in done.stdout
+    rows = [json.loads(line) for line in open(run / "sft" / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [6] and rows[0]["sft/loss"] > 0
+
+    ev = _r1jax(cfg, "eval", "--num_prompts=4", "--nogreedy")
+    assert ev.returncode == 0, ev.stderr
+    assert f"weights: {run / 'sft'} step 6 (SFT stage)" in ev.stdout
+    assert os.path.exists(run / "eval" / "sft_step_6.json")
+
+    train = _r1jax(cfg, "train")
+    assert train.returncode == 0, train.stderr
+    assert f"resumed SFT from {run / 'sft' / 'checkpoints'} step 6" in train.stdout
+    assert "done: step 1" in train.stdout
+    assert sorted(os.listdir(run / "checkpoints")) == ["0", "1"]  # the SFT'd start, step 1
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        (dict(cold_start__task=""), "cold_start.task is empty: r1jax sft trains"),
+        (dict(cold_start__task="file", cold_start__steps=2), "config.cold_start.path='': task"),
+        (dict(cold_start__task="countdown", cold_start__steps=0), "cold_start.steps=0: must be"),
+        (dict(cold_start__task="csv", cold_start__steps=2), "cold_start.task='csv': one of"),
+    ],
+)
+def test_sft_command_config_errors_name_the_field(tmp_path, changes, message):
+    from r1jax.sft_command import sft_command
+
+    with pytest.raises(ConfigError, match=message):
+        sft_command(make_config(str(tmp_path), **changes), emit=lambda _: None)
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_two_processes_run_the_sft_like_one(tmp_path):
+    """`r1jax sft` on 2 processes x 4 CPU devices (each feeds its devices' rows of the same
+    global batches; they checkpoint together) ends with the weights of 1 process x 8 devices,
+    up to the rounding of the different collectives."""
+    from r1jax import build
+    from r1jax.checkpoint import load_params
+    from r1jax.sft_command import sft_command
+
+    cfg = _config_file(tmp_path, "two")
+    port = free_port()
+    procs, logs = [], []
+    for pid in range(2):
+        logs.append(str(tmp_path / f"process{pid}.log"))
+        with open(logs[-1], "w") as log:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "r1jax.cli", "sft", f"--config={cfg}"],
+                    cwd=ROOT,
+                    env=two_process_env(pid, port, str(tmp_path / "jax_cache")),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    deadline = time.monotonic() + 240
+    try:
+        c = make_config(str(tmp_path), "one", **_sft_changes(tmp_path))
+        sft_command(c, emit=lambda _: None)
+    finally:
+        wait_all(procs, logs, deadline)
+    assert "sft: step 6 in" in open(logs[0]).read()
+    assert sorted(os.listdir(tmp_path / "two" / "sft" / "checkpoints")) == ["4", "6"]
+
+    template = nnx.state(build.build_model(c, build.build_mesh(c), build.build_tokenizer(c)))
+    one = nnx.to_flat_state(load_params(str(tmp_path / "one"), template)[1])
+    two = dict(nnx.to_flat_state(load_params(str(tmp_path / "two"), template)[1]))
+    atol = 2e-3 * c.cold_start.lr  # AdamW amplifies rounding differences (test_multihost.py)
+    for path, v in one:
+        np.testing.assert_allclose(two[path].get_value(), v.get_value(), rtol=1e-5, atol=atol,
+                                   err_msg=str(path))  # fmt: skip
