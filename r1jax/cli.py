@@ -235,8 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, CheckpointError, FileNotFoundError) as e:  # the message says it all
         print(f"r1jax {name}: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # outside train's own Ctrl-C handling (which saves first)
-        print(f"r1jax {name}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # outside train's own Ctrl-C handling (which saves first)
+        said = f" ({e})" if str(e) else ""  # e.g. where an interrupted SFT stage was saved
+        print(f"r1jax {name}: interrupted{said}", file=sys.stderr)
         sys.exit(130)
     except (AttributeError, KeyError) as e:  # ml_collections: unknown --config.<field>
         msg = " ".join(str(e).replace("\\'", "'").replace("\\n", " ").split()).strip("'\"")

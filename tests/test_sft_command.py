@@ -148,3 +148,32 @@ def test_two_processes_run_the_sft_like_one(tmp_path):
     for path, v in one:
         np.testing.assert_allclose(two[path].get_value(), v.get_value(), rtol=1e-5, atol=atol,
                                    err_msg=str(path))  # fmt: skip
+
+
+def test_ctrl_c_during_r1jax_sft_saves_and_says_where(tmp_path):
+    import signal
+
+    changes = dict(_sft_changes(tmp_path), cold_start__steps=100_000)
+    cfg = tmp_path / "long.py"
+    cfg.write_text(
+        f"import sys\nsys.path.insert(0, {TESTS!r})\nfrom trainer_fixtures import make_config\n"
+        f"def get_config():\n    return make_config({str(tmp_path)!r}, 'long', **{changes!r})\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "r1jax.cli", "sft", f"--config={cfg}"],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = tmp_path / "long" / "sft" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text()):
+        time.sleep(0.2)  # the first 10 steps are done
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out + err
+    last = max(int(s) for s in os.listdir(tmp_path / "long" / "sft" / "checkpoints"))
+    assert 10 <= last < 100_000
+    assert f"r1jax sft: interrupted (SFT interrupted at step {last}; saved step {last} to" in err

@@ -39,6 +39,7 @@ from r1jax import sharding as shd
 from r1jax.checkpoint import CheckpointError, RunCheckpointer, load_params
 from r1jax.config import config_changes, validate
 from r1jax.eval_run import evaluate_prompts, summarize_results
+from r1jax.interrupt import GracefulStop
 from r1jax.metrics import MetricsWriter
 from r1jax.optim import (
     consecutive_nonfinite,
@@ -109,7 +110,6 @@ class GRPOTrainer:
         self.ref_params = None
         self.step = 0
         self.best_eval: float | None = None
-        self._stop_requested = False
         self._resumed = self._resume()
         self._cold_started = False  # set by _start_fresh: a step-0 checkpoint is then worth it
         if not self._resumed:
@@ -491,21 +491,6 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------ loop
 
-    def _on_sigint(self, *_):
-        if self._stop_requested:
-            raise KeyboardInterrupt
-        self._stop_requested = True
-        print(
-            "\ninterrupt: finishing this step, saving a checkpoint, then exiting "
-            "(Ctrl-C again to abort without saving)"
-        )
-
-    def _stop_requested_anywhere(self) -> bool:
-        """Ctrl-C on any process stops every process after the same step."""
-        if self.data_shard[1] == 1:
-            return self._stop_requested
-        return dist.any_true(self._stop_requested)
-
     def train(self) -> list[dict[str, float]]:
         """Runs until ``train.steps``; returns the metrics of the steps run by this call, each
         with its global ``"step"`` (a resumed run's first entry is not step 1)."""
@@ -518,7 +503,11 @@ class GRPOTrainer:
                 f"{self.run_dir} is at step {self.step}, train.steps={c.train.steps}: nothing to "
                 "do (raise train.steps to continue the run)"
             )
-        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        stop = GracefulStop(
+            "interrupt: finishing this step, saving a checkpoint, then exiting "
+            "(Ctrl-C again to abort without saving)"
+        )
+        processes = self.data_shard[1]  # Ctrl-C on any process stops all after the same step
         kill_at = int(os.environ.get(KILL_ENV, "-1"))
         bar = tqdm(
             total=c.train.steps,
@@ -528,38 +517,38 @@ class GRPOTrainer:
             dynamic_ncols=True,
         )
         try:
-            if self.step == 0 and not self._resumed:
-                if c.train.eval_every and self.eval_records:
-                    self.metrics.write(0, self.evaluate())  # the starting point of the curves
-                if self._cold_started:  # a crash before the first checkpoint keeps the SFT
+            with stop:
+                if self.step == 0 and not self._resumed:
+                    if c.train.eval_every and self.eval_records:
+                        self.metrics.write(0, self.evaluate())  # the starting point of the curves
+                    if self._cold_started:  # a crash before the first checkpoint keeps the SFT
+                        self.save(force=True)
+                while self.step < c.train.steps and not stop.anywhere(processes):
+                    m = self.train_step()
+                    eval_score = None
+                    if c.train.eval_every and self.step % c.train.eval_every == 0:
+                        m.update(self.evaluate())
+                        eval_score = m["eval/pass@1"]
+                        if self.best_eval is None or eval_score > self.best_eval:
+                            self.best_eval = eval_score
+                    if self.step % c.train.log_every == 0 or eval_score is not None:
+                        self.metrics.write(self.step, m)
+                    history.append(dict(m, step=self.step))
+                    bar.update(1)
+                    bar.set_postfix(
+                        reward=f"{m['reward/mean']:.3f}", len=f"{m['completion/length_mean']:.0f}"
+                    )
+                    if (
+                        c.train.checkpoint_every and self.step % c.train.checkpoint_every == 0
+                    ) or self.step == c.train.steps:
+                        self.save(eval_score)
+                    if self.step == kill_at:
+                        self.ckpt.wait()
+                        os.kill(os.getpid(), signal.SIGKILL)
+                if stop.anywhere(processes):
                     self.save(force=True)
-            while self.step < c.train.steps and not self._stop_requested_anywhere():
-                m = self.train_step()
-                eval_score = None
-                if c.train.eval_every and self.step % c.train.eval_every == 0:
-                    m.update(self.evaluate())
-                    eval_score = m["eval/pass@1"]
-                    if self.best_eval is None or eval_score > self.best_eval:
-                        self.best_eval = eval_score
-                if self.step % c.train.log_every == 0 or eval_score is not None:
-                    self.metrics.write(self.step, m)
-                history.append(dict(m, step=self.step))
-                bar.update(1)
-                bar.set_postfix(
-                    reward=f"{m['reward/mean']:.3f}", len=f"{m['completion/length_mean']:.0f}"
-                )
-                if (
-                    c.train.checkpoint_every and self.step % c.train.checkpoint_every == 0
-                ) or self.step == c.train.steps:
-                    self.save(eval_score)
-                if self.step == kill_at:
-                    self.ckpt.wait()
-                    os.kill(os.getpid(), signal.SIGKILL)
-            if self._stop_requested_anywhere():
-                self.save(force=True)
         finally:
             bar.close()
-            signal.signal(signal.SIGINT, previous)
             self.ckpt.wait()
         return history
 
