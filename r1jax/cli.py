@@ -137,7 +137,7 @@ def _export() -> int:
     return 0
 
 
-@command("train", "GRPO training (resumes automatically from the run directory)")
+@command("train", "[cold-start SFT, then] GRPO; resumes automatically from the run directory")
 def _train() -> int:
     from r1jax.distributed import is_primary
     from r1jax.rl.trainer import train
@@ -154,8 +154,7 @@ def _train() -> int:
 
 @command(
     "sft",
-    "only the SFT stage of a run (config.cold_start: countdown traces or a file of "
-    "prompt/completion traces, e.g. distillation); resumable, in <run_dir>/sft",
+    "only the SFT stage (config.cold_start: a file of traces, or countdown); resumable",
 )
 def _sft() -> int:
     from r1jax.sft_command import sft_command
@@ -188,8 +187,7 @@ def _sample() -> int:
 
 @command(
     "eval",
-    "pass@1 from k samples, pass@k, maj@k and greedy accuracy of the run's latest checkpoint "
-    "on held-out prompts: [--step=N] [--num_prompts=N] [--nogreedy] [--dst=DIR]",
+    "pass@1 of k samples, pass@k, maj@k, greedy on held-out prompts: [--step=N] [--num_prompts=N]",
 )
 def _eval() -> int:
     from r1jax.eval_command import eval_command
