@@ -74,6 +74,7 @@ class RunCheckpointer:
                 "ignoring half-written checkpoint %s (an interrupted save)",
                 os.path.join(self.directory, d),
             )
+        self._last_saved: int | None = None  # an async save may not be listed yet
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=options,
@@ -90,7 +91,12 @@ class RunCheckpointer:
         eval_score: float | None = None,
         force: bool = False,
     ) -> None:
-        """Starts an (async) save of everything needed to continue from ``step``."""
+        """Starts an (async) save of everything needed to continue from ``step``. A step that
+        is already saved (or being saved) is left as it is: e.g. a Ctrl-C right after a
+        periodic checkpoint, or before the first step of a resumed run."""
+        if step == self._last_saved or step in self.steps():
+            return
+        self._last_saved = step
         flat = _flat_params(params)
         shapes = {k: list(v.shape) for k, v in flat.items()}
         items = dict(

@@ -35,8 +35,17 @@ def test_keeps_last_n_plus_best(tmp_path):
         ck.save(step, params, opt_state, {"step": step}, eval_score=score)
         ck.wait()
     assert ck.steps() == [2, 5, 6]  # last two plus the best by eval
+    # a step saved (or being saved) again is left alone: Ctrl-C right after a periodic save
+    ck.save(7, params, opt_state, {"step": 7})
+    ck.save(7, params, opt_state, {"step": 7}, force=True)  # while 7 is still being written
+    ck.wait()
+    ck.save(7, params, opt_state, {"step": 7}, force=True)
+    again = RunCheckpointer(str(tmp_path / "ck"), keep=2)
+    again.save(7, params, opt_state, {"step": "other"}, force=True)  # another process's view
+    again.close()
+    assert ck.steps() == [2, 6, 7] and ck.read_meta(7)["step"] == 7
     step, p2, o2, ref, meta = ck.restore_latest(params, opt_state)
-    assert step == 6 and meta["step"] == 6 and ref is None
+    assert step == 7 and meta["step"] == 7 and ref is None
     for a, b in zip(jax.tree.leaves(p2), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         assert a.sharding == b.sharding  # restored directly onto the mesh
@@ -149,8 +158,8 @@ def test_metrics_resume_truncates_and_plots(tmp_path):
 
 
 def test_train_then_export_to_transformers(tmp_path):
-    """`r1jax train`, `r1jax eval`, then `r1jax export`: transformers loads the checkpoint,
-    same logits."""
+    """`r1jax train`, `eval`, `traces`, then `export`: transformers loads the checkpoint, same
+    logits."""
     import torch
     import transformers
 
@@ -169,6 +178,7 @@ def test_train_then_export_to_transformers(tmp_path):
     for args in (
         ["train"],
         ["eval", "--num_prompts=4", "--nogreedy", f"--dst={tmp_path / 'eval'}"],
+        ["traces", "--num_prompts=4", "--num_samples=2", "--keep=all", f"--dst={tmp_path / 't'}"],
         ["export", f"--dst={tmp_path / 'hf'}"],
     ):
         r = subprocess.run(
@@ -183,6 +193,8 @@ def test_train_then_export_to_transformers(tmp_path):
         outputs.append(r.stdout)
     assert "eval: 4 held-out prompts" in outputs[1] and "greedy" not in outputs[1]
     assert json.load(open(tmp_path / "eval" / "step_2.json"))["num_prompts"] == 4
+    assert "traces: 4 training prompts x 2 samples" in outputs[2]
+    assert len(open(tmp_path / "t").readlines()) == int(outputs[2].split("traces: ")[-1].split()[0])
     assert "run step 2 to" in r.stdout
     assert "tokenizer files: none (a character vocabulary)" in r.stdout
     config = json.load(open(tmp_path / "hf" / "config.json"))

@@ -377,10 +377,11 @@ def test_ctrl_c_saves_the_sft_and_the_same_call_finishes_it(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
 
     args = dict(steps=9, batch_size=8, lr=3e-3, max_len=8, log_every=1, progress=False)
-    args |= dict(mesh=_one_device(), checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=0)
+    # step 4 is also a periodic checkpoint: saving it again on Ctrl-C must not fail
+    args |= dict(mesh=_one_device(), checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=2)
     with pytest.raises(KeyboardInterrupt, match="SFT interrupted at step 4; saved step 4 to"):
         train_sft(_tiny(), TOK, TOY, on_log=interrupt_at_4, **args)
-    assert sorted(os.listdir(tmp_path / "ckpt")) == ["4"]
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["2", "4"]
     model, history = train_sft(_tiny(), TOK, TOY, **args)
     assert [h["step"] for h in history] == [5, 6, 7, 8, 9]
     straight, _ = train_sft(_tiny(), TOK, TOY, **dict(args, checkpoint_dir=None))
@@ -391,4 +392,4 @@ def test_ctrl_c_saves_the_sft_and_the_same_call_finishes_it(tmp_path):
         train_sft(_tiny(), TOK, TOY[:-1], **args)
     with pytest.raises(CheckpointError, match="batch_size: saved 8, now 4"):
         train_sft(_tiny(), TOK, TOY, **dict(args, batch_size=4))
-    assert sorted(os.listdir(tmp_path / "ckpt")) == ["4", "9"]
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["8", "9"]

@@ -362,3 +362,25 @@ def test_the_sampler_reads_the_weights_where_the_configs_rules_put_them(tmp_path
         assert "fsdp" not in str(trainer.params["embed"].get_value().sharding.spec)
     finally:
         trainer.close()
+
+
+def test_ctrl_c_in_a_checkpoint_step_saves_once_and_stops(tmp_path, monkeypatch):
+    """Ctrl-C during step 2, which is also a periodic checkpoint: the loop stops after it and
+    the exit save of the same step is not an error (it was: StepAlreadyExistsError)."""
+    c = make_config(str(tmp_path), train__steps=6, train__checkpoint_every=1)
+    trainer = GRPOTrainer(c)
+    real = trainer.train_step
+
+    def step_then_interrupt():
+        m = real()
+        if trainer.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return m
+
+    monkeypatch.setattr(trainer, "train_step", step_then_interrupt)
+    try:
+        history = trainer.train()
+    finally:
+        trainer.close()
+    assert [h["step"] for h in history] == [1, 2]
+    assert sorted(os.listdir(os.path.join(c.run_dir, "checkpoints"))) == ["1", "2"]
