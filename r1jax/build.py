@@ -188,9 +188,19 @@ def eval_records(
     """The first ``num_prompts`` held-out rows (all of them when 0) that fit the sampler, each
     with its model input in ``"text"`` (formatted by ``c.prompt``). ``source``: rows to use
     instead of the configured held-out data."""
-    fmt = prompt_formatter(c, tokenizer)
     cfg = None if source is not None else eval_source_config(c, needed_by, hint)
-    rows = fitting_prompts(c, load_prompt_source(c, cfg, source), tokenizer, fmt, "eval")
+    return _records_with_text(c, tokenizer, load_prompt_source(c, cfg, source), num_prompts, "eval")
+
+
+def training_records(c: ml_collections.ConfigDict, tokenizer, num_prompts: int) -> list[dict]:
+    """:func:`eval_records` of the training data (``c.data``, in the order of the source)."""
+    source = load_prompt_source(c, source_config(c))
+    return _records_with_text(c, tokenizer, source, num_prompts, "training")
+
+
+def _records_with_text(c, tokenizer, source, num_prompts: int, what: str) -> list[dict]:
+    fmt = prompt_formatter(c, tokenizer)
+    rows = fitting_prompts(c, source, tokenizer, fmt, what)
     n = len(rows) if num_prompts == 0 else min(num_prompts, len(rows))
     return [dict(rows[i], text=fmt(rows[i])) for i in range(n)]
 

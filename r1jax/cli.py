@@ -21,11 +21,14 @@ config_flags.DEFINE_config_file(
 )
 flags.DEFINE_string("src", None, "convert: source (HF directory or r1jax checkpoint dir).")
 flags.DEFINE_string(
-    "dst", None, "convert, export: destination HF directory; eval: results directory."
+    "dst",
+    None,
+    "convert, export: destination HF directory; eval: results directory; "
+    "traces: the JSONL file to write.",
 )
 flags.DEFINE_string("dtype", None, "convert: dtype of the written weights.")
 flags.DEFINE_multi_string("prompt", [], "sample: prompt text (repeatable).")
-flags.DEFINE_integer("num_samples", 1, "sample: completions per prompt.")
+flags.DEFINE_integer("num_samples", 1, "sample, traces: completions per prompt.")
 flags.DEFINE_bool(
     "raw", False, "sample: give the --prompt text to the model as is (no config prompt template)."
 )
@@ -33,8 +36,13 @@ flags.DEFINE_integer(
     "step", None, "export, sample, eval: checkpoint step of the run (default: latest)."
 )
 flags.DEFINE_integer(
-    "num_prompts", None, "eval: held-out prompts to use (default train.eval_prompts; 0: all)."
+    "num_prompts",
+    None,
+    "eval: held-out prompts (default train.eval_prompts); traces: training prompts (default "
+    "all); 0: all.",
 )
+flags.DEFINE_enum("keep", "correct", ["correct", "all"], "traces: which completions to keep.")
+flags.DEFINE_integer("max_per_prompt", 1, "traces: distinct completions kept per prompt.")
 flags.DEFINE_bool("greedy", True, "eval: also decode each prompt greedily (--nogreedy: skip).")
 
 COMMANDS: dict[str, tuple[Callable[[], int], str]] = {}
@@ -160,6 +168,29 @@ def _sft() -> int:
     from r1jax.sft_command import sft_command
 
     sft_command(_require_config())
+    return 0
+
+
+@command(
+    "traces",
+    "SFT traces sampled from the run's model (rejection sampling / distillation): --dst=FILE "
+    "[--num_samples=K] [--keep=correct|all]",
+)
+def _traces() -> int:
+    from r1jax.traces_command import traces_command
+
+    c = _require_config()
+    if not FLAGS.dst:
+        raise app.UsageError("traces needs --dst=<file.jsonl>")
+    traces_command(
+        c,
+        FLAGS.dst,
+        FLAGS.num_prompts or 0,
+        FLAGS.num_samples,
+        FLAGS.step,
+        FLAGS.keep,
+        FLAGS.max_per_prompt,
+    )
     return 0
 
 

@@ -61,8 +61,9 @@ def evaluate_prompts(
       progress: called with the number of prompts done after each block (primary or not).
 
     Returns one dict per record, in record order: ``index``, ``correct`` (k bools),
-    ``answers`` (k extracted answers or None), ``vote``, ``vote_correct``, ``lengths``,
-    ``finish`` (k finish reasons) and, with ``keep_text``, ``completions``.
+    ``scores`` (the k accuracy rewards), ``answers`` (k extracted answers or None), ``vote``,
+    ``vote_correct``, ``lengths``, ``finish`` (k finish reasons) and, with ``keep_text``,
+    ``completions``.
     """
     index, count = data_shard
     k = num_samples
@@ -104,6 +105,7 @@ def _judge(
     result = {
         "index": index,
         "correct": correct,
+        "scores": [float(scores[r]) for r in rows],
         "answers": answers,
         "vote": voted,
         "vote_correct": voted_correct,

@@ -1,0 +1,253 @@
+"""``r1jax traces``: SFT traces sampled from a model, for rejection sampling or distillation.
+
+R1's third stage samples many completions per training prompt from the RL checkpoint and
+keeps the correct ones as SFT data (rejection sampling); distillation samples a strong
+teacher's traces for a small student. Both are this command: the run's weights (or the
+config's ``model.hf_path``) sample ``num_samples`` completions of each training prompt at
+``train.eval_temperature`` / ``train.eval_top_p`` (R1's 0.6 / 0.95); completions cut at the
+length limit are dropped, and with ``keep="correct"`` so are those whose accuracy reward is
+below ``rewards.correct_threshold``. Up to ``max_per_prompt`` distinct ones per prompt are
+written as JSONL rows ``{"prompt", "completion", "id", "answer", "reward"}``, the form
+``cold_start.task="file"`` reads (``r1jax sft``).
+
+Long jobs resume: kept rows are appended to ``<dst>.partial`` after every block of
+``rl.prompts_per_step`` prompts, with the progress in ``<dst>.partial.json``; the same command
+continues after the last finished block (each block's sampling seed depends only on its
+position, so the output equals that of an uninterrupted run). ``<dst>`` appears, whole, at
+the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ml_collections
+
+from r1jax.config import ConfigError
+
+KEEP = ("correct", "all")
+COUNTS = (
+    "prompts",
+    "samples",
+    "kept",
+    "prompts_kept",
+    "truncated",
+    "incorrect",
+    "duplicate",
+    "beyond_max",
+)
+
+
+def select_traces(
+    records: Sequence[dict], results: Sequence[dict], keep: str, max_per_prompt: int
+) -> tuple[list[dict], dict[str, int]]:
+    """The trace rows of one block (``results`` of :func:`r1jax.eval_run.evaluate_prompts`
+    with ``keep_text``, in the order of ``records``) and the block's counts (see
+    :data:`COUNTS`)."""
+    rows, counts = [], dict.fromkeys(COUNTS, 0)
+    for record, res in zip(records, results, strict=True):
+        counts["prompts"] += 1
+        seen: set[str] = set()
+        kept = 0
+        for text, correct, finish, score in zip(
+            res["completions"], res["correct"], res["finish"], res["scores"], strict=True
+        ):
+            counts["samples"] += 1
+            if finish == "length":
+                counts["truncated"] += 1
+            elif keep == "correct" and not correct:
+                counts["incorrect"] += 1
+            elif text in seen:
+                counts["duplicate"] += 1
+            elif kept == max_per_prompt:
+                counts["beyond_max"] += 1
+            else:
+                seen.add(text)
+                kept += 1
+                rows.append(
+                    {
+                        "prompt": record["prompt"],
+                        "completion": text,
+                        "id": record.get("id"),
+                        "answer": record.get("answer"),
+                        "reward": score,
+                    }
+                )
+        counts["kept"] += kept
+        counts["prompts_kept"] += kept > 0
+    return rows, counts
+
+
+class _Progress:
+    """``<dst>.partial`` (rows so far) and ``<dst>.partial.json`` (settings, prompts done,
+    counts); written by process 0 only."""
+
+    def __init__(self, dst: str, settings: dict[str, Any], write: bool):
+        self.dst, self.settings, self.write = dst, settings, write
+        self.rows_path, self.state_path = dst + ".partial", dst + ".partial.json"
+        self.done, self.counts = 0, dict.fromkeys(COUNTS, 0)
+        if os.path.exists(self.state_path):
+            with open(self.state_path) as f:
+                state = json.load(f)
+            if state["settings"] != settings:
+                changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+                raise ConfigError(
+                    f"{self.state_path} belongs to an unfinished traces run with other settings "
+                    f"({', '.join(changed)}); rerun with those, or delete it and "
+                    f"{self.rows_path} to start over"
+                )
+            self.done, self.counts = state["done"], state["counts"]
+            self._truncate_rows(state["rows"])
+        elif write:
+            os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+            open(self.rows_path, "w").close()
+
+    def _truncate_rows(self, n: int) -> None:
+        """Drops rows appended after the last saved state (a crash between the two writes)."""
+        if not self.write:
+            return
+        with open(self.rows_path) as f:
+            lines = f.readlines()[:n]
+        with open(self.rows_path, "w") as f:
+            f.writelines(lines)
+
+    def add(self, rows: list[dict], done: int, counts: dict[str, int]) -> None:
+        self.done = done
+        self.counts = {k: self.counts[k] + counts[k] for k in COUNTS}
+        if not self.write:
+            return
+        with open(self.rows_path, "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        state = {
+            "settings": self.settings,
+            "done": done,
+            "counts": self.counts,
+            "rows": self.counts["kept"],
+        }
+        with open(self.state_path + ".tmp", "w") as f:
+            json.dump(state, f)
+        os.replace(self.state_path + ".tmp", self.state_path)
+
+    def finish(self) -> None:
+        if self.write:
+            os.replace(self.rows_path, self.dst)
+            os.remove(self.state_path)
+
+
+def traces_command(
+    c: ml_collections.ConfigDict,
+    dst: str,
+    num_prompts: int = 0,
+    num_samples: int = 1,
+    step: int | None = None,
+    keep: str = "correct",
+    max_per_prompt: int = 1,
+    emit: Callable[[str], None] = print,
+) -> dict[str, int]:
+    """Writes the traces of the first ``num_prompts`` training prompts (0: all) to ``dst``
+    (see the module docstring); returns the counts (:data:`COUNTS`)."""
+    import jax
+    from tqdm.auto import tqdm
+
+    from r1jax import build
+    from r1jax import config as cfgmod
+    from r1jax import distributed as dist
+    from r1jax import sharding as shd
+    from r1jax.checkpoint import restore_run_params, weights_label
+    from r1jax.eval_run import evaluate_prompts
+    from r1jax.rewards import RewardScorer
+    from r1jax.rl.trainer import step_seed
+
+    cfgmod.validate(c, jax.device_count(), jax.process_count())
+    for name, value, ok in (
+        ("--keep", keep, keep in KEEP),
+        ("--num_prompts", num_prompts, num_prompts >= 0),
+        ("--num_samples", num_samples, num_samples >= 1),
+        ("--max_per_prompt", max_per_prompt, max_per_prompt >= 1),
+        ("--dst", dst, bool(dst)),
+    ):
+        if not ok:
+            raise ConfigError(f"traces: {name}={value!r} is not valid (see r1jax traces --help)")
+    primary = dist.is_primary()
+    tokenizer = build.build_tokenizer(c)
+    task = build.eval_task(c)
+    records = build.training_records(c, tokenizer, num_prompts)
+    mesh = build.build_mesh(c)
+    model = build.build_model(c, mesh, tokenizer)
+    restored = restore_run_params(model, c.run_dir, step)
+    weights = (
+        weights_label(c.run_dir, restored)
+        if restored is not None
+        else (c.model.hf_path or f"random init (seed {c.seed})")
+    )
+    t = c.train
+    settings = dict(
+        weights=weights,
+        prompts=len(records),
+        samples=num_samples,
+        keep=keep,
+        max_per_prompt=max_per_prompt,
+        temperature=t.eval_temperature,
+        top_p=t.eval_top_p,
+        seed=c.seed,
+    )
+    progress = _Progress(dst, settings, write=primary)
+    progress.done = dist.allgather_json(progress.done)[0]  # process 0's files decide
+    if primary:
+        emit(f"weights: {weights}")
+        emit(
+            f"traces: {len(records)} training prompts x {num_samples} samples at temperature "
+            f"{t.eval_temperature}, top_p {t.eval_top_p}, keeping {keep} ones (at most "
+            f"{max_per_prompt} per prompt)"
+            + (f"; resuming after {progress.done} prompts" if progress.done else "")
+        )
+    sampler = build.build_sampler(c, model, mesh, tokenizer)
+    block = c.rl.prompts_per_step
+    r = c.rewards
+    bar = tqdm(
+        total=len(records),
+        initial=progress.done,
+        desc="traces",
+        unit="prompt",
+        disable=not (primary and t.progress),
+        dynamic_ncols=True,
+    )
+    with RewardScorer(
+        [tuple(f) for f in r.functions], num_workers=r.num_workers, timeout_s=r.timeout_s
+    ) as scorer:
+        for start in range(progress.done, len(records), block):
+            chunk = records[start : start + block]
+            params = build.sampling_params(
+                c,
+                step_seed(c.seed, start // block, 2),
+                temperature=t.eval_temperature,
+                top_p=t.eval_top_p,
+            )
+            results = evaluate_prompts(
+                sampler,
+                model,
+                chunk,
+                scorer,
+                task,
+                params,
+                num_samples,
+                block,
+                shd.process_batch_shard(mesh),
+                keep_text=True,
+            )
+            rows, counts = select_traces(chunk, results, keep, max_per_prompt)
+            progress.add(rows, start + len(chunk), counts)
+            bar.update(len(chunk))
+    bar.close()
+    progress.finish()
+    n = progress.counts
+    if primary:
+        emit(
+            f"traces: {n['kept']} from {n['prompts_kept']} of {n['prompts']} prompts "
+            f"({n['samples']} samples: {n['truncated']} truncated, {n['incorrect']} incorrect, "
+            f"{n['duplicate']} duplicates, {n['beyond_max']} beyond --max_per_prompt) -> {dst}"
+        )
+    return n

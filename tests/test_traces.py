@@ -1,0 +1,111 @@
+"""`r1jax traces`: which completions become SFT traces, and resuming a long job."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from trainer_fixtures import make_config, sevens
+
+from r1jax.config import ConfigError
+from r1jax.traces_command import select_traces, traces_command
+
+RECORDS = [{"prompt": "p1", "id": "a", "answer": "7"}, {"prompt": "p2", "id": "b", "answer": "7"}]
+RESULTS = [
+    {
+        "completions": ["x", "x", "y", "z", "w"],
+        "correct": [True, True, True, False, True],
+        "finish": ["eos", "eos", "length", "eos", "stop"],
+        "scores": [1.0, 1.0, 1.0, 0.0, 1.0],
+    },
+    {
+        "completions": ["u", "v"],
+        "correct": [False, False],
+        "finish": ["eos", "stop"],
+        "scores": [0.0, 0.5],
+    },
+]
+
+
+def test_correct_traces_drop_truncated_wrong_duplicate_and_extra_completions():
+    rows, counts = select_traces(RECORDS, RESULTS, "correct", max_per_prompt=1)
+    assert rows == [{"prompt": "p1", "completion": "x", "id": "a", "answer": "7", "reward": 1.0}]
+    assert counts == dict(prompts=2, samples=7, kept=1, prompts_kept=1, truncated=1,
+                          incorrect=3, duplicate=1, beyond_max=1)  # fmt: skip
+
+
+def test_all_traces_keep_wrong_but_finished_completions():
+    rows, counts = select_traces(RECORDS, RESULTS, "all", max_per_prompt=3)
+    assert [(r["prompt"], r["completion"]) for r in rows] == [
+        ("p1", "x"), ("p1", "z"), ("p1", "w"), ("p2", "u"), ("p2", "v")
+    ]  # fmt: skip
+    assert counts["truncated"] == 1 and counts["duplicate"] == 1 and counts["incorrect"] == 0
+
+
+def _config(tmp_path):
+    # 8-token completions of a random tiny model: about a quarter have >= 25% sevens
+    return make_config(str(tmp_path), rewards__correct_threshold=0.25, rl__prompts_per_step=4)
+
+
+def test_traces_are_correct_distinct_samples_and_a_resumed_job_writes_the_same_file(
+    tmp_path, monkeypatch
+):
+    from r1jax import eval_run
+
+    c = _config(tmp_path)
+    args = dict(num_prompts=12, num_samples=4, keep="correct", max_per_prompt=2)
+    lines: list[str] = []
+    counts = traces_command(c, str(tmp_path / "straight.jsonl"), emit=lines.append, **args)
+    rows = [json.loads(line) for line in open(tmp_path / "straight.jsonl")]
+    assert counts["prompts"] == 12 and counts["samples"] == 48
+    assert 0 < counts["kept"] == len(rows) and counts["incorrect"] > 0
+    assert (
+        sum(counts[k] for k in ("kept", "truncated", "incorrect", "duplicate", "beyond_max")) == 48
+    )
+    for row in rows:
+        assert row["reward"] == pytest.approx(sevens(row["completion"], row))
+        assert row["reward"] >= 0.25
+    by_prompt: dict[str, list[str]] = {}
+    for row in rows:
+        by_prompt.setdefault(row["id"], []).append(row["completion"])
+    assert all(len(v) == len(set(v)) <= 2 for v in by_prompt.values())
+    assert rows[0]["prompt"] == "0 0" and rows[0]["id"] == "prompts.jsonl:1"  # raw, untemplated
+    assert lines[-1].startswith(f"traces: {len(rows)} from ")
+    # the rows are SFT examples as `cold_start.task="file"` reads them
+    from r1jax.data.files import load_text_pairs
+
+    pairs, bad = load_text_pairs(str(tmp_path / "straight.jsonl"))
+    assert len(pairs) == len(rows) and bad.count == 0
+
+    # a job that dies in its second block of 4 prompts keeps the first block ...
+    real = eval_run.evaluate_prompts
+    calls = []
+
+    def dies_second_time(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(eval_run, "evaluate_prompts", dies_second_time)
+    dst = str(tmp_path / "resumed.jsonl")
+    with pytest.raises(RuntimeError, match="killed"):
+        traces_command(c, dst, emit=lambda _: None, **args)
+    assert json.load(open(dst + ".partial.json"))["done"] == 4 and not os.path.exists(dst)
+    monkeypatch.setattr(eval_run, "evaluate_prompts", real)
+    # ... other settings are refused; the same ones continue it, to the same file
+    with pytest.raises(ConfigError, match=r"other settings \(samples\)"):
+        traces_command(c, dst, emit=lambda _: None, **dict(args, num_samples=2))
+    lines = []
+    assert traces_command(c, dst, emit=lines.append, **args) == counts
+    assert "resuming after 4 prompts" in lines[1]
+    assert open(dst).read() == open(tmp_path / "straight.jsonl").read()
+    assert not os.path.exists(dst + ".partial") and not os.path.exists(dst + ".partial.json")
+
+
+def test_traces_settings_errors_name_the_flag(tmp_path):
+    with pytest.raises(ConfigError, match="--keep='best' is not valid"):
+        traces_command(_config(tmp_path), str(tmp_path / "t.jsonl"), keep="best")
+    with pytest.raises(ConfigError, match="--max_per_prompt=0 is not valid"):
+        traces_command(_config(tmp_path), str(tmp_path / "t.jsonl"), max_per_prompt=0)
