@@ -103,7 +103,9 @@ def _trained_run(tmp_path, **changes):
         train__checkpoint_every=2,
         **changes,
     )
-    c.data.eval_path = c.data.path
+    held_out = tmp_path / "held_out.jsonl"  # 10 prompts
+    held_out.write_text("".join(open(c.data.path).readlines()[:10]))
+    c.data.eval_path = str(held_out)
     trainer = GRPOTrainer(c)
     try:
         trainer.train()
@@ -150,7 +152,7 @@ def test_eval_command_reproduces_the_runs_eval_and_writes_every_sample(tmp_path)
 
     # newest checkpoint by default, all prompts with --num_prompts=0, no greedy pass
     newest = eval_command(c, num_prompts=0, greedy=False, emit=lambda _: None)
-    assert newest["step"] == 4 and newest["num_prompts"] == 64 and "greedy" not in newest
+    assert newest["step"] == 4 and newest["num_prompts"] == 10 and "greedy" not in newest
     assert os.path.exists(os.path.join(out, "step_4.json"))
 
 
