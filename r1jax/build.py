@@ -80,6 +80,23 @@ def build_model(c: ml_collections.ConfigDict, mesh: Mesh, tokenizer=None) -> Tra
     return create_model(resolve_model_config(c, tokenizer), mesh, seed=c.seed, rules=rules)
 
 
+def load_run_model(
+    c: ml_collections.ConfigDict, mesh: Mesh, tokenizer=None, step: int | None = None
+) -> tuple[Transformer, int | None, str]:
+    """``(model, step, label)``: the config's model with the weights of the run's checkpoint
+    ``step`` (default: the newest; the SFT stage's when the run has no GRPO checkpoint), or
+    its own weights (``model.hf_path``, or the random init) when the run has none (step
+    None); ``label`` names them for the user."""
+    from r1jax.checkpoint import restore_run_params, weights_label
+
+    model = build_model(c, mesh, tokenizer)
+    restored = restore_run_params(model, c.run_dir, step)
+    if restored is not None:
+        return model, restored, weights_label(c.run_dir, restored)
+    own = c.model.hf_path or f"random init (seed {c.seed})"
+    return model, None, f"{own} (no checkpoint in {c.run_dir})"
+
+
 def prompt_formatter(c: ml_collections.ConfigDict, tokenizer=None) -> Callable[[dict], str]:
     """Record -> model input text, following ``c.prompt.style``."""
     from r1jax.prompts import format_prompt

@@ -126,22 +126,20 @@ def _export() -> int:
     import os
 
     from r1jax import build
-    from r1jax.checkpoint import restore_run_params, weights_label
     from r1jax.model.hf import copy_tokenizer_files, save_hf_model
 
     c = _require_config()
     if not FLAGS.dst:
         raise app.UsageError("export needs --dst=<dir>")
     mesh = build.build_mesh(c)
-    model = build.build_model(c, mesh, build.build_tokenizer(c))
-    step = restore_run_params(model, c.run_dir, FLAGS.step)
+    model, step, weights = build.load_run_model(c, mesh, build.build_tokenizer(c), FLAGS.step)
     if step is None:
         raise app.UsageError(f"no checkpoints in {os.path.join(c.run_dir, 'checkpoints')}")
     save_hf_model(model, FLAGS.dst, dtype=FLAGS.dtype)
     source = c.tokenizer.path or ("" if c.tokenizer.chars else c.model.hf_path)
     copied = copy_tokenizer_files(source, FLAGS.dst) if source else []
     note = ", ".join(copied) or ("none (a character vocabulary)" if c.tokenizer.chars else "none")
-    print(f"wrote {weights_label(c.run_dir, step)} to {FLAGS.dst} (tokenizer files: {note})")
+    print(f"wrote {weights} to {FLAGS.dst} (tokenizer files: {note})")
     return 0
 
 

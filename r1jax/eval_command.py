@@ -39,7 +39,7 @@ def eval_command(
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
     from r1jax import sharding as shd
-    from r1jax.checkpoint import from_sft_stage, restore_run_params, weights_label
+    from r1jax.checkpoint import from_sft_stage
     from r1jax.eval_run import evaluate_prompts, summarize_results
     from r1jax.rewards import RewardScorer
     from r1jax.rl.trainer import step_seed
@@ -54,13 +54,7 @@ def eval_command(
     task = build.eval_task(c)
     records = build.eval_records(c, tokenizer, n, "r1jax eval")
     mesh = build.build_mesh(c)
-    model = build.build_model(c, mesh, tokenizer)
-    restored = restore_run_params(model, c.run_dir, step)
-    weights = (
-        weights_label(c.run_dir, restored)
-        if restored is not None
-        else f"{c.model.hf_path or f'random init (seed {c.seed})'} (no checkpoint in {c.run_dir})"
-    )
+    model, restored, weights = build.load_run_model(c, mesh, tokenizer, step)
     sampler = build.build_sampler(c, model, mesh, tokenizer)
     k = t.eval_samples
     modes = {

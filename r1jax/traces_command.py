@@ -156,7 +156,6 @@ def traces_command(
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
     from r1jax import sharding as shd
-    from r1jax.checkpoint import restore_run_params, weights_label
     from r1jax.eval_run import evaluate_prompts
     from r1jax.rewards import RewardScorer
     from r1jax.rl.trainer import step_seed
@@ -176,13 +175,7 @@ def traces_command(
     task = build.eval_task(c)
     records = build.training_records(c, tokenizer, num_prompts)
     mesh = build.build_mesh(c)
-    model = build.build_model(c, mesh, tokenizer)
-    restored = restore_run_params(model, c.run_dir, step)
-    weights = (
-        weights_label(c.run_dir, restored)
-        if restored is not None
-        else (c.model.hf_path or f"random init (seed {c.seed})")
-    )
+    model, _, weights = build.load_run_model(c, mesh, tokenizer, step)
     t = c.train
     settings = dict(
         weights=weights,

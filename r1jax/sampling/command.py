@@ -66,7 +66,6 @@ def sample_command(
 
     from r1jax import build
     from r1jax import config as cfgmod
-    from r1jax.checkpoint import restore_run_params, weights_label
 
     if not prompts:
         raise ConfigError("sample needs at least one --prompt")
@@ -75,13 +74,8 @@ def sample_command(
     fmt = None if raw else build.prompt_formatter(c, tokenizer)
     inputs = parse_prompts(prompts, tokenizer, fmt)
     mesh = build.build_mesh(c)
-    model = build.build_model(c, mesh, tokenizer)
-    restored = restore_run_params(model, c.run_dir, step)
-    if restored is not None:
-        emit(f"weights: {weights_label(c.run_dir, restored)}")
-    else:
-        source = c.model.hf_path or f"random init (seed {c.seed})"
-        emit(f"weights: {source} (no checkpoint in {c.run_dir})")
+    model, _, weights = build.load_run_model(c, mesh, tokenizer, step)
+    emit(f"weights: {weights}")
     sampler = build.build_sampler(c, model, mesh, tokenizer)
     params = build.sampling_params(c, c.seed)
     out = sampler.generate(model, inputs, num_samples, params)
