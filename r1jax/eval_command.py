@@ -5,8 +5,10 @@ all come from the run's config, as in the trainer's periodic eval (``train.eval_
 numbers of ``r1jax eval --step=N`` equal the ``eval/*`` metrics the run logged at step N.
 Results go to ``<out_dir>/step_<N>.json`` (settings and metrics) and
 ``<out_dir>/step_<N>_samples.jsonl`` (one line per prompt: the prompt, its fields, every
-completion with its extracted answer and correctness, the vote, the greedy completion). The
-stem is ``sft_step_<N>`` for weights of the SFT stage and ``init`` for the config's own.
+completion with its extracted answer and correctness, the vote, the greedy completion). With
+prompts of several sources, MATH levels or subjects, or AIME years, the metrics are also
+broken down by them (``groups``). The stem is ``sft_step_<N>`` for weights of the SFT stage
+and ``init`` for the config's own.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def eval_command(
     from r1jax import distributed as dist
     from r1jax import sharding as shd
     from r1jax.checkpoint import from_sft_stage
-    from r1jax.eval_run import evaluate_prompts, summarize_results
+    from r1jax.eval_run import evaluate_prompts, summarize_groups, summarize_results
     from r1jax.rewards import RewardScorer
     from r1jax.rl.trainer import step_seed
 
@@ -105,6 +107,7 @@ def eval_command(
             )
             bar.close()
             metrics[mode] = summarize_results(results[mode])
+    groups = summarize_groups(records, results["sampled"])
     summary = {
         "weights": weights,
         "step": restored,
@@ -119,8 +122,10 @@ def eval_command(
     }
     if greedy:
         summary["greedy"] = metrics["greedy"]
+    if groups:
+        summary["groups"] = groups
     if primary:
-        for line in _report(metrics):
+        for line in _report(metrics) + _group_report(groups, k):
             emit(line)
         out_dir = out_dir or os.path.join(c.run_dir, "eval")
         stem = "init" if restored is None else f"step_{restored}"
@@ -143,6 +148,18 @@ def _report(metrics: dict[str, dict[str, float]]) -> list[str]:
         lines.append(
             f"  {mode:<8} {scores}  length {m['length_mean']:.1f}  truncated {m['truncated']:.3f}"
         )
+    return lines
+
+
+def _group_report(groups: dict[str, dict[str, dict[str, float]]], k: int) -> list[str]:
+    """One line per field: pass@1 (and maj@k) of each of its values, with the prompt count."""
+    lines = []
+    for field, by_value in groups.items():
+        parts = []
+        for value, m in by_value.items():
+            maj = f" maj@{k} {m[f'maj@{k}']:.3f}" if f"maj@{k}" in m else ""
+            parts.append(f"{value}: pass@1 {m['pass@1']:.3f}{maj} ({m['prompts']})")
+        lines.append(f"  by {field}: " + " | ".join(parts))
     return lines
 
 

@@ -132,3 +132,27 @@ def summarize_results(results: Sequence[dict]) -> dict[str, float]:
     out["length_mean"] = float(np.mean([r["lengths"] for r in results]))
     out["truncated"] = float(np.mean([[f == "length" for f in r["finish"]] for r in results]))
     return out
+
+
+GROUP_FIELDS = ("source", "level", "type", "year")
+"""Record fields an evaluation is broken down by, when the prompts differ in them (the task
+family of a mixed file, MATH's level and subject, AIME's year)."""
+
+
+def summarize_groups(
+    records: Sequence[dict], results: Sequence[dict], fields: Sequence[str] = GROUP_FIELDS
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{field: {value: summary + {"prompts": n}}}`` (:func:`summarize_results` of each
+    group) for every field of ``fields`` that takes at least two values over ``records``
+    (aligned with ``results``); values are sorted, as strings."""
+    out = {}
+    for field in fields:
+        values = [str(r[field]) if r.get(field) is not None else None for r in records]
+        distinct = sorted({v for v in values if v is not None})
+        if len(distinct) < 2:
+            continue
+        out[field] = {}
+        for value in distinct:
+            group = [res for res, v in zip(results, values, strict=True) if v == value]
+            out[field][value] = summarize_results(group) | {"prompts": len(group)}
+    return out

@@ -173,3 +173,14 @@ def test_answer_parsers():
     ]:
         with pytest.raises(ValueError, match=reason):
             parser(text)
+
+
+def test_a_mapped_source_column_missing_from_a_row_is_a_data_error(tmp_path):
+    path = tmp_path / "src.jsonl"
+    path.write_text(
+        '{"prompt": "1+1", "answer": "2", "task": "math"}\n{"prompt": "2+2", "answer": "4"}\n'
+    )
+    records = load_records(str(path), field_map={"source": "task"})  # skip by default
+    assert [r["source"] for r in records] == ["math"] and records.skipped == 1
+    with pytest.raises(DataError, match=r"src.jsonl, row 2: field 'task': missing field"):
+        load_records(str(path), field_map={"source": "task"}, on_bad_row="fail")

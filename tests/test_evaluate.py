@@ -94,6 +94,12 @@ def test_vote_keys_read_answers_like_their_reward(reward, kwargs, completion, ke
 def _trained_run(tmp_path, **changes):
     from r1jax.rl.trainer import GRPOTrainer
 
+    with open(tmp_path / "prompts.jsonl", "w") as f:  # make_config's prompts, of 2 sources
+        for i in range(64):
+            f.write(
+                json.dumps({"prompt": f"{i % 10} {i // 10}", "answer": "7", "src": "ab"[i % 2]})
+            )
+            f.write("\n")
     c = make_config(
         str(tmp_path),
         train__steps=4,
@@ -106,6 +112,7 @@ def _trained_run(tmp_path, **changes):
     held_out = tmp_path / "held_out.jsonl"  # 10 prompts
     held_out.write_text("".join(open(c.data.path).readlines()[:10]))
     c.data.eval_path = str(held_out)
+    c.data.field_map.source = "src"
     trainer = GRPOTrainer(c)
     try:
         trainer.train()
@@ -132,6 +139,7 @@ def test_eval_command_reproduces_the_runs_eval_and_writes_every_sample(tmp_path)
         assert summary["metrics"][name] == pytest.approx(logged[2][f"eval/{name}"]), name
     assert lines[0] == f"weights: {c.run_dir} step 2"
     assert any(line.lstrip().startswith("greedy   pass@1 ") for line in lines)
+    assert lines[-2].startswith("  by source: a: pass@1 ") and "| b: pass@1" in lines[-2]
 
     out = os.path.join(c.run_dir, "eval")
     assert json.load(open(os.path.join(out, "step_2.json"))) == summary
@@ -153,6 +161,8 @@ def test_eval_command_reproduces_the_runs_eval_and_writes_every_sample(tmp_path)
     # newest checkpoint by default, all prompts with --num_prompts=0, no greedy pass
     newest = eval_command(c, num_prompts=0, greedy=False, emit=lambda _: None)
     assert newest["step"] == 4 and newest["num_prompts"] == 10 and "greedy" not in newest
+    assert sorted(newest["groups"]["source"]) == ["a", "b"]
+    assert newest["groups"]["source"]["a"]["prompts"] == 5
     assert os.path.exists(os.path.join(out, "step_4.json"))
 
 
@@ -171,3 +181,31 @@ def test_eval_command_errors_name_the_problem(tmp_path):
     with pytest.raises(ConfigError, match="rewards.accuracy='nope' is not one of"):
         eval_command(c, emit=lambda _: None)
     assert not os.path.exists(os.path.join(c.run_dir, "eval"))
+
+
+def test_groups_break_the_metrics_down_by_fields_that_vary():
+    from r1jax.eval_run import summarize_groups
+
+    records = [
+        {"source": "math", "level": 1, "year": 2024},
+        {"source": "math", "level": 2, "year": 2024},
+        {"source": "math", "level": 2, "year": 2024},
+        {"source": "math", "level": None, "year": 2024},  # no level: in no level group
+    ]
+
+    def result(correct, vote_correct):
+        return {"correct": correct, "vote_correct": vote_correct, "lengths": [5, 7],
+                "finish": ["eos", "length"]}  # fmt: skip
+
+    results = [
+        result([True, True], True),
+        result([True, False], False),
+        result([False, False], False),
+        result([True, True], True),
+    ]
+    groups = summarize_groups(records, results)
+    assert list(groups) == ["level"]  # one source, one year: nothing to break down
+    assert groups["level"]["1"] == {"pass@1": 1.0, "pass@2": 1.0, "maj@2": 1.0,
+                                    "length_mean": 6.0, "truncated": 0.5, "prompts": 1}  # fmt: skip
+    assert groups["level"]["2"]["pass@1"] == 0.25 and groups["level"]["2"]["pass@2"] == 0.5
+    assert groups["level"]["2"]["maj@2"] == 0.0 and groups["level"]["2"]["prompts"] == 2

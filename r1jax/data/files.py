@@ -152,7 +152,12 @@ def row_to_record(
         record["answer"] = str(record["target"])
     solution = row.get(col["solution"])
     record["solution"] = "" if solution is None else str(solution)
-    record["source"] = str(row[col["source"]]) if "source" in field_map else source
+    if "source" in field_map:
+        record["source"] = require_text(
+            get_field(row, col["source"], file, line), col["source"], file, line
+        )
+    else:
+        record["source"] = source
     row_id = row.get(col["id"])
     record["id"] = str(row_id) if row_id is not None else f"{os.path.basename(file)}:{line}"
     return record
