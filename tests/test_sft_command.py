@@ -109,6 +109,25 @@ def test_sft_command_config_errors_name_the_field(tmp_path, changes, message):
     assert not os.path.exists(tmp_path / "run")
 
 
+def _start_two_processes(tmp_path, command: str, cfg: str, *args: str):
+    """``r1jax <command> --config=<cfg> <args>`` as 2 JAX processes x 4 CPU devices."""
+    port = free_port()
+    procs, logs = [], []
+    for pid in range(2):
+        logs.append(str(tmp_path / f"{command}{pid}.log"))
+        with open(logs[-1], "w") as log:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "r1jax.cli", command, f"--config={cfg}", *args],
+                    cwd=ROOT,
+                    env=two_process_env(pid, port, str(tmp_path / "jax_cache")),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    return procs, logs
+
+
 def test_two_processes_run_the_sft_like_one(tmp_path):
     """`r1jax sft` on 2 processes x 4 CPU devices (each feeds its devices' rows of the same
     global batches; they checkpoint together) ends with the weights of 1 process x 8 devices,
@@ -118,20 +137,7 @@ def test_two_processes_run_the_sft_like_one(tmp_path):
     from r1jax.sft_command import sft_command
 
     cfg = _config_file(tmp_path, "two")
-    port = free_port()
-    procs, logs = [], []
-    for pid in range(2):
-        logs.append(str(tmp_path / f"process{pid}.log"))
-        with open(logs[-1], "w") as log:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "r1jax.cli", "sft", f"--config={cfg}"],
-                    cwd=ROOT,
-                    env=two_process_env(pid, port, str(tmp_path / "jax_cache")),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+    procs, logs = _start_two_processes(tmp_path, "sft", cfg)
     deadline = time.monotonic() + 240
     try:
         c = make_config(str(tmp_path), "one", **_sft_changes(tmp_path))
@@ -148,6 +154,27 @@ def test_two_processes_run_the_sft_like_one(tmp_path):
     for path, v in one:
         np.testing.assert_allclose(two[path].get_value(), v.get_value(), rtol=1e-5, atol=atol,
                                    err_msg=str(path))  # fmt: skip
+
+    # traces of those weights: each process samples its share of every block of prompts, and
+    # process 0 writes the file one process writes. Blocks of 8 prompts fill the mesh's batch
+    # axis: a random draw depends on its row's place in the global batch, which padding of
+    # smaller shares would move.
+    args = ("--num_prompts=16", "--num_samples=2", "--keep=all", "--max_per_prompt=2",
+            "--config.rl.prompts_per_step=8")  # fmt: skip
+    procs, logs = _start_two_processes(tmp_path, "traces", cfg, f"--dst={tmp_path / 'two.jsonl'}",
+                                       *args)  # fmt: skip
+    deadline = time.monotonic() + 240
+    try:
+        from r1jax.traces_command import traces_command
+
+        c = make_config(str(tmp_path), "two", **_sft_changes(tmp_path))
+        c.rl.prompts_per_step = 8
+        traces_command(c, str(tmp_path / "one.jsonl"), 16, 2, keep="all", max_per_prompt=2,
+                       emit=lambda _: None)  # fmt: skip
+    finally:
+        wait_all(procs, logs, deadline)
+    written = open(tmp_path / "one.jsonl").read()
+    assert len(written.splitlines()) > 0 and open(tmp_path / "two.jsonl").read() == written
 
 
 def test_ctrl_c_during_r1jax_sft_saves_and_says_where(tmp_path):
