@@ -423,7 +423,7 @@ def train_sft(
         if ckpt
         else "interrupt: stopping SFT after this step (no checkpoint_dir: nothing is saved)"
     )
-    step = first
+    step, interrupted = first, False
     try:
         with stop:
             while step < steps and not stop.anywhere(jax.process_count()):
@@ -447,13 +447,15 @@ def train_sft(
                     on_log(entry)
                 bar.set_postfix(loss=f"{entry['loss']:.4f}", acc=f"{entry['accuracy']:.3f}")
                 window, t0 = [], time.perf_counter()
-        if ckpt is not None and stop.requested and step < steps:
+        # The loop ends early only when some process was interrupted: all save and stop.
+        interrupted = step < steps
+        if ckpt is not None and interrupted:
             ckpt.save(step, state, opt_state)
     finally:
         bar.close()
         if ckpt is not None:
             ckpt.close()  # waits for the saves in flight
-    if stop.requested and step < steps:
+    if interrupted:
         where = f"; saved step {step} to {checkpoint_dir}" if ckpt else ""
         raise KeyboardInterrupt(f"SFT interrupted at step {step}{where}")
     nnx.update(model, state)
