@@ -170,6 +170,8 @@ def traces_command(
     ):
         if not ok:
             raise ConfigError(f"traces: {name}={value!r} is not valid (see r1jax traces --help)")
+    if os.path.exists(dst) and not os.path.exists(dst + ".partial.json"):
+        raise ConfigError(f"--dst={dst} exists: give another file, or delete it first")
     primary = dist.is_primary()
     tokenizer = build.build_tokenizer(c)
     task = build.eval_task(c)

@@ -102,6 +102,8 @@ def test_traces_are_correct_distinct_samples_and_a_resumed_job_writes_the_same_f
     assert "resuming after 4 prompts" in lines[1]
     assert open(dst).read() == open(tmp_path / "straight.jsonl").read()
     assert not os.path.exists(dst + ".partial") and not os.path.exists(dst + ".partial.json")
+    with pytest.raises(ConfigError, match="resumed.jsonl exists: give another file"):
+        traces_command(c, dst, emit=lambda _: None, **args)  # a finished file is not overwritten
 
 
 def test_traces_settings_errors_name_the_flag(tmp_path):
