@@ -411,6 +411,9 @@ def train_sft(
         restored = ckpt.restore(state, opt_state)
         if restored is not None:
             first, state, opt_state = restored
+            if first >= steps and jax.process_index() == 0:
+                print(f"SFT: {checkpoint_dir} is at step {first}, steps={steps}: nothing to "
+                      "train (the model is that checkpoint's)")  # fmt: skip
 
     rows = itertools.islice(_row_stream(seqs, max_len, pack, seed), first * batch_size, None)
     history: list[dict[str, float]] = []

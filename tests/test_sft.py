@@ -366,7 +366,7 @@ def test_sft_killed_mid_run_resumes_on_the_same_trajectory(tmp_path):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_ctrl_c_saves_the_sft_and_the_same_call_finishes_it(tmp_path):
+def test_ctrl_c_saves_the_sft_and_the_same_call_finishes_it(tmp_path, capsys):
     import os
     import signal
 
@@ -384,6 +384,10 @@ def test_ctrl_c_saves_the_sft_and_the_same_call_finishes_it(tmp_path):
     assert sorted(os.listdir(tmp_path / "ckpt")) == ["2", "4"]
     model, history = train_sft(_tiny(), TOK, TOY, **args)
     assert [h["step"] for h in history] == [5, 6, 7, 8, 9]
+    capsys.readouterr()
+    again, history = train_sft(_tiny(), TOK, TOY, **dict(args, steps=6))  # a shorter plan
+    assert history == [] and "is at step 9, steps=6: nothing to train" in capsys.readouterr().out
+    np.testing.assert_array_equal(_flat(again)["embed"], _flat(model)["embed"])
     straight, _ = train_sft(_tiny(), TOK, TOY, **dict(args, checkpoint_dir=None))
     for k, v in _flat(straight).items():
         np.testing.assert_array_equal(_flat(model)[k], v, err_msg=k)
