@@ -277,3 +277,20 @@ def sampling_params(c: ml_collections.ConfigDict, seed: int, **changes: Any):
         seed=seed,
     )
     return SamplingParams(**(fields | changes))
+
+
+def eval_sampling_params(c: ml_collections.ConfigDict, seed: int):
+    """:func:`sampling_params` of evaluation and trace sampling: ``train.eval_temperature``
+    and ``train.eval_top_p`` (R1's 0.6 / 0.95) instead of the rollout ones."""
+    t = c.train
+    return sampling_params(c, seed, temperature=t.eval_temperature, top_p=t.eval_top_p)
+
+
+def build_scorer(c: ml_collections.ConfigDict):
+    """The host :class:`r1jax.rewards.RewardScorer` of ``c.rewards`` (close it when done)."""
+    from r1jax.rewards import RewardScorer
+
+    r = c.rewards
+    return RewardScorer(
+        [tuple(f) for f in r.functions], num_workers=r.num_workers, timeout_s=r.timeout_s
+    )

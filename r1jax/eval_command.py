@@ -43,7 +43,6 @@ def eval_command(
     from r1jax import sharding as shd
     from r1jax.checkpoint import from_sft_stage
     from r1jax.eval_run import evaluate_prompts, summarize_groups, summarize_results
-    from r1jax.rewards import RewardScorer
     from r1jax.rl.trainer import step_seed
 
     cfgmod.validate(c, jax.device_count(), jax.process_count())
@@ -59,17 +58,7 @@ def eval_command(
     model, restored, weights = build.load_run_model(c, mesh, tokenizer, step)
     sampler = build.build_sampler(c, model, mesh, tokenizer)
     k = t.eval_samples
-    modes = {
-        "sampled": (
-            build.sampling_params(
-                c,
-                step_seed(c.seed, restored or 0, 1),
-                temperature=t.eval_temperature,
-                top_p=t.eval_top_p,
-            ),
-            k,
-        )
-    }
+    modes = {"sampled": (build.eval_sampling_params(c, step_seed(c.seed, restored or 0, 1)), k)}
     if greedy:
         modes["greedy"] = (build.sampling_params(c, c.seed, temperature=0.0), 1)
     if primary:
@@ -79,11 +68,9 @@ def eval_command(
             f"temperature {t.eval_temperature}, top_p {t.eval_top_p}"
             + (", and greedy" if greedy else "")
         )
-    r = c.rewards
-    specs = [tuple(f) for f in r.functions]
     metrics: dict[str, dict[str, float]] = {}
     results: dict[str, list[dict]] = {}
-    with RewardScorer(specs, num_workers=r.num_workers, timeout_s=r.timeout_s) as scorer:
+    with build.build_scorer(c) as scorer:
         for mode, (params, samples) in modes.items():
             bar = tqdm(
                 total=len(records),

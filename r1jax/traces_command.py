@@ -157,7 +157,6 @@ def traces_command(
     from r1jax import distributed as dist
     from r1jax import sharding as shd
     from r1jax.eval_run import evaluate_prompts
-    from r1jax.rewards import RewardScorer
     from r1jax.rl.trainer import step_seed
 
     cfgmod.validate(c, jax.device_count(), jax.process_count())
@@ -201,7 +200,6 @@ def traces_command(
         )
     sampler = build.build_sampler(c, model, mesh, tokenizer)
     block = c.rl.prompts_per_step
-    r = c.rewards
     bar = tqdm(
         total=len(records),
         initial=progress.done,
@@ -210,17 +208,10 @@ def traces_command(
         disable=not (primary and t.progress),
         dynamic_ncols=True,
     )
-    with RewardScorer(
-        [tuple(f) for f in r.functions], num_workers=r.num_workers, timeout_s=r.timeout_s
-    ) as scorer:
+    with build.build_scorer(c) as scorer:
         for start in range(progress.done, len(records), block):
             chunk = records[start : start + block]
-            params = build.sampling_params(
-                c,
-                step_seed(c.seed, start // block, 2),
-                temperature=t.eval_temperature,
-                top_p=t.eval_top_p,
-            )
+            params = build.eval_sampling_params(c, step_seed(c.seed, start // block, 2))
             results = evaluate_prompts(
                 sampler,
                 model,

@@ -219,13 +219,7 @@ class GRPOTrainer:
         self._sampling_params = functools.partial(build.sampling_params, self.c)
 
     def _build_rewards(self, scorer) -> None:
-        from r1jax.rewards import RewardScorer
-
-        r = self.c.rewards
-        specs = [tuple(f) for f in r.functions]
-        self.scorer = scorer or RewardScorer(
-            specs, num_workers=r.num_workers, timeout_s=r.timeout_s
-        )
+        self.scorer = scorer or build.build_scorer(self.c)
         self.eval_task = build.eval_task(self.c)
         self.accuracy_fn = self.eval_task.accuracy
 
@@ -472,18 +466,14 @@ class GRPOTrainer:
     def evaluate(self) -> dict[str, float]:
         """pass@1 (mean over k samples per prompt), pass@k, maj@k, mean length and truncated
         fraction on the held-out prompts (see :mod:`r1jax.eval_run`)."""
-        t = self.c.train
-        params = self._sampling_params(
-            step_seed(self.c.seed, self.step, 1), temperature=t.eval_temperature, top_p=t.eval_top_p
-        )
         results = evaluate_prompts(
             self.sampler,
             self.params,
             self.eval_records,
             self.scorer,
             self.eval_task,
-            params,
-            t.eval_samples,
+            build.eval_sampling_params(self.c, step_seed(self.c.seed, self.step, 1)),
+            self.c.train.eval_samples,
             self.c.rl.prompts_per_step,
             self.data_shard,
         )
