@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from r1jax import distributed as dist
-from r1jax.evaluate import pass_at_k, vote
+from r1jax.evaluate import summarize, vote
 from r1jax.sampling.params import SamplingParams
 
 
@@ -125,9 +125,8 @@ def summarize_results(results: Sequence[dict]) -> dict[str, float]:
         raise ValueError("no evaluation results to summarize")
     correct = np.array([r["correct"] for r in results], bool)  # [Q, k]
     k = correct.shape[1]
-    out = {"pass@1": float(correct.mean())}
+    out = summarize(correct, ks=(1, k))
     if k > 1:
-        out[f"pass@{k}"] = float(np.mean([pass_at_k(k, int(c), k) for c in correct.sum(1)]))
         out[f"maj@{k}"] = float(np.mean([r["vote_correct"] for r in results]))
     out["length_mean"] = float(np.mean([r["lengths"] for r in results]))
     out["truncated"] = float(np.mean([[f == "length" for f in r["finish"]] for r in results]))
