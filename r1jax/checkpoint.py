@@ -32,6 +32,7 @@ __all__ = [
     "from_sft_stage",
     "load_params",
     "restore_run_params",
+    "sft_checkpoint_dir",
     "weights_label",
 ]
 log = logging.getLogger(__name__)
@@ -198,11 +199,15 @@ class RunCheckpointer:
         self.manager.close()
 
 
+def sft_checkpoint_dir(run_dir: str) -> str:
+    """Where a run's SFT stage (cold start, ``r1jax sft``) keeps its checkpoints."""
+    return os.path.join(run_dir, "sft", "checkpoints")
+
+
 def checkpoint_dir(path: str) -> str:
     """The checkpoint folder of ``path``: a run directory's ``checkpoints/`` (GRPO), else its
     ``sft/checkpoints/`` when only the SFT stage ran (``r1jax sft``), else ``path`` itself."""
-    for sub in ("checkpoints", os.path.join("sft", "checkpoints")):
-        folder = os.path.join(path, sub)
+    for folder in (os.path.join(path, "checkpoints"), sft_checkpoint_dir(path)):
         if os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder)):
             return folder
     grpo = os.path.join(path, "checkpoints")
@@ -248,14 +253,14 @@ def restore_run_params(model: nnx.Module, run_dir: str, step: int | None = None)
 
 def from_sft_stage(run_dir: str) -> bool:
     """Whether :func:`checkpoint_dir` of ``run_dir`` is its SFT stage's (no GRPO checkpoint)."""
-    return checkpoint_dir(run_dir) == os.path.join(run_dir, "sft", "checkpoints")
+    return checkpoint_dir(run_dir) == sft_checkpoint_dir(run_dir)
 
 
 def weights_label(run_dir: str, step: int) -> str:
     """How commands name restored weights: ``"<run_dir> step N"``, or
     ``"<run_dir>/sft step N (SFT stage)"`` when they came from the SFT stage's checkpoints."""
     if from_sft_stage(run_dir):
-        return f"{os.path.join(run_dir, 'sft')} step {step} (SFT stage)"
+        return f"{os.path.dirname(sft_checkpoint_dir(run_dir))} step {step} (SFT stage)"
     return f"{run_dir} step {step}"
 
 

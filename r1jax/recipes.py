@@ -8,7 +8,6 @@ thousand readable reasoning traces) gives it one, then GRPO improves accuracy.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,11 +50,6 @@ class PromptMappedSource(Sequence):
         record = dict(self.source[i])
         record["prompt"] = self.fn(record)
         return record
-
-
-def sft_dir(c: ml_collections.ConfigDict) -> str:
-    """Where the SFT stage of a run keeps its checkpoints and metrics: ``<run_dir>/sft``."""
-    return os.path.join(c.run_dir, "sft")
 
 
 def sft_examples(c: ml_collections.ConfigDict, tokenizer: Any) -> list[tuple[str, str]]:
@@ -104,6 +98,7 @@ def cold_start(
     Resumable: checkpoints go to ``<run_dir>/sft/checkpoints`` every
     ``cold_start.checkpoint_every`` steps and at the end, so a crash or Ctrl-C during the SFT
     loses at most that many steps, and an SFT that has finished is restored, not redone."""
+    from r1jax.checkpoint import sft_checkpoint_dir
     from r1jax.sft import train_sft
 
     cs = c.cold_start
@@ -126,7 +121,7 @@ def cold_start(
         overlong="truncate",
         warmup_steps=min(20, cs.steps // 10),
         schedule="cosine",
-        checkpoint_dir=os.path.join(sft_dir(c), "checkpoints"),
+        checkpoint_dir=sft_checkpoint_dir(c.run_dir),
         checkpoint_every=cs.checkpoint_every,
         on_log=on_log,
     )

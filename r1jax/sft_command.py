@@ -23,9 +23,9 @@ def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = prin
     from r1jax import build
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
-    from r1jax.checkpoint import RunCheckpointer
+    from r1jax.checkpoint import RunCheckpointer, sft_checkpoint_dir
     from r1jax.metrics import MetricsWriter
-    from r1jax.recipes import cold_start, sft_dir
+    from r1jax.recipes import cold_start
 
     cfgmod.validate(c, jax.device_count(), jax.process_count())
     if not c.cold_start.task:
@@ -33,8 +33,8 @@ def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = prin
             "config.cold_start.task is empty: r1jax sft trains 'file' (the prompt/completion "
             "traces of cold_start.path) or 'countdown' (synthetic traces)"
         )
-    folder = sft_dir(c)
-    ckpt_dir = os.path.join(folder, "checkpoints")
+    ckpt_dir = sft_checkpoint_dir(c.run_dir)
+    folder = os.path.dirname(ckpt_dir)  # <run_dir>/sft: its metrics go there too
     saved = RunCheckpointer(ckpt_dir, async_save=False)
     done = saved.steps()
     saved.close()
