@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -35,7 +36,10 @@ __all__ = [
     "init_cache",
     "positions_from_mask",
     "prepare_for_decoding",
+    "reward_model_from",
 ]
+
+SCORE_INIT_STD = 0.02  # a new score head (a language model turned into a reward model)
 
 
 def abstract_model(cfg: ModelConfig) -> Transformer:
@@ -93,3 +97,31 @@ def create_model(
     values["layers"] = {i: layer_fn(jax.random.fold_in(key, i + 1)) for i in range(cfg.num_layers)}
     nnx.replace_by_pure_dict(abs_state, values)
     return nnx.merge(graphdef, abs_state)
+
+
+def new_score_head(shape: tuple[int, ...], dtype: Any, sharding: Any) -> jax.Array:
+    """A fresh ``score [D, num_labels]`` head, normal(0, :data:`SCORE_INIT_STD`), from a fixed
+    seed (every process draws the same values), placed with ``sharding``."""
+    values = np.random.default_rng(0).normal(0.0, SCORE_INIT_STD, shape).astype(dtype)
+    return jax.make_array_from_callback(shape, sharding, lambda idx: values[idx])
+
+
+def reward_model_from(
+    lm: Transformer, mesh: Mesh, rules: Mapping[str, Any] = shd.DEFAULT_RULES
+) -> Transformer:
+    """A reward model (``num_labels=1``) with the weights of the language model ``lm`` (its
+    ``lm_head``, if any, dropped) and a fresh score head (:func:`new_score_head`). The two
+    share buffers: keep using only the returned model."""
+    cfg = lm.cfg.replace(num_labels=1)
+    check_model_fits_mesh(cfg, mesh, rules)
+    graphdef, abs_state = nnx.split(abstract_model(cfg))
+    shardings = dict(nnx.to_flat_state(shd.state_shardings(abs_state, mesh, rules)))
+    weights = dict(nnx.to_flat_state(nnx.state(lm, nnx.Param)))
+    flat = []
+    for path, var in nnx.to_flat_state(abs_state):
+        if path == ("score",):
+            value = new_score_head(var.shape, var.dtype, shardings[path])
+        else:
+            value = jax.device_put(weights[path].get_value(), shardings[path])
+        flat.append((path, var.replace(value)))
+    return nnx.merge(graphdef, nnx.from_flat_state(flat))

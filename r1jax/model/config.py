@@ -59,6 +59,9 @@ class ModelConfig:
     attention: str = "einsum"
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
+    # 0: a language model (``lm_head``); n > 0: a sequence classifier / reward model with a
+    # ``score [D, n]`` head read at each row's last real token (HF ``*ForSequenceClassification``)
+    num_labels: int = 0
 
     def __post_init__(self) -> None:
         errors = []
@@ -79,6 +82,8 @@ class ModelConfig:
                 f"model.num_heads={self.num_heads} is not a multiple of "
                 f"model.num_kv_heads={self.num_kv_heads}"
             )
+        if not isinstance(self.num_labels, int) or self.num_labels < 0:
+            errors.append(f"model.num_labels={self.num_labels!r} must be an int >= 0")
         if self.head_dim % 2:
             errors.append(f"model.head_dim={self.head_dim} must be even for rotary embeddings")
         if self.family not in ("qwen2", "qwen3", "llama"):
@@ -97,7 +102,8 @@ class ModelConfig:
 
     @property
     def num_params(self) -> int:
-        """Number of parameters (embeddings counted once when tied)."""
+        """Number of parameters (embeddings counted once when tied; a classifier has no
+        ``lm_head``)."""
         d, h, kv, hd = self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim
         attn = d * h * hd * 2 + d * kv * hd * 2
         if self.qkv_bias:
@@ -106,8 +112,11 @@ class ModelConfig:
             attn += 2 * hd
         mlp = 3 * d * self.intermediate_size
         per_layer = attn + mlp + 2 * d
-        embed = self.vocab_size * d * (1 if self.tie_word_embeddings else 2)
-        return self.num_layers * per_layer + embed + d
+        if self.num_labels:
+            head = d * self.num_labels
+        else:
+            head = 0 if self.tie_word_embeddings else self.vocab_size * d
+        return self.num_layers * per_layer + self.vocab_size * d + head + d
 
     def replace(self, **changes: Any) -> ModelConfig:
         """Returns a copy with ``changes`` applied (validated again)."""

@@ -20,12 +20,13 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from r1jax import sharding as shd
-from r1jax.model import abstract_model, check_model_fits_mesh
+from r1jax.model import abstract_model, check_model_fits_mesh, new_score_head
 from r1jax.model.config import ModelConfig, RopeScaling
 from r1jax.model.safetensors_io import SafetensorsError, SafetensorsFile, save_file
 from r1jax.model.transformer import Transformer
 
 FAMILIES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}
+CLASSIFIER_SUFFIX = "ForSequenceClassification"  # reward models: Qwen2ForSequenceClassification ...
 INDEX_FILE = "model.safetensors.index.json"
 
 
@@ -70,6 +71,9 @@ def config_from_hf(
             f"{source}: rope type {rope_type!r} is not supported (supported: default, llama3)"
         )
     heads = hf["num_attention_heads"]
+    num_labels = 0
+    if any(str(a).endswith(CLASSIFIER_SUFFIX) for a in hf.get("architectures") or ()):
+        num_labels = len(hf["id2label"]) if hf.get("id2label") else int(hf.get("num_labels", 2))
     kwargs = dict(
         family=model_type,
         vocab_size=hf["vocab_size"],
@@ -88,13 +92,23 @@ def config_from_hf(
         max_position_embeddings=hf.get("max_position_embeddings", 2048),
         bos_token_id=hf.get("bos_token_id"),
         eos_token_id=hf.get("eos_token_id"),
+        num_labels=num_labels,
     )
     kwargs.update(overrides)
     return ModelConfig(**kwargs)
 
 
-def config_to_hf(cfg: ModelConfig, dtype: str) -> dict[str, Any]:
-    """The ``config.json`` dict ``transformers`` needs to rebuild ``cfg``."""
+def architecture(cfg: ModelConfig) -> str:
+    """The ``transformers`` class of ``cfg``: ``Qwen2ForCausalLM``, or for a classifier
+    (reward model) ``Qwen2ForSequenceClassification``, and so on."""
+    causal = FAMILIES[cfg.family]
+    return causal.replace("ForCausalLM", CLASSIFIER_SUFFIX) if cfg.num_labels else causal
+
+
+def config_to_hf(cfg: ModelConfig, dtype: str, pad_token_id: int | None = None) -> dict[str, Any]:
+    """The ``config.json`` dict ``transformers`` needs to rebuild ``cfg`` (``pad_token_id``:
+    a classifier pools each row at its last non-pad token, so ``transformers`` needs it for
+    batches of more than one row)."""
     rope: dict[str, Any] = {"rope_theta": cfg.rope_theta, "rope_type": "default"}
     if cfg.rope_scaling is not None:
         rs = cfg.rope_scaling
@@ -106,7 +120,7 @@ def config_to_hf(cfg: ModelConfig, dtype: str) -> dict[str, Any]:
             original_max_position_embeddings=rs.original_max_position_embeddings,
         )
     out = {
-        "architectures": [FAMILIES[cfg.family]],
+        "architectures": [architecture(cfg)],
         "model_type": cfg.family,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
@@ -128,6 +142,11 @@ def config_to_hf(cfg: ModelConfig, dtype: str) -> dict[str, Any]:
     }
     if cfg.rope_scaling is not None:
         out["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
+    if cfg.num_labels:
+        out["id2label"] = {str(i): f"LABEL_{i}" for i in range(cfg.num_labels)}
+        out["label2id"] = {f"LABEL_{i}": i for i in range(cfg.num_labels)}
+    if pad_token_id is not None:
+        out["pad_token_id"] = pad_token_id
     if cfg.family == "llama":
         out.update(attention_bias=False, mlp_bias=False)
     return out
@@ -163,6 +182,7 @@ _TOP_MAP: dict[tuple[str, ...], tuple[str, _T]] = {
     ("embed",): ("model.embed_tokens.weight", _IDENT),
     ("final_norm", "weight"): ("model.norm.weight", _IDENT),
     ("lm_head",): ("lm_head.weight", _TRANSPOSE),
+    ("score",): ("score.weight", _TRANSPOSE),
 }
 
 
@@ -184,7 +204,7 @@ def to_hf_array(path: tuple[Any, ...], value: np.ndarray) -> np.ndarray:
         return value.reshape(-1, value.shape[-1]).T
     if key in (("attn", "q_bias"), ("attn", "k_bias"), ("attn", "v_bias")):
         return value.reshape(-1)
-    if key in (("mlp", "gate"), ("mlp", "up"), ("mlp", "down"), ("lm_head",)):
+    if key in (("mlp", "gate"), ("mlp", "up"), ("mlp", "down"), ("lm_head",), ("score",)):
         return value.T
     return value
 
@@ -265,6 +285,10 @@ def load_hf_model(
     for p, var in nnx.to_flat_state(abs_state):
         name, fn = hf_name(p)
         expected.add(name)
+        if name == "score.weight" and name not in tensors:  # a language model -> reward model
+            head = new_score_head(var.shape, var.dtype, flat_shardings[p])
+            new_flat.append((p, var.replace(head)))
+            continue
         if name not in tensors:
             raise CheckpointError(
                 f"{path}: tensor {name!r} (for parameter {'/'.join(map(str, p))}"
@@ -288,7 +312,7 @@ def load_hf_model(
         )
         new_flat.append((p, var.replace(arr)))
     extra = set(tensors) - expected
-    if cfg.tie_word_embeddings:
+    if cfg.tie_word_embeddings or cfg.num_labels:
         extra.discard("lm_head.weight")
     extra = {n for n in extra if not n.endswith("rotary_emb.inv_freq")}
     if extra:
@@ -355,11 +379,17 @@ def copy_tokenizer_files(src: str, dst: str) -> list[str]:
 
 
 def save_hf_model(
-    model: Transformer, path: str, dtype: str | None = None, max_shard_bytes: int = 2 * 1024**3
+    model: Transformer,
+    path: str,
+    dtype: str | None = None,
+    max_shard_bytes: int = 2 * 1024**3,
+    pad_token_id: int | None = None,
 ) -> None:
     """Writes ``model`` as a HF directory: ``config.json`` + safetensors shards (+ index).
 
-    Tensors are gathered to the host one at a time. ``dtype`` defaults to the param dtype.
+    Tensors are gathered to the host one at a time. ``dtype`` defaults to the param dtype. A
+    classifier (reward model) is written as ``*ForSequenceClassification``; give it the
+    tokenizer's ``pad_token_id`` (see :func:`config_to_hf`).
     """
     cfg: ModelConfig = model.cfg
     dtype = dtype or cfg.param_dtype
@@ -402,4 +432,4 @@ def save_hf_model(
         with open(os.path.join(path, INDEX_FILE), "w") as f:
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(config_to_hf(cfg, dtype), f, indent=2)
+        json.dump(config_to_hf(cfg, dtype, pad_token_id), f, indent=2)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from r1jax import sharding as shd
-from r1jax.model.attention import RowSpan, einsum_attention, library_attention
+from r1jax.model.attention import RowSpan, causal_mask, einsum_attention, library_attention
 from r1jax.model.config import ModelConfig
 from r1jax.model.ops import Rope, apply_rope, dense, rope_table, swiglu
 
@@ -219,13 +219,21 @@ class Transformer(nnx.Module):
         n = cfg.num_layers if build_layers else 0
         self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(n)])
         self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
-        if not cfg.tie_word_embeddings:
+        if cfg.num_labels:  # a reward model / classifier: no language-model head
+            shape = (cfg.hidden_size, cfg.num_labels)
+            self.score = _param(rngs, _normal(), shape, ("embed", None), pd)
+        elif not cfg.tie_word_embeddings:
             self.lm_head = _param(
                 rngs, _normal(), (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), pd
             )
 
     def lm_head_weight(self) -> jax.Array:
         """Output projection ``[D, V]`` (the transposed embedding when tied)."""
+        if self.cfg.num_labels:
+            raise ValueError(
+                f"this model is a classifier (num_labels={self.cfg.num_labels}): it has a score "
+                "head, no language-model head"
+            )
         if self.cfg.tie_word_embeddings:
             return self.embed[...].T
         return self.lm_head[...]
@@ -234,6 +242,28 @@ class Transformer(nnx.Module):
         """``[B, T, D]`` final hidden states -> ``[B, T, V]`` float32 logits."""
         w = self.lm_head_weight().astype(hidden.dtype)
         return jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32)
+
+    def sequence_scores(self, tokens: jax.Array, input_mask: jax.Array) -> jax.Array:
+        """Classifier / reward-model output: ``score`` applied to the final hidden state of
+        each row's last real token, as HF ``*ForSequenceClassification`` pools.
+
+        Args:
+          tokens: ``[B, T]`` int token ids.
+          input_mask: ``[B, T]`` bool, True on real tokens; each row's real tokens are one
+            contiguous run (left or right padding).
+        Returns:
+          ``[B, num_labels]`` float32.
+        """
+        if not self.cfg.num_labels:
+            raise ValueError("sequence_scores needs a model with a score head (num_labels > 0)")
+        t = tokens.shape[1]
+        positions = positions_from_mask(input_mask)
+        hidden, _ = self(tokens, positions, causal_mask(input_mask), return_hidden=True,
+                         max_position=t)  # fmt: skip
+        last = t - 1 - jnp.argmax(input_mask[:, ::-1], axis=1)  # [B]
+        pooled = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]  # [B, D]
+        w = self.score[...].astype(pooled.dtype)
+        return jnp.einsum("bd,dl->bl", pooled, w, preferred_element_type=jnp.float32)
 
     def __call__(
         self,
@@ -302,7 +332,7 @@ def prepare_for_decoding(model: Transformer, *, fuse_qkv: bool, fuse_mlp: bool) 
         return nnx.Param(x.astype(dt))
 
     model.embed = cast(model.embed[...])
-    if not model.cfg.tie_word_embeddings:
+    if not model.cfg.tie_word_embeddings and not model.cfg.num_labels:
         model.lm_head = cast(model.lm_head[...])
     for block in model.layers:
         attn, mlp = block.attn, block.mlp
