@@ -6,11 +6,10 @@ prompt. Rows are RIGHT padded to ``max_len`` or, with ``pack=True``, several exa
 row: ``segment_ids`` keep attention inside each example and ``positions`` restart at 0 for
 each one, so a packed row has exactly the loss of its examples laid out one per row.
 
-Device side: the model is split once (``graphdef, state = nnx.split(model)``) and
-``train_step(state, opt_state, batch) -> (state, opt_state, metrics)`` is one ``jax.jit`` with
-explicit shardings and donated state. Log-probs are formed chunk by chunk with
-:func:`r1jax.rl.logprobs.token_logprobs` (no ``[B, T, V]`` tensor); hidden state ``t``
-predicts token ``t + 1``.
+Device side: :func:`sft_loss` runs in the jitted step of :mod:`r1jax.train_loop` (explicit
+shardings, donated state), which also runs the resumable host loop. Log-probs are formed
+chunk by chunk with :func:`r1jax.rl.logprobs.token_logprobs` (no ``[B, T, V]`` tensor);
+hidden state ``t`` predicts token ``t + 1``.
 
 Multi-process (a mesh over several JAX processes): every process builds the same batches (same
 examples and seed) and places the rows of its own devices, so the run equals a one-process run.
@@ -19,9 +18,9 @@ examples and seed) and places the rows of its own devices, so the run equals a o
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -30,15 +29,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
-from tqdm.auto import tqdm
+from jax.sharding import Mesh
 
-from r1jax import optim
 from r1jax import sharding as shd
 from r1jax.model import Transformer, causal_mask
-from r1jax.model import check_model_fits_mesh as _check_model_fits_mesh
 from r1jax.rl.logprobs import compute_dtype_head, token_logprobs
 from r1jax.tokenizer import Tokenizer
+from r1jax.train_loop import (
+    check_batch_fits,
+    check_positive,
+    make_train_step,
+    model_mesh,
+    run_train_loop,
+)
 
 log = logging.getLogger(__name__)
 
@@ -247,21 +250,6 @@ def sft_loss(
     return loss, metrics
 
 
-def _opt_state_shardings(
-    tx: optax.GradientTransformation, state: nnx.State, mesh: Mesh, rules: Mapping[str, Any]
-) -> Any:
-    """Moments shard like their parameter (they keep its ``logical_axes``); scalars replicate."""
-
-    def one(leaf: Any) -> NamedSharding:
-        if isinstance(leaf, nnx.Variable):
-            axes = tuple(leaf.get_metadata()["logical_axes"])
-            return NamedSharding(mesh, shd.logical_to_spec(axes, rules, mesh))
-        return shd.replicated(mesh)
-
-    abstract = jax.eval_shape(tx.init, state)
-    return jax.tree.map(one, abstract, is_leaf=lambda x: isinstance(x, nnx.Variable))
-
-
 def make_sft_step(
     graphdef: nnx.GraphDef,
     state: nnx.State,
@@ -270,44 +258,14 @@ def make_sft_step(
     rules: Mapping[str, Any] = shd.DEFAULT_RULES,
     chunk_size: int = 256,
 ) -> tuple[Callable, Callable[[nnx.State], Any], Any]:
-    """The jitted SFT step and its optimizer-state initialiser.
-
-    Returns ``(train_step, init_opt_state, state_shardings)`` where
-    ``train_step(state, opt_state, batch) -> (state, opt_state, metrics)`` donates
-    ``state`` and ``opt_state``; ``batch`` is a dict of the ``[B, L]`` :data:`DEVICE_KEYS`
-    arrays (B divisible by the mesh's data * fsdp); metrics are replicated scalars
-    ``loss``, ``accuracy``, ``tokens``, ``grad_norm`` (before clipping).
-    """
-    state_sh = shd.state_shardings(state, mesh, rules)
-    opt_sh = _opt_state_shardings(tx, state, mesh, rules)
-    batch_sh = {k: shd.batch_sharding(mesh, 2) for k in DEVICE_KEYS}
-
-    def step(state, opt_state, batch):
-        grad_fn = jax.value_and_grad(sft_loss, argnums=1, has_aux=True)
-        (_, metrics), grads = grad_fn(graphdef, state, batch, chunk_size)
-        metrics["grad_norm"] = optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, opt_state, state)
-        return optax.apply_updates(state, updates), opt_state, metrics
-
-    train_step = jax.jit(
-        shd.on_mesh(step, mesh),
-        in_shardings=(state_sh, opt_sh, batch_sh),
-        out_shardings=(state_sh, opt_sh, shd.replicated(mesh)),
-        donate_argnums=(0, 1),
-    )
-    init_opt_state = jax.jit(tx.init, in_shardings=(state_sh,), out_shardings=opt_sh)
-    return train_step, init_opt_state, state_sh
+    """The jitted SFT step and its optimizer-state initialiser (see
+    :func:`r1jax.train_loop.make_train_step`); metrics ``loss``, ``accuracy``, ``tokens``,
+    ``grad_norm``."""
+    loss = functools.partial(sft_loss, chunk_size=chunk_size)
+    return make_train_step(loss, DEVICE_KEYS, graphdef, state, tx, mesh, rules)
 
 
 # ---------------------------------------------------------------- host loop
-
-
-def _model_mesh(state: nnx.State) -> Mesh:
-    """The mesh the parameters live on (a one-device mesh if they are not NamedSharded)."""
-    sharding = getattr(jax.tree.leaves(state)[0], "sharding", None)
-    if isinstance(sharding, NamedSharding):
-        return sharding.mesh
-    return shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
 
 
 def _row_stream(seqs: Sequences, max_len: int, pack: bool, seed: int) -> Iterator[list[int]]:
@@ -372,20 +330,11 @@ def train_sft(
     includes compilation), ``target_tokens_per_s``, ``num_truncated``, ``num_dropped``. Each
     is also passed to ``on_log``.
     """
-    from r1jax.interrupt import GracefulStop
     from r1jax.sft_checkpoint import SFTCheckpoints
 
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("log_every", log_every)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive int")
-    graphdef, state = nnx.split(model, nnx.Param)  # fails if the model holds non-Param state
-    mesh = mesh if mesh is not None else _model_mesh(state)
-    _check_model_fits_mesh(model.cfg, mesh, rules)
-    if batch_size % shd.batch_divisor(mesh):
-        raise ValueError(
-            f"batch_size={batch_size} is not divisible by the mesh's data*fsdp="
-            f"{shd.batch_divisor(mesh)} (mesh {dict(mesh.shape)})"
-        )
+    check_positive(batch_size=batch_size)
+    mesh = mesh if mesh is not None else model_mesh(nnx.state(model, nnx.Param))
+    check_batch_fits(batch_size, mesh, f"batch_size={batch_size}")
     seqs, truncated, dropped = fit_sequences(
         tokenize_examples(tokenizer, examples), max_len, overlong
     )
@@ -393,87 +342,31 @@ def train_sft(
         log.warning(
             "SFT: %d examples truncated, %d dropped (max_len=%d)", truncated, dropped, max_len
         )
-    tx = optim.make_optimizer(lr, steps, warmup_steps, schedule, weight_decay, grad_clip, b1, b2)
-    lr_at = jax.jit(optim.make_schedule(lr, warmup_steps, steps, schedule))
-    lr_at(0)  # compile it before the loop: nothing compiles after the first step
-    train_step, init_opt_state, state_sh = make_sft_step(
-        graphdef, state, tx, mesh, rules, chunk_size
+
+    def batches(first: int) -> Iterator[dict[str, np.ndarray]]:
+        rows = itertools.islice(_row_stream(seqs, max_len, pack, seed), first * batch_size, None)
+        while True:
+            picked = [next(rows) for _ in range(batch_size)]
+            yield assemble_rows(seqs, picked, max_len, tokenizer.pad_id)
+
+    identity = dict(examples=SFTCheckpoints.fingerprint(seqs), num_examples=len(seqs),
+                    batch_size=batch_size, max_len=max_len, pack=pack, seed=seed)  # fmt: skip
+    optimizer = dict(lr=lr, warmup_steps=warmup_steps, schedule=schedule,
+                     weight_decay=weight_decay, grad_clip=grad_clip, b1=b1, b2=b2)  # fmt: skip
+    return run_train_loop(
+        model,
+        functools.partial(sft_loss, chunk_size=chunk_size),
+        DEVICE_KEYS,
+        batches,
+        steps=steps,
+        optimizer=optimizer,
+        mesh=mesh,
+        rules=rules,
+        log_every=log_every,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        identity=identity,
+        on_log=on_log,
+        extra_log={"num_truncated": truncated, "num_dropped": dropped},
     )
-    batch_sh = shd.batch_sharding(mesh, 2)
-    state = jax.device_put(state, state_sh)
-    opt_state = init_opt_state(state)
-    ckpt = None
-    first = 0
-    if checkpoint_dir:
-        identity = dict(examples=SFTCheckpoints.fingerprint(seqs), num_examples=len(seqs),
-                        batch_size=batch_size, max_len=max_len, pack=pack, seed=seed)  # fmt: skip
-        ckpt = SFTCheckpoints(checkpoint_dir, checkpoint_every, identity)
-        restored = ckpt.restore(state, opt_state)
-        if restored is not None:
-            first, state, opt_state = restored
-            if first >= steps and jax.process_index() == 0:
-                print(f"SFT: {checkpoint_dir} is at step {first}, steps={steps}: nothing to "
-                      "train (the model is that checkpoint's)")  # fmt: skip
-
-    rows = itertools.islice(_row_stream(seqs, max_len, pack, seed), first * batch_size, None)
-    history: list[dict[str, float]] = []
-    window: list[dict[str, jax.Array]] = []
-    t0 = time.perf_counter()
-    bar = tqdm(initial=first, total=steps, desc="sft", disable=not progress, dynamic_ncols=True)
-    stop = GracefulStop(
-        "interrupt: finishing this SFT step, saving a checkpoint, then exiting "
-        "(Ctrl-C again to abort without saving)"
-        if ckpt
-        else "interrupt: stopping SFT after this step (no checkpoint_dir: nothing is saved)"
-    )
-    step, interrupted = first, False
-    try:
-        with stop:
-            while step < steps and not stop.anywhere(jax.process_count()):
-                arrays = assemble_rows(
-                    seqs, [next(rows) for _ in range(batch_size)], max_len, tokenizer.pad_id
-                )
-                # every process builds the same global batch and places its devices' rows
-                batch = {k: shd.global_from_full(arrays[k], batch_sh) for k in DEVICE_KEYS}
-                state, opt_state, metrics = train_step(state, opt_state, batch)
-                step += 1
-                bar.update(1)
-                window.append(metrics)
-                if ckpt is not None:
-                    ckpt.after_step(step, state, opt_state, final=step == steps)
-                if step % log_every and step != steps:
-                    continue
-                entry = _log_entry(window, step, lr_at, time.perf_counter() - t0)
-                entry |= {"num_truncated": truncated, "num_dropped": dropped}
-                history.append(entry)
-                if on_log is not None:
-                    on_log(entry)
-                bar.set_postfix(loss=f"{entry['loss']:.4f}", acc=f"{entry['accuracy']:.3f}")
-                window, t0 = [], time.perf_counter()
-        # The loop ends early only when some process was interrupted: all save and stop.
-        interrupted = step < steps
-        if ckpt is not None and interrupted:
-            ckpt.save(step, state, opt_state)
-    finally:
-        bar.close()
-        if ckpt is not None:
-            ckpt.close()  # waits for the saves in flight
-    if interrupted:
-        where = f"; saved step {step} to {checkpoint_dir}" if ckpt else ""
-        raise KeyboardInterrupt(f"SFT interrupted at step {step}{where}")
-    nnx.update(model, state)
-    return model, history
-
-
-def _log_entry(
-    window: list[dict[str, jax.Array]], step: int, lr_at: Callable, elapsed: float
-) -> dict[str, float]:
-    """Means of the window's step metrics, with ``step``, ``lr`` and the window's speed."""
-    fetched = jax.device_get(window)
-    entry = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-    return entry | {
-        "step": step,
-        "lr": float(lr_at(step - 1)),
-        "step_time_s": elapsed / len(fetched),
-        "target_tokens_per_s": float(sum(m["tokens"] for m in fetched)) / elapsed,
-    }

@@ -1,4 +1,4 @@
-"""Checkpoints of an SFT run (cold start, distillation): resume on the same trajectory.
+"""Checkpoints of a supervised stage (SFT, reward model): resume on the same trajectory.
 
 The files are those of :class:`r1jax.checkpoint.RunCheckpointer` (params, optimizer state,
 ``meta``), so ``r1jax eval`` / ``sample`` / ``export`` and ``train.init_checkpoint`` read an
@@ -29,8 +29,15 @@ class SFTCheckpoints:
     """Saves every ``every`` steps (0: only when asked) and at the last; keeps the newest
     ``keep``; restores the newest one whose ``meta["sft"]`` equals ``identity``."""
 
-    def __init__(self, directory: str, every: int, identity: dict[str, Any], keep: int = 2):
-        self.directory = directory
+    def __init__(
+        self,
+        directory: str,
+        every: int,
+        identity: dict[str, Any],
+        keep: int = 2,
+        name: str = "SFT",
+    ):
+        self.directory, self.name = directory, name
         self.every, self.identity = every, identity
         self.ckpt = RunCheckpointer(directory, keep=keep)
         self.kill_at = int(os.environ.get(KILL_ENV, "-1"))
@@ -59,12 +66,12 @@ class SFTCheckpoints:
                  for k, v in self.identity.items() if saved.get(k) != v]  # fmt: skip
         if diffs:
             raise CheckpointError(
-                f"SFT checkpoint {self.directory}/{step} was written for other data or settings "
-                f"({'; '.join(diffs)}); resume with the same ones, or move {self.directory} "
-                "away (or use a new run_dir) to start over. Nothing was deleted."
+                f"{self.name} checkpoint {self.directory}/{step} was written for other data or "
+                f"settings ({'; '.join(diffs)}); resume with the same ones, or move "
+                f"{self.directory} away (or use a new run_dir) to start over. Nothing was deleted."
             )
         if dist.is_primary():
-            print(f"resumed SFT from {self.directory} step {step}")
+            print(f"resumed {self.name} from {self.directory} step {step}")
         return step, state, opt_state
 
     def after_step(self, step: int, state: nnx.State, opt_state: Any, final: bool) -> None:
@@ -75,7 +82,7 @@ class SFTCheckpoints:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def save(self, step: int, state: nnx.State, opt_state: Any) -> None:
-        meta = {"step": step, "stage": "sft", "sft": self.identity}
+        meta = {"step": step, "stage": self.name, "sft": self.identity}
         self.ckpt.save(step, state, opt_state, meta, force=True)
 
     def close(self) -> None:

@@ -1,0 +1,249 @@
+"""The jitted step and the resumable host loop shared by the supervised stages: SFT (cold
+start, distillation, rejection sampling) and reward-model training.
+
+A stage supplies a loss ``loss_fn(graphdef, state, batch) -> (loss, metrics)`` over a dict of
+``[B, L]`` arrays and a batch source ``batches(first_step) -> iterator of NumPy dicts``; this
+module compiles one ``jax.jit`` step with explicit shardings and donated state, and runs the
+loop: progress bar, windowed metrics, Orbax checkpoints every N steps / at the end / on
+Ctrl-C, and resumption on the same trajectory (the data position is the step).
+
+Multi-process (a mesh over several JAX processes): every process builds the same global
+batches and places the rows of its own devices, so the run equals a one-process run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from tqdm.auto import tqdm
+
+from r1jax import optim
+from r1jax import sharding as shd
+from r1jax.model import Transformer
+from r1jax.model import check_model_fits_mesh as _check_model_fits_mesh
+
+LossFn = Callable[[nnx.GraphDef, nnx.State, Mapping[str, jax.Array]], tuple[jax.Array, dict]]
+Batches = Callable[[int], Iterator[dict[str, np.ndarray]]]
+
+
+def opt_state_shardings(
+    tx: optax.GradientTransformation, state: nnx.State, mesh: Mesh, rules: Mapping[str, Any]
+) -> Any:
+    """Moments shard like their parameter (they keep its ``logical_axes``); scalars replicate."""
+
+    def one(leaf: Any) -> NamedSharding:
+        if isinstance(leaf, nnx.Variable):
+            axes = tuple(leaf.get_metadata()["logical_axes"])
+            return NamedSharding(mesh, shd.logical_to_spec(axes, rules, mesh))
+        return shd.replicated(mesh)
+
+    abstract = jax.eval_shape(tx.init, state)
+    return jax.tree.map(one, abstract, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def make_train_step(
+    loss_fn: LossFn,
+    device_keys: Sequence[str],
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    rules: Mapping[str, Any] = shd.DEFAULT_RULES,
+) -> tuple[Callable, Callable[[nnx.State], Any], Any]:
+    """The jitted step of ``loss_fn`` and its optimizer-state initialiser.
+
+    Returns ``(train_step, init_opt_state, state_shardings)`` where
+    ``train_step(state, opt_state, batch) -> (state, opt_state, metrics)`` donates ``state``
+    and ``opt_state``; ``batch`` is a dict of the ``[B, L]`` arrays named by ``device_keys``
+    (B divisible by the mesh's data * fsdp); metrics are ``loss_fn``'s replicated scalars plus
+    ``grad_norm`` (before clipping).
+    """
+    state_sh = shd.state_shardings(state, mesh, rules)
+    opt_sh = opt_state_shardings(tx, state, mesh, rules)
+    batch_sh = {k: shd.batch_sharding(mesh, 2) for k in device_keys}
+
+    def step(state, opt_state, batch):
+        grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
+        (_, metrics), grads = grad_fn(graphdef, state, batch)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        updates, opt_state = tx.update(grads, opt_state, state)
+        return optax.apply_updates(state, updates), opt_state, metrics
+
+    train_step = jax.jit(
+        shd.on_mesh(step, mesh),
+        in_shardings=(state_sh, opt_sh, batch_sh),
+        out_shardings=(state_sh, opt_sh, shd.replicated(mesh)),
+        donate_argnums=(0, 1),
+    )
+    init_opt_state = jax.jit(tx.init, in_shardings=(state_sh,), out_shardings=opt_sh)
+    return train_step, init_opt_state, state_sh
+
+
+def model_mesh(state: nnx.State) -> Mesh:
+    """The mesh the parameters live on (a one-device mesh if they are not NamedSharded)."""
+    sharding = getattr(jax.tree.leaves(state)[0], "sharding", None)
+    if isinstance(sharding, NamedSharding):
+        return sharding.mesh
+    return shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+
+
+def check_positive(**values: Any) -> None:
+    """Raises ``ValueError`` naming the first value that is not a positive int."""
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive int")
+
+
+def check_batch_fits(rows: int, mesh: Mesh, what: str) -> None:
+    """Raises ``ValueError`` unless ``rows`` splits over the mesh's data * fsdp devices."""
+    if rows % shd.batch_divisor(mesh):
+        raise ValueError(
+            f"{what} is not divisible by the mesh's data*fsdp={shd.batch_divisor(mesh)} "
+            f"(mesh {dict(mesh.shape)})"
+        )
+
+
+def run_train_loop(
+    model: Transformer,
+    loss_fn: LossFn,
+    device_keys: Sequence[str],
+    batches: Batches,
+    *,
+    steps: int,
+    optimizer: Mapping[str, Any],
+    mesh: Mesh | None = None,
+    rules: Mapping[str, Any] = shd.DEFAULT_RULES,
+    log_every: int = 10,
+    progress: bool = True,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 0,
+    identity: Mapping[str, Any] | None = None,
+    on_log: Callable[[dict[str, float]], None] | None = None,
+    extra_log: Mapping[str, float] | None = None,
+    name: str = "SFT",
+    postfix: Sequence[str] = ("loss", "accuracy"),
+) -> tuple[Transformer, list[dict[str, float]]]:
+    """Trains ``model`` for ``steps`` steps of ``loss_fn`` on ``batches``; see the module doc.
+
+    Args:
+      device_keys: the arrays of each batch the step reads (all ``[B, L]``).
+      batches: ``batches(first)`` yields the global batches of steps ``first``, ``first + 1``,
+        ... (``first`` > 0 after a resume), each the same shapes (one compile).
+      optimizer: keyword arguments of :func:`r1jax.optim.make_optimizer` besides the step
+        count (``lr``, ``warmup_steps``, ``schedule``, ``weight_decay``, ``grad_clip``,
+        ``b1``, ``b2``).
+      checkpoint_dir / checkpoint_every / identity: resumable checkpoints
+        (:class:`r1jax.sft_checkpoint.SFTCheckpoints`); ``identity`` records what fixes the
+        data order, and a resume with another identity is refused.
+      extra_log: constant entries added to every log entry.
+      name: the stage's name in messages; ``postfix``: metrics shown on the progress bar.
+
+    Returns ``(model, history)``: one dict every ``log_every`` steps (and at the last) with the
+    window means of the step metrics, plus ``step``, ``lr``, ``step_time_s`` (the first window
+    includes compilation) and, when the metrics count ``tokens``, ``target_tokens_per_s``. Each
+    is also passed to ``on_log``. The model is updated in place (its buffers are donated).
+    Ctrl-C stops after the current step, saves (with a ``checkpoint_dir``) and raises
+    ``KeyboardInterrupt``.
+    """
+    from r1jax.interrupt import GracefulStop
+    from r1jax.sft_checkpoint import SFTCheckpoints
+
+    check_positive(steps=steps, log_every=log_every)
+    graphdef, state = nnx.split(model, nnx.Param)  # fails if the model holds non-Param state
+    mesh = mesh if mesh is not None else model_mesh(state)
+    _check_model_fits_mesh(model.cfg, mesh, rules)
+    opt = dict(optimizer)
+    tx = optim.make_optimizer(
+        opt["lr"], steps, opt.get("warmup_steps", 0), opt.get("schedule", "constant"),
+        opt.get("weight_decay", 0.0), opt.get("grad_clip", 1.0), opt.get("b1", 0.9),
+        opt.get("b2", 0.99),
+    )  # fmt: skip
+    lr_at = jax.jit(
+        optim.make_schedule(
+            opt["lr"], opt.get("warmup_steps", 0), steps, opt.get("schedule", "constant")
+        )
+    )
+    lr_at(0)  # compile it before the loop: nothing compiles after the first step
+    train_step, init_opt_state, state_sh = make_train_step(
+        loss_fn, device_keys, graphdef, state, tx, mesh, rules
+    )
+    batch_sh = shd.batch_sharding(mesh, 2)
+    state = jax.device_put(state, state_sh)
+    opt_state = init_opt_state(state)
+    ckpt = None
+    first = 0
+    if checkpoint_dir:
+        ckpt = SFTCheckpoints(checkpoint_dir, checkpoint_every, dict(identity or {}), name=name)
+        restored = ckpt.restore(state, opt_state)
+        if restored is not None:
+            first, state, opt_state = restored
+            if first >= steps and jax.process_index() == 0:
+                print(f"{name}: {checkpoint_dir} is at step {first}, steps={steps}: nothing to "
+                      "train (the model is that checkpoint's)")  # fmt: skip
+
+    source = batches(first)
+    history: list[dict[str, float]] = []
+    window: list[dict[str, jax.Array]] = []
+    t0 = time.perf_counter()
+    bar = tqdm(initial=first, total=steps, desc=name.lower().replace(" ", "_"),
+               disable=not progress, dynamic_ncols=True)  # fmt: skip
+    stop = GracefulStop(
+        f"interrupt: finishing this {name} step, saving a checkpoint, then exiting "
+        "(Ctrl-C again to abort without saving)"
+        if ckpt
+        else f"interrupt: stopping {name} after this step (no checkpoint_dir: nothing is saved)"
+    )
+    step, interrupted = first, False
+    try:
+        with stop:
+            while step < steps and not stop.anywhere(jax.process_count()):
+                arrays = next(source)
+                # every process builds the same global batch and places its devices' rows
+                batch = {k: shd.global_from_full(arrays[k], batch_sh) for k in device_keys}
+                state, opt_state, metrics = train_step(state, opt_state, batch)
+                step += 1
+                bar.update(1)
+                window.append(metrics)
+                if ckpt is not None:
+                    ckpt.after_step(step, state, opt_state, final=step == steps)
+                if step % log_every and step != steps:
+                    continue
+                entry = _log_entry(window, step, lr_at, time.perf_counter() - t0)
+                entry |= dict(extra_log or {})
+                history.append(entry)
+                if on_log is not None:
+                    on_log(entry)
+                bar.set_postfix({k: f"{entry[k]:.4f}" for k in postfix if k in entry})
+                window, t0 = [], time.perf_counter()
+        # The loop ends early only when some process was interrupted: all save and stop.
+        interrupted = step < steps
+        if ckpt is not None and interrupted:
+            ckpt.save(step, state, opt_state)
+    finally:
+        bar.close()
+        if ckpt is not None:
+            ckpt.close()  # waits for the saves in flight
+    if interrupted:
+        where = f"; saved step {step} to {checkpoint_dir}" if ckpt else ""
+        raise KeyboardInterrupt(f"{name} interrupted at step {step}{where}")
+    nnx.update(model, state)
+    return model, history
+
+
+def _log_entry(
+    window: list[dict[str, jax.Array]], step: int, lr_at: Callable, elapsed: float
+) -> dict[str, float]:
+    """Means of the window's step metrics, with ``step``, ``lr`` and the window's speed."""
+    fetched = jax.device_get(window)
+    entry = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+    entry |= {"step": step, "lr": float(lr_at(step - 1)), "step_time_s": elapsed / len(fetched)}
+    if "tokens" in fetched[0]:
+        entry["target_tokens_per_s"] = float(sum(m["tokens"] for m in fetched)) / elapsed
+    return entry
