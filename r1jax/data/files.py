@@ -211,30 +211,48 @@ def load_records(
     return RecordList(records, bad.as_dict())
 
 
+def load_text_rows(
+    path: str | Sequence[str],
+    prompt_field: str,
+    text_fields: Sequence[str],
+    on_bad_row: str = "fail",
+) -> tuple[list[tuple[dict[str, Any], tuple[str, ...]]], BadRows]:
+    """``(row, texts)`` of JSONL/Parquet files: ``row`` is the file row with its
+    ``prompt_field`` as stripped text under ``"prompt"`` (so a prompt template can format it),
+    ``texts`` the ``text_fields`` as they are (leading spaces and newlines kept), e.g. an SFT
+    completion, or the chosen and rejected responses of a preference pair.
+
+    A row without one of the fields, or with an empty one, is a :class:`DataError` naming
+    file, row and field (``on_bad_row="skip"`` counts it in the returned :class:`BadRows`
+    instead).
+    """
+    bad = BadRows(on_bad_row)
+    out = []
+    for file in expand_paths(path):
+        for line, row in iter_rows(file, bad):
+            try:
+                prompt = require_text(
+                    get_field(row, prompt_field, file, line), prompt_field, file, line
+                )
+                texts = []
+                for field in text_fields:
+                    text = get_field(row, field, file, line)
+                    if not isinstance(text, str) or not text.strip():
+                        raise DataError(file, line, field, "expected non-empty text", text)
+                    texts.append(text)
+            except DataError as e:
+                bad.handle(e)
+                continue
+            out.append((dict(row, prompt=prompt), tuple(texts)))
+    return out, bad
+
+
 def load_text_pairs(
     path: str | Sequence[str],
     first: str = "prompt",
     second: str = "completion",
     on_bad_row: str = "fail",
 ) -> tuple[list[tuple[dict[str, Any], str]], BadRows]:
-    """``(row, text)`` pairs of JSONL/Parquet files, e.g. SFT traces: ``row`` is the file row
-    with its ``first`` field as stripped text under ``"prompt"`` (so a prompt template can
-    format it), ``text`` the ``second`` field as it is (leading spaces and newlines kept).
-
-    A row without either field, or with an empty one, is a :class:`DataError` naming file,
-    row and field (``on_bad_row="skip"`` counts it in the returned :class:`BadRows` instead).
-    """
-    bad = BadRows(on_bad_row)
-    pairs = []
-    for file in expand_paths(path):
-        for line, row in iter_rows(file, bad):
-            try:
-                prompt = require_text(get_field(row, first, file, line), first, file, line)
-                text = get_field(row, second, file, line)
-                if not isinstance(text, str) or not text.strip():
-                    raise DataError(file, line, second, "expected non-empty text", text)
-            except DataError as e:
-                bad.handle(e)
-                continue
-            pairs.append((dict(row, prompt=prompt), text))
-    return pairs, bad
+    """``(row, text)`` pairs, e.g. SFT traces: :func:`load_text_rows` with one text field."""
+    rows, bad = load_text_rows(path, first, (second,), on_bad_row)
+    return [(row, texts[0]) for row, texts in rows], bad
