@@ -82,7 +82,11 @@ class ModelConfig:
                 f"model.num_heads={self.num_heads} is not a multiple of "
                 f"model.num_kv_heads={self.num_kv_heads}"
             )
-        if not isinstance(self.num_labels, int) or self.num_labels < 0:
+        if (
+            isinstance(self.num_labels, bool)
+            or not isinstance(self.num_labels, int)
+            or (self.num_labels < 0)
+        ):
             errors.append(f"model.num_labels={self.num_labels!r} must be an int >= 0")
         if self.head_dim % 2:
             errors.append(f"model.head_dim={self.head_dim} must be even for rotary embeddings")

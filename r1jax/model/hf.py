@@ -9,6 +9,7 @@ shards that ``transformers`` loads.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -28,6 +29,7 @@ from r1jax.model.transformer import Transformer
 FAMILIES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}
 CLASSIFIER_SUFFIX = "ForSequenceClassification"  # reward models: Qwen2ForSequenceClassification ...
 INDEX_FILE = "model.safetensors.index.json"
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -398,6 +400,12 @@ def save_hf_model(
         raise CheckpointError(
             f"{path}: a {cfg.family!r} model with qkv_bias={cfg.qkv_bias}, qk_norm={cfg.qk_norm} "
             "has no Hugging Face architecture (qkv_bias is Qwen2's, qk_norm is Qwen3's)"
+        )
+    if cfg.num_labels and pad_token_id is None:
+        log.warning(
+            "%s: a classifier saved without pad_token_id: transformers will refuse batches of "
+            "more than one row (pass the tokenizer's pad id)",
+            path,
         )
     os.makedirs(path, exist_ok=True)
     entries = []

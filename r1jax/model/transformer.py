@@ -250,7 +250,8 @@ class Transformer(nnx.Module):
         Args:
           tokens: ``[B, T]`` int token ids.
           input_mask: ``[B, T]`` bool, True on real tokens; each row's real tokens are one
-            contiguous run (left or right padding).
+            contiguous run (left or right padding). A row needs at least one (a row with
+            none is scored at slot ``T - 1``, meaninglessly).
         Returns:
           ``[B, num_labels]`` float32.
         """
