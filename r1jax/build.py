@@ -291,6 +291,56 @@ def build_scorer(c: ml_collections.ConfigDict):
     from r1jax.rewards import RewardScorer
 
     r = c.rewards
+    routes = {src: [tuple(f) for f in terms] for src, terms in r.routes.items()}
     return RewardScorer(
-        [tuple(f) for f in r.functions], num_workers=r.num_workers, timeout_s=r.timeout_s
+        [tuple(f) for f in r.functions],
+        routes=routes,
+        num_workers=r.num_workers,
+        timeout_s=r.timeout_s,
     )
+
+
+def reward_model_max_len(c: ml_collections.ConfigDict) -> int:
+    """Tokens per reward-model row: ``reward_model.max_len``, or prompt + completion + EOS."""
+    s = c.sampling
+    return c.reward_model.max_len or s.max_prompt_len + s.max_new_tokens + 1
+
+
+def with_reward_model(c: ml_collections.ConfigDict, scorer, mesh: Mesh, tokenizer=None):
+    """``scorer`` plus the learned reward of ``c.reward_model.path`` (loaded on ``mesh``), or
+    ``scorer`` itself when the path is empty (see :mod:`r1jax.rm_scoring`)."""
+    rm = c.reward_model
+    if not rm.path:
+        return scorer
+    from r1jax.model.hf import load_hf_model, read_hf_config
+    from r1jax.rm_scoring import RewardModelTerm, WithRewardModel
+    from r1jax.tokenizer import load_tokenizer
+
+    cfg = read_hf_config(rm.path)
+    if cfg.num_labels != 1:
+        raise ConfigError(
+            f"config.reward_model.path={rm.path!r}: num_labels={cfg.num_labels}, a reward model "
+            "has one score (a *ForSequenceClassification with one label, e.g. written by "
+            "`r1jax rm`)"
+        )
+    try:
+        rm_tokenizer = load_tokenizer(rm.path)
+    except FileNotFoundError:
+        if tokenizer is None:
+            raise
+        rm_tokenizer = tokenizer  # a reward model trained on the policy's tokens
+    dt = c.model.dtype
+    model = load_hf_model(rm.path, mesh, sharding_rules(c), dtype=dt, param_dtype=dt,
+                          attention=c.model.attention)  # fmt: skip
+    term = RewardModelTerm(
+        model,
+        rm_tokenizer,
+        mesh,
+        sharding_rules(c),
+        weight=rm.weight,
+        sources=tuple(rm.sources),
+        scope=rm.scope,
+        input=rm.input,
+        max_len=reward_model_max_len(c),
+    )
+    return WithRewardModel(scorer, [term])

@@ -119,6 +119,31 @@ def base_config() -> ml_collections.ConfigDict:
     c.rewards.timeout_s = 5.0
     c.rewards.accuracy = ""  # function that defines "correct" (default: the first)
     c.rewards.correct_threshold = 1.0
+    # {source: ((name, weight), ...)}: the terms for rows of that source instead of
+    # `functions`; () scores those rows with no rule (e.g. general prompts judged only by
+    # the reward model)
+    c.rewards.routes = ml_collections.ConfigDict()
+
+    c.reward_model = ml_collections.ConfigDict()
+    # A learned reward in GRPO (R1's all-scenario RL): a HF *ForSequenceClassification
+    # directory, e.g. <run_dir>/rm/hf written by `r1jax rm`; "": rule rewards only
+    c.reward_model.path = ""
+    c.reward_model.weight = 1.0
+    c.reward_model.sources = ()  # record sources it scores (empty: every row)
+    c.reward_model.scope = "response"  # or "answer": only the text after </think>
+    c.reward_model.input = "prompt"  # prompt text + response; or "chat": its chat template
+    c.reward_model.max_len = 0  # tokens per scored row (0: max_prompt_len + max_new_tokens + 1)
+    # Training one: `r1jax rm` (Bradley-Terry on preference pairs) writes <run_dir>/rm
+    c.reward_model.train_path = ""  # jsonl/parquet file(s) (glob ok) of preference pairs
+    c.reward_model.eval_path = ""  # held-out pairs: accuracy before and after training
+    c.reward_model.prompt_field = "prompt"  # gets the run's prompt template
+    c.reward_model.chosen_field = "chosen"
+    c.reward_model.rejected_field = "rejected"
+    c.reward_model.steps = 0
+    c.reward_model.batch_size = 32  # pairs per step (2x rows)
+    c.reward_model.lr = 1e-5
+    c.reward_model.center_coef = 0.0  # + coef * mean((r_chosen + r_rejected)^2)
+    c.reward_model.checkpoint_every = 100  # steps between checkpoints (0: only at the end)
 
     c.rl = ml_collections.ConfigDict()
     c.rl.prompts_per_step = 16
@@ -310,9 +335,31 @@ def validate(
                "task 'file' needs the jsonl/parquet file(s) of the traces")  # fmt: skip
         _check(cs.checkpoint_every >= 0, "cold_start.checkpoint_every", cs.checkpoint_every,
                "must be >= 0")  # fmt: skip
+    _validate_reward_model(c)
     t = c.train
     _check(t.eval_prompts >= 0, "train.eval_prompts", t.eval_prompts, "must be >= 0 (0: all)")
     _check(t.eval_samples >= 1, "train.eval_samples", t.eval_samples, "must be >= 1")
     _check(t.eval_temperature >= 0, "train.eval_temperature", t.eval_temperature, "must be >= 0")
     _check(0.0 < t.eval_top_p <= 1.0, "train.eval_top_p", t.eval_top_p, "must be in (0, 1]")
     return cfg
+
+
+def _validate_reward_model(c: ml_collections.ConfigDict) -> None:
+    import math
+
+    from r1jax.rm_scoring import INPUTS, SCOPES
+
+    rm = c.reward_model
+    _check(rm.scope in SCOPES, "reward_model.scope", rm.scope, f"one of {SCOPES}")
+    _check(rm.input in INPUTS, "reward_model.input", rm.input, f"one of {INPUTS}")
+    _check(math.isfinite(rm.weight), "reward_model.weight", rm.weight, "must be finite")
+    _check(rm.max_len >= 0, "reward_model.max_len", rm.max_len, "must be >= 0 (0: automatic)")
+    _check(rm.steps >= 0, "reward_model.steps", rm.steps, "must be >= 0")
+    _check(rm.batch_size >= 1, "reward_model.batch_size", rm.batch_size, "must be >= 1")
+    _check(rm.lr > 0, "reward_model.lr", rm.lr, "must be > 0")
+    _check(rm.center_coef >= 0, "reward_model.center_coef", rm.center_coef, "must be >= 0")
+    _check(rm.checkpoint_every >= 0, "reward_model.checkpoint_every", rm.checkpoint_every,
+           "must be >= 0")  # fmt: skip
+    sources = tuple(rm.sources)
+    _check(all(isinstance(x, str) and x for x in sources), "reward_model.sources", sources,
+           "must be a tuple of source names")  # fmt: skip

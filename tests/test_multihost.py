@@ -11,7 +11,14 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from trainer_fixtures import free_port, make_config, multihost_trainer, two_process_env, wait_all
+from trainer_fixtures import (
+    free_port,
+    make_config,
+    make_random_reward_model,
+    multihost_trainer,
+    two_process_env,
+    wait_all,
+)
 
 from r1jax import sharding as shd
 from r1jax.config import ConfigError, validate
@@ -61,7 +68,9 @@ def test_two_processes_train_like_one_and_resume(tmp_path):
     greedy eval at steps 0 and 2 whose 5 prompts split 3 + 2); meanwhile one process of 8
     devices runs the same 2 steps here. Same global batch, same prompts in the same rows, so
     every reward, length and eval metric must agree and the parameters must match to float
-    rounding (the collectives differ)."""
+    rounding (the collectives differ). A learned reward term runs too (a random reward model
+    next to the rule reward): each process must get the scores of its own rows."""
+    make_random_reward_model(str(tmp_path / "reward_model"))
     out = str(tmp_path / "out")
     procs, logs = _start_two_processes(tmp_path, "two", out, phases=[1, 2])
     deadline = time.monotonic() + TIMEOUT_S
@@ -84,6 +93,7 @@ def test_two_processes_train_like_one_and_resume(tmp_path):
     for a, b in zip(two, one, strict=True):
         _assert_metrics_close(a, b, f"step {b['step']}")
     assert two[1]["reward/mean"] != two[2]["reward/mean"]  # the steps saw different samples
+    assert one[1]["reward/fn/reward_model/std"] > 0.1  # the reward model's scores count
 
     flat = nnx.to_flat_state(reference.params)
     want = {"/".join(map(str, p)): np.asarray(v.get_value()) for p, v in flat}

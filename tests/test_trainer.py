@@ -346,6 +346,37 @@ def test_concat_left_pads_rounds_to_the_widest_bucket():
     np.testing.assert_array_equal(out.tokens[2], [6] * 11)
 
 
+def test_a_routed_reward_terms_metrics_average_only_the_rows_it_scores():
+    from r1jax.rl.rollout import Rollouts, _select_groups
+    from r1jax.rl.rollout_metrics import rollout_metrics
+
+    n = 4
+    roll = Rollouts(
+        records=[{}, {}],
+        tokens=np.zeros((n, 5), np.int32),
+        input_mask=np.ones((n, 5), bool),
+        completion_mask=np.ones((n, 3), bool),
+        texts=["a"] * n,
+        finish_reason=["stop"] * n,
+        logp_sampler=np.zeros((n, 3), np.float32),
+        rewards=np.array([1.0, 3.0, 0.5, 0.5], np.float32),
+        per_function={
+            "rule": np.array([0, 0, 0.5, 0.5], np.float32),
+            "model": np.array([1.0, 3.0, 0, 0], np.float32),
+        },  # fmt: skip
+        reward_failures={},
+        reward_applied={
+            "rule": np.array([False, False, True, True]),
+            "model": np.array([True, True, False, False]),
+        },  # fmt: skip
+    )
+    m = rollout_metrics(roll, 2, "rule", 1.0, False)
+    assert m["reward/fn/model/mean"] == 2.0 and m["reward/fn/model/std"] == 1.0
+    assert m["reward/fn/rule/mean"] == 0.5 and m["reward/mean"] == 1.25
+    picked = _select_groups(roll, np.array([1]), 2)  # dynamic sampling keeps the masks aligned
+    assert picked.reward_applied["model"].tolist() == [False, False]
+
+
 def test_the_sampler_reads_the_weights_where_the_configs_rules_put_them(tmp_path):
     """With overridden sharding rules the sampler shards like the trainer, so handing it the
     policy moves nothing (it used to apply the default rules: a copy of every weight per

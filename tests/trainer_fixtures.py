@@ -68,7 +68,31 @@ def multihost_config(tmp_path, run_name: str = "run", **changes):
     c = make_config(tmp_path, run_name, **{**opts, **changes})
     c.data.eval_path = c.data.path  # eval prompts: the first training prompts
     c.model.overrides.num_layers = 1
+    rm_dir = os.path.join(tmp_path, "reward_model")
+    if os.path.isdir(rm_dir):  # made by make_random_reward_model: a learned reward term too
+        c.reward_model.path = rm_dir
+        c.reward_model.weight = 0.5
     return c
+
+
+def make_random_reward_model(path: str, seed: int = 0) -> str:
+    """A random one-layer reward model over :data:`CHARS`, exported as a HF directory with
+    its tokenizer (its score head scaled up so that scores differ visibly between rows)."""
+    import numpy as np
+    from flax import nnx
+
+    from r1jax.model import ModelConfig, create_model
+    from r1jax.model.hf import save_hf_model
+    from r1jax.tokenizer import CharTokenizer
+
+    tok = CharTokenizer(CHARS)
+    cfg = ModelConfig(vocab_size=tok.vocab_size, num_layers=1, num_labels=1)
+    model = create_model(cfg, seed=seed)
+    model.score = nnx.Param(np.asarray(model.score[...]) * 50.0, logical_axes=("embed", None))
+    os.makedirs(path, exist_ok=True)
+    save_hf_model(model, path, pad_token_id=tok.pad_id)
+    tok.save(path)
+    return path
 
 
 def multihost_trainer(tmp_path, run_name: str = "run", **changes):

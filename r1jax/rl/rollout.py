@@ -31,12 +31,14 @@ class Rollouts:
     finish_reason: list[str]  # [R]
     logp_sampler: np.ndarray  # [R, N] policy log-probs seen by the sampler
     rewards: np.ndarray  # [R] weighted total
-    per_function: dict[str, np.ndarray]
+    per_function: dict[str, np.ndarray]  # key -> [R] raw value (0 where not applied)
     reward_failures: dict[str, int]
     sample_time: float = 0.0
     score_time: float = 0.0
     dropped_groups: int = 0
     sampled_groups: int = 0
+    # key -> [R] bool: the term is routed to the row (a missing key: every row)
+    reward_applied: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -65,6 +67,9 @@ def _concat(parts: Sequence[Rollouts], pad_id: int) -> Rollouts:
     rows = [_pad_left(p.tokens, p.input_mask, width, pad_id) for p in parts]
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])
     per_fn = {k: np.concatenate([p.per_function[k] for p in parts]) for k in first.per_function}
+    applied = {
+        k: np.concatenate([p.reward_applied[k] for p in parts]) for k in first.reward_applied
+    }
     fails: dict[str, int] = {}
     for p in parts:
         for k, v in p.reward_failures.items():
@@ -80,6 +85,7 @@ def _concat(parts: Sequence[Rollouts], pad_id: int) -> Rollouts:
         rewards=cat("rewards"),
         per_function=per_fn,
         reward_failures=fails,
+        reward_applied=applied,
         sample_time=sum(p.sample_time for p in parts),
         score_time=sum(p.score_time for p in parts),
     )
@@ -99,6 +105,7 @@ def _select_groups(r: Rollouts, groups: np.ndarray, group_size: int) -> Rollouts
         logp_sampler=take(r.logp_sampler),
         rewards=take(r.rewards),
         per_function={k: take(v) for k, v in r.per_function.items()},
+        reward_applied={k: take(v) for k, v in r.reward_applied.items()},
     )
 
 
@@ -185,6 +192,7 @@ class RolloutCollector:
             logp_sampler=np.asarray(out.logp_policy, np.float32),
             rewards=np.asarray(scores.total, np.float32),
             per_function={k: np.asarray(v, np.float32) for k, v in scores.per_function.items()},
+            reward_applied={k: np.asarray(v, bool) for k, v in scores.applied.items()},
             reward_failures=fails,
             sample_time=sample_time,
             score_time=score_wait,

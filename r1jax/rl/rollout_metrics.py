@@ -28,6 +28,7 @@ def gather_rollouts(roll: Rollouts) -> Rollouts:
         "completion_mask": roll.completion_mask,
         "truncated": roll.truncated,
         "per_function": roll.per_function,
+        "reward_applied": roll.reward_applied,
         "counts": np.array(
             [
                 np.asarray(roll.input_mask).sum(),
@@ -46,6 +47,7 @@ def gather_rollouts(roll: Rollouts) -> Rollouts:
         completion_mask=g["completion_mask"],
         finish_reason=["length" if t else "" for t in g["truncated"]],
         per_function=g["per_function"],
+        reward_applied=g["reward_applied"],
         input_mask=np.array([[counts[0]]]),
         dropped_groups=int(counts[1]),
         sampled_groups=int(counts[2]),
@@ -60,14 +62,16 @@ def rollout_metrics(
     correct_threshold: float,
     dynamic_sampling: bool,
 ) -> dict[str, float]:
-    """``reward/*``, ``groups/*`` and ``completion/*`` metrics of ``roll`` (R rows)."""
+    """``reward/*``, ``groups/*`` and ``completion/*`` metrics of ``roll`` (R rows); a reward
+    term's ``reward/fn/<key>/mean|std`` are over the rows it is routed to."""
     out = {
         "reward/mean": float(roll.rewards.mean()),
         "reward/std": float(roll.rewards.std()),
     }
     for name, v in roll.per_function.items():
-        out[f"reward/fn/{name}/mean"] = float(v.mean())
-        out[f"reward/fn/{name}/std"] = float(v.std())
+        v = v[roll.reward_applied[name]] if name in roll.reward_applied else v
+        out[f"reward/fn/{name}/mean"] = float(v.mean()) if v.size else 0.0
+        out[f"reward/fn/{name}/std"] = float(v.std()) if v.size else 0.0
     out.update({f"reward/{k}": float(v) for k, v in roll.reward_failures.items()})
     acc = roll.per_function.get(accuracy_fn)
     if acc is not None:

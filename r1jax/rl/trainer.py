@@ -220,6 +220,10 @@ class GRPOTrainer:
 
     def _build_rewards(self, scorer) -> None:
         self.scorer = scorer or build.build_scorer(self.c)
+        # rollouts also get the learned reward, if any; evaluation keeps the rule rewards
+        self.rollout_scorer = build.with_reward_model(
+            self.c, self.scorer, self.mesh, self.tokenizer
+        )
         self.eval_task = build.eval_task(self.c)
         self.accuracy_fn = self.eval_task.accuracy
 
@@ -252,7 +256,7 @@ class GRPOTrainer:
             )
         self.collector = RolloutCollector(
             self.sampler,
-            self.scorer,
+            self.rollout_scorer,
             lambda: next(self.data),
             self.c.rl.group_size,
             None,  # rows padded to the sampler's prompt bucket

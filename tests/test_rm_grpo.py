@@ -1,0 +1,432 @@
+"""A learned reward in GRPO (R1's all-scenario RL): scoring completions with a reward model on
+the mesh (``r1jax.rm_scoring``), routing it next to the rule rewards, and ``r1jax rm``
+(Bradley-Terry training, resume, HF export) feeding a GRPO run that then learns the task the
+preference pairs encode."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+from trainer_fixtures import CHARS, make_config, sevens
+
+from r1jax import build
+from r1jax import sharding as shd
+from r1jax.checkpoint import CheckpointError
+from r1jax.config import ConfigError, validate
+from r1jax.model import ModelConfig, create_model
+from r1jax.model.hf import config_to_hf, load_hf_model, save_hf_model
+from r1jax.rewards import RewardScorer
+from r1jax.rm import encode_scored
+from r1jax.rm_command import rm_command
+from r1jax.rm_scoring import RewardModelTerm, WithRewardModel
+from r1jax.tokenizer import CharTokenizer, load_tokenizer
+
+SEVENS = "trainer_fixtures:sevens"
+WIDE_CHARS = CHARS + "<>/abcdefghijklmnopqrstuvwxyz"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    return shd.make_mesh((4, 2, 1))
+
+
+def _random_rm(tok, mesh, seed: int = 0):
+    """A random one-layer reward model whose score head is scaled up (scores of order 1, so
+    rows score clearly differently)."""
+    cfg = ModelConfig(vocab_size=tok.vocab_size, num_layers=1, num_labels=1)
+    model = create_model(cfg, mesh, seed=seed)
+    model.score.set_value(model.score.get_value() * 50.0)
+    return model
+
+
+def _reference(model):
+    """``ids -> score``: the model's ``sequence_scores`` on one unpadded row (a host copy of
+    its weights on one device: no mesh, no padding, no batching; one compile per length)."""
+    graphdef, state = nnx.split(model)
+    state = jax.device_get(state)
+
+    @jax.jit
+    def one(tokens):
+        return nnx.merge(graphdef, state).sequence_scores(tokens, jnp.ones(tokens.shape, bool))
+
+    return lambda ids: float(one(jnp.asarray([ids], jnp.int32))[0, 0])
+
+
+def _rows(sources, texts=None):
+    texts = texts or [f"{i % 10} {(3 * i) % 10}" for i in range(len(sources))]
+    return [
+        {"text": t, "prompt": t, "source": s, "answer": "7"}
+        for t, s in zip(texts, sources, strict=True)
+    ]
+
+
+def _completions(seed):
+    """8 random completions over CHARS of 4 or 7 characters (few distinct lengths: the
+    reference compiles once per length)."""
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.choice(list(CHARS), n)) for n in (4, 7, 7, 4, 4, 7, 4, 7)]
+
+
+@pytest.fixture(scope="module")
+def char_rm(mesh):
+    """``(tokenizer, model, reference)`` of a random reward model over CHARS. Its vocabulary
+    is that of WIDE_CHARS, whose ids extend CHARS's: the answer-scope test uses it too."""
+    tok = CharTokenizer(CHARS)
+    wide = CharTokenizer(WIDE_CHARS)
+    assert wide.encode(CHARS) == tok.encode(CHARS) and wide.eos_id == tok.eos_id
+    model = _random_rm(wide, mesh)
+    return tok, model, _reference(model)
+
+
+@pytest.fixture(scope="module")
+def general_term(char_rm, mesh):
+    """The reward model of ``char_rm`` for rows of source "general", weight 0.5."""
+    tok, model, _ = char_rm
+    return RewardModelTerm(model, tok, mesh, weight=0.5, sources=("general",), max_len=32)
+
+
+SOURCES = ["general", "math"] * 4  # 8 rows: the batch splits over data * fsdp = 8
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def test_reward_model_term_scores_match_unpadded_reference(char_rm, general_term):
+    tok, _, ref = char_rm
+    rows, completions = _rows(SOURCES), _completions(0)
+    expected = []
+    for row, comp in zip(rows, completions, strict=True):
+        ids = tok.encode(row["text"] + comp) + [tok.eos_id]  # BOS + prompt + response + EOS
+        assert encode_scored(tok, row["text"], comp) == ids
+        expected.append(ref(ids))
+    expected = np.array(expected, np.float32)
+    assert np.std(expected) > 0.05, expected  # the rows really score differently
+
+    host = RewardScorer([(SEVENS, 1.0)], num_workers=0)
+    with WithRewardModel(host, [general_term]) as scorer:
+        assert scorer.keys == [SEVENS, "reward_model"]
+        res = scorer.score(completions, rows)
+        plain = host.score(completions, rows)
+    routed = np.array([s == "general" for s in SOURCES])
+    np.testing.assert_array_equal(res.applied["reward_model"], routed)
+    got = res.per_function["reward_model"]
+    np.testing.assert_allclose(got[routed], expected[routed], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(got[~routed], 0.0)
+    rule = [sevens(c, {}) for c in completions]
+    np.testing.assert_allclose(res.per_function[SEVENS], rule)
+    assert res.applied[SEVENS].all() and max(rule) > 0
+    np.testing.assert_allclose(res.total, plain.total + 0.5 * got, rtol=1e-6, atol=1e-6)
+    assert res.errors["reward_model"] == 0 and res.timeouts["reward_model"] == 0
+    m = res.metrics()
+    assert m["rewards/reward_model/mean"] == pytest.approx(float(expected[routed].mean()),
+                                                           rel=1e-4, abs=1e-4)  # fmt: skip
+
+
+def test_answer_scope_and_max_len_truncation(mesh, char_rm):
+    _, model, ref = char_rm
+    tok = CharTokenizer(WIDE_CHARS)  # room for "<think>...</think>"
+    completions = [
+        "<think>1 + 2</think> 3 45",
+        "<think>a</think>b<think>cd</think>  7777 ",  # the text after the LAST </think>
+        "abcd",  # no </think>: scored whole
+        "<think>",  # unclosed: scored whole
+    ] * 2
+    answers = ["3 45", "7777", "abcd", "<think>"] * 2
+    rows = _rows(["x"] * 8)  # no sources: every row is scored
+
+    def scores(term, comps):
+        out, applied = term.dispatch(comps, rows)
+        assert applied.all()
+        return np.asarray(jax.device_get(out))
+
+    answer = RewardModelTerm(model, tok, mesh, scope="answer", max_len=16)
+    got = scores(answer, completions)
+    want = [ref(tok.encode(r["text"] + a) + [tok.eos_id])
+            for r, a in zip(rows, answers, strict=True)]  # fmt: skip
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert np.std(want) > 0.05
+
+    # a row longer than max_len keeps its LAST max_len ids (the score is read at the EOS)
+    short = RewardModelTerm(model, tok, mesh, scope="response", max_len=6)
+    full_ids = [tok.encode(r["text"] + c) + [tok.eos_id]
+                for r, c in zip(rows, completions, strict=True)]  # fmt: skip
+    assert all(len(ids) > 6 for ids in full_ids)
+    for r, c, ids in zip(rows, completions, full_ids, strict=True):
+        assert short.encode(c, r) == ids[-6:]
+    np.testing.assert_allclose(scores(short, completions), [ref(ids[-6:]) for ids in full_ids],
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+
+
+def test_non_finite_scores_become_zero_and_are_counted(char_rm, general_term, monkeypatch):
+    rows, completions = _rows(SOURCES), _completions(1)
+    host = RewardScorer([(SEVENS, 1.0)], num_workers=0)
+    clean = WithRewardModel(host, [general_term]).score(completions, rows)
+    real_score = general_term.score
+    # NaN on a routed row (0) and on a row the model does not score (1): only row 0 counts
+    monkeypatch.setattr(general_term, "score",
+                        lambda *a: real_score(*a).at[jnp.array([0, 1])].set(jnp.nan))  # fmt: skip
+    res = WithRewardModel(host, [general_term]).score(completions, rows)
+    assert res.errors["reward_model"] == 1 and clean.errors["reward_model"] == 0
+    assert res.error_messages["reward_model"] == ["1 non-finite reward-model scores"]
+    values = res.per_function["reward_model"]
+    assert values[0] == 0.0 and res.applied["reward_model"][0]
+    assert clean.per_function["reward_model"][0] != 0.0
+    np.testing.assert_array_equal(values[1:], clean.per_function["reward_model"][1:])
+    assert np.isfinite(res.total).all()
+    assert res.total[0] == pytest.approx(res.per_function[SEVENS][0])  # the rule reward alone
+    np.testing.assert_allclose(res.total[1:], clean.total[1:], rtol=1e-6)
+    assert res.metrics()["rewards/reward_model/errors"] == 1.0
+
+
+# ---------------------------------------------------------------- config: routing, errors
+
+
+@pytest.fixture(scope="module")
+def char_rm_dir(tmp_path_factory, char_rm):
+    """``char_rm`` exported as a HF directory with its tokenizer."""
+    path = str(tmp_path_factory.mktemp("char_rm"))
+    tok, model, _ = char_rm
+    save_hf_model(model, path, pad_token_id=tok.pad_id)
+    tok.save(path)
+    return path
+
+
+def test_routes_send_general_rows_to_the_model_only(tmp_path, mesh, char_rm, char_rm_dir):
+    tok, _, ref = char_rm
+    c = make_config(str(tmp_path), rewards__num_workers=0)
+    c.rewards.routes = ml_collections.ConfigDict({"general": ()})  # no rule for these rows
+    c.reward_model.path = char_rm_dir
+    c.reward_model.sources = ("general",)
+    c.reward_model.weight = 2.0
+    validate(c, jax.device_count())
+    sources = ["general", "math", "math", "general", "other", "general", "math", "general"]
+    rows, completions = _rows(sources), _completions(2)
+    expected = np.array([ref(encode_scored(tok, r["text"], comp))
+                         for r, comp in zip(rows, completions, strict=True)])  # fmt: skip
+    rule = np.array([sevens(comp, {}) for comp in completions])
+    general = np.array([s == "general" for s in sources])
+    assert rule[~general].max() > 0
+
+    scorer = build.with_reward_model(c, build.build_scorer(c), mesh, build.build_tokenizer(c))
+    with scorer:
+        assert isinstance(scorer, WithRewardModel)
+        res = scorer.score(completions, rows)
+    np.testing.assert_array_equal(res.applied["reward_model"], general)
+    np.testing.assert_array_equal(res.applied[SEVENS], ~general)
+    np.testing.assert_allclose(res.per_function["reward_model"][general], expected[general],
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    np.testing.assert_array_equal(res.per_function["reward_model"][~general], 0.0)
+    np.testing.assert_array_equal(res.per_function[SEVENS][general], 0.0)
+    want = np.where(general, 2.0 * expected, rule)
+    np.testing.assert_allclose(res.total, want, rtol=1e-4, atol=1e-4)
+
+    # without a reward model path the host scorer is returned unchanged
+    c.reward_model.path = ""
+    host = build.build_scorer(c)
+    assert build.with_reward_model(c, host, mesh, tok) is host
+    host.close()
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("scope", "summary"), ("input", "raw"), ("batch_size", 0)],
+)
+def test_bad_reward_model_config_names_the_field(tmp_path, field, value):
+    c = make_config(str(tmp_path))
+    validate(c, jax.device_count())
+    c.reward_model[field] = value
+    with pytest.raises(ConfigError, match=rf"reward_model\.{field}="):
+        validate(c, jax.device_count())
+
+
+@pytest.mark.parametrize("num_labels", [0, 2])
+def test_only_a_one_label_classifier_is_a_reward_model(tmp_path, mesh, num_labels):
+    """A causal LM (num_labels 0) or a 2-class classifier at reward_model.path is refused
+    before any weight is read."""
+    path = tmp_path / "hf"
+    path.mkdir()
+    cfg = ModelConfig(vocab_size=len(CHARS) + 3, num_labels=num_labels)
+    (path / "config.json").write_text(json.dumps(config_to_hf(cfg, "float32")))
+    c = make_config(str(tmp_path))
+    c.reward_model.path = str(path)
+    with pytest.raises(ConfigError, match=rf"reward_model\.path=.*num_labels={num_labels}"):
+        build.with_reward_model(c, object(), mesh, CharTokenizer(CHARS))
+
+
+def test_rm_command_needs_train_path(tmp_path):
+    c = make_config(str(tmp_path))
+    c.reward_model.steps = 5
+    with pytest.raises(ConfigError, match=r"reward_model\.train_path"):
+        rm_command(c, emit=lambda s: None)
+    assert not os.path.exists(os.path.join(c.run_dir, "rm"))
+
+
+# ---------------------------------------------------------------- r1jax rm -> GRPO
+
+
+def _preference_pairs(n: int, seed: int) -> list[dict]:
+    """``chosen`` has a clearly larger fraction of '7' than ``rejected`` (random strings over
+    CHARS of 3-7 characters; prompts like the GRPO fixture's)."""
+    rng = np.random.default_rng(seed)
+    others = [ch for ch in CHARS if ch != "7"]
+
+    def text():
+        p7 = rng.uniform(0.0, 1.0)
+        return "".join("7" if rng.uniform() < p7 else rng.choice(others)
+                       for _ in range(rng.integers(3, 8)))  # fmt: skip
+
+    out = []
+    while len(out) < n:
+        a, b = text(), text()
+        if abs(sevens(a, {}) - sevens(b, {})) < 0.2:
+            continue
+        chosen, rejected = (a, b) if sevens(a, {}) > sevens(b, {}) else (b, a)
+        prompt = f"{rng.integers(10)} {rng.integers(10)}"
+        out.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return out
+
+
+def _write_jsonl(path, rows) -> str:
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    return str(path)
+
+
+RM_STEPS = 40
+GRPO_STEPS = 20
+
+
+def _rm_config(root: str):
+    c = make_config(root, "rm_run")
+    c.reward_model.train_path = os.path.join(root, "pairs.jsonl")
+    c.reward_model.eval_path = os.path.join(root, "held_out.jsonl")
+    c.reward_model.steps = RM_STEPS
+    c.reward_model.batch_size = 16
+    c.reward_model.lr = 3e-3
+    c.reward_model.checkpoint_every = 0
+    return c
+
+
+@pytest.fixture(scope="module")
+def trained_rm(tmp_path_factory):
+    """``r1jax rm`` once for the module: ``(root dir, result, emitted lines)``."""
+    root = str(tmp_path_factory.mktemp("rm"))
+    _write_jsonl(os.path.join(root, "pairs.jsonl"), _preference_pairs(256, seed=0))
+    _write_jsonl(os.path.join(root, "held_out.jsonl"), _preference_pairs(32, seed=1))
+    c = _rm_config(root)
+    lines: list[str] = []
+    result = rm_command(c, emit=lines.append)
+    return root, result, lines
+
+
+def _safetensors(path):
+    from r1jax.model.safetensors_io import SafetensorsFile
+
+    f = SafetensorsFile(os.path.join(path, "model.safetensors"))
+    names = f.keys()
+    return {name: np.asarray(f.get(name)) for name in names}
+
+
+def test_rm_command_trains_then_grpo_learns_from_it(trained_rm):
+    root, result, lines = trained_rm
+    c = _rm_config(root)
+    folder = os.path.join(c.run_dir, "rm")
+    hf_dir = result["hf_dir"]
+    assert hf_dir == os.path.join(folder, "hf") and result["step"] == RM_STEPS
+    assert any(line.startswith(f"reward model: 256 pairs, {RM_STEPS} steps, from random init")
+               for line in lines), lines  # fmt: skip
+    saved = json.load(open(os.path.join(folder, "eval.json")))
+    before, after = saved["eval_before"], saved["eval_after"]
+    assert after["pairs"] == 32 and after == result["eval_after"]
+    assert after["accuracy"] >= 0.9 and after["accuracy"] > before["accuracy"], saved
+    assert after["loss"] < before["loss"]
+    metrics = [json.loads(x) for x in open(os.path.join(folder, "metrics.jsonl"))]
+    assert metrics[-1]["step"] == RM_STEPS and "rm/loss" in metrics[-1]
+    assert os.listdir(os.path.join(folder, "checkpoints")) == [str(RM_STEPS)]
+
+    # GRPO with the learned reward only (the rule's weight is 0): the true objective rises
+    from r1jax.rl.trainer import GRPOTrainer
+
+    g = make_config(root, "grpo", train__steps=GRPO_STEPS, train__checkpoint_every=0)
+    g.reward_model.path = hf_dir
+    g.rewards.functions = ((SEVENS, 0.0),)
+    g.rl.share_prompt = False  # the same update, compiled faster on CPU
+    trainer = GRPOTrainer(g)
+    try:
+        assert isinstance(trainer.rollout_scorer, WithRewardModel)
+        assert trainer.scorer is not trainer.rollout_scorer  # evaluation: rules only
+        history = trainer.train()
+    finally:
+        trainer.close()
+    true = np.array([h[f"reward/fn/{SEVENS}/mean"] for h in history])
+    learned = np.array([h["reward/fn/reward_model/mean"] for h in history])
+    total = np.array([h["reward/mean"] for h in history])
+    np.testing.assert_allclose(total, learned, rtol=1e-4, atol=1e-4)  # weight 1 and 0
+    assert np.mean(true[-4:]) > np.mean(true[:4]) + 0.2, true
+    assert np.mean(learned[-4:]) > np.mean(learned[:4]), learned
+    assert all(h["reward/errors/reward_model"] == 0 for h in history)
+    rows = [json.loads(x) for x in open(os.path.join(g.run_dir, "metrics.jsonl"))]
+    assert "reward/fn/reward_model/mean" in rows[-1]
+
+
+def test_rm_export_loads_in_r1jax_and_transformers_alike(trained_rm, mesh):
+    """<run_dir>/rm/hf: a HF reward model with the run's tokenizer, that r1jax and
+    transformers load and score alike."""
+    root, result, _ = trained_rm
+    c = _rm_config(root)
+    hf_dir = result["hf_dir"]
+    tok = build.build_tokenizer(c)
+    assert load_tokenizer(hf_dir).encode("3 5+7") == tok.encode("3 5+7")
+    model = load_hf_model(hf_dir, mesh)
+    assert model.cfg.num_labels == 1
+    ref = _reference(model)
+    fmt = build.prompt_formatter(c, tok)
+    probe = [("3 5", "7777"), ("1 2", "0120"), ("9 9", "7 +7")]  # one length: one compile
+    ids = [encode_scored(tok, fmt({"prompt": p}), r) for p, r in probe]
+    ours = np.array([ref(x) for x in ids])
+    assert ours[0] > ours[2] > ours[1]  # more sevens, more reward
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(hf_dir)
+    hf.eval()
+    assert hf.config.num_labels == 1 and hf.config.pad_token_id == tok.pad_id
+    with torch.no_grad():
+        theirs = np.array([float(hf(input_ids=torch.tensor([x])).logits[0, 0]) for x in ids])
+    np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-4)
+
+
+def test_rm_command_rerun_finds_the_finished_checkpoint(trained_rm, capsys):
+    root, result, _ = trained_rm
+    hf_dir = result["hf_dir"]
+    exported = _safetensors(hf_dir)
+    metrics = os.path.join(root, "rm_run", "rm", "metrics.jsonl")
+    logged = open(metrics).read()
+    capsys.readouterr()
+
+    lines: list[str] = []
+    again = rm_command(_rm_config(root), emit=lines.append)
+    assert any(f"resuming {os.path.join(root, 'rm_run', 'rm', 'checkpoints')} at step "
+               f"{RM_STEPS}" in line for line in lines), lines  # fmt: skip
+    assert "nothing to" in capsys.readouterr().out
+    assert open(metrics).read() == logged  # no step was trained
+    assert again["eval_before"] is None
+    assert again["eval_after"]["accuracy"] == pytest.approx(result["eval_after"]["accuracy"])
+    now = _safetensors(hf_dir)
+    assert now.keys() == exported.keys()
+    for name, value in exported.items():
+        np.testing.assert_array_equal(now[name], value, err_msg=name)
+
+    other = _rm_config(root)
+    other.reward_model.batch_size = 8
+    with pytest.raises(CheckpointError, match="batch_size"):
+        rm_command(other, emit=lambda s: None)
