@@ -41,8 +41,15 @@ flags.DEFINE_integer(
     "eval: held-out prompts (default train.eval_prompts); traces: training prompts (default "
     "all); 0: all.",
 )
-flags.DEFINE_enum("keep", "correct", ["correct", "all"], "traces: which completions to keep.")
-flags.DEFINE_integer("max_per_prompt", 1, "traces: distinct completions kept per prompt.")
+flags.DEFINE_enum(
+    "keep",
+    "correct",
+    ["correct", "all", "pairs"],
+    "traces: which completions to keep (pairs: correct vs wrong, for r1jax rm).",
+)
+flags.DEFINE_integer(
+    "max_per_prompt", 1, "traces: distinct completions (or pairs) kept per prompt."
+)
 flags.DEFINE_bool("greedy", True, "eval: also decode each prompt greedily (--nogreedy: skip).")
 
 COMMANDS: dict[str, tuple[Callable[[], int], str]] = {}
@@ -166,6 +173,17 @@ def _sft() -> int:
     from r1jax.sft_command import sft_command
 
     sft_command(_require_config())
+    return 0
+
+
+@command(
+    "rm",
+    "train a reward model on preference pairs (config.reward_model); resumable; exports it",
+)
+def _rm() -> int:
+    from r1jax.rm_command import rm_command
+
+    rm_command(_require_config())
     return 0
 
 

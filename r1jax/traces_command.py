@@ -8,7 +8,10 @@ config's ``model.hf_path``) sample ``num_samples`` completions of each training 
 length limit are dropped, and with ``keep="correct"`` so are those whose accuracy reward is
 below ``rewards.correct_threshold``. Up to ``max_per_prompt`` distinct ones per prompt are
 written as JSONL rows ``{"prompt", "completion", "id", "answer", "reward"}``, the form
-``cold_start.task="file"`` reads (``r1jax sft``).
+``cold_start.task="file"`` reads (``r1jax sft``). With ``keep="pairs"`` the rows are preference
+pairs for a reward model (``r1jax rm``): ``{"prompt", "chosen", "rejected", "id", "answer"}``,
+a correct completion against a wrong one of the same prompt, up to ``max_per_prompt`` pairs
+per prompt (prompts the model always or never solves give none).
 
 Long jobs resume: kept rows are appended to ``<dst>.partial`` after every block of
 ``rl.prompts_per_step`` prompts, with the progress in ``<dst>.partial.json``; the same command
@@ -28,7 +31,7 @@ import ml_collections
 
 from r1jax.config import ConfigError
 
-KEEP = ("correct", "all")
+KEEP = ("correct", "all", "pairs")
 COUNTS = (
     "prompts",
     "samples",
@@ -78,6 +81,43 @@ def select_traces(
                 )
         counts["kept"] += kept
         counts["prompts_kept"] += kept > 0
+    return rows, counts
+
+
+def select_pairs(
+    records: Sequence[dict], results: Sequence[dict], max_per_prompt: int
+) -> tuple[list[dict], dict[str, int]]:
+    """Preference pairs of one block (correct vs wrong completions of the same prompt, each
+    used once; truncated ones and duplicates left out) and the block's counts: ``kept`` counts
+    pairs, ``incorrect`` the distinct wrong completions, ``beyond_max`` the pairs past
+    ``max_per_prompt``."""
+    rows, counts = [], dict.fromkeys(COUNTS, 0)
+    for record, res in zip(records, results, strict=True):
+        counts["prompts"] += 1
+        seen: set[str] = set()
+        right, wrong = [], []
+        for text, correct, finish in zip(
+            res["completions"], res["correct"], res["finish"], strict=True
+        ):
+            counts["samples"] += 1
+            if finish == "length":
+                counts["truncated"] += 1
+            elif text in seen:
+                counts["duplicate"] += 1
+            else:
+                seen.add(text)
+                (right if correct else wrong).append(text)
+        counts["incorrect"] += len(wrong)
+        possible = min(len(right), len(wrong))
+        kept = min(possible, max_per_prompt)
+        counts["beyond_max"] += possible - kept
+        counts["kept"] += kept
+        counts["prompts_kept"] += kept > 0
+        rows += [
+            {"prompt": record["prompt"], "chosen": c, "rejected": r, "id": record.get("id"),
+             "answer": record.get("answer")}
+            for c, r in zip(right[:kept], wrong[:kept], strict=True)
+        ]  # fmt: skip
     return rows, counts
 
 
@@ -224,15 +264,19 @@ def traces_command(
                 shd.process_batch_shard(mesh),
                 keep_text=True,
             )
-            rows, counts = select_traces(chunk, results, keep, max_per_prompt)
+            if keep == "pairs":
+                rows, counts = select_pairs(chunk, results, max_per_prompt)
+            else:
+                rows, counts = select_traces(chunk, results, keep, max_per_prompt)
             progress.add(rows, start + len(chunk), counts)
             bar.update(len(chunk))
     bar.close()
     progress.finish()
     n = progress.counts
     if primary:
+        what = "preference pairs" if keep == "pairs" else "traces"
         emit(
-            f"traces: {n['kept']} from {n['prompts_kept']} of {n['prompts']} prompts "
+            f"traces: {n['kept']} {what} from {n['prompts_kept']} of {n['prompts']} prompts "
             f"({n['samples']} samples: {n['truncated']} truncated, {n['incorrect']} incorrect, "
             f"{n['duplicate']} duplicates, {n['beyond_max']} beyond --max_per_prompt) -> {dst}"
         )

@@ -9,7 +9,7 @@ import pytest
 from trainer_fixtures import make_config, sevens
 
 from r1jax.config import ConfigError
-from r1jax.traces_command import select_traces, traces_command
+from r1jax.traces_command import select_pairs, select_traces, traces_command
 
 RECORDS = [{"prompt": "p1", "id": "a", "answer": "7"}, {"prompt": "p2", "id": "b", "answer": "7"}]
 RESULTS = [
@@ -43,6 +43,24 @@ def test_all_traces_keep_wrong_but_finished_completions():
     assert counts["truncated"] == 1 and counts["duplicate"] == 1 and counts["incorrect"] == 0
 
 
+def test_pairs_match_correct_with_wrong_completions_of_the_same_prompt():
+    results = [
+        {
+            "completions": ["x", "x", "y", "z", "w", "q", "r"],
+            "correct": [True, True, True, False, True, False, False],
+            "finish": ["eos", "eos", "length", "eos", "stop", "length", "eos"],
+        },
+        RESULTS[1],  # never right: no pair
+    ]
+    rows, counts = select_pairs(RECORDS, results, max_per_prompt=1)
+    assert rows == [{"prompt": "p1", "chosen": "x", "rejected": "z", "id": "a", "answer": "7"}]
+    assert counts == dict(prompts=2, samples=9, kept=1, prompts_kept=1, truncated=2,
+                          incorrect=4, duplicate=1, beyond_max=1)  # fmt: skip
+    rows, counts = select_pairs(RECORDS, results, max_per_prompt=5)
+    assert [(r["chosen"], r["rejected"]) for r in rows] == [("x", "z"), ("w", "r")]
+    assert counts["beyond_max"] == 0
+
+
 def _config(tmp_path):
     # 8-token completions of a random tiny model: about a quarter have >= 25% sevens
     return make_config(str(tmp_path), rewards__correct_threshold=0.25, rl__prompts_per_step=4)
@@ -71,7 +89,7 @@ def test_traces_are_correct_distinct_samples_and_a_resumed_job_writes_the_same_f
         by_prompt.setdefault(row["id"], []).append(row["completion"])
     assert all(len(v) == len(set(v)) <= 2 for v in by_prompt.values())
     assert rows[0]["prompt"] == "0 0" and rows[0]["id"] == "prompts.jsonl:1"  # raw, untemplated
-    assert lines[-1].startswith(f"traces: {len(rows)} from ")
+    assert lines[-1].startswith(f"traces: {len(rows)} traces from ")
     # the rows are SFT examples as `cold_start.task="file"` reads them
     from r1jax.data.files import load_text_pairs
 

@@ -1,0 +1,35 @@
+"""R1's all-scenario RL stage on the CPU demo: GRPO with a learned reward model.
+
+Continues from the demo run (``configs/r1_zero_countdown_cpu.py``, ``runs/r1_zero_countdown_cpu``)
+and replaces the countdown accuracy rule by a reward model (weight 0 for the rule: its value is
+still logged and the held-out eval still checks answers with it). The reward model is trained
+by ``r1jax rm`` on preference pairs that the demo model itself produced (``r1jax traces
+--keep=pairs``: a correct and a wrong completion of the same prompt), starting from the demo's
+weights. The README's "A learned reward model" section has the commands and measured numbers.
+"""
+
+import importlib.util
+import os
+
+_DEMO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "r1_zero_countdown_cpu.py")
+
+
+def get_config():
+    spec = importlib.util.spec_from_file_location("r1_zero_countdown_cpu", _DEMO)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    c = demo.get_config()
+    c.run_dir = "runs/r1_rm_countdown_cpu"
+    c.cold_start.task = ""  # the demo run's weights already went through its cold start
+    c.train.init_checkpoint = "runs/r1_zero_countdown_cpu"
+    rm = c.reward_model
+    rm.train_path = "runs/r1_rm_countdown_cpu/pairs_train.jsonl"
+    rm.eval_path = "runs/r1_rm_countdown_cpu/pairs_eval.jsonl"
+    rm.steps = 300
+    rm.batch_size = 32
+    rm.lr = 3e-4
+    rm.checkpoint_every = 100
+    rm.path = "runs/r1_rm_countdown_cpu/rm/hf"
+    rm.weight = 1.0
+    c.rewards.functions = (("countdown", 0.0), ("format_strict", 0.1))
+    return c

@@ -1,0 +1,169 @@
+"""``r1jax rm``: train a reward model on preference pairs (R1's all-scenario RL, stage 4).
+
+The reward model starts from the run's newest weights (its GRPO or SFT checkpoint, else the
+newest of the run ``train.init_checkpoint``, else ``model.hf_path`` or the preset's random
+init) with a fresh score head, and trains with the Bradley-Terry loss (:mod:`r1jax.rm`) on the
+``(prompt, chosen, rejected)`` rows of ``reward_model.train_path``; prompts get the run's
+template, as the RL prompts do. Layout:
+
+    <run_dir>/rm/checkpoints   Orbax checkpoints (resumable after a crash or Ctrl-C)
+    <run_dir>/rm/metrics.jsonl rm/loss, rm/accuracy, rm/margin, ... per logged step
+    <run_dir>/rm/eval.json     held-out pair accuracy before and after (reward_model.eval_path)
+    <run_dir>/rm/hf            the trained reward model as a HF *ForSequenceClassification
+                               directory with its tokenizer: set reward_model.path to it
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+
+from r1jax.config import ConfigError
+
+
+def rm_dir(run_dir: str) -> str:
+    """``<run_dir>/rm``: where ``r1jax rm`` writes."""
+    return os.path.join(run_dir, "rm")
+
+
+def load_pairs(c: ml_collections.ConfigDict, path: str, tokenizer: Any) -> list[tuple[str, ...]]:
+    """``(model input, chosen, rejected)`` triples of the pair file(s) ``path``."""
+    from r1jax import build
+    from r1jax.data.files import load_text_rows
+    from r1jax.distributed import is_primary
+
+    rm = c.reward_model
+    fmt = build.prompt_formatter(c, tokenizer)
+    fields = (rm.chosen_field, rm.rejected_field)
+    rows, bad = load_text_rows(path, rm.prompt_field, fields, c.data.on_bad_row)
+    if bad.count and is_primary():
+        print(f"reward model: {bad.count} bad rows of {path} skipped ({dict(bad.by_field)})")
+    if not rows:
+        raise ConfigError(f"{path!r}: no usable preference pairs")
+    return [(fmt(row), chosen, rejected) for row, (chosen, rejected) in rows]
+
+
+def _save_tokenizer(c: ml_collections.ConfigDict, tokenizer: Any, dst: str) -> None:
+    """The run's tokenizer next to the exported reward model (files, or the char vocab)."""
+    from r1jax.model.hf import copy_tokenizer_files
+    from r1jax.tokenizer import CharTokenizer
+
+    source = c.tokenizer.path or ("" if c.tokenizer.chars else c.model.hf_path)
+    if source:
+        copy_tokenizer_files(source, dst)
+    elif isinstance(tokenizer, CharTokenizer):
+        tokenizer.save(dst)
+
+
+def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print) -> dict:
+    """Trains (or resumes, or finds finished) the reward model of ``c``; exports it; returns
+    ``{"step", "hf_dir", "eval_before", "eval_after"}`` (evals None without an eval_path)."""
+    import jax
+
+    from r1jax import build
+    from r1jax import config as cfgmod
+    from r1jax import distributed as dist
+    from r1jax.checkpoint import RunCheckpointer, restore_run_params, weights_label
+    from r1jax.metrics import MetricsWriter
+    from r1jax.model import reward_model_from
+    from r1jax.model.hf import save_hf_model
+    from r1jax.rm import evaluate_pairs, train_reward_model
+
+    cfgmod.validate(c, jax.device_count(), jax.process_count())
+    rm = c.reward_model
+    if not rm.train_path or rm.steps < 1:
+        raise ConfigError(
+            f"config.reward_model.train_path={rm.train_path!r}, steps={rm.steps}: r1jax rm "
+            "trains on the preference pairs of train_path for steps >= 1 steps"
+        )
+    folder = rm_dir(c.run_dir)
+    ckpt_dir = os.path.join(folder, "checkpoints")
+    saved = RunCheckpointer(ckpt_dir, async_save=False)
+    done = saved.steps()
+    saved.close()
+    tokenizer = build.build_tokenizer(c)
+    mesh = build.build_mesh(c)
+    rules = build.sharding_rules(c)
+    lm, step, label = build.load_run_model(c, mesh, tokenizer)
+    if step is None and c.train.init_checkpoint:
+        restored = restore_run_params(lm, c.train.init_checkpoint)
+        if restored is None:
+            raise ConfigError(
+                f"config.train.init_checkpoint={c.train.init_checkpoint!r}: no r1jax checkpoint"
+            )
+        label = weights_label(c.train.init_checkpoint, restored)
+    model = reward_model_from(lm, mesh, rules)
+    del lm
+    primary = dist.is_primary()
+    max_len = build.reward_model_max_len(c)
+    pairs = load_pairs(c, rm.train_path, tokenizer)
+    held = load_pairs(c, rm.eval_path, tokenizer) if rm.eval_path else None
+    if primary:
+        start = f"resuming {ckpt_dir} at step {done[-1]}" if done else f"from {label}"
+        emit(f"reward model: {len(pairs)} pairs, {rm.steps} steps, {start}")
+
+    def evaluate() -> dict[str, float] | None:
+        if held is None:
+            return None
+        kw = dict(max_len=max_len, batch_size=rm.batch_size, mesh=mesh, rules=rules)
+        return evaluate_pairs(model, tokenizer, held, **kw)
+
+    before = evaluate() if not done else None
+    writer = None
+    if primary:
+        writer = MetricsWriter(
+            folder, resume_step=done[-1] if done else 0, tensorboard=c.train.tensorboard
+        )
+
+    def log(entry: dict[str, float]) -> None:
+        if writer is not None:
+            values = {f"rm/{k}": v for k, v in entry.items() if k != "step"}
+            writer.write(int(entry["step"]), values)
+
+    try:
+        train_reward_model(
+            model,
+            tokenizer,
+            pairs,
+            steps=rm.steps,
+            batch_size=rm.batch_size,
+            lr=rm.lr,
+            max_len=max_len,
+            mesh=mesh,
+            seed=c.seed,
+            center_coef=rm.center_coef,
+            overlong="truncate",
+            progress=c.train.progress and primary,
+            optimizer=dict(warmup_steps=min(20, rm.steps // 10), schedule="cosine"),
+            rules=rules,
+            checkpoint_dir=ckpt_dir,
+            checkpoint_every=rm.checkpoint_every,
+            on_log=log,
+        )
+    finally:
+        if writer is not None:
+            writer.close()
+    after = evaluate()
+    hf_dir = os.path.join(folder, "hf")
+    if jax.process_count() == 1:  # the export gathers every tensor to this host
+        save_hf_model(model, hf_dir, pad_token_id=tokenizer.pad_id)
+        _save_tokenizer(c, tokenizer, hf_dir)
+    result = {"step": rm.steps, "hf_dir": hf_dir, "eval_before": before, "eval_after": after}
+    if primary:
+        with open(os.path.join(folder, "eval.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        if after is not None:
+            was = f"{before['accuracy']:.3f} -> " if before else ""
+            emit(f"reward model: held-out pair accuracy {was}{after['accuracy']:.3f} "
+                 f"({int(after['pairs'])} pairs)")  # fmt: skip
+        if jax.process_count() == 1:
+            emit(f"reward model: wrote {hf_dir}; use it in GRPO with "
+                 f"--config.reward_model.path={hf_dir}")  # fmt: skip
+        else:
+            emit(f"reward model: checkpoints in {ckpt_dir}; export them to a HF directory "
+                 "from one process (multi-process export is not supported)")  # fmt: skip
+    return result
