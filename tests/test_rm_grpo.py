@@ -167,6 +167,29 @@ def test_answer_scope_and_max_len_truncation(mesh, char_rm):
                                rtol=1e-4, atol=1e-4)  # fmt: skip
 
 
+def test_chat_input_renders_the_question_and_the_scored_answer(mesh, char_rm):
+    """input="chat": the reward model tokenizer's chat template on [user: the record's raw
+    prompt (not the policy's templated text), assistant: the scored part]; the template's
+    own BOS is not doubled."""
+    _, model, ref = char_rm
+    template = (
+        "{{ bos_token }}{% for m in messages %}{{ m['role'][0] }} {{ m['content'] }}/"
+        "{% endfor %}{{ eos_token }}"
+    )
+    tok = CharTokenizer(WIDE_CHARS, chat_template=template)
+    term = RewardModelTerm(model, tok, mesh, scope="answer", input="chat", max_len=40)
+    rows = [{"text": "templated 12", "prompt": "12", "source": "x"}] * 8
+    completions = ["<think>ab</think>3", "cd"] * 4
+    want = ["<bos>u 12/a 3/<eos>", "<bos>u 12/a cd/<eos>"] * 4
+    for c, r, w in zip(completions, rows, want, strict=True):
+        assert term.encode(c, r) == tok.encode(w, add_bos=False)
+    got, _ = term.dispatch(completions, rows)
+    np.testing.assert_allclose(np.asarray(got), [ref(tok.encode(w, add_bos=False)) for w in want],
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    with pytest.raises(ValueError, match="chat_template"):
+        RewardModelTerm(model, CharTokenizer(WIDE_CHARS), mesh, input="chat")
+
+
 def test_non_finite_scores_become_zero_and_are_counted(char_rm, general_term, monkeypatch):
     rows, completions = _rows(SOURCES), _completions(1)
     host = RewardScorer([(SEVENS, 1.0)], num_workers=0)
