@@ -1,11 +1,15 @@
 """R1's all-scenario RL stage on the CPU demo: GRPO with a learned reward model.
 
 Continues from the demo run (``configs/r1_zero_countdown_cpu.py``, ``runs/r1_zero_countdown_cpu``)
-and replaces the countdown accuracy rule by a reward model (weight 0 for the rule: its value is
-still logged and the held-out eval still checks answers with it). The reward model is trained
-by ``r1jax rm`` on preference pairs that the demo model itself produced (``r1jax traces
---keep=pairs``: a correct and a wrong completion of the same prompt), starting from the demo's
-weights. The README's "A learned reward model" section has the commands and measured numbers.
+with a reward model next to the rule rewards. The reward model is trained by ``r1jax rm`` on
+preference pairs that the demo model itself produced (``r1jax traces --keep=pairs``: a correct
+and a wrong completion of the same prompt), starting from the demo's weights.
+
+A weak reward model is easily hacked (see the README's "A learned reward model" section: with
+the reward model alone, or beside the rule under group-normalised advantages, held-out pass@1
+fell to 0). Hence a small weight and Dr. GRPO advantages (``rl.advantage_scaling="none"``):
+without the std division the reward model's score differences stay at their weight's scale
+in groups where the rule gives every completion the same reward.
 """
 
 import importlib.util
@@ -30,6 +34,7 @@ def get_config():
     rm.lr = 3e-4
     rm.checkpoint_every = 100
     rm.path = "runs/r1_rm_countdown_cpu/rm/hf"
-    rm.weight = 1.0
-    c.rewards.functions = (("countdown", 0.0), ("format_strict", 0.1))
+    rm.weight = 0.05
+    c.rl.advantage_scaling = "none"
+    c.rewards.functions = (("countdown", 1.0), ("format_strict", 0.1))
     return c
