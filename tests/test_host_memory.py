@@ -47,8 +47,9 @@ def _faults(keep: bool) -> int:
 @glibc_only
 def test_kept_memory_is_reused_without_page_faults():
     default, kept = _faults(False), _faults(True)
-    # 2 devices x 2 x 64 MB of fresh 4 KB pages is ~65,000 faults a call; reused memory ~0
-    assert default > 20_000, f"control: {default} faults a call without the setting"
+    # 2 devices x 2 x 64 MB of fresh 4 KB pages is ~65,000 faults a call; measured 65,000 on
+    # one VM, 10,240 on another (the kernel maps several pages a fault); reused memory: 0
+    assert default > 5_000, f"control: {default} faults a call without the setting"
     assert kept < 2_000, f"{kept} faults a call with mesh.cpu_keep_memory (default: {default})"
 
 
