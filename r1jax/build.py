@@ -29,6 +29,12 @@ def configure_devices(c: ml_collections.ConfigDict) -> None:
         host_memory.restore_defaults()
 
 
+def tokenizer_source(c: ml_collections.ConfigDict) -> str:
+    """The directory or file holding the run's tokenizer files ("" for a character vocabulary
+    or none): what an exported HF directory copies next to its weights."""
+    return c.tokenizer.path or ("" if c.tokenizer.chars else c.model.hf_path)
+
+
 def build_mesh(c: ml_collections.ConfigDict) -> Mesh:
     return shd.make_mesh(tuple(c.mesh.shape))
 
@@ -329,14 +335,14 @@ def with_reward_model(c: ml_collections.ConfigDict, scorer, mesh: Mesh, tokenize
         if tokenizer is None:
             raise
         rm_tokenizer = tokenizer  # a reward model trained on the policy's tokens
-    dt = c.model.dtype
-    model = load_hf_model(rm.path, mesh, sharding_rules(c), dtype=dt, param_dtype=dt,
+    dt, rules = c.model.dtype, sharding_rules(c)
+    model = load_hf_model(rm.path, mesh, rules, dtype=dt, param_dtype=dt,
                           attention=c.model.attention)  # fmt: skip
     term = RewardModelTerm(
         model,
         rm_tokenizer,
         mesh,
-        sharding_rules(c),
+        rules,
         weight=rm.weight,
         sources=tuple(rm.sources),
         scope=rm.scope,

@@ -143,7 +143,7 @@ def _export() -> int:
     if step is None:
         raise app.UsageError(f"no checkpoints in {os.path.join(c.run_dir, 'checkpoints')}")
     save_hf_model(model, FLAGS.dst, dtype=FLAGS.dtype)
-    source = c.tokenizer.path or ("" if c.tokenizer.chars else c.model.hf_path)
+    source = build.tokenizer_source(c)
     copied = copy_tokenizer_files(source, FLAGS.dst) if source else []
     note = ", ".join(copied) or ("none (a character vocabulary)" if c.tokenizer.chars else "none")
     print(f"wrote {weights} to {FLAGS.dst} (tokenizer files: {note})")

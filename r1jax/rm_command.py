@@ -49,10 +49,11 @@ def load_pairs(c: ml_collections.ConfigDict, path: str, tokenizer: Any) -> list[
 
 def _save_tokenizer(c: ml_collections.ConfigDict, tokenizer: Any, dst: str) -> None:
     """The run's tokenizer next to the exported reward model (files, or the char vocab)."""
+    from r1jax.build import tokenizer_source
     from r1jax.model.hf import copy_tokenizer_files
     from r1jax.tokenizer import CharTokenizer
 
-    source = c.tokenizer.path or ("" if c.tokenizer.chars else c.model.hf_path)
+    source = tokenizer_source(c)
     if source:
         copy_tokenizer_files(source, dst)
     elif isinstance(tokenizer, CharTokenizer):
