@@ -141,6 +141,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.reward_model.rejected_field = "rejected"
     c.reward_model.steps = 0
     c.reward_model.batch_size = 32  # pairs per step (2x rows)
+    c.reward_model.grad_accum = 1  # micro-batches per update (batch_size / grad_accum pairs)
     c.reward_model.lr = 1e-5
     c.reward_model.center_coef = 0.0  # + coef * mean((r_chosen + r_rejected)^2)
     c.reward_model.checkpoint_every = 100  # steps between checkpoints (0: only at the end)
@@ -172,8 +173,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.cold_start.prompt_field = "prompt"  # task "file": gets the run's prompt template
     c.cold_start.completion_field = "completion"  # task "file": the target text, as it is
     c.cold_start.steps = 0
-    c.cold_start.batch_size = 64
+    c.cold_start.epochs = 0.0  # or passes over the traces (steps = 0): steps computed from it
+    c.cold_start.batch_size = 64  # rows per update
+    c.cold_start.grad_accum = 1  # micro-batches per update (batch_size / grad_accum rows each)
     c.cold_start.lr = 1e-3
+    c.cold_start.warmup_steps = -1  # -1: min(20, steps // 10)
+    c.cold_start.schedule = "cosine"  # constant | cosine (decay to 0 at the last step)
+    c.cold_start.weight_decay = 0.0
+    c.cold_start.overlong = "truncate"  # traces over max_len: truncate (loses the end) | drop
     c.cold_start.examples = 4000  # task "countdown": number of synthetic traces
     c.cold_start.max_len = 0  # tokens per row (0: sampling.max_prompt_len + max_new_tokens)
     c.cold_start.pack = False  # several examples per row (segment masks)
@@ -330,7 +337,18 @@ def validate(
     _check(cs.task in ("", "countdown", "file"), "cold_start.task", cs.task,
            "one of '', 'countdown', 'file'")  # fmt: skip
     if cs.task:
-        _check(cs.steps >= 1, "cold_start.steps", cs.steps, "must be >= 1 with a cold_start.task")
+        _check((cs.steps >= 1) != (cs.epochs > 0), "cold_start.steps", cs.steps,
+               f"a cold_start.task needs steps >= 1 or epochs > 0 (one of them; epochs="
+               f"{cs.epochs!r})")  # fmt: skip
+        splits = cs.grad_accum >= 1 and cs.batch_size % cs.grad_accum == 0
+        _check(cs.batch_size >= 1 and splits, "cold_start.batch_size", cs.batch_size,
+               f"must be a positive multiple of grad_accum={cs.grad_accum!r}")  # fmt: skip
+        _check(cs.schedule in ("constant", "cosine"), "cold_start.schedule", cs.schedule,
+               "one of constant, cosine")  # fmt: skip
+        _check(cs.warmup_steps >= -1, "cold_start.warmup_steps", cs.warmup_steps,
+               "must be >= 0, or -1 (automatic)")  # fmt: skip
+        _check(cs.overlong in ("truncate", "drop"), "cold_start.overlong", cs.overlong,
+               "one of truncate, drop")  # fmt: skip
         _check(cs.task != "file" or bool(cs.path), "cold_start.path", cs.path,
                "task 'file' needs the jsonl/parquet file(s) of the traces")  # fmt: skip
         _check(cs.checkpoint_every >= 0, "cold_start.checkpoint_every", cs.checkpoint_every,
@@ -356,6 +374,8 @@ def _validate_reward_model(c: ml_collections.ConfigDict) -> None:
     _check(rm.max_len >= 0, "reward_model.max_len", rm.max_len, "must be >= 0 (0: automatic)")
     _check(rm.steps >= 0, "reward_model.steps", rm.steps, "must be >= 0")
     _check(rm.batch_size >= 1, "reward_model.batch_size", rm.batch_size, "must be >= 1")
+    _check(rm.grad_accum >= 1 and rm.batch_size % rm.grad_accum == 0, "reward_model.grad_accum",
+           rm.grad_accum, f"must divide reward_model.batch_size={rm.batch_size}")  # fmt: skip
     _check(rm.lr > 0, "reward_model.lr", rm.lr, "must be > 0")
     _check(rm.center_coef >= 0, "reward_model.center_coef", rm.center_coef, "must be >= 0")
     _check(rm.checkpoint_every >= 0, "reward_model.checkpoint_every", rm.checkpoint_every,

@@ -104,23 +104,27 @@ def cold_start(
     cs = c.cold_start
     examples = sft_examples(c, tokenizer)
     primary = is_primary()
+    length = f"{cs.steps} steps" if cs.steps else f"{cs.epochs:g} epochs"
     if primary:
-        print(f"cold start: SFT on {len(examples)} {cs.task} traces, {cs.steps} steps")
+        print(f"cold start: SFT on {len(examples)} {cs.task} traces, {length}")
     model, history = train_sft(
         model,
         tokenizer,
         examples,
         steps=cs.steps,
+        epochs=cs.epochs,
         batch_size=cs.batch_size,
+        grad_accum=cs.grad_accum,
         lr=cs.lr,
         max_len=cs.max_len or c.sampling.max_prompt_len + c.sampling.max_new_tokens,
         mesh=mesh,
         seed=c.seed,
         progress=c.train.progress and primary,
         pack=cs.pack,
-        overlong="truncate",
-        warmup_steps=min(20, cs.steps // 10),
-        schedule="cosine",
+        overlong=cs.overlong,
+        warmup_steps=cs.warmup_steps,
+        schedule=cs.schedule,
+        weight_decay=cs.weight_decay,
         checkpoint_dir=sft_checkpoint_dir(c.run_dir),
         checkpoint_every=cs.checkpoint_every,
         on_log=on_log,
@@ -132,5 +136,6 @@ def cold_start(
             if len(history) > 1
             else f"{last['loss']:.3f}"
         )
-        print(f"cold start: {cs.steps} steps, loss {loss}, token accuracy {last['accuracy']:.3f}")
+        print(f"cold start: {last['step']} steps, loss {loss}, token accuracy "
+              f"{last['accuracy']:.3f}")  # fmt: skip
     return model

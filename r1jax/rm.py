@@ -200,6 +200,7 @@ def train_reward_model(
     batch_size: int,
     lr: float,
     max_len: int,
+    grad_accum: int = 1,
     mesh: Mesh | None = None,
     seed: int = 0,
     center_coef: float = 0.0,
@@ -214,7 +215,9 @@ def train_reward_model(
 ) -> tuple[Transformer, list[dict[str, float]]]:
     """Trains the reward model ``model`` (``num_labels=1``) on ``(prompt, chosen, rejected)``
     triples for ``steps`` steps of ``batch_size`` pairs (``2 * batch_size`` rows of
-    ``max_len``; one compile). Pairs are reshuffled each epoch from ``seed``.
+    ``max_len``; one compile). Pairs are reshuffled each epoch from ``seed``. ``grad_accum``
+    > 1 runs each step as that many micro-batches of ``batch_size / grad_accum`` pairs and
+    one update (the same gradient as the full batch).
 
     ``optimizer``: further :func:`r1jax.optim.make_optimizer` arguments (``warmup_steps``,
     ``schedule``, ``weight_decay``, ``grad_clip``, ``b1``, ``b2``). Checkpointing and resuming
@@ -227,9 +230,12 @@ def train_reward_model(
     from r1jax.sft_checkpoint import SFTCheckpoints
 
     _check_reward_model(model)
-    check_positive(batch_size=batch_size)
+    check_positive(batch_size=batch_size, grad_accum=grad_accum)
+    if batch_size % grad_accum:
+        raise ValueError(f"batch_size={batch_size} pairs do not split into grad_accum={grad_accum}")
     mesh = mesh if mesh is not None else model_mesh(nnx.state(model, nnx.Param))
-    check_batch_fits(2 * batch_size, mesh, f"2 * batch_size={2 * batch_size} rows")
+    rows = f"2 * batch_size={2 * batch_size} rows"
+    check_batch_fits(2 * batch_size, mesh, rows, grad_accum)
     seqs, truncated, dropped = fit_pairs(tokenize_pairs(tokenizer, pairs), max_len, overlong)
     if truncated or dropped:
         log.warning(
@@ -265,6 +271,7 @@ def train_reward_model(
         extra_log={"num_truncated": truncated, "num_dropped": dropped},
         name="reward model",
         postfix=("loss", "accuracy"),
+        grad_accum=grad_accum,  # row r -> micro-batch r % k keeps chosen row i with rejected B+i
     )
 
 

@@ -132,6 +132,7 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
             pairs,
             steps=rm.steps,
             batch_size=rm.batch_size,
+            grad_accum=rm.grad_accum,
             lr=rm.lr,
             max_len=max_len,
             mesh=mesh,

@@ -21,6 +21,7 @@ import bisect
 import functools
 import itertools
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -257,28 +258,50 @@ def make_sft_step(
     mesh: Mesh,
     rules: Mapping[str, Any] = shd.DEFAULT_RULES,
     chunk_size: int = 256,
+    grad_accum: int = 1,
 ) -> tuple[Callable, Callable[[nnx.State], Any], Any]:
     """The jitted SFT step and its optimizer-state initialiser (see
-    :func:`r1jax.train_loop.make_train_step`); metrics ``loss``, ``accuracy``, ``tokens``,
-    ``grad_norm``."""
+    :func:`r1jax.train_loop.make_train_step`; ``grad_accum`` micro-batches weighted by their
+    target tokens); metrics ``loss``, ``accuracy``, ``tokens``, ``grad_norm``."""
     loss = functools.partial(sft_loss, chunk_size=chunk_size)
-    return make_train_step(loss, DEVICE_KEYS, graphdef, state, tx, mesh, rules)
+    return make_train_step(
+        loss, DEVICE_KEYS, graphdef, state, tx, mesh, rules, grad_accum, weight_key="tokens"
+    )
 
 
 # ---------------------------------------------------------------- host loop
 
 
+def _epoch_rows(
+    seqs: Sequences, max_len: int, pack: bool, seed: int, epoch: int
+) -> list[list[int]]:
+    """The rows (lists of example indices) of epoch ``epoch``, shuffled by
+    ``rng([seed, epoch])``."""
+    order = np.random.default_rng([seed, epoch]).permutation(len(seqs))
+    if pack:
+        rows = pack_rows([len(seqs[i][0]) for i in order], max_len)
+        return [[int(order[j]) for j in row] for row in rows]
+    return [[int(i)] for i in order]
+
+
 def _row_stream(seqs: Sequences, max_len: int, pack: bool, seed: int) -> Iterator[list[int]]:
-    """Rows of example indices forever; epoch ``e`` is shuffled by ``rng([seed, e])``."""
-    epoch = 0
-    while True:
-        order = np.random.default_rng([seed, epoch]).permutation(len(seqs))
-        if pack:
-            rows = pack_rows([len(seqs[i][0]) for i in order], max_len)
-            yield from ([int(order[j]) for j in row] for row in rows)
-        else:
-            yield from ([int(i)] for i in order)
-        epoch += 1
+    """Rows of example indices forever, epoch after epoch."""
+    for epoch in itertools.count():
+        yield from _epoch_rows(seqs, max_len, pack, seed, epoch)
+
+
+def steps_for_epochs(
+    seqs: Sequences, epochs: float, batch_size: int, max_len: int, pack: bool, seed: int
+) -> int:
+    """Steps of ``batch_size`` rows that cover ``epochs`` passes over ``seqs``, rounded up:
+    one row per example, or with ``pack`` the rows of the first epoch's packing (later
+    epochs pack another order, within a row or so of it)."""
+    if not epochs > 0:
+        raise ValueError(f"epochs={epochs!r} must be > 0")
+    rows = len(seqs)
+    if pack:
+        rows = len(_epoch_rows(seqs, max_len, pack, seed, 0))
+    return max(1, math.ceil(epochs * rows / batch_size))
 
 
 def train_sft(
@@ -286,10 +309,12 @@ def train_sft(
     tokenizer: Tokenizer,
     examples: Sequence[Example],
     *,
-    steps: int,
+    steps: int = 0,
+    epochs: float = 0.0,
     batch_size: int,
     lr: float,
     max_len: int,
+    grad_accum: int = 1,
     mesh: Mesh | None = None,
     seed: int = 0,
     log_every: int = 10,
@@ -308,13 +333,16 @@ def train_sft(
     checkpoint_every: int = 0,
     on_log: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[Transformer, list[dict[str, float]]]:
-    """Fine-tune ``model`` on ``(prompt, completion)`` examples for ``steps`` steps.
+    """Fine-tune ``model`` on ``(prompt, completion)`` examples for ``steps`` steps (or
+    ``epochs`` passes over them: see :func:`steps_for_epochs`; give one of the two).
 
     Every step sees ``batch_size`` rows of length ``max_len`` (one example per row, or packed
-    rows with ``pack=True``), so the step compiles once. Examples are reshuffled each epoch
-    from ``seed``; as many epochs as ``steps`` need. ``mesh`` defaults to the mesh the model's
-    parameters live on. The model is updated in place (its buffers are donated to the step)
-    and returned.
+    rows with ``pack=True``), so the step compiles once; ``grad_accum`` > 1 runs them as that
+    many micro-batches of ``batch_size / grad_accum`` rows and one update, equal to the
+    full-batch step (each micro-batch weighted by its target tokens). Examples are reshuffled
+    each epoch from ``seed``; as many epochs as ``steps`` need. ``mesh`` defaults to the mesh
+    the model's parameters live on. The model is updated in place (its buffers are donated to
+    the step) and returned.
 
     Resumable with ``checkpoint_dir``: params, optimizer state and the step are saved there
     (Orbax, the layout of :class:`r1jax.checkpoint.RunCheckpointer`) every
@@ -328,16 +356,22 @@ def train_sft(
     the means over the window of ``loss``, ``accuracy``, ``grad_norm``, ``tokens`` (targets per
     step), plus ``step``, ``lr``, ``step_time_s`` (window wall time / steps, the first window
     includes compilation), ``target_tokens_per_s``, ``num_truncated``, ``num_dropped``. Each
-    is also passed to ``on_log``.
+    is also passed to ``on_log``. ``warmup_steps=-1`` picks ``min(20, steps // 10)``.
     """
     from r1jax.sft_checkpoint import SFTCheckpoints
 
-    check_positive(batch_size=batch_size)
+    check_positive(batch_size=batch_size, grad_accum=grad_accum)
+    if (steps > 0) == (epochs > 0):
+        raise ValueError(f"give one of steps={steps!r} and epochs={epochs!r} (> 0)")
     mesh = mesh if mesh is not None else model_mesh(nnx.state(model, nnx.Param))
-    check_batch_fits(batch_size, mesh, f"batch_size={batch_size}")
+    check_batch_fits(batch_size, mesh, f"batch_size={batch_size}", grad_accum)
     seqs, truncated, dropped = fit_sequences(
         tokenize_examples(tokenizer, examples), max_len, overlong
     )
+    if epochs:
+        steps = steps_for_epochs(seqs, epochs, batch_size, max_len, pack, seed)
+    if warmup_steps == -1:
+        warmup_steps = min(20, steps // 10)
     if truncated or dropped:
         log.warning(
             "SFT: %d examples truncated, %d dropped (max_len=%d)", truncated, dropped, max_len
@@ -369,4 +403,6 @@ def train_sft(
         identity=identity,
         on_log=on_log,
         extra_log={"num_truncated": truncated, "num_dropped": dropped},
+        grad_accum=grad_accum,
+        weight_key="tokens",
     )

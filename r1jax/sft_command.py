@@ -58,7 +58,9 @@ def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = prin
     finally:
         if writer is not None:
             writer.close()
-    steps = c.cold_start.steps
+    saved = RunCheckpointer(ckpt_dir, async_save=False)
+    steps = saved.steps()[-1]  # cold_start.epochs sets the step count from the data
+    saved.close()
     if dist.is_primary():
         emit(
             f"sft: step {steps} in {ckpt_dir}; next: r1jax eval / sample / export, or r1jax "

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
@@ -283,3 +284,21 @@ def global_to_host(array: jax.Array) -> np.ndarray:
         rows = shard.index[0] if shard.index else slice(None)
         blocks.setdefault(rows.start or 0, shard.data)
     return np.concatenate([np.asarray(blocks[k]) for k in sorted(blocks)])
+
+
+def deal_rows(x: jax.Array, parts: int, block: int = 1) -> jax.Array:
+    """``[R, ...] -> [parts, R // parts, ...]``, dealing blocks of ``block`` rows round-robin
+    (block ``b`` goes to part ``b % parts``; a block never splits).
+
+    With the rows sharded over devices and each device's share divisible by ``block * parts``,
+    every part keeps the same layout: splitting into micro-batches moves no data."""
+    r = x.shape[0]
+    x = x.reshape(r // (block * parts), parts, block, *x.shape[1:])
+    return jnp.swapaxes(x, 0, 1).reshape(parts, r // parts, *x.shape[3:])
+
+
+def undeal_rows(x: jax.Array, block: int = 1) -> jax.Array:
+    """Inverse of :func:`deal_rows`: ``[parts, R // parts, ...] -> [R, ...]``."""
+    parts, per = x.shape[:2]
+    x = x.reshape(parts, per // block, block, *x.shape[2:])
+    return jnp.swapaxes(x, 0, 1).reshape(parts * per, *x.shape[3:])

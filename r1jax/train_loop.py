@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -48,6 +49,10 @@ def opt_state_shardings(
     return jax.tree.map(one, abstract, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+# Metrics that count things (summed over micro-batches); the others are means.
+COUNT_METRICS = ("tokens",)
+
+
 def make_train_step(
     loss_fn: LossFn,
     device_keys: Sequence[str],
@@ -56,6 +61,8 @@ def make_train_step(
     tx: optax.GradientTransformation,
     mesh: Mesh,
     rules: Mapping[str, Any] = shd.DEFAULT_RULES,
+    grad_accum: int = 1,
+    weight_key: str | None = None,
 ) -> tuple[Callable, Callable[[nnx.State], Any], Any]:
     """The jitted step of ``loss_fn`` and its optimizer-state initialiser.
 
@@ -64,14 +71,46 @@ def make_train_step(
     and ``opt_state``; ``batch`` is a dict of the ``[B, L]`` arrays named by ``device_keys``
     (B divisible by the mesh's data * fsdp); metrics are ``loss_fn``'s replicated scalars plus
     ``grad_norm`` (before clipping).
+
+    ``grad_accum`` > 1 runs the batch as that many micro-batches in a ``lax.scan`` (memory of
+    one micro-batch's activations) and makes one optimizer update of their combined gradient.
+    Row ``r`` goes to micro-batch ``r % grad_accum``, so each device keeps its own rows (B must
+    be divisible by data * fsdp * grad_accum). ``loss_fn`` is a mean over some items; with
+    ``weight_key`` (a metric counting them, e.g. ``"tokens"`` for a token-mean loss) the
+    micro-batches are weighted by that count, so gradient and metrics equal one full-batch
+    step's; without it they are weighted equally (right when every micro-batch holds as many
+    items). Metrics in :data:`COUNT_METRICS` are summed.
     """
+    check_positive(grad_accum=grad_accum)
     state_sh = shd.state_shardings(state, mesh, rules)
     opt_sh = opt_state_shardings(tx, state, mesh, rules)
     batch_sh = {k: shd.batch_sharding(mesh, 2) for k in device_keys}
+    grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
+
+    def grads_and_metrics(state, batch):
+        if grad_accum == 1:
+            (_, metrics), grads = grad_fn(graphdef, state, batch)
+            return grads, metrics
+
+        def micro(acc, mb):
+            (_, metrics), grads = grad_fn(graphdef, state, mb)
+            w = metrics[weight_key] if weight_key else 1.0
+            return jax.tree.map(lambda a, g: a + w * g, acc, grads), metrics
+
+        parts = {k: shd.deal_rows(v, grad_accum) for k, v in batch.items()}
+        zeros = jax.tree.map(jnp.zeros_like, state)
+        total, per_micro = jax.lax.scan(micro, zeros, parts)
+        weights = per_micro[weight_key] if weight_key else jnp.ones(grad_accum)
+        denom = jnp.sum(weights)
+        denom = jnp.where(denom > 0, denom, 1.0)
+        metrics = {
+            k: jnp.sum(v) if k in COUNT_METRICS else jnp.sum(weights * v) / denom
+            for k, v in per_micro.items()
+        }
+        return jax.tree.map(lambda g: (g / denom).astype(g.dtype), total), metrics
 
     def step(state, opt_state, batch):
-        grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
-        (_, metrics), grads = grad_fn(graphdef, state, batch)
+        grads, metrics = grads_and_metrics(state, batch)
         metrics["grad_norm"] = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, opt_state, state)
         return optax.apply_updates(state, updates), opt_state, metrics
@@ -101,11 +140,14 @@ def check_positive(**values: Any) -> None:
             raise ValueError(f"{name}={value!r} must be a positive int")
 
 
-def check_batch_fits(rows: int, mesh: Mesh, what: str) -> None:
-    """Raises ``ValueError`` unless ``rows`` splits over the mesh's data * fsdp devices."""
-    if rows % shd.batch_divisor(mesh):
+def check_batch_fits(rows: int, mesh: Mesh, what: str, grad_accum: int = 1) -> None:
+    """Raises ``ValueError`` unless ``rows`` splits over the mesh's data * fsdp devices, in
+    ``grad_accum`` micro-batches."""
+    divisor = shd.batch_divisor(mesh)
+    if rows % (divisor * grad_accum):
+        parts = f" x grad_accum={grad_accum}" if grad_accum > 1 else ""
         raise ValueError(
-            f"{what} is not divisible by the mesh's data*fsdp={shd.batch_divisor(mesh)} "
+            f"{what} is not divisible by the mesh's data*fsdp={divisor}{parts} "
             f"(mesh {dict(mesh.shape)})"
         )
 
@@ -129,6 +171,8 @@ def run_train_loop(
     extra_log: Mapping[str, float] | None = None,
     name: str = "SFT",
     postfix: Sequence[str] = ("loss", "accuracy"),
+    grad_accum: int = 1,
+    weight_key: str | None = None,
 ) -> tuple[Transformer, list[dict[str, float]]]:
     """Trains ``model`` for ``steps`` steps of ``loss_fn`` on ``batches``; see the module doc.
 
@@ -144,6 +188,8 @@ def run_train_loop(
         data order, and a resume with another identity is refused.
       extra_log: constant entries added to every log entry.
       name: the stage's name in messages; ``postfix``: metrics shown on the progress bar.
+      grad_accum / weight_key: micro-batches per update and how they are weighted (see
+        :func:`make_train_step`); the caller checks that the batch splits.
 
     Returns ``(model, history)``: one dict every ``log_every`` steps (and at the last) with the
     window means of the step metrics, plus ``step``, ``lr``, ``step_time_s`` (the first window
@@ -172,7 +218,7 @@ def run_train_loop(
     )
     lr_at(0)  # compile it before the loop: nothing compiles after the first step
     train_step, init_opt_state, state_sh = make_train_step(
-        loss_fn, device_keys, graphdef, state, tx, mesh, rules
+        loss_fn, device_keys, graphdef, state, tx, mesh, rules, grad_accum, weight_key
     )
     batch_sh = shd.batch_sharding(mesh, 2)
     state = jax.device_put(state, state_sh)

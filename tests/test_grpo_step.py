@@ -169,7 +169,8 @@ def _grouped_batch(seed=0):
 
 
 def test_deal_keeps_blocks_and_undeal_inverts():
-    from r1jax.rl.step import _deal, _undeal
+    from r1jax.sharding import deal_rows as _deal
+    from r1jax.sharding import undeal_rows as _undeal
 
     x = jnp.arange(24)
     d = _deal(x, 3, block=2)

@@ -38,8 +38,8 @@ def _sft_changes(tmp_path) -> dict:
     )
 
 
-def _config_file(tmp_path, run_name: str = "run") -> str:
-    changes = _sft_changes(tmp_path)
+def _config_file(tmp_path, run_name: str = "run", **extra) -> str:
+    changes = dict(_sft_changes(tmp_path), **extra)
     cfg = tmp_path / f"{run_name}.py"
     cfg.write_text(
         "import sys\n"
@@ -65,12 +65,13 @@ def _r1jax(cfg: str, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_sft_command_resumes_then_eval_and_train_use_its_weights(tmp_path):
-    cfg = _config_file(tmp_path)
+    # 1.5 epochs of 32 traces in batches of 8: 6 steps
+    cfg = _config_file(tmp_path, cold_start__steps=0, cold_start__epochs=1.5)
     run = tmp_path / "run"
     killed = _r1jax(cfg, "sft", **{KILL_ENV: "3"})
     assert killed.returncode == -9, killed.stdout + killed.stderr
     assert "cold start: 1 bad rows of" in killed.stdout and "'completion': 1" in killed.stdout
-    assert "cold start: SFT on 32 file traces, 6 steps" in killed.stdout
+    assert "cold start: SFT on 32 file traces, 1.5 epochs" in killed.stdout
     assert sorted(os.listdir(run / "sft" / "checkpoints")) == ["2"]
 
     done = _r1jax(cfg, "sft")
@@ -97,7 +98,19 @@ def test_sft_command_resumes_then_eval_and_train_use_its_weights(tmp_path):
     [
         (dict(cold_start__task=""), "cold_start.task is empty: r1jax sft trains"),
         (dict(cold_start__task="file", cold_start__steps=2), "config.cold_start.path='': task"),
-        (dict(cold_start__task="countdown", cold_start__steps=0), "cold_start.steps=0: must be"),
+        (dict(cold_start__task="countdown", cold_start__steps=0), "cold_start.steps=0: a cold_"),
+        (
+            dict(cold_start__task="countdown", cold_start__steps=2, cold_start__epochs=1.0),
+            r"cold_start.steps=2: a cold_start.task needs steps >= 1 or epochs > 0 \(one of",
+        ),
+        (
+            dict(cold_start__task="countdown", cold_start__steps=2, cold_start__grad_accum=3),
+            "cold_start.batch_size=64: must be a positive multiple of grad_accum=3",
+        ),
+        (
+            dict(cold_start__task="countdown", cold_start__steps=2, cold_start__overlong="error"),
+            "cold_start.overlong='error': one of truncate, drop",
+        ),
         (dict(cold_start__task="csv", cold_start__steps=2), "cold_start.task='csv': one of"),
     ],
 )

@@ -147,21 +147,6 @@ def _shared_prompt_hidden(
     return jnp.concatenate([last_prompt, h_completion[:, :-1]], axis=1)
 
 
-def _deal(x: jax.Array, parts: int, block: int = 1) -> jax.Array:
-    """``[R, ...] -> [parts, R // parts, ...]``, dealing blocks of ``block`` rows round-robin
-    (block ``b`` goes to part ``b % parts``; a block never splits)."""
-    r = x.shape[0]
-    x = x.reshape(r // (block * parts), parts, block, *x.shape[1:])
-    return jnp.swapaxes(x, 0, 1).reshape(parts, r // parts, *x.shape[3:])
-
-
-def _undeal(x: jax.Array, block: int = 1) -> jax.Array:
-    """Inverse of :func:`_deal`: ``[parts, R // parts, ...] -> [R, ...]``."""
-    parts, per = x.shape[:2]
-    x = x.reshape(parts, per // block, block, *x.shape[2:])
-    return jnp.swapaxes(x, 0, 1).reshape(parts * per, *x.shape[3:])
-
-
 def make_update_fn(
     graphdef: nnx.GraphDef, cfg: StepConfig, optimizer: optax.GradientTransformation
 ) -> Callable:
@@ -211,7 +196,7 @@ def make_update_fn(
             return acc, metrics
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        micro_batches = jax.tree.map(lambda x: _deal(x, cfg.grad_accum, cfg.group_size), mb)
+        micro_batches = jax.tree.map(lambda x: shd.deal_rows(x, cfg.grad_accum, cfg.group_size), mb)
         grads, metrics = jax.lax.scan(micro, zeros, micro_batches)
         metrics = jax.tree.map(jnp.mean, metrics)
         metrics["grad_norm"] = optax.tree.norm(grads)
@@ -220,7 +205,9 @@ def make_update_fn(
         return (params, opt_state), metrics
 
     def update(params, opt_state, batch):
-        minibatches = jax.tree.map(lambda x: _deal(x, cfg.num_minibatches, cfg.group_size), batch)
+        minibatches = jax.tree.map(
+            lambda x: shd.deal_rows(x, cfg.num_minibatches, cfg.group_size), batch
+        )
         all_metrics = []
         for _ in range(cfg.num_iterations):
             (params, opt_state), metrics = jax.lax.scan(
@@ -266,9 +253,9 @@ def jit_logprobs(
                 group_size=cfg.group_size,
             )[0]
 
-        deal = lambda x: _deal(x, micro_batches, cfg.group_size)
+        deal = lambda x: shd.deal_rows(x, micro_batches, cfg.group_size)
         parts = jax.lax.map(one, (deal(tokens), deal(input_mask)))
-        return _undeal(parts, cfg.group_size)
+        return shd.undeal_rows(parts, cfg.group_size)
 
     return jax.jit(
         shd.on_mesh(fn, shd.mesh_of(param_shardings)),
