@@ -33,7 +33,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from r1jax import sharding as shd
-from r1jax.model import Transformer, causal_mask
+from r1jax.model import Segments, Transformer
 from r1jax.rl.logprobs import compute_dtype_head, token_logprobs
 from r1jax.tokenizer import Tokenizer
 from r1jax.train_loop import (
@@ -229,7 +229,7 @@ def sft_loss(
     """
     model = nnx.merge(graphdef, state)
     tokens = batch["tokens"]
-    mask = causal_mask(batch["input_mask"], batch["segment_ids"])
+    mask = Segments(jnp.where(batch["input_mask"], batch["segment_ids"], 0))
     # packed rows restart positions per example, so they stay below the row length
     hidden, _ = model(
         tokens, batch["positions"], mask, return_hidden=True, max_position=tokens.shape[1]

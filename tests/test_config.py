@@ -1,5 +1,7 @@
 """Config validation fails before any compile, naming the field and the value."""
 
+import importlib.util
+import os
 import subprocess
 import sys
 
@@ -7,6 +9,8 @@ import pytest
 
 from r1jax.config import ConfigError, base_config, validate
 from r1jax.model.config import ModelConfig, get_preset
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
 
 
 def test_base_config_validates():
@@ -136,3 +140,19 @@ def test_cli_ctrl_c_outside_training_exits_130_without_traceback(monkeypatch, ca
         cli.main(["r1jax", "boom"])
     assert e.value.code == 130
     assert capsys.readouterr().err.strip() == "r1jax boom: interrupted"
+
+
+@pytest.mark.parametrize(
+    "name", sorted(f[:-3] for f in os.listdir(CONFIGS) if f.endswith(".py") and f != "__init__.py")
+)
+def test_every_shipped_config_validates(name):
+    """Each file of configs/ loads and validates on 8 devices (its preset's shapes stand in
+    for the model directory it names)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    if c.cold_start.task == "file" and not c.cold_start.path:
+        c.cold_start.path = "traces.jsonl"  # a user names the traces on the command line
+    cfg = validate(c, num_devices=8)
+    assert cfg.num_params > 0

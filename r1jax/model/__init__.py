@@ -11,7 +11,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from r1jax import sharding as shd
-from r1jax.model.attention import RowSpan, causal_mask
+from r1jax.model.attention import RowSpan, Segments, causal_mask
 from r1jax.model.config import PRESETS, ModelConfig, RopeScaling, get_preset
 from r1jax.model.transformer import (
     Block,
@@ -28,6 +28,7 @@ __all__ = [
     "ModelConfig",
     "RopeScaling",
     "RowSpan",
+    "Segments",
     "Transformer",
     "abstract_model",
     "causal_mask",

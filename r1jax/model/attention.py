@@ -1,8 +1,10 @@
-"""Attention masks and the two attention implementations of :class:`Attention`.
+"""Attention masks and the attention implementations of :class:`Attention` (TPU splash
+attention is in :mod:`r1jax.model.splash`).
 
-A mask is either a dense boolean ``[B, T, S]`` array (True where query t may attend key s;
-:func:`causal_mask`) or a :class:`RowSpan`: rows whose real tokens form one contiguous run of
-slots, with causal attention inside it. A span is what left-padded prompts followed by
+A mask is a dense boolean ``[B, T, S]`` array (True where query t may attend key s;
+:func:`causal_mask`), a :class:`Segments` mask (causal within packed examples), or a
+:class:`RowSpan`: rows whose real tokens form one contiguous run of slots, with causal
+attention inside it. A span is what left-padded prompts followed by
 right-padded completions are, and it lets ``jax.nn.dot_product_attention`` (cuDNN on NVIDIA
 GPUs) use its causal + sequence-length masks, which skip the masked half of the work and read
 no ``[B, T, S]`` mask, instead of a dense mask that it must apply to every block.
@@ -70,6 +72,26 @@ class RowSpan:
         return causal[None] & real[:, None, :] & q_real[:, :, None]
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["ids"], meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class Segments:
+    """Causal attention within segments: ``ids [B, T]`` int32, a token attends the earlier
+    (and its own) tokens of its row with the same id; 0 marks padding (packed SFT rows:
+    1, 2, ... per example). Queries and keys are the same ``T`` tokens (no cache)."""
+
+    ids: jax.Array
+
+    def dense(self, queries: int, slots: int) -> jax.Array:
+        """The same mask as a ``[B, T, T]`` bool array (:func:`causal_mask`)."""
+        if queries != slots or slots != self.ids.shape[1]:
+            raise ValueError(f"a Segments mask has {self.ids.shape[1]} queries and keys, not "
+                             f"{queries} x {slots} (no cache)")  # fmt: skip
+        return causal_mask(self.ids > 0, self.ids)
+
+
+Mask = jax.Array | RowSpan | Segments
+
+
 def shift_rows(x: jax.Array, shift: jax.Array, length: int) -> jax.Array:
     """``y[b, j] = x[b, j + shift[b]]`` for ``j < length`` (zero where that is outside ``x``).
 
@@ -104,7 +126,7 @@ def einsum_attention(
     k: jax.Array,
     v: jax.Array,
     cache: dict[str, jax.Array] | None,
-    mask: jax.Array | RowSpan,
+    mask: Mask,
 ) -> jax.Array:
     """``q [B, T, H, Dh]`` over ``k, v [B, T, K, Dh]`` (or the whole written ``cache``) ->
     ``[B, T, H, Dh]``. Scores and softmax in fp32."""
@@ -118,7 +140,7 @@ def einsum_attention(
     else:
         keys, values = cache["k"], cache["v"]
         scores = jnp.einsum("bkgth,bkhs->bkgts", q, keys.astype(q.dtype))
-    if isinstance(mask, RowSpan):
+    if isinstance(mask, (RowSpan, Segments)):
         mask = mask.dense(t, scores.shape[-1])
     scores = scores.astype(jnp.float32) / math.sqrt(hd)
     scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
@@ -132,7 +154,7 @@ def library_attention(
     k: jax.Array,
     v: jax.Array,
     cache: dict[str, jax.Array] | None,
-    mask: jax.Array | RowSpan,
+    mask: Mask,
     implementation: str,
 ) -> jax.Array:
     """The same through ``jax.nn.dot_product_attention``: ``"cudnn"`` is cuDNN's fused
@@ -152,6 +174,8 @@ def library_attention(
         k = cache["k"].transpose(0, 3, 1, 2)  # [B, S, K, Dh]
         v = cache["v"].transpose(0, 2, 1, 3)
     k, v = k.astype(q.dtype), v.astype(q.dtype)
+    if isinstance(mask, Segments):
+        mask = mask.dense(q.shape[1], k.shape[1])
     if not isinstance(mask, RowSpan):
         mask = mask | ~jnp.any(mask, axis=-1, keepdims=True)
         return jax.nn.dot_product_attention(

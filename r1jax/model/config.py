@@ -15,8 +15,9 @@ DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 # einsum: r1jax's own attention; cudnn: cuDNN flash attention (NVIDIA GPUs) for every pass
 # with more than one query (training, prefill; decode stays einsum); xla: JAX's reference
-# lowering of the same call (tests the cudnn path's plumbing on CPU).
-ATTENTION_IMPLS = ("einsum", "cudnn", "xla")
+# lowering of the same call (tests the cudnn path's plumbing on CPU); splash: the Pallas
+# splash (flash) attention kernel on TPUs, same passes (Pallas interpret mode on CPU).
+ATTENTION_IMPLS = ("einsum", "cudnn", "xla", "splash")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,8 @@ The forward pass takes explicit ``positions [B, T]`` (so left-padded batches get
 rotary phases) and an explicit attention mask: a boolean ``[B, T, S]`` array (build it with
 :func:`causal_mask`, or let the sampler build it for cached decoding) or a
 :class:`~r1jax.model.attention.RowSpan` for rows whose real tokens are one contiguous run
-(the form cuDNN attention runs fastest; see :mod:`r1jax.model.attention`).
+(the form cuDNN attention runs fastest; see :mod:`r1jax.model.attention`), or a
+:class:`~r1jax.model.attention.Segments` mask for packed rows.
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from r1jax import sharding as shd
-from r1jax.model.attention import RowSpan, causal_mask, einsum_attention, library_attention
+from r1jax.model.attention import (
+    Mask,
+    RowSpan,
+    einsum_attention,
+    library_attention,
+)
 from r1jax.model.config import ModelConfig
 from r1jax.model.ops import Rope, apply_rope, dense, rope_table, swiglu
+from r1jax.model.splash import splash_attention
 
 KVCache = list[dict[str, jax.Array]]  # per layer {"k": [B, K, Dh, S], "v": [B, K, S, Dh]}
 
@@ -132,7 +139,7 @@ class Attention(nnx.Module):
         self,
         x: jax.Array,
         rope: Rope,
-        attn_mask: jax.Array | RowSpan,
+        attn_mask: Mask,
         cache: dict[str, jax.Array] | None = None,
         cache_slot: jax.Array | int | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array] | None]:
@@ -150,6 +157,8 @@ class Attention(nnx.Module):
             cache = write_cache(cache, k, v, cache_slot)
         if cfg.attention == "einsum" or q.shape[1] == 1:  # decode steps always use einsum
             out = einsum_attention(q, k, v, cache, attn_mask)
+        elif cfg.attention == "splash":
+            out = splash_attention(q, k, v, cache, attn_mask)
         else:
             out = library_attention(q, k, v, cache, attn_mask, cfg.attention)
         return dense(out, self.o[...].astype(x.dtype), contract=2), cache
@@ -259,7 +268,7 @@ class Transformer(nnx.Module):
             raise ValueError("sequence_scores needs a model with a score head (num_labels > 0)")
         t = tokens.shape[1]
         positions = positions_from_mask(input_mask)
-        hidden, _ = self(tokens, positions, causal_mask(input_mask), return_hidden=True,
+        hidden, _ = self(tokens, positions, RowSpan.from_mask(input_mask), return_hidden=True,
                          max_position=t)  # fmt: skip
         last = t - 1 - jnp.argmax(input_mask[:, ::-1], axis=1)  # [B]
         pooled = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]  # [B, D]
@@ -270,7 +279,7 @@ class Transformer(nnx.Module):
         self,
         tokens: jax.Array,
         positions: jax.Array,
-        attn_mask: jax.Array | RowSpan,
+        attn_mask: Mask,
         cache: KVCache | None = None,
         cache_slot: jax.Array | int | None = None,
         return_hidden: bool = False,
@@ -283,7 +292,9 @@ class Transformer(nnx.Module):
           positions: ``[B, T]`` int rotary positions.
           attn_mask: ``[B, T, S]`` bool, True where query t may attend key s, or a
             :class:`~r1jax.model.attention.RowSpan` (the same for one contiguous run of
-            real slots per row, query t at slot ``offset + t``).
+            real slots per row, query t at slot ``offset + t``) or
+            :class:`~r1jax.model.attention.Segments` (packed rows, no cache); splash
+            attention takes only the latter two.
           cache: optional per-layer KV cache with ``S`` slots; the T new keys/values are
             written at slots ``cache_slot .. cache_slot + T - 1`` before attending.
           return_hidden: return final-normed hidden states ``[B, T, D]`` instead of logits.
