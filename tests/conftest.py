@@ -5,6 +5,14 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A persistent XLA compilation cache for this checkout, shared by the xdist workers and by the
+# `r1jax` processes the tests start: the tiny models' programs repeat across tests, and on CPU
+# compiling them is most of the suite's time. Compile-count tests count lowerings (every new
+# program is lowered, cached or not), so a cache hit cannot hide a recompilation.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_ROOT, ".xla-cache-tests"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))  # LRU beyond 2 GiB
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -273,9 +273,13 @@ def test_string_prompts_use_the_tokenizer(hf_model, sampler):
     assert out.texts == [tok.decode(c) for c in completions(out)]
 
 
+LOWERING = "/jax/core/compile/jaxpr_to_mlir_module_duration"
+
+
 @contextlib.contextmanager
 def backend_compiles():
-    """Yields a list that collects one entry per XLA compilation inside the block."""
+    """Yields a list that collects one entry per program built inside the block: each is
+    lowered to MLIR, also when the persistent compilation cache then has its executable."""
     events = []
     listener = lambda name, *a, **k: events.append(name)
     jax.monitoring.register_event_duration_secs_listener(listener)
@@ -283,7 +287,7 @@ def backend_compiles():
         yield events
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
-        events[:] = [e for e in events if e == "/jax/core/compile/backend_compile_duration"]
+        events[:] = [e for e in events if e == LOWERING]
 
 
 def _compiles_during(fn):
