@@ -3,32 +3,21 @@
 Point ``model.hf_path`` and ``tokenizer.path`` at a downloaded Qwen2.5-0.5B directory.
 """
 
-from r1jax.config import base_config
+from r1jax.config import base_config, r1_zero_settings
 
 
 def get_config():
-    c = base_config()
+    c = r1_zero_settings(base_config())
     c.run_dir = "runs/r1_zero_qwen2.5_0.5b_gsm8k"
     c.model.preset = "qwen2.5-0.5b"
     c.model.hf_path = ""
-    c.model.dtype = "bfloat16"
-    c.model.param_dtype = "float32"
     c.model.remat = "dots_no_batch"
     c.mesh.shape = (1, -1, 1)
     c.tokenizer.path = ""
-    c.prompt.style = "r1_zero"
     c.data.name = "gsm8k"
     c.rewards.functions = (("gsm8k_accuracy", 1.0), ("format_strict", 0.1))
     c.sampling.max_prompt_len = 256
     c.sampling.max_new_tokens = 1024
-    c.sampling.temperature = 1.0
-    c.rl.prompts_per_step = 32
-    c.rl.group_size = 16
-    c.rl.num_minibatches = 16
-    c.rl.beta = 0.001
-    c.rl.ref_update_every = 400
-    c.optim.lr = 3e-6
-    c.optim.warmup_steps = 10
     c.train.steps = 1000
     c.train.eval_every = 50
     c.train.checkpoint_every = 50

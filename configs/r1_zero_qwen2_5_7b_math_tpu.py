@@ -1,8 +1,8 @@
 """R1-Zero on MATH from Qwen2.5-7B on a Cloud TPU slice (e.g. v5p-64 or v4-64).
 
-R1-Zero's published GRPO settings (``../shared/R1_NOTES.md``): lr 3e-6, KL 0.001 to a
-reference refreshed every 400 steps, G = 16, 32 prompts (512 rollouts) per step split into 16
-minibatches, temperature 1. Completions are capped at 4,096 tokens here (R1: 32,768); raise
+R1-Zero's published GRPO settings (``r1jax.config.r1_zero_settings``): lr 3e-6, KL 0.001 to
+a reference refreshed every 400 steps, G = 16, 32 prompts (512 rollouts) per step split into
+16 minibatches, temperature 1. Completions are capped at 4,096 tokens here (R1: 32,768); raise
 ``sampling.max_new_tokens`` as the slice allows. Splash attention (the Pallas flash kernel)
 keeps long rows from writing ``[B, H, T, T]`` scores; parameters, gradients and optimizer
 state are sharded over every chip (FSDP, ``mesh.shape=(1, -1, 1)``).
@@ -16,34 +16,23 @@ Point ``model.hf_path`` and ``tokenizer.path`` at a Qwen2.5-7B directory on ever
       --config.run_dir=gs://bucket/runs/r1_zero_7b_math
 """
 
-from r1jax.config import base_config
+from r1jax.config import base_config, r1_zero_settings
 
 
 def get_config():
-    c = base_config()
+    c = r1_zero_settings(base_config())
     c.run_dir = "runs/r1_zero_qwen2.5_7b_math"
     c.model.preset = "qwen2.5-7b"
     c.model.hf_path = ""
-    c.model.dtype = "bfloat16"
-    c.model.param_dtype = "float32"
     c.model.remat = "full"
     c.model.attention = "splash"
     c.mesh.shape = (1, -1, 1)
     c.tokenizer.path = ""
-    c.prompt.style = "r1_zero"
     c.data.name = "math"
     c.data.eval_split = "test"
     c.rewards.functions = (("math_accuracy", 1.0), ("format_strict", 0.1))
     c.sampling.max_prompt_len = 512
     c.sampling.max_new_tokens = 4096
-    c.sampling.temperature = 1.0
-    c.rl.prompts_per_step = 32
-    c.rl.group_size = 16
-    c.rl.num_minibatches = 16
-    c.rl.beta = 0.001
-    c.rl.ref_update_every = 400
-    c.optim.lr = 3e-6
-    c.optim.warmup_steps = 10
     c.train.steps = 2000
     c.train.eval_every = 100
     c.train.eval_prompts = 500

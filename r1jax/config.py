@@ -213,6 +213,26 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def r1_zero_settings(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Sets R1-Zero's published GRPO hyperparameters (DeepSeekMath / R1, see R1_NOTES.md) on
+    ``c`` and returns it: G = 16 samples of 32 prompts (512 rollouts) per step in 16
+    minibatches, temperature 1, lr 3e-6 after 10 warmup steps, KL beta 0.001 to a reference
+    reset every 400 steps, the ``r1_zero`` prompt template; bf16 compute over fp32 master
+    weights."""
+    c.model.dtype = "bfloat16"
+    c.model.param_dtype = "float32"
+    c.prompt.style = "r1_zero"
+    c.sampling.temperature = 1.0
+    c.rl.prompts_per_step = 32
+    c.rl.group_size = 16
+    c.rl.num_minibatches = 16
+    c.rl.beta = 0.001
+    c.rl.ref_update_every = 400
+    c.optim.lr = 3e-6
+    c.optim.warmup_steps = 10
+    return c
+
+
 def _check(cond: bool, field: str, value: Any, why: str) -> None:
     if not cond:
         raise ConfigError(f"config.{field}={value!r}: {why}")

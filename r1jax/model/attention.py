@@ -121,6 +121,11 @@ def _shift_rows_bwd(length, res, g):
 _shift_rows.defvjp(_shift_rows_fwd, _shift_rows_bwd)
 
 
+def cached_kv(cache: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """A layer's whole cache as keys and values ``[B, S, K, Dh]`` (the layout of new ones)."""
+    return cache["k"].transpose(0, 3, 1, 2), cache["v"].transpose(0, 2, 1, 3)
+
+
 def einsum_attention(
     q: jax.Array,
     k: jax.Array,
@@ -171,8 +176,7 @@ def library_attention(
     with such rows (``benchmarks/check_gpu_attention.py``).
     """
     if cache is not None:
-        k = cache["k"].transpose(0, 3, 1, 2)  # [B, S, K, Dh]
-        v = cache["v"].transpose(0, 2, 1, 3)
+        k, v = cached_kv(cache)
     k, v = k.astype(q.dtype), v.astype(q.dtype)
     if isinstance(mask, Segments):
         mask = mask.dense(q.shape[1], k.shape[1])

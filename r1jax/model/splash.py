@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from r1jax import sharding as shd
-from r1jax.model.attention import Mask, RowSpan, Segments
+from r1jax.model.attention import Mask, RowSpan, Segments, cached_kv
 
 LANES = 128  # sequence lengths are padded to a multiple of this
 BLOCKS = (512, 256, 128)  # the largest that divides a padded length is the kernel's block
@@ -111,8 +111,7 @@ def splash_attention(
     """``q [B, T, H, Dh]`` over ``k, v [B, T, K, Dh]`` (or the whole ``cache``) ->
     ``[B, T, H, Dh]``, through the splash kernel (see the module docstring)."""
     if cache is not None:
-        k = cache["k"].transpose(0, 3, 1, 2)  # [B, S, K, Dh]
-        v = cache["v"].transpose(0, 2, 1, 3)
+        k, v = cached_kv(cache)
     b, t, h, hd = q.shape
     slots = k.shape[1]
     q_ids, kv_ids, offset = segment_ids(mask, t, slots)
