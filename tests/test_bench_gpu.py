@@ -11,9 +11,10 @@ from benchmarks.bench_gpu import main, model_flops_per_step  # noqa: E402
 from r1jax.model import get_preset  # noqa: E402
 
 
-def test_smoke_run_reports_every_number(tmp_path):
+def test_smoke_run_reports_every_number_and_each_variant(tmp_path):
     out = tmp_path / "gpu.txt"
-    report = main(["--smoke", "--out", str(out)])
+    args = ["--smoke", "--sampler_fuse", "on,off", "--remat", "dots,none:1"]
+    report = main([*args, "--out", str(out)])
     assert report["copy_gb_per_s"] > 0
     s, u = report["sampler"], report["update"]
     # t(N) - t(1) of a tiny smoke model is timing noise and may be negative: check the
@@ -24,14 +25,10 @@ def test_smoke_run_reports_every_number(tmp_path):
     assert u["xla_tflops_per_update"] > 0 and u["model_tflops_per_update"] > 0
     assert math.isnan(u["mfu"])  # no bf16 peak known for a CPU
     assert out.read_text().startswith("$ PYTHONPATH=. python benchmarks/bench_gpu.py --smoke")
-
-
-def test_smoke_variants_are_reported_separately():
-    args = ["--smoke", "--sections", "sampler,update", "--sampler_fuse", "on,off"]
-    report = main([*args, "--remat", "dots,none:1"])
-    assert report["sampler"]["fuse_projections"] is True
+    # variants are reported separately
+    assert s["fuse_projections"] is True
     assert report["sampler_fuse_off"]["fuse_projections"] is False
-    assert (report["update"]["remat"], report["update"]["grad_accum"]) == ("dots", 2)
+    assert (u["remat"], u["grad_accum"]) == ("dots", 2)
     extra = report["update_remat_none_accum_1"]
     assert (extra["remat"], extra["grad_accum"]) == ("none", 1) and extra["update_s"] > 0
 

@@ -13,9 +13,16 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     with open(NOTEBOOK) as f:
         cells = json.load(f)["cells"]
     namespace: dict = {}
+    shortened = False
     for i, cell in enumerate(c for c in cells if c["cell_type"] == "code"):
         source = "".join(cell["source"]).replace("/tmp/r1jax_notebook", str(tmp_path))
+        if "c.cold_start.steps = 60" in source:  # the same cells, a shorter SFT
+            source, shortened = (
+                source.replace("c.cold_start.steps = 60", "c.cold_start.steps = 6"),
+                True,
+            )
         exec(compile(source, f"{NOTEBOOK}:cell{i}", "exec"), namespace)
+    assert shortened
     assert len(namespace["out"].texts) == 4
     assert namespace["res"].total[0] > namespace["res"].total[1]
     assert len(namespace["history"]) == 4
