@@ -1,6 +1,8 @@
 """Test setup: 8 fake CPU devices so sharded code is really sharded."""
 
+import hashlib
 import os
+import platform
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -10,7 +12,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # compiling them is most of the suite's time. Compile-count tests count lowerings (every new
 # program is lowered, cached or not), so a cache hit cannot hide a recompilation.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_ROOT, ".xla-cache-tests"))
+
+
+def _cpu_kind() -> str:
+    """A short hash of this CPU's feature flags: a checkout moved to another machine does not
+    load executables compiled for instructions that machine may lack."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return hashlib.sha256(f"{platform.machine()} {flags}".encode()).hexdigest()[:12]
+
+
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(_ROOT, ".xla-cache-tests", _cpu_kind())
+)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))  # LRU beyond 2 GiB
 
