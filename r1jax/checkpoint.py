@@ -204,6 +204,15 @@ def sft_checkpoint_dir(run_dir: str) -> str:
     return os.path.join(run_dir, "sft", "checkpoints")
 
 
+def saved_steps(directory: str) -> list[int]:
+    """The steps of the complete checkpoints in ``directory``, oldest first."""
+    saved = RunCheckpointer(directory, async_save=False)
+    try:
+        return saved.steps()
+    finally:
+        saved.close()
+
+
 def checkpoint_dir(path: str) -> str:
     """The checkpoint folder of ``path``: a run directory's ``checkpoints/`` (GRPO), else its
     ``sft/checkpoints/`` when only the SFT stage ran (``r1jax sft``), else ``path`` itself."""

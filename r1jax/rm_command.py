@@ -68,7 +68,7 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     from r1jax import build
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
-    from r1jax.checkpoint import RunCheckpointer, restore_run_params, weights_label
+    from r1jax.checkpoint import restore_run_params, saved_steps, weights_label
     from r1jax.metrics import MetricsWriter
     from r1jax.model import reward_model_from
     from r1jax.model.hf import save_hf_model
@@ -83,9 +83,7 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
         )
     folder = rm_dir(c.run_dir)
     ckpt_dir = os.path.join(folder, "checkpoints")
-    saved = RunCheckpointer(ckpt_dir, async_save=False)
-    done = saved.steps()
-    saved.close()
+    done = saved_steps(ckpt_dir)
     tokenizer = build.build_tokenizer(c)
     mesh = build.build_mesh(c)
     rules = build.sharding_rules(c)

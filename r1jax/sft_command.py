@@ -23,7 +23,7 @@ def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = prin
     from r1jax import build
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
-    from r1jax.checkpoint import RunCheckpointer, sft_checkpoint_dir
+    from r1jax.checkpoint import saved_steps, sft_checkpoint_dir
     from r1jax.metrics import MetricsWriter
     from r1jax.recipes import cold_start
 
@@ -35,9 +35,7 @@ def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = prin
         )
     ckpt_dir = sft_checkpoint_dir(c.run_dir)
     folder = os.path.dirname(ckpt_dir)  # <run_dir>/sft: its metrics go there too
-    saved = RunCheckpointer(ckpt_dir, async_save=False)
-    done = saved.steps()
-    saved.close()
+    done = saved_steps(ckpt_dir)
     tokenizer = build.build_tokenizer(c)
     mesh = build.build_mesh(c)
     model = build.build_model(c, mesh, tokenizer)
@@ -58,9 +56,7 @@ def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = prin
     finally:
         if writer is not None:
             writer.close()
-    saved = RunCheckpointer(ckpt_dir, async_save=False)
-    steps = saved.steps()[-1]  # cold_start.epochs sets the step count from the data
-    saved.close()
+    steps = saved_steps(ckpt_dir)[-1]  # cold_start.epochs sets the step count from the data
     if dist.is_primary():
         emit(
             f"sft: step {steps} in {ckpt_dir}; next: r1jax eval / sample / export, or r1jax "

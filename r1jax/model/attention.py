@@ -63,11 +63,16 @@ class RowSpan:
         start = jnp.argmax(input_mask, axis=1).astype(jnp.int32)
         return cls(start, jnp.maximum(length, 1), offset)  # an empty row attends slot 0
 
-    def dense(self, queries: int, slots: int) -> jax.Array:
-        """The same mask as a ``[B, queries, slots]`` bool array."""
+    def real_slots(self, queries: int, slots: int) -> tuple[jax.Array, jax.Array]:
+        """``(queries [B, T], slots [B, S])`` bool: which query and key slots are real."""
         s = jnp.arange(slots)
         real = (s >= self.start[:, None]) & (s < (self.start + self.length)[:, None])  # [B, S]
-        q_real = jax.lax.dynamic_slice_in_dim(real, self.offset, queries, axis=1)  # [B, T]
+        return jax.lax.dynamic_slice_in_dim(real, self.offset, queries, axis=1), real
+
+    def dense(self, queries: int, slots: int) -> jax.Array:
+        """The same mask as a ``[B, queries, slots]`` bool array."""
+        q_real, real = self.real_slots(queries, slots)
+        s = jnp.arange(slots)
         causal = s[None, :] <= self.offset + jnp.arange(queries)[:, None]  # [T, S]
         return causal[None] & real[:, None, :] & q_real[:, :, None]
 

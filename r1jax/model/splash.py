@@ -50,10 +50,8 @@ def segment_ids(mask: Mask, queries: int, slots: int) -> tuple[jax.Array, jax.Ar
             raise ValueError(f"a Segments mask needs queries == keys, got {queries} x {slots}")
         return mask.ids, mask.ids, 0
     if isinstance(mask, RowSpan):
-        s = jnp.arange(slots)
-        real = (s >= mask.start[:, None]) & (s < (mask.start + mask.length)[:, None])
-        kv = real.astype(jnp.int32)
-        return jax.lax.dynamic_slice_in_dim(kv, mask.offset, queries, axis=1), kv, mask.offset
+        q_real, real = mask.real_slots(queries, slots)
+        return q_real.astype(jnp.int32), real.astype(jnp.int32), mask.offset
     raise ValueError(
         "model.attention='splash' takes a RowSpan or Segments mask, not a dense [B, T, S] "
         "array (build the mask with RowSpan.from_mask or Segments)"
@@ -110,6 +108,9 @@ def splash_attention(
 ) -> jax.Array:
     """``q [B, T, H, Dh]`` over ``k, v [B, T, K, Dh]`` (or the whole ``cache``) ->
     ``[B, T, H, Dh]``, through the splash kernel (see the module docstring)."""
+    backend = jax.default_backend()
+    if backend == "gpu":
+        raise ValueError("model.attention='splash' is the TPU kernel; on GPUs use 'cudnn'")
     if cache is not None:
         k, v = cached_kv(cache)
     b, t, h, hd = q.shape
@@ -124,9 +125,6 @@ def splash_attention(
     q_ids, kv_ids = _pad(q_ids, tp, _PAD_SEGMENT), _pad(kv_ids, sp, _PAD_SEGMENT)
     q = _pad(q * jnp.asarray(1.0 / math.sqrt(hd), q.dtype), tp)
     k, v = _pad(k.astype(q.dtype), sp), _pad(v.astype(q.dtype), sp)
-    backend = jax.default_backend()
-    if backend == "gpu":
-        raise ValueError("model.attention='splash' is the TPU kernel; on GPUs use 'cudnn'")
     run = functools.partial(_rows, offset=offset, interpret=backend != "tpu")
     mesh = jax.sharding.get_abstract_mesh()
     if not mesh.empty and mesh.size > 1:
