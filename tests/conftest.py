@@ -4,7 +4,11 @@ import hashlib
 import os
 import platform
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from fast_compile import FAST_COMPILE_XLA_FLAGS
+
+os.environ.setdefault(
+    "XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {FAST_COMPILE_XLA_FLAGS}"
+)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # A persistent XLA compilation cache for this checkout, shared by the xdist workers and by the
