@@ -45,31 +45,32 @@ def _more_a_pairs(n: int, seed: int) -> list[tuple[str, str, str]]:
     return out
 
 
-def _row_score(model, ids: list[int]) -> jax.Array:
-    """Reference: one unpadded row, the score head on its last hidden state."""
-    tokens = jnp.asarray([ids], jnp.int32)
+def _row_score(model, ids) -> jax.Array:
+    """Reference: one unpadded row ``ids [T]``, the score head on its last hidden state."""
+    tokens = jnp.asarray(ids, jnp.int32)[None]
     mask = jnp.ones_like(tokens, bool)
     pos = jnp.arange(len(ids))[None]
     hidden, _ = model(tokens, pos, causal_mask(mask), return_hidden=True)
     return (hidden[0, -1] @ model.score[...])[0]
 
 
-def _hashable(seqs):
-    return tuple((tuple(c), tuple(r)) for c, r in seqs)
+def _pair_scores(model, seqs) -> tuple[np.ndarray, np.ndarray]:
+    """Reference ``(chosen [P], rejected [P])`` scores, one unpadded row at a time (a program
+    per row length)."""
+    graphdef, state = nnx.split(model, nnx.Param)
+    score = jax.jit(lambda state, ids: _row_score(nnx.merge(graphdef, state), ids))
+    state = jax.device_put(state, jax.devices()[0])
+    return tuple(np.array([score(state, np.asarray(p[i])) for p in seqs]) for i in (0, 1))
 
 
-def _pair_scores(graphdef, state, seqs):
-    """Reference ``(chosen [P], rejected [P])`` scores, one unpadded row at a time."""
-    model = nnx.merge(graphdef, state)
-    return tuple(jnp.stack([_row_score(model, list(p[i])) for p in seqs]) for i in (0, 1))
-
-
-def _reference_loss(model, seqs, center_coef: float) -> jax.Array:
+def _reference_loss(model, seqs, center_coef: float):
+    """Reference Bradley-Terry loss, scoring one unpadded row at a time; aux: the chosen and
+    rejected scores ``[P]`` and the loss without the centering term."""
     chosen = jnp.stack([_row_score(model, c) for c, _ in seqs])
     rejected = jnp.stack([_row_score(model, r) for _, r in seqs])
     diff = chosen - rejected
-    loss = jnp.mean(jnp.log1p(jnp.exp(-diff)))
-    return loss + center_coef * jnp.mean((chosen + rejected) ** 2)
+    plain = jnp.mean(jnp.log1p(jnp.exp(-diff)))
+    return plain + center_coef * jnp.mean((chosen + rejected) ** 2), (chosen, rejected, plain)
 
 
 def test_loss_metrics_and_gradients_match_a_per_row_reference():
@@ -86,15 +87,17 @@ def test_loss_metrics_and_gradients_match_a_per_row_reference():
     def ref(state):
         return _reference_loss(nnx.merge(graphdef, state), seqs, center_coef)
 
-    ref_loss, ref_grads = jax.jit(jax.value_and_grad(ref))(state)
+    # one reference program: loss, scores and the plain loss as aux, gradients
+    (ref_loss, (chosen, rejected, ref_plain)), ref_grads = jax.jit(
+        jax.value_and_grad(ref, has_aux=True)
+    )(state)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, atol=1e-6)
     for (path, g), (_, r) in zip(
         nnx.to_flat_state(grads), nnx.to_flat_state(ref_grads), strict=True
     ):
         np.testing.assert_allclose(g.get_value(), r.get_value(), rtol=1e-4, atol=1e-6,
                                    err_msg=str(path))  # fmt: skip
-    chosen, rejected = map(np.asarray, jax.jit(_pair_scores, static_argnums=(0, 2))(
-        graphdef, state, _hashable(seqs)))  # fmt: skip
+    chosen, rejected = np.asarray(chosen), np.asarray(rejected)
     np.testing.assert_allclose(m["chosen"], chosen.mean(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(m["rejected"], rejected.mean(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(m["margin"], (chosen - rejected).mean(), rtol=1e-5, atol=1e-6)
@@ -103,7 +106,6 @@ def test_loss_metrics_and_gradients_match_a_per_row_reference():
     assert np.abs(np.asarray(grads["score"].get_value())).sum() > 0
     # without the centering term: the plain Bradley-Terry loss
     plain, _ = jax.jit(bradley_terry_loss, static_argnums=(0, 3))(graphdef, state, batch, 0.0)
-    ref_plain = _reference_loss(nnx.merge(graphdef, state), seqs, 0.0)
     np.testing.assert_allclose(plain, ref_plain, rtol=1e-5, atol=1e-6)
     assert abs(float(plain) - float(loss)) > 1e-4
 
@@ -140,11 +142,8 @@ def test_training_learns_a_preference_and_evaluation_matches_a_loop():
     assert history[-1]["loss"] < history[0]["loss"] and history[-1]["step"] == 40
     # evaluate_pairs (batched, the last batch padded) equals per-pair scores
     seqs, _, _ = fit_pairs(tokenize_pairs(TOK, held), 14)
-    graphdef, state = nnx.split(model, nnx.Param)
-    state = jax.device_put(state, jax.devices()[0])
-    chosen, rejected = jax.jit(_pair_scores, static_argnums=(0, 2))(graphdef, state,
-                                                                    _hashable(seqs))  # fmt: skip
-    diff = np.asarray(chosen) - np.asarray(rejected)
+    chosen, rejected = _pair_scores(model, seqs)
+    diff = chosen - rejected
     assert after["pairs"] == len(held)
     assert after["accuracy"] == pytest.approx(np.mean(diff > 0))
     np.testing.assert_allclose(after["margin"], diff.mean(), rtol=1e-4)
