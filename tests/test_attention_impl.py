@@ -49,13 +49,18 @@ def _grouped_batch(rows=8, seed=0):
     return tokens, mask
 
 
+@nnx.jit
+def _logits(model, tokens, pos, attn):
+    return model(tokens, pos, attn)[0]
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_full_forward_logits_match(impl):
     tokens, mask = _grouped_batch()
     pos = positions_from_mask(jnp.asarray(mask))
     # splash takes masks as spans or segments; the library call also takes dense masks
     attn = RowSpan.from_mask(jnp.asarray(mask)) if impl == "splash" else causal_mask(mask)
-    logits = {k: np.asarray(m(tokens, pos, attn)[0]) for k, m in _models(impl).items()}
+    logits = {k: np.asarray(_logits(m, tokens, pos, attn)) for k, m in _models(impl).items()}
     np.testing.assert_allclose(logits[impl][mask], logits["einsum"][mask], atol=1e-5)
 
 
@@ -69,12 +74,12 @@ def test_packed_rows_match(impl):
         for s in set(ids[r]) - {0}:
             at = ids[r] == s
             pos[r, at] = np.arange(at.sum())
-    logits = {k: np.asarray(m(tokens, pos, Segments(jnp.asarray(ids)))[0])
+    logits = {k: np.asarray(_logits(m, tokens, pos, Segments(jnp.asarray(ids))))
               for k, m in _models(impl).items()}  # fmt: skip
     real = ids > 0
     np.testing.assert_allclose(logits[impl][real], logits["einsum"][real], atol=1e-5)
     # the segments really separate the examples: one mask over whole rows gives other logits
-    whole = np.asarray(_models(impl)["einsum"](tokens, pos, causal_mask(real))[0])
+    whole = np.asarray(_logits(_models(impl)["einsum"], tokens, pos, causal_mask(real)))
     assert np.abs(whole[real] - logits["einsum"][real]).max() > 1e-3
 
 

@@ -147,9 +147,10 @@ def test_logprobs_match_full_forward():
     params, _, _, logprob, _ = _setup(mesh, ON_POLICY)
     b = _batch()
     lp = np.asarray(logprob(params, jnp.asarray(b["tokens"]), jnp.asarray(b["input_mask"])))
-    model = create_model(CFG, seed=1)
     mask = jnp.asarray(b["input_mask"])
-    logits, _ = model(jnp.asarray(b["tokens"]), positions_from_mask(mask), causal_mask(mask))
+    logits = nnx.jit(lambda m, t: m(t, positions_from_mask(mask), causal_mask(mask))[0])(
+        create_model(CFG, seed=1), jnp.asarray(b["tokens"])
+    )
     full = np.asarray(jax.nn.log_softmax(logits, -1))
     ref = np.take_along_axis(full[:, P - 1 : -1], b["tokens"][:, P:, None], -1)[..., 0]
     valid = b["loss_mask"] > 0
@@ -219,8 +220,13 @@ def test_shared_prompt_forward_differs_when_prompts_differ():
 
     graphdef, params = nnx.split(create_model(CFG, seed=1))
     b = _batch(3)  # prompts differ within groups
-    lp1, _ = completion_logprobs(graphdef, params, b["tokens"], b["input_mask"], P, 3)
-    lpg, _ = completion_logprobs(graphdef, params, b["tokens"], b["input_mask"], P, 3, False, G)
+    logprobs = jax.jit(
+        lambda p, group: completion_logprobs(
+            graphdef, p, b["tokens"], b["input_mask"], P, 3, False, group
+        )[0],
+        static_argnums=1,
+    )
+    lp1, lpg = logprobs(params, 1), logprobs(params, G)
     valid = b["loss_mask"] > 0
     assert np.abs(np.asarray(lpg)[valid] - np.asarray(lp1)[valid]).max() > 1e-3
 

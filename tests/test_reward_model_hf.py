@@ -188,10 +188,11 @@ def test_causal_lm_loads_as_reward_model(hf_dirs, family):
     # the score reads the language model's final hidden state at each row's last real token
     right, rmask, _, _ = _batches(seed=4)
     ids, mask = jnp.asarray(right), jnp.asarray(rmask)
-    hidden, _ = lm(ids, positions_from_mask(mask), causal_mask(mask), return_hidden=True)
+    pos = positions_from_mask(mask)
+    hidden = nnx.jit(lambda m: m(ids, pos, causal_mask(mask), return_hidden=True)[0])(lm)
     last = np.asarray(LENGTHS) - 1
     expected = np.asarray(hidden)[np.arange(len(LENGTHS)), last] @ score
-    ours = np.asarray(rm.sequence_scores(ids, mask))
+    ours = np.asarray(nnx.jit(lambda m, ids, mask: m.sequence_scores(ids, mask))(rm, ids, mask))
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
 
 
