@@ -52,6 +52,32 @@ class PromptMappedSource(Sequence):
         return record
 
 
+def formatted_text_rows(
+    c: ml_collections.ConfigDict,
+    tokenizer: Any,
+    path_field: str,
+    prompt_field: str,
+    text_fields: Sequence[str],
+) -> list[tuple[str, ...]]:
+    """``(model input, *texts)`` of the JSONL/Parquet file(s) at ``config.<path_field>``: the
+    prompt formatted with the run's template (``c.prompt``), the ``text_fields`` as they are
+    (e.g. an SFT completion, or a preference pair's chosen and rejected responses). Bad rows
+    follow ``c.data.on_bad_row`` (skipped ones are counted on stdout); no usable row at all is
+    a :class:`ConfigError` naming the setting."""
+    from r1jax.build import prompt_formatter
+    from r1jax.data.files import load_text_rows
+
+    section, key = path_field.split(".")
+    path = c[section][key]
+    rows, bad = load_text_rows(path, prompt_field, text_fields, c.data.on_bad_row)
+    if bad.count and is_primary():
+        print(f"{path_field}: {bad.count} bad rows of {path} skipped ({dict(bad.by_field)})")
+    if not rows:
+        raise ConfigError(f"config.{path_field}={path!r}: no usable rows")
+    fmt = prompt_formatter(c, tokenizer)
+    return [(fmt(row), *texts) for row, texts in rows]
+
+
 def sft_examples(c: ml_collections.ConfigDict, tokenizer: Any) -> list[tuple[str, str]]:
     """``(model input, completion)`` pairs of ``c.cold_start``: synthetic countdown traces
     (task ``countdown``) or the traces of ``cold_start.path`` (task ``file``); prompts get the
@@ -61,16 +87,9 @@ def sft_examples(c: ml_collections.ConfigDict, tokenizer: Any) -> list[tuple[str
     cs = c.cold_start
     fmt = prompt_formatter(c, tokenizer)
     if cs.task == "file":
-        from r1jax.data.files import load_text_pairs
-
-        pairs, bad = load_text_pairs(
-            cs.path, cs.prompt_field, cs.completion_field, c.data.on_bad_row
-        )
-        if bad.count and is_primary():
-            print(f"cold start: {bad.count} bad rows of {cs.path} skipped ({dict(bad.by_field)})")
-        if not pairs:
-            raise ConfigError(f"config.cold_start.path={cs.path!r}: no usable rows")
-        return [(fmt(row), text) for row, text in pairs]
+        fields = (cs.completion_field,)
+        rows = formatted_text_rows(c, tokenizer, "cold_start.path", cs.prompt_field, fields)
+        return [(prompt, text) for prompt, text in rows]
     if cs.task != "countdown":
         raise ConfigError(f"config.cold_start.task={cs.task!r}: one of 'countdown', 'file'")
     from r1jax.cold_start import make_countdown_sft_examples

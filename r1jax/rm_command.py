@@ -30,21 +30,14 @@ def rm_dir(run_dir: str) -> str:
     return os.path.join(run_dir, "rm")
 
 
-def load_pairs(c: ml_collections.ConfigDict, path: str, tokenizer: Any) -> list[tuple[str, ...]]:
-    """``(model input, chosen, rejected)`` triples of the pair file(s) ``path``."""
-    from r1jax import build
-    from r1jax.data.files import load_text_rows
-    from r1jax.distributed import is_primary
+def load_pairs(c: ml_collections.ConfigDict, path_field: str, tokenizer: Any) -> list[tuple]:
+    """``(model input, chosen, rejected)`` triples of the pair file(s) at
+    ``config.reward_model.<path_field>``."""
+    from r1jax.recipes import formatted_text_rows
 
     rm = c.reward_model
-    fmt = build.prompt_formatter(c, tokenizer)
     fields = (rm.chosen_field, rm.rejected_field)
-    rows, bad = load_text_rows(path, rm.prompt_field, fields, c.data.on_bad_row)
-    if bad.count and is_primary():
-        print(f"reward model: {bad.count} bad rows of {path} skipped ({dict(bad.by_field)})")
-    if not rows:
-        raise ConfigError(f"{path!r}: no usable preference pairs")
-    return [(fmt(row), chosen, rejected) for row, (chosen, rejected) in rows]
+    return formatted_text_rows(c, tokenizer, f"reward_model.{path_field}", rm.prompt_field, fields)
 
 
 def _save_tokenizer(c: ml_collections.ConfigDict, tokenizer: Any, dst: str) -> None:
@@ -99,8 +92,8 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     del lm
     primary = dist.is_primary()
     max_len = build.reward_model_max_len(c)
-    pairs = load_pairs(c, rm.train_path, tokenizer)
-    held = load_pairs(c, rm.eval_path, tokenizer) if rm.eval_path else None
+    pairs = load_pairs(c, "train_path", tokenizer)
+    held = load_pairs(c, "eval_path", tokenizer) if rm.eval_path else None
     if primary:
         start = f"resuming {ckpt_dir} at step {done[-1]}" if done else f"from {label}"
         emit(f"reward model: {len(pairs)} pairs, {rm.steps} steps, {start}")

@@ -184,3 +184,30 @@ def test_a_mapped_source_column_missing_from_a_row_is_a_data_error(tmp_path):
     assert [r["source"] for r in records] == ["math"] and records.skipped == 1
     with pytest.raises(DataError, match=r"src.jsonl, row 2: field 'task': missing field"):
         load_records(str(path), field_map={"source": "task"}, on_bad_row="fail")
+
+
+def test_text_rows_of_a_config_file_are_formatted_and_bad_rows_counted(tmp_path, capsys):
+    from r1jax.config import ConfigError, base_config
+    from r1jax.recipes import formatted_text_rows
+    from r1jax.tokenizer import CharTokenizer
+
+    path = tmp_path / "pairs.jsonl"
+    rows = [
+        {"q": " 2+2? ", "good": "4", "bad": " 5\n"},
+        {"q": "3+3?", "good": "6"},  # no "bad": skipped
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    c = base_config()
+    c.data.on_bad_row = "skip"
+    c.reward_model.train_path = str(path)
+    tok = CharTokenizer("0123456789+? ")
+    got = formatted_text_rows(c, tok, "reward_model.train_path", "q", ("good", "bad"))
+    from r1jax.build import prompt_formatter
+
+    assert got == [(prompt_formatter(c, tok)({"prompt": "2+2?"}), "4", " 5\n")]
+    assert f"reward_model.train_path: 1 bad rows of {path} skipped ({{'bad': 1}})" in (
+        capsys.readouterr().out
+    )
+    path.write_text(json.dumps(rows[1]) + "\n")
+    with pytest.raises(ConfigError, match=r"config.reward_model.train_path='.*': no usable rows"):
+        formatted_text_rows(c, tok, "reward_model.train_path", "q", ("good", "bad"))

@@ -70,7 +70,7 @@ def test_sft_command_resumes_then_eval_and_train_use_its_weights(tmp_path):
     run = tmp_path / "run"
     killed = _r1jax(cfg, "sft", **{KILL_ENV: "3"})
     assert killed.returncode == -9, killed.stdout + killed.stderr
-    assert "cold start: 1 bad rows of" in killed.stdout and "'completion': 1" in killed.stdout
+    assert "cold_start.path: 1 bad rows of" in killed.stdout and "'completion': 1" in killed.stdout
     assert "cold start: SFT on 32 file traces, 1.5 epochs" in killed.stdout
     assert sorted(os.listdir(run / "sft" / "checkpoints")) == ["2"]
 
