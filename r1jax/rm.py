@@ -161,16 +161,22 @@ def bradley_terry_loss(
 def make_score_fn(model: Transformer, mesh: Mesh, rules: Mapping[str, Any] = shd.DEFAULT_RULES):
     """``(score, state)``: ``score(state, tokens [B, T], input_mask [B, T]) -> [B]`` float32,
     jitted with the batch split over data * fsdp and the result replicated; ``state`` is the
-    model's parameters on ``mesh``."""
+    model's parameters on ``mesh``. Models of one structure and placement share one jitted
+    function (evaluation before and after training compiles once)."""
     graphdef, state = nnx.split(model, nnx.Param)
     state_sh = shd.state_shardings(state, mesh, rules)
+    leaves, treedef = jax.tree.flatten(state_sh)
+    return _score_program(graphdef, mesh, tuple(leaves), treedef), jax.device_put(state, state_sh)
+
+
+@functools.lru_cache(maxsize=8)
+def _score_program(graphdef: nnx.GraphDef, mesh: Mesh, state_sh: tuple, treedef: Any) -> Any:
     batch_sh = shd.batch_sharding(mesh, 2)
-    fn = jax.jit(
+    return jax.jit(
         shd.on_mesh(functools.partial(reward_scores, graphdef), mesh),
-        in_shardings=(state_sh, batch_sh, batch_sh),
+        in_shardings=(jax.tree.unflatten(treedef, state_sh), batch_sh, batch_sh),
         out_shardings=shd.replicated(mesh),
     )
-    return fn, jax.device_put(state, state_sh)
 
 
 # ---------------------------------------------------------------- training and evaluation

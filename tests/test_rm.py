@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compile_count import backend_compiles
 from flax import nnx
 
 from r1jax import sharding as shd
@@ -136,7 +137,9 @@ def test_training_learns_a_preference_and_evaluation_matches_a_loop():
         model, TOK, train, steps=40, batch_size=16, lr=3e-3, max_len=14, mesh=mesh,
         log_every=10, progress=False,
     )  # fmt: skip
-    after = evaluate_pairs(model, TOK, held, **kw)
+    with backend_compiles() as lowered:
+        after = evaluate_pairs(model, TOK, held, **kw)
+    assert not lowered  # the scorer compiled for `before` is reused
     assert before["loss"] > 0.6 and after["loss"] < 0.25, (before, after)
     assert after["accuracy"] >= 0.95 and after["margin"] > 2.0
     assert history[-1]["loss"] < history[0]["loss"] and history[-1]["step"] == 40

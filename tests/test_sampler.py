@@ -1,6 +1,5 @@
 """End-to-end sampler checks against references that recompute everything without a cache."""
 
-import contextlib
 import os
 from dataclasses import replace
 
@@ -8,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compile_count import backend_compiles
 from flax import nnx
 from test_sampler_ops import reference_probs
 
@@ -271,23 +271,6 @@ def test_string_prompts_use_the_tokenizer(hf_model, sampler):
         assert out.prompt_ids[i, -len(row) :].tolist() == row
     np.testing.assert_array_equal(out.tokens, ref.tokens)
     assert out.texts == [tok.decode(c) for c in completions(out)]
-
-
-LOWERING = "/jax/core/compile/jaxpr_to_mlir_module_duration"
-
-
-@contextlib.contextmanager
-def backend_compiles():
-    """Yields a list that collects one entry per program built inside the block: each is
-    lowered to MLIR, also when the persistent compilation cache then has its executable."""
-    events = []
-    listener = lambda name, *a, **k: events.append(name)
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-        events[:] = [e for e in events if e == LOWERING]
 
 
 def _compiles_during(fn):
