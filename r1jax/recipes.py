@@ -85,13 +85,12 @@ def sft_examples(c: ml_collections.ConfigDict, tokenizer: Any) -> list[tuple[str
     from r1jax.build import prompt_formatter
 
     cs = c.cold_start
-    fmt = prompt_formatter(c, tokenizer)
     if cs.task == "file":
         fields = (cs.completion_field,)
-        rows = formatted_text_rows(c, tokenizer, "cold_start.path", cs.prompt_field, fields)
-        return [(prompt, text) for prompt, text in rows]
+        return formatted_text_rows(c, tokenizer, "cold_start.path", cs.prompt_field, fields)
     if cs.task != "countdown":
         raise ConfigError(f"config.cold_start.task={cs.task!r}: one of 'countdown', 'file'")
+    fmt = prompt_formatter(c, tokenizer)
     from r1jax.cold_start import make_countdown_sft_examples
     from r1jax.data.countdown import CountdownSpec, generate_countdown
 
