@@ -84,7 +84,9 @@ def test_dense_update_masks_reach_the_attention_and_change_nothing(monkeypatch):
     mask = jnp.asarray(mask)
 
     def logp(group):  # a new program each call: the masks are chosen while tracing
-        fn = lambda p: completion_logprobs(graphdef, p, tokens, mask, 5, 4, False, group)[0]  # noqa: E731
+        def fn(p):
+            return completion_logprobs(graphdef, p, tokens, mask, 5, 4, False, group)[0]
+
         return jax.jit(fn)(params)
 
     seen = []

@@ -187,6 +187,7 @@ def test_a_mapped_source_column_missing_from_a_row_is_a_data_error(tmp_path):
 
 
 def test_text_rows_of_a_config_file_are_formatted_and_bad_rows_counted(tmp_path, capsys):
+    from r1jax.build import prompt_formatter
     from r1jax.config import ConfigError, base_config
     from r1jax.recipes import formatted_text_rows
     from r1jax.tokenizer import CharTokenizer
@@ -202,8 +203,6 @@ def test_text_rows_of_a_config_file_are_formatted_and_bad_rows_counted(tmp_path,
     c.reward_model.train_path = str(path)
     tok = CharTokenizer("0123456789+? ")
     got = formatted_text_rows(c, tok, "reward_model.train_path", "q", ("good", "bad"))
-    from r1jax.build import prompt_formatter
-
     assert got == [(prompt_formatter(c, tok)({"prompt": "2+2?"}), "4", " 5\n")]
     assert f"reward_model.train_path: 1 bad rows of {path} skipped ({{'bad': 1}})" in (
         capsys.readouterr().out
