@@ -13,7 +13,7 @@ GPUs).
     r1jax sft  --config=configs/r1_distill_qwen2_5_1_5b.py \\
       --config.cold_start.path=/data/traces/*.jsonl \\
       --config.model.hf_path=/models/Qwen2.5-1.5B --config.tokenizer.path=/models/Qwen2.5-1.5B
-    r1jax eval   --config=... --num_prompts=0 --config.train.eval_samples=16   # MATH test
+    r1jax eval   --config=...   # MATH-500 (k=4) and AIME 2024 (k=16); --sets=aime2024 for one
     r1jax export --config=... --dst=/models/r1jax-distill-1.5b
 """
 
@@ -45,12 +45,15 @@ def get_config():
     c.cold_start.schedule = "cosine"
     c.cold_start.weight_decay = 0.0
     c.cold_start.checkpoint_every = 200
-    # evaluation of the student (r1jax eval): MATH test problems, R1's sampling settings
+    # evaluation of the student (r1jax eval): R1's math benchmarks and sampling settings
     c.data.name = "math"
-    c.data.eval_split = "test"
+    c.data.eval_split = ""
+    c.train.eval_benchmarks = dict(
+        math500=dict(name="math500"),
+        aime2024=dict(name="aime2024", samples=16),
+    )
     c.rewards.functions = (("math_accuracy", 1.0),)
     c.sampling.max_prompt_len = 512
     c.sampling.max_new_tokens = 8192
-    c.train.eval_prompts = 500
     c.train.eval_samples = 4
     return c

@@ -29,13 +29,19 @@ def get_config():
     c.mesh.shape = (1, -1, 1)
     c.tokenizer.path = ""
     c.data.name = "math"
-    c.data.eval_split = "test"
+    # evaluated on R1's math benchmarks instead of a held-out MATH split: MATH-500 (k=4) and
+    # AIME 2024 (k=16), logged as eval/math500/* and eval/aime2024/*
+    c.data.eval_split = ""
+    c.train.eval_benchmarks = dict(
+        math500=dict(name="math500"),
+        aime2024=dict(name="aime2024", samples=16),
+    )
+    c.train.best_metric = "eval/math500/pass@1"
     c.rewards.functions = (("math_accuracy", 1.0), ("format_strict", 0.1))
     c.sampling.max_prompt_len = 512
     c.sampling.max_new_tokens = 4096
     c.train.steps = 2000
     c.train.eval_every = 100
-    c.train.eval_prompts = 500
     c.train.eval_samples = 4
     c.train.checkpoint_every = 50
     return c

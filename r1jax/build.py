@@ -212,16 +212,19 @@ def eval_records(
     with its model input in ``"text"`` (formatted by ``c.prompt``). ``source``: rows to use
     instead of the configured held-out data."""
     cfg = None if source is not None else eval_source_config(c, needed_by, hint)
-    return _records_with_text(c, tokenizer, load_prompt_source(c, cfg, source), num_prompts, "eval")
+    return records_with_text(c, tokenizer, load_prompt_source(c, cfg, source), num_prompts, "eval")
 
 
 def training_records(c: ml_collections.ConfigDict, tokenizer, num_prompts: int) -> list[dict]:
     """:func:`eval_records` of the training data (``c.data``, in the order of the source)."""
     source = load_prompt_source(c, source_config(c))
-    return _records_with_text(c, tokenizer, source, num_prompts, "training")
+    return records_with_text(c, tokenizer, source, num_prompts, "training")
 
 
-def _records_with_text(c, tokenizer, source, num_prompts: int, what: str) -> list[dict]:
+def records_with_text(c, tokenizer, source, num_prompts: int, what: str) -> list[dict]:
+    """The first ``num_prompts`` rows of ``source`` (0: all) that fit the sampler (see
+    :func:`fitting_prompts`; ``what`` names them in its messages), each with its model input
+    in ``"text"``."""
     fmt = prompt_formatter(c, tokenizer)
     rows = fitting_prompts(c, source, tokenizer, fmt, what)
     n = len(rows) if num_prompts == 0 else min(num_prompts, len(rows))
@@ -232,8 +235,6 @@ def eval_task(c: ml_collections.ConfigDict):
     """The :class:`r1jax.eval_run.EvalTask` of ``c.rewards``: the accuracy reward
     (``rewards.accuracy``, default the first function), ``rewards.correct_threshold`` and the
     answer extraction of that reward for majority votes."""
-    from r1jax.eval_run import EvalTask
-    from r1jax.evaluate import vote_key
     from r1jax.rewards.registry import parse_specs
 
     specs = parse_specs(c.rewards.functions)
@@ -244,7 +245,20 @@ def eval_task(c: ml_collections.ConfigDict):
             f"config.rewards.accuracy={label!r} is not one of the rewards.functions "
             f"{[s.label for s in specs]}"
         )
-    return EvalTask(label, c.rewards.correct_threshold, vote_key(spec.name, **spec.kwargs))
+    return accuracy_task(spec, c.rewards.correct_threshold)
+
+
+def accuracy_task(item: Any, threshold: float):
+    """The :class:`r1jax.eval_run.EvalTask` of one reward (a ``rewards.functions`` item or
+    a ``RewardSpec``): correct when it is ``>= threshold``, votes read answers as it does.
+    Raises KeyError for a reward that is not registered or importable."""
+    from r1jax.eval_run import EvalTask
+    from r1jax.evaluate import vote_key
+    from r1jax.rewards.registry import RewardSpec, reward_info
+
+    spec = RewardSpec.from_config(item)
+    reward_info(spec.name)
+    return EvalTask(spec.label, threshold, vote_key(spec.name, **spec.kwargs))
 
 
 def build_sampler(c: ml_collections.ConfigDict, model: Transformer, mesh: Mesh, tokenizer=None):

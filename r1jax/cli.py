@@ -38,8 +38,14 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "num_prompts",
     None,
-    "eval: held-out prompts (default train.eval_prompts); traces: training prompts (default "
-    "all); 0: all.",
+    "eval: prompts of each eval set (default train.eval_prompts for the held-out split, a "
+    "benchmark's own `prompts`); traces: training prompts (default all); 0: all.",
+)
+flags.DEFINE_list(
+    "sets",
+    [],
+    "eval: the eval sets to run, by name (benchmarks of train.eval_benchmarks, held_out for "
+    "the held-out split; default all).",
 )
 flags.DEFINE_enum(
     "keep",
@@ -234,13 +240,14 @@ def _sample() -> int:
 
 @command(
     "eval",
-    "pass@1 of k samples, pass@k, maj@k, greedy on held-out prompts: [--step=N] [--num_prompts=N]",
+    "pass@1 of k samples, pass@k, maj@k, greedy on the held-out split and benchmarks: "
+    "[--step=N] [--num_prompts=N] [--sets=a,b]",
 )
 def _eval() -> int:
     from r1jax.eval_command import eval_command
 
     c = _require_config()
-    eval_command(c, FLAGS.step, FLAGS.num_prompts, FLAGS.greedy, FLAGS.dst)
+    eval_command(c, FLAGS.step, FLAGS.num_prompts, FLAGS.greedy, FLAGS.dst, only=FLAGS.sets)
     return 0
 
 

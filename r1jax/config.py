@@ -207,6 +207,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.eval_samples = 4  # k samples per eval prompt (pass@1 averaged over k)
     c.train.eval_temperature = 0.6
     c.train.eval_top_p = 0.95
+    # named benchmarks evaluated next to the held-out split, logged as eval/<name>/<metric>:
+    # {name: {data keys (name, split, path, ...), prompts, samples, accuracy, ...}}, see
+    # r1jax.eval_sets (e.g. dict(math500=dict(name="math500"), aime2024=dict(name="aime2024")))
+    c.train.eval_benchmarks = ml_collections.ConfigDict()
+    c.train.best_metric = ""  # eval metric of the best checkpoint (default: first set's pass@1)
     c.train.progress = True
     c.train.tensorboard = True
     c.train.wandb_project = ""
@@ -379,7 +384,29 @@ def validate(
     _check(t.eval_samples >= 1, "train.eval_samples", t.eval_samples, "must be >= 1")
     _check(t.eval_temperature >= 0, "train.eval_temperature", t.eval_temperature, "must be >= 0")
     _check(0.0 < t.eval_top_p <= 1.0, "train.eval_top_p", t.eval_top_p, "must be in (0, 1]")
+    _validate_benchmarks(t.eval_benchmarks)
     return cfg
+
+
+def _validate_benchmarks(benchmarks: ml_collections.ConfigDict) -> None:
+    """The shape of ``train.eval_benchmarks`` (its data keys are checked when it is loaded)."""
+    import numbers
+
+    for name, b in benchmarks.items():
+        field = f"train.eval_benchmarks.{name}"
+        _check(bool(name) and "/" not in name and name != "held_out", "train.eval_benchmarks",
+               name, "benchmark names must be non-empty, without '/', not 'held_out'")  # fmt: skip
+        _check(isinstance(b, ml_collections.ConfigDict), field, b,
+               "must be a mapping of data and eval settings (see r1jax.eval_sets)")  # fmt: skip
+        _check(isinstance(b.get("name"), str) and bool(b.get("name")), f"{field}.name",
+               b.get("name"), "needs the dataset name (e.g. 'math500', 'jsonl')")  # fmt: skip
+        for key, low in (("prompts", 0), ("samples", 1)):
+            v = b.get(key, low)
+            _check(isinstance(v, int) and not isinstance(v, bool) and v >= low, f"{field}.{key}",
+                   v, f"must be an integer >= {low}")  # fmt: skip
+        v = b.get("correct_threshold", 0.0)
+        real = isinstance(v, numbers.Real) and not isinstance(v, bool)
+        _check(real, f"{field}.correct_threshold", v, "must be a number")
 
 
 def _validate_reward_model(c: ml_collections.ConfigDict) -> None:

@@ -1,21 +1,23 @@
 """``r1jax eval``: pass@1 from k samples, pass@k, maj@k and greedy accuracy of a checkpoint.
 
-The held-out prompts, their template, the rewards that judge them and the sampling settings
-all come from the run's config, as in the trainer's periodic eval (``train.eval_*``): the
-numbers of ``r1jax eval --step=N`` equal the ``eval/*`` metrics the run logged at step N.
-Results go to ``<out_dir>/step_<N>.json`` (settings and metrics) and
-``<out_dir>/step_<N>_samples.jsonl`` (one line per prompt: the prompt, its fields, every
-completion with its extracted answer and correctness, the vote, the greedy completion). With
-prompts of several sources, MATH levels or subjects, or AIME years, the metrics are also
-broken down by them (``groups``). The stem is ``sft_step_<N>`` for weights of the SFT stage
-and ``init`` for the config's own.
+The eval sets (the held-out split and the benchmarks of ``train.eval_benchmarks``, see
+:mod:`r1jax.eval_sets`), their template, the rewards that judge them and the sampling
+settings all come from the run's config, as in the trainer's periodic eval
+(``train.eval_*``): the numbers of ``r1jax eval --step=N`` equal the ``eval/*`` metrics the
+run logged at step N. Results go to ``<out_dir>/step_<N>.json`` (settings and metrics: the
+held-out split's at the top level, each benchmark's under ``"benchmarks"``) and one
+``<out_dir>/step_<N>[_<benchmark>]_samples.jsonl`` per set (one line per prompt: the prompt,
+its fields, every completion with its extracted answer and correctness, the vote, the greedy
+completion). With prompts of several sources, MATH levels or subjects, or AIME years, the
+metrics are also broken down by them (``groups``). The stem is ``sft_step_<N>`` for weights
+of the SFT stage and ``init`` for the config's own.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ml_collections
@@ -29,108 +31,128 @@ def eval_command(
     greedy: bool = True,
     out_dir: str | None = None,
     emit: Callable[[str], None] = print,
+    only: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Evaluates the run's checkpoint ``step`` (default: the newest; the config's initial
-    weights when the run has none) on ``num_prompts`` held-out prompts (default
-    ``train.eval_prompts``; 0: all) and writes the results to ``out_dir`` (default
-    ``<run_dir>/eval``). Returns the summary written to the JSON file."""
+    weights when the run has none) on its eval sets (:mod:`r1jax.eval_sets`: the held-out
+    split and ``train.eval_benchmarks``; ``only``: some of them by name, ``"held_out"`` for
+    the split), each on its first ``num_prompts`` prompts (default: ``train.eval_prompts``
+    for the split, a benchmark's ``prompts``; 0: all), and writes the results to ``out_dir``
+    (default ``<run_dir>/eval``). Returns the summary written to the JSON file: the held-out
+    split's results at the top level, each benchmark's under ``"benchmarks"``."""
     import jax
-    from tqdm.auto import tqdm
 
     from r1jax import build
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
-    from r1jax import sharding as shd
     from r1jax.checkpoint import from_sft_stage
-    from r1jax.eval_run import evaluate_prompts, summarize_groups, summarize_results
-    from r1jax.rl.trainer import step_seed
+    from r1jax.eval_sets import EvalScorers, load_eval_sets
 
     cfgmod.validate(c, jax.device_count(), jax.process_count())
     t = c.train
-    n = t.eval_prompts if num_prompts is None else num_prompts
-    if n < 0:
-        raise cfgmod.ConfigError(f"--num_prompts={n} must be >= 0 (0: every held-out prompt)")
+    if num_prompts is not None and num_prompts < 0:
+        raise cfgmod.ConfigError(f"--num_prompts={num_prompts} must be >= 0 (0: all prompts)")
     primary = dist.is_primary()
     tokenizer = build.build_tokenizer(c)
-    task = build.eval_task(c)
-    records = build.eval_records(c, tokenizer, n, "r1jax eval")
+    sets = load_eval_sets(c, tokenizer, "r1jax eval", num_prompts, only)
     mesh = build.build_mesh(c)
     model, restored, weights = build.load_run_model(c, mesh, tokenizer, step)
     sampler = build.build_sampler(c, model, mesh, tokenizer)
-    k = t.eval_samples
-    modes = {"sampled": (build.eval_sampling_params(c, step_seed(c.seed, restored or 0, 1)), k)}
-    if greedy:
-        modes["greedy"] = (build.sampling_params(c, c.seed, temperature=0.0), 1)
     if primary:
         emit(f"weights: {weights}")
-        emit(
-            f"eval: {len(records)} held-out prompts ({_split_name(c)}), k={k} samples at "
-            f"temperature {t.eval_temperature}, top_p {t.eval_top_p}"
-            + (", and greedy" if greedy else "")
-        )
-    metrics: dict[str, dict[str, float]] = {}
-    results: dict[str, list[dict]] = {}
-    with build.build_scorer(c) as scorer:
-        for mode, (params, samples) in modes.items():
-            bar = tqdm(
-                total=len(records),
-                desc=f"eval {mode}",
-                unit="prompt",
-                disable=not (primary and t.progress),
-                dynamic_ncols=True,
-            )
-            results[mode] = evaluate_prompts(
+    summary: dict[str, Any] = {
+        "weights": weights,
+        "step": restored,
+        "temperature": t.eval_temperature,
+        "top_p": t.eval_top_p,
+    }
+    results: dict[str, dict[str, list[dict]]] = {}
+    with build.build_scorer(c) as run_scorer, EvalScorers(c, run_scorer) as scorers:
+        for s in sets:
+            if primary:
+                emit(
+                    f"eval {s.title}: {len(s.records)} prompts ({s.data}), k={s.samples} "
+                    f"samples at temperature {t.eval_temperature}, top_p {t.eval_top_p}"
+                    + (", and greedy" if greedy else "")
+                )
+            results[s.title] = _evaluate_set(c, s, sampler, model, mesh, scorers(s), restored,
+                                             greedy, primary)  # fmt: skip
+            part = _set_summary(s, results[s.title])
+            if s.name:
+                summary.setdefault("benchmarks", {})[s.name] = part
+            else:
+                summary.update(part)
+            if primary:
+                for line in _report(part) + _group_report(part.get("groups", {}), s.samples):
+                    emit(line)
+    if primary:
+        out_dir = out_dir or os.path.join(c.run_dir, "eval")
+        stem = "init" if restored is None else f"step_{restored}"
+        if restored is not None and from_sft_stage(c.run_dir):
+            stem = f"sft_{stem}"
+        paths = _write(out_dir, stem, summary, sets, results)
+        emit(f"results: {', '.join(paths)}")
+    return summary
+
+
+def _evaluate_set(c, s, sampler, model, mesh, scorer, restored, greedy: bool, primary: bool):
+    """``{"sampled": results[, "greedy": results]}`` of eval set ``s``."""
+    from r1jax import build
+    from r1jax import sharding as shd
+    from r1jax.eval_run import evaluate_prompts
+    from r1jax.eval_sets import eval_seed, progress_bar
+
+    seed = eval_seed(c.seed, restored or 0, s.name)
+    modes = {"sampled": (build.eval_sampling_params(c, seed), s.samples)}
+    if greedy:
+        modes["greedy"] = (build.sampling_params(c, c.seed, temperature=0.0), 1)
+    out = {}
+    enabled = primary and c.train.progress
+    for mode, (params, samples) in modes.items():
+        with progress_bar(f"eval {s.title} {mode}", len(s.records), enabled) as progress:
+            out[mode] = evaluate_prompts(
                 sampler,
                 model,
-                records,
+                s.records,
                 scorer,
-                task,
+                s.task,
                 params,
                 samples,
                 c.rl.prompts_per_step,
                 shd.process_batch_shard(mesh),
                 keep_text=True,
-                progress=lambda done, bar=bar: bar.update(done - bar.n),
+                progress=progress,
             )
-            bar.close()
-            metrics[mode] = summarize_results(results[mode])
-    groups = summarize_groups(records, results["sampled"])
-    summary = {
-        "weights": weights,
-        "step": restored,
-        "data": _split_name(c),
-        "num_prompts": len(records),
-        "samples": k,
-        "temperature": t.eval_temperature,
-        "top_p": t.eval_top_p,
-        "accuracy_reward": task.accuracy,
-        "correct_threshold": task.threshold,
-        "metrics": metrics["sampled"],
+    return out
+
+
+def _set_summary(s, results: dict[str, list[dict]]) -> dict[str, Any]:
+    """The JSON summary of one eval set's results (see :func:`eval_command`)."""
+    from r1jax.eval_run import summarize_groups, summarize_results
+
+    part = {
+        "data": s.data,
+        "num_prompts": len(s.records),
+        "samples": s.samples,
+        "accuracy_reward": s.task.accuracy,
+        "correct_threshold": s.task.threshold,
+        "metrics": summarize_results(results["sampled"]),
     }
-    if greedy:
-        summary["greedy"] = metrics["greedy"]
+    if "greedy" in results:
+        part["greedy"] = summarize_results(results["greedy"])
+    groups = summarize_groups(s.records, results["sampled"])
     if groups:
-        summary["groups"] = groups
-    if primary:
-        for line in _report(metrics) + _group_report(groups, k):
-            emit(line)
-        out_dir = out_dir or os.path.join(c.run_dir, "eval")
-        stem = "init" if restored is None else f"step_{restored}"
-        if restored is not None and from_sft_stage(c.run_dir):
-            stem = f"sft_{stem}"
-        paths = _write(out_dir, stem, summary, records, results)
-        emit(f"results: {', '.join(paths)}")
-    return summary
+        part["groups"] = groups
+    return part
 
 
-def _split_name(c: ml_collections.ConfigDict) -> str:
-    d = c.data
-    return d.eval_path if d.name in ("jsonl", "parquet") else f"{d.name}/{d.eval_split}"
-
-
-def _report(metrics: dict[str, dict[str, float]]) -> list[str]:
+def _report(part: dict[str, Any]) -> list[str]:
+    """One line per decoding mode of a set summary: its pass/maj scores, length, truncation."""
     lines = []
-    for mode, m in metrics.items():
+    for mode in ("sampled", "greedy"):
+        m = part["metrics"] if mode == "sampled" else part.get(mode)
+        if m is None:
+            continue
         scores = "  ".join(f"{name} {v:.4f}" for name, v in m.items() if "@" in name)
         lines.append(
             f"  {mode:<8} {scores}  length {m['length_mean']:.1f}  truncated {m['truncated']:.3f}"
@@ -165,20 +187,23 @@ def _write(
     out_dir: str,
     stem: str,
     summary: dict[str, Any],
-    records: list[dict],
-    results: dict[str, list[dict]],
+    sets: Sequence[Any],
+    results: dict[str, dict[str, list[dict]]],
 ) -> list[str]:
-    """Writes ``<stem>.json`` and ``<stem>_samples.jsonl`` (each via a temporary file, so an
-    interrupted eval leaves the previous results whole); returns their paths."""
+    """Writes ``<stem>.json`` and one ``<stem>[_<benchmark>]_samples.jsonl`` per eval set
+    (each via a temporary file, so an interrupted eval leaves the previous results whole);
+    returns their paths."""
     os.makedirs(out_dir, exist_ok=True)
-    paths = [os.path.join(out_dir, f"{stem}.json"), os.path.join(out_dir, f"{stem}_samples.jsonl")]
-    lines = []
-    for i, record in enumerate(records):
-        row = {"record": record} | {mode: res[i] for mode, res in results.items()}
-        lines.append(json.dumps(row, default=_jsonable, ensure_ascii=False))
-    for path, text in zip(paths, (json.dumps(summary, indent=1), "\n".join(lines) + "\n"),
-                          strict=True):  # fmt: skip
+    files = {os.path.join(out_dir, f"{stem}.json"): json.dumps(summary, indent=1)}
+    for s in sets:
+        lines = []
+        for i, record in enumerate(s.records):
+            row = {"record": record} | {mode: res[i] for mode, res in results[s.title].items()}
+            lines.append(json.dumps(row, default=_jsonable, ensure_ascii=False))
+        name = f"{stem}_{s.name}_samples.jsonl" if s.name else f"{stem}_samples.jsonl"
+        files[os.path.join(out_dir, name)] = "\n".join(lines) + "\n"
+    for path, text in files.items():
         with open(path + ".tmp", "w") as f:
             f.write(text)
         os.replace(path + ".tmp", path)
-    return paths
+    return list(files)

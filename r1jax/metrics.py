@@ -106,6 +106,21 @@ PLOTS = (
 )
 
 
+def _extra_curves(plot: str, rows: list[dict[str, Any]]) -> list[str]:
+    """Metrics drawn next to a plot's own: each reward function's mean on the reward plot,
+    each benchmark's pass@1 (``eval/<name>/pass@1``) on the accuracy plot."""
+    keys = dict.fromkeys(k for row in rows for k in row)
+    if plot == "reward":
+        return [k for k in keys if k.startswith("reward/fn/") and k.endswith("/mean")]
+    if plot == "accuracy":
+        return [
+            k
+            for k in keys
+            if k.startswith("eval/") and k.endswith("/pass@1") and k != "eval/pass@1"
+        ]
+    return []
+
+
 def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
     """Draws reward, accuracy, length and KL curves of a run to PNG files; returns the paths."""
     import matplotlib
@@ -118,15 +133,7 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for name, keys, title in PLOTS:
-        extra = (
-            [
-                k
-                for k in rows[0]
-                if name == "reward" and k.startswith("reward/fn/") and k.endswith("/mean")
-            ]
-            if rows
-            else []
-        )
+        extra = _extra_curves(name, rows)
         fig, ax = plt.subplots(figsize=(6, 3.5))
         drawn = 0
         for key in (*keys, *extra):

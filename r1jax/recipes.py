@@ -34,11 +34,11 @@ PROMPT_BUILDERS: dict[str, Callable[[dict[str, Any]], str]] = {
 class PromptMappedSource(Sequence):
     """A random-access source whose records get ``prompt = builder(record)``."""
 
-    def __init__(self, source: Sequence[dict], builder: str):
+    def __init__(
+        self, source: Sequence[dict], builder: str, field: str = "data.prompt_builder"
+    ) -> None:
         if builder not in PROMPT_BUILDERS:
-            raise ConfigError(
-                f"config.data.prompt_builder={builder!r} is not one of {sorted(PROMPT_BUILDERS)}"
-            )
+            raise ConfigError(f"config.{field}={builder!r} is not one of {sorted(PROMPT_BUILDERS)}")
         self.source, self.fn = source, PROMPT_BUILDERS[builder]
 
     def __len__(self) -> int:

@@ -109,10 +109,17 @@ def _trained_run(tmp_path, **changes):
         train__checkpoint_every=2,
         **changes,
     )
+    lines = open(c.data.path).readlines()
     held_out = tmp_path / "held_out.jsonl"  # 10 prompts
-    held_out.write_text("".join(open(c.data.path).readlines()[:10]))
+    held_out.write_text("".join(lines[:10]))
     c.data.eval_path = str(held_out)
     c.data.field_map.source = "src"
+    bench = tmp_path / "bench.jsonl"  # a benchmark of 8 other prompts, judged by its own reward
+    bench.write_text("".join(lines[30:38]))
+    c.train.eval_benchmarks = dict(
+        bench=dict(name="jsonl", path=str(bench), prompts=5, samples=2,
+                   accuracy="trainer_fixtures:starts_with_seven"),
+    )  # fmt: skip
     trainer = GRPOTrainer(c)
     try:
         trainer.train()
@@ -137,15 +144,24 @@ def test_eval_command_reproduces_the_runs_eval_and_writes_every_sample(tmp_path)
     # same checkpoint, prompts, seed and sampler as the trainer's eval at step 2
     for name in ("pass@1", "pass@3", "maj@3", "length_mean", "truncated"):
         assert summary["metrics"][name] == pytest.approx(logged[2][f"eval/{name}"]), name
+    bench = summary["benchmarks"]["bench"]
+    assert sorted(bench["metrics"]) == ["length_mean", "maj@2", "pass@1", "pass@2", "truncated"]
+    for name, value in bench["metrics"].items():  # the benchmark's: eval/bench/<metric>
+        assert value == pytest.approx(logged[2][f"eval/bench/{name}"]), name
+    assert bench["accuracy_reward"] == "trainer_fixtures:starts_with_seven"
     assert lines[0] == f"weights: {c.run_dir} step 2"
+    assert lines[1].startswith(f"eval held_out: 6 prompts ({c.data.eval_path}), k=3 samples")
     assert any(line.lstrip().startswith("greedy   pass@1 ") for line in lines)
-    assert lines[-2].startswith("  by source: a: pass@1 ") and "| b: pass@1" in lines[-2]
+    by_source = [line for line in lines if line.startswith("  by source:")]
+    assert len(by_source) == 1 and by_source[0].startswith("  by source: a: pass@1 ")
+    assert "| b: pass@1" in by_source[0]  # the benchmark's rows have one source: no breakdown
+    assert f"eval bench: 5 prompts ({tmp_path / 'bench.jsonl'}), k=2 samples" in lines[5]
 
     out = os.path.join(c.run_dir, "eval")
     assert json.load(open(os.path.join(out, "step_2.json"))) == summary
     rows = [json.loads(line) for line in open(os.path.join(out, "step_2_samples.jsonl"))]
     assert len(rows) == summary["num_prompts"] == 6
-    from trainer_fixtures import sevens
+    from trainer_fixtures import sevens, starts_with_seven
 
     correct = []
     for row in rows:
@@ -157,13 +173,24 @@ def test_eval_command_reproduces_the_runs_eval_and_writes_every_sample(tmp_path)
         assert len(row["greedy"]["completions"]) == 1
         assert row["record"]["text"] == row["record"]["prompt"]  # the plain template
     assert summary["metrics"]["pass@1"] == pytest.approx(np.mean(correct))
+    rows = [json.loads(line) for line in open(os.path.join(out, "step_2_bench_samples.jsonl"))]
+    assert [row["record"]["prompt"] for row in rows] == ["0 3", "1 3", "2 3", "3 3", "4 3"]
+    correct = [row["sampled"]["correct"] for row in rows]
+    for row, ok in zip(rows, correct, strict=True):  # judged by the benchmark's own reward
+        assert ok == [starts_with_seven(t, {}) >= 1.0 for t in row["sampled"]["completions"]]
+    assert bench["metrics"]["pass@1"] == pytest.approx(np.mean(correct))
 
     # newest checkpoint by default, all prompts with --num_prompts=0, no greedy pass
     newest = eval_command(c, num_prompts=0, greedy=False, emit=lambda _: None)
     assert newest["step"] == 4 and newest["num_prompts"] == 10 and "greedy" not in newest
+    assert newest["benchmarks"]["bench"]["num_prompts"] == 8
     assert sorted(newest["groups"]["source"]) == ["a", "b"]
     assert newest["groups"]["source"]["a"]["prompts"] == 5
     assert os.path.exists(os.path.join(out, "step_4.json"))
+    # one set by name: the benchmark alone, with the same results
+    only = eval_command(c, num_prompts=0, greedy=False, emit=lambda _: None, only=["bench"])
+    assert "metrics" not in only and list(only["benchmarks"]) == ["bench"]
+    assert only["benchmarks"] == newest["benchmarks"]
 
 
 def test_eval_command_errors_name_the_problem(tmp_path):

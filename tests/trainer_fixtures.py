@@ -19,6 +19,11 @@ def sevens(completion: str, row: dict) -> float:
     return completion.count("7") / max(len(completion), 1)
 
 
+def starts_with_seven(completion: str, row: dict) -> float:
+    """1 when the completion starts with '7' (the accuracy of the tests' benchmark)."""
+    return float(completion.startswith("7"))
+
+
 def make_config(tmp_path, run_name: str = "run", **changes):
     """A tiny GRPO config on a JSONL prompt file, fast on CPU."""
     data = os.path.join(tmp_path, "prompts.jsonl")

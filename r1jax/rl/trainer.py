@@ -39,6 +39,14 @@ from r1jax import sharding as shd
 from r1jax.checkpoint import CheckpointError, RunCheckpointer, load_params
 from r1jax.config import config_changes, validate
 from r1jax.eval_run import evaluate_prompts, summarize_results
+from r1jax.eval_sets import (
+    EvalScorers,
+    EvalSet,
+    best_metric,
+    eval_seed,
+    load_eval_sets,
+    progress_bar,
+)
 from r1jax.interrupt import GracefulStop
 from r1jax.metrics import MetricsWriter
 from r1jax.optim import (
@@ -244,16 +252,17 @@ class GRPOTrainer:
             process_count=count,
             format_prompt=fmt,
         )
-        self.eval_records: list[dict] = []
+        self.eval_sets: list[EvalSet] = []
         if c.train.eval_every:
-            self.eval_records = build.eval_records(
+            self.eval_sets = load_eval_sets(
                 c,
                 self.tokenizer,
-                c.train.eval_prompts,
                 f"train.eval_every={c.train.eval_every}",
-                " (or set train.eval_every=0)",
-                eval_source,
+                eval_source=eval_source,
+                hint=" (or set train.eval_every=0)",
             )
+        self.best_metric = best_metric(c, self.eval_sets)
+        self.eval_scorers = EvalScorers(c, self.scorer)
         self.collector = RolloutCollector(
             self.sampler,
             self.rollout_scorer,
@@ -469,19 +478,25 @@ class GRPOTrainer:
 
     def evaluate(self) -> dict[str, float]:
         """pass@1 (mean over k samples per prompt), pass@k, maj@k, mean length and truncated
-        fraction on the held-out prompts (see :mod:`r1jax.eval_run`)."""
-        results = evaluate_prompts(
-            self.sampler,
-            self.params,
-            self.eval_records,
-            self.scorer,
-            self.eval_task,
-            build.eval_sampling_params(self.c, step_seed(self.c.seed, self.step, 1)),
-            self.c.train.eval_samples,
-            self.c.rl.prompts_per_step,
-            self.data_shard,
-        )
-        return {f"eval/{name}": v for name, v in summarize_results(results).items()}
+        fraction of every eval set (see :mod:`r1jax.eval_sets`, :mod:`r1jax.eval_run`)."""
+        out = {}
+        enabled = self.c.train.progress and dist.is_primary()
+        for s in self.eval_sets:
+            with progress_bar(f"eval {s.title}", len(s.records), enabled) as progress:
+                results = evaluate_prompts(
+                    self.sampler,
+                    self.params,
+                    s.records,
+                    self.eval_scorers(s),
+                    s.task,
+                    build.eval_sampling_params(self.c, eval_seed(self.c.seed, self.step, s.name)),
+                    s.samples,
+                    self.c.rl.prompts_per_step,
+                    self.data_shard,
+                    progress=progress,
+                )
+            out |= {s.prefix + name: v for name, v in summarize_results(results).items()}
+        return out
 
     # ------------------------------------------------------------------ loop
 
@@ -513,7 +528,7 @@ class GRPOTrainer:
         try:
             with stop:
                 if self.step == 0 and not self._resumed:
-                    if c.train.eval_every and self.eval_records:
+                    if c.train.eval_every and self.eval_sets:
                         self.metrics.write(0, self.evaluate())  # the starting point of the curves
                     if self._cold_started:  # a crash before the first checkpoint keeps the SFT
                         self.save(force=True)
@@ -522,7 +537,7 @@ class GRPOTrainer:
                     eval_score = None
                     if c.train.eval_every and self.step % c.train.eval_every == 0:
                         m.update(self.evaluate())
-                        eval_score = m["eval/pass@1"]
+                        eval_score = m[self.best_metric]
                         if self.best_eval is None or eval_score > self.best_eval:
                             self.best_eval = eval_score
                     if self.step % c.train.log_every == 0 or eval_score is not None:
@@ -550,6 +565,7 @@ class GRPOTrainer:
         self.ckpt.close()
         self.metrics.close()
         self.scorer.close()
+        self.eval_scorers.close()
 
 
 class _NoMetrics:
