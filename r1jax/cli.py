@@ -139,6 +139,7 @@ def _export() -> int:
     import os
 
     from r1jax import build
+    from r1jax.distributed import is_primary
     from r1jax.model.hf import copy_tokenizer_files, save_hf_model
 
     c = _require_config()
@@ -148,7 +149,9 @@ def _export() -> int:
     model, step, weights = build.load_run_model(c, mesh, build.build_tokenizer(c), FLAGS.step)
     if step is None:
         raise app.UsageError(f"no checkpoints in {os.path.join(c.run_dir, 'checkpoints')}")
-    save_hf_model(model, FLAGS.dst, dtype=FLAGS.dtype)
+    save_hf_model(model, FLAGS.dst, dtype=FLAGS.dtype)  # with several processes, 0 writes
+    if not is_primary():
+        return 0
     source = build.tokenizer_source(c)
     copied = copy_tokenizer_files(source, FLAGS.dst) if source else []
     note = ", ".join(copied) or ("none (a character vocabulary)" if c.tokenizer.chars else "none")

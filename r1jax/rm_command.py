@@ -142,8 +142,8 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
             writer.close()
     after = evaluate()
     hf_dir = os.path.join(folder, "hf")
-    if jax.process_count() == 1:  # the export gathers every tensor to this host
-        save_hf_model(model, hf_dir, pad_token_id=tokenizer.pad_id)
+    save_hf_model(model, hf_dir, pad_token_id=tokenizer.pad_id)  # every process; 0 writes
+    if primary:
         _save_tokenizer(c, tokenizer, hf_dir)
     result = {"step": rm.steps, "hf_dir": hf_dir, "eval_before": before, "eval_after": after}
     if primary:
@@ -153,10 +153,6 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
             was = f"{before['accuracy']:.3f} -> " if before else ""
             emit(f"reward model: held-out pair accuracy {was}{after['accuracy']:.3f} "
                  f"({int(after['pairs'])} pairs)")  # fmt: skip
-        if jax.process_count() == 1:
-            emit(f"reward model: wrote {hf_dir}; use it in GRPO with "
-                 f"--config.reward_model.path={hf_dir}")  # fmt: skip
-        else:
-            emit(f"reward model: checkpoints in {ckpt_dir}; export them to a HF directory "
-                 "from one process (multi-process export is not supported)")  # fmt: skip
+        emit(f"reward model: wrote {hf_dir}; use it in GRPO with "
+             f"--config.reward_model.path={hf_dir}")  # fmt: skip
     return result

@@ -286,6 +286,17 @@ def global_to_host(array: jax.Array) -> np.ndarray:
     return np.concatenate([np.asarray(blocks[k]) for k in sorted(blocks)])
 
 
+def gather_to_host(array: jax.Array) -> np.ndarray:
+    """The whole of a global array on this host. A collective when the array spans
+    processes (every process must call it, in the same order); a copy otherwise (NumPy
+    arrays pass through)."""
+    if not isinstance(array, jax.Array) or array.is_fully_addressable or array.is_fully_replicated:
+        return np.asarray(jax.device_get(array))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
 def deal_rows(x: jax.Array, parts: int, block: int = 1) -> jax.Array:
     """``[R, ...] -> [parts, R // parts, ...]``, dealing blocks of ``block`` rows round-robin
     (block ``b`` goes to part ``b % parts``; a block never splits).

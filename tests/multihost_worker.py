@@ -6,7 +6,8 @@ distributed setup comes from the environment (``R1JAX_DISTRIBUTED=1``, ``R1JAX_C
 ``trainer_fixtures.multihost_config`` run (resuming from its checkpoints) and trains it up to
 ``STEPS``; then process 0 writes the final parameters (gathered from all processes) to
 ``OUT_DIR/params.npz`` and, per phase, the step it started from and its step metrics to
-``OUT_DIR/history.json``.
+``OUT_DIR/history.json``, and both processes export the model to ``OUT_DIR/hf`` (a HF
+directory that process 0 writes).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def main(tmp_dir: str, run_name: str, out_dir: str, phases: list[int]) -> None:
         np.savez(os.path.join(out_dir, "params.npz"), **full)
         with open(os.path.join(out_dir, "history.json"), "w") as f:
             json.dump(runs, f)
+    from r1jax.model.hf import save_hf_model
+
+    save_hf_model(nnx.merge(trainer.graphdef, trainer.params), os.path.join(out_dir, "hf"))
     multihost_utils.sync_global_devices("multihost_worker done")
 
 

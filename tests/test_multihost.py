@@ -1,5 +1,6 @@
-"""Multi-process GRPO: 2 JAX processes x 4 CPU devices (gloo collectives) train exactly like
-1 process x 8 devices, checkpoint together and resume."""
+"""Multi-process GRPO: 2 JAX processes x 4 CPU devices (gloo collectives, parameters split
+over both by FSDP) train exactly like 1 process x 8 devices, checkpoint together, resume and
+export to a HF directory."""
 
 import json
 import os
@@ -106,6 +107,21 @@ def test_two_processes_train_like_one_and_resume(tmp_path):
     atol = 2e-3 * reference.c.optim.lr
     for k, v in want.items():
         np.testing.assert_allclose(got[k], v, rtol=1e-5, atol=atol, err_msg=k)
+
+    # The export of the two processes' model (gathered tensor by tensor, written by process 0)
+    # is the export of the same parameters by one process.
+    from safetensors.numpy import load_file
+
+    from r1jax.model.hf import save_hf_model
+
+    save_hf_model(nnx.merge(reference.graphdef, reference.params), str(tmp_path / "hf_one"))
+    one, two = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("hf_one", "out/hf"))
+    assert sorted(two) == sorted(one) and len(one) >= len(want)
+    for name, v in one.items():
+        np.testing.assert_allclose(two[name], v, rtol=1e-5, atol=atol, err_msg=name)
+    assert json.load(open(tmp_path / "out" / "hf" / "config.json")) == json.load(
+        open(tmp_path / "hf_one" / "config.json")
+    )
 
     # The checkpoint holds each process's data-iterator state (process 0 writes the metadata).
     with open(tmp_path / "two" / "checkpoints" / "2" / "meta" / "metadata") as f:

@@ -74,6 +74,7 @@ def multihost_config(tmp_path, run_name: str = "run", **changes):
     )
     c = make_config(tmp_path, run_name, **{**opts, **changes})
     c.data.eval_path = c.data.path  # eval prompts: the first training prompts
+    c.mesh.shape = (1, 8, 1)  # FSDP over both processes: every parameter is split across them
     c.model.overrides.num_layers = 1
     rm_dir = os.path.join(tmp_path, "reward_model")
     if os.path.isdir(rm_dir):  # made by make_random_reward_model: a learned reward term too

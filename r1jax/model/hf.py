@@ -391,7 +391,9 @@ def save_hf_model(
 
     Tensors are gathered to the host one at a time. ``dtype`` defaults to the param dtype. A
     classifier (reward model) is written as ``*ForSequenceClassification``; give it the
-    tokenizer's ``pad_token_id`` (see :func:`config_to_hf`).
+    tokenizer's ``pad_token_id`` (see :func:`config_to_hf`). With several JAX processes every
+    process must call it (the tensors are gathered from all of them, one by one) and process
+    0 writes ``path``.
     """
     cfg: ModelConfig = model.cfg
     dtype = dtype or cfg.param_dtype
@@ -407,16 +409,18 @@ def save_hf_model(
             "more than one row (pass the tokenizer's pad id)",
             path,
         )
-    os.makedirs(path, exist_ok=True)
     entries = []
     for p, var in nnx.to_flat_state(nnx.state(model)):
         name, _ = hf_name(p)
         value = var.get_value()
         shape = to_hf_array(p, np.empty(value.shape, dtype=np.bool_)).shape
-        produce = lambda p=p, v=value: to_hf_array(p, np.asarray(jax.device_get(v))).astype(
-            np_dtype
-        )
+        produce = lambda p=p, v=value: to_hf_array(p, shd.gather_to_host(v)).astype(np_dtype)
         entries.append((name, shape, produce, int(np.prod(shape)) * np_dtype.itemsize))
+    if jax.process_index() != 0:
+        for _, _, produce, _ in entries:  # process 0 gathers them in this order as it writes
+            produce()
+        return
+    os.makedirs(path, exist_ok=True)
     entries += _implied_zero_biases(cfg, np_dtype)
     shards: list[list[tuple]] = [[]]
     size = 0
