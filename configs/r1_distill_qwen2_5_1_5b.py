@@ -45,6 +45,8 @@ def get_config():
     c.cold_start.schedule = "cosine"
     c.cold_start.weight_decay = 0.0
     c.cold_start.checkpoint_every = 200
+    c.cold_start.eval_path = ""  # held-out traces (e.g. a split-off file): sft/eval_loss
+    c.cold_start.eval_every = 200
     # evaluation of the student (r1jax eval): R1's math benchmarks and sampling settings
     c.data.name = "math"
     c.data.eval_split = ""

@@ -37,6 +37,8 @@ def get_config():
     c.cold_start.batch_size = 64
     c.cold_start.lr = 2e-3
     c.cold_start.examples = 4000
+    c.cold_start.eval_examples = 256  # held-out loss of the SFT (sft/eval_loss) every 100 steps
+    c.cold_start.eval_every = 100
     c.sampling.max_prompt_len = 32
     c.sampling.prompt_buckets = (32,)
     c.sampling.max_new_tokens = 64

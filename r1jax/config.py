@@ -185,6 +185,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.cold_start.max_len = 0  # tokens per row (0: sampling.max_prompt_len + max_new_tokens)
     c.cold_start.pack = False  # several examples per row (segment masks)
     c.cold_start.checkpoint_every = 100  # SFT steps between checkpoints (0: only at the end)
+    # held-out loss (sft/eval_loss, sft/eval_accuracy) before the SFT, every eval_every steps
+    # (0: none in between) and after it: the traces of eval_path (task "file", same fields)
+    # or eval_examples synthetic ones (task "countdown", another seed than the training ones)
+    c.cold_start.eval_path = ""
+    c.cold_start.eval_examples = 0
+    c.cold_start.eval_every = 0
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-6
@@ -378,6 +384,14 @@ def validate(
                "task 'file' needs the jsonl/parquet file(s) of the traces")  # fmt: skip
         _check(cs.checkpoint_every >= 0, "cold_start.checkpoint_every", cs.checkpoint_every,
                "must be >= 0")  # fmt: skip
+        _check(cs.eval_every >= 0, "cold_start.eval_every", cs.eval_every, "must be >= 0")
+        _check(cs.eval_examples >= 0, "cold_start.eval_examples", cs.eval_examples,
+               "must be >= 0")  # fmt: skip
+        _check(not cs.eval_path or cs.task == "file", "cold_start.eval_path", cs.eval_path,
+               "held-out trace files are for task 'file' (countdown: eval_examples)")  # fmt: skip
+        _check(not cs.eval_examples or cs.task == "countdown", "cold_start.eval_examples",
+               cs.eval_examples, "synthetic held-out traces are for task 'countdown' (file: "
+               "cold_start.eval_path)")  # fmt: skip
     _validate_reward_model(c)
     t = c.train
     _check(t.eval_prompts >= 0, "train.eval_prompts", t.eval_prompts, "must be >= 0 (0: all)")

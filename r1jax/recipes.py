@@ -78,27 +78,38 @@ def formatted_text_rows(
     return [(fmt(row), *texts) for row, texts in rows]
 
 
-def sft_examples(c: ml_collections.ConfigDict, tokenizer: Any) -> list[tuple[str, str]]:
+def sft_examples(
+    c: ml_collections.ConfigDict, tokenizer: Any, held_out: bool = False
+) -> list[tuple[str, str]]:
     """``(model input, completion)`` pairs of ``c.cold_start``: synthetic countdown traces
     (task ``countdown``) or the traces of ``cold_start.path`` (task ``file``); prompts get the
-    run's template (``c.prompt``), as the RL prompts do."""
+    run's template (``c.prompt``), as the RL prompts do. ``held_out``: the held-out traces
+    instead (``cold_start.eval_path``, or ``eval_examples`` countdown traces of another seed;
+    none when those are unset)."""
     from r1jax.build import prompt_formatter
 
     cs = c.cold_start
     if cs.task == "file":
+        if held_out and not cs.eval_path:
+            return []
         fields = (cs.completion_field,)
-        return formatted_text_rows(c, tokenizer, "cold_start.path", cs.prompt_field, fields)
+        where = "cold_start.eval_path" if held_out else "cold_start.path"
+        return formatted_text_rows(c, tokenizer, where, cs.prompt_field, fields)
     if cs.task != "countdown":
         raise ConfigError(f"config.cold_start.task={cs.task!r}: one of 'countdown', 'file'")
+    count = cs.eval_examples if held_out else cs.examples
+    if not count:
+        return []
     fmt = prompt_formatter(c, tokenizer)
     from r1jax.cold_start import make_countdown_sft_examples
     from r1jax.data.countdown import CountdownSpec, generate_countdown
 
     fields = {f.name for f in dataclasses.fields(CountdownSpec)} - {"seed"}
     opts = {k: v for k, v in c.data.countdown.to_dict().items() if k in fields}
-    # Another seed and split name than the RL data: cold-start problems are not RL prompts.
-    spec = CountdownSpec(seed=c.data.countdown.seed + 7919, **opts)
-    records = generate_countdown(spec, "cold_start", cs.examples)
+    # Another seed and split name than the RL data: cold-start problems are not RL prompts
+    # (and the held-out traces another one again).
+    spec = CountdownSpec(seed=c.data.countdown.seed + (7920 if held_out else 7919), **opts)
+    records = generate_countdown(spec, "cold_start_eval" if held_out else "cold_start", count)
     builder = PROMPT_BUILDERS.get(c.data.prompt_builder) if c.data.prompt_builder else None
     prompt_fn = (lambda r: fmt({**r, "prompt": builder(r)})) if builder else fmt
     return make_countdown_sft_examples(records, prompt_fn, np.random.default_rng(c.seed))
@@ -121,10 +132,12 @@ def cold_start(
 
     cs = c.cold_start
     examples = sft_examples(c, tokenizer)
+    held_out = sft_examples(c, tokenizer, held_out=True)
     primary = is_primary()
     length = f"{cs.steps} steps" if cs.steps else f"{cs.epochs:g} epochs"
     if primary:
-        print(f"cold start: SFT on {len(examples)} {cs.task} traces, {length}")
+        print(f"cold start: SFT on {len(examples)} {cs.task} traces, {length}"
+              + (f"; held-out loss on {len(held_out)} traces" if held_out else ""))  # fmt: skip
     model, history = train_sft(
         model,
         tokenizer,
@@ -146,6 +159,8 @@ def cold_start(
         checkpoint_dir=sft_checkpoint_dir(c.run_dir),
         checkpoint_every=cs.checkpoint_every,
         on_log=on_log,
+        eval_examples=held_out,
+        eval_every=cs.eval_every,
     )
     if history and primary:
         first, last = history[0], history[-1]
@@ -154,6 +169,8 @@ def cold_start(
             if len(history) > 1
             else f"{last['loss']:.3f}"
         )
+        evaluated = (f", held-out loss {last['eval_loss']:.3f} (token accuracy "
+                     f"{last['eval_accuracy']:.3f})" if "eval_loss" in last else "")  # fmt: skip
         print(f"cold start: {last['step']} steps, loss {loss}, token accuracy "
-              f"{last['accuracy']:.3f}")  # fmt: skip
+              f"{last['accuracy']:.3f}{evaluated}")  # fmt: skip
     return model

@@ -290,6 +290,53 @@ def _row_stream(seqs: Sequences, max_len: int, pack: bool, seed: int) -> Iterato
         yield from _epoch_rows(seqs, max_len, pack, seed, epoch)
 
 
+def make_sft_evaluator(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    examples: Sequence[Example],
+    *,
+    rows_per_batch: int,
+    max_len: int,
+    pack: bool = False,
+    overlong: str = "truncate",
+    mesh: Mesh | None = None,
+    chunk_size: int = 256,
+) -> Callable[[nnx.State], dict[str, float]]:
+    """The held-out metrics of SFT: ``evaluate(state)`` (``state``: the model's ``nnx.Param``
+    state) runs :func:`sft_loss` over ``examples`` in batches of ``rows_per_batch`` rows of
+    ``max_len`` (the last padded with empty rows: one compile) and returns ``eval_loss`` and
+    ``eval_accuracy``, means over all their completion tokens, and ``eval_tokens``."""
+    seqs, _, _ = fit_sequences(tokenize_examples(tokenizer, examples), max_len, overlong)
+    if not seqs:
+        raise ValueError(f"no held-out SFT example fits max_len={max_len}")
+    rows = (
+        pack_rows([len(ids) for ids, _ in seqs], max_len)
+        if pack
+        else [[i] for i in range(len(seqs))]
+    )
+    batches = []
+    for at in range(0, len(rows), rows_per_batch):
+        part = rows[at : at + rows_per_batch]
+        part = part + [[] for _ in range(rows_per_batch - len(part))]
+        batches.append(assemble_rows(seqs, part, max_len, tokenizer.pad_id))
+    graphdef, state = nnx.split(model, nnx.Param)
+    mesh = mesh if mesh is not None else model_mesh(state)
+    batch_sh = shd.batch_sharding(mesh, 2)
+    metrics_of = jax.jit(lambda st, batch: sft_loss(graphdef, st, batch, chunk_size)[1])
+
+    def evaluate(state: nnx.State) -> dict[str, float]:
+        got = []
+        for arrays in batches:
+            batch = {k: shd.global_from_full(arrays[k], batch_sh) for k in DEVICE_KEYS}
+            got.append(metrics_of(state, batch))
+        got = jax.device_get(got)
+        tokens = sum(float(m["tokens"]) for m in got)
+        mean = lambda k: sum(float(m[k]) * float(m["tokens"]) for m in got) / max(tokens, 1.0)
+        return {"eval_loss": mean("loss"), "eval_accuracy": mean("accuracy"), "eval_tokens": tokens}
+
+    return evaluate
+
+
 def steps_for_epochs(
     seqs: Sequences, epochs: float, batch_size: int, max_len: int, pack: bool, seed: int
 ) -> int:
@@ -332,6 +379,8 @@ def train_sft(
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 0,
     on_log: Callable[[dict[str, float]], None] | None = None,
+    eval_examples: Sequence[Example] = (),
+    eval_every: int = 0,
 ) -> tuple[Transformer, list[dict[str, float]]]:
     """Fine-tune ``model`` on ``(prompt, completion)`` examples for ``steps`` steps (or
     ``epochs`` passes over them: see :func:`steps_for_epochs`; give one of the two).
@@ -357,6 +406,11 @@ def train_sft(
     step), plus ``step``, ``lr``, ``step_time_s`` (window wall time / steps, the first window
     includes compilation), ``target_tokens_per_s``, ``num_truncated``, ``num_dropped``. Each
     is also passed to ``on_log``. ``warmup_steps=-1`` picks ``min(20, steps // 10)``.
+
+    ``eval_examples``: held-out examples whose ``eval_loss`` / ``eval_accuracy`` (see
+    :func:`make_sft_evaluator`, in micro-batches of ``batch_size / grad_accum`` rows) are
+    measured before the first step (``on_log`` only), every ``eval_every`` steps (0: only
+    at the end) and after the last step, in that step's log entry.
     """
     from r1jax.sft_checkpoint import SFTCheckpoints
 
@@ -376,6 +430,13 @@ def train_sft(
         log.warning(
             "SFT: %d examples truncated, %d dropped (max_len=%d)", truncated, dropped, max_len
         )
+
+    evaluate = None
+    if eval_examples:
+        evaluate = make_sft_evaluator(
+            model, tokenizer, eval_examples, rows_per_batch=batch_size // grad_accum,
+            max_len=max_len, pack=pack, overlong=overlong, mesh=mesh, chunk_size=chunk_size,
+        )  # fmt: skip
 
     def batches(first: int) -> Iterator[dict[str, np.ndarray]]:
         rows = itertools.islice(_row_stream(seqs, max_len, pack, seed), first * batch_size, None)
@@ -405,4 +466,6 @@ def train_sft(
         extra_log={"num_truncated": truncated, "num_dropped": dropped},
         grad_accum=grad_accum,
         weight_key="tokens",
+        evaluate=evaluate,
+        eval_every=eval_every,
     )

@@ -203,3 +203,20 @@ def test_unsolvable_trace_and_bad_record_raise():
         make_countdown_sft_examples([{"numbers": [1, 2]}])
     with pytest.raises(ValueError, match="reflect_prob"):
         countdown_trace([1, 2], 3, np.random.default_rng(0), reflect_prob=1.5)
+
+
+def test_held_out_cold_start_traces_are_other_problems():
+    from r1jax.build import build_tokenizer
+    from r1jax.config import base_config
+    from r1jax.recipes import sft_examples
+
+    c = base_config()
+    c.tokenizer.chars = COUNTDOWN_CHARS
+    c.cold_start.update(dict(task="countdown", steps=1, examples=300, eval_examples=0))
+    tok = build_tokenizer(c)
+    assert sft_examples(c, tok, held_out=True) == []  # none asked for
+    c.cold_start.eval_examples = 100
+    train, held_out = sft_examples(c, tok), sft_examples(c, tok, held_out=True)
+    assert len(held_out) == 100 and len(train) == 300
+    assert not {p for p, _ in held_out} & {p for p, _ in train}  # other problems
+    assert all("<answer>" in completion for _, completion in held_out)

@@ -398,3 +398,23 @@ def test_ctrl_c_saves_the_sft_and_the_same_call_finishes_it(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="batch_size: saved 8, now 4"):
         train_sft(_tiny(), TOK, TOY, **dict(args, batch_size=4))
     assert sorted(os.listdir(tmp_path / "ckpt")) == ["8", "9"]
+
+
+def test_held_out_loss_is_the_loss_of_all_held_out_examples_at_once():
+    """The held-out eval runs its examples in padded micro-batches (here 5 examples in 2
+    batches of 4 rows); token-weighted, that is the loss of one batch holding them all."""
+    held_out = [("12", "345"), ("9", "9999"), ("55", "1"), ("3", "21"), ("7", "654")]
+    one_batch = make_sft_batch(TOK, held_out, max_len=8)
+    before = _loss(_tiny(), one_batch)
+    logged = []
+    args = dict(steps=4, batch_size=8, grad_accum=2, lr=3e-3, max_len=8, log_every=10)
+    model, history = train_sft(_tiny(), TOK, TOY, progress=False, on_log=logged.append,
+                               eval_examples=held_out, eval_every=2, **args)  # fmt: skip
+    assert [e["step"] for e in logged] == [0, 2, 4]  # before, every 2 steps, after the last
+    assert [h["step"] for h in history] == [2, 4] and "loss" not in logged[0]
+    after = _loss(model, one_batch)
+    for entry, (loss, metrics) in ((logged[0], before), (logged[-1], after)):
+        np.testing.assert_allclose(entry["eval_loss"], loss, rtol=1e-5)
+        np.testing.assert_allclose(entry["eval_accuracy"], metrics["accuracy"], atol=1e-6)
+        assert entry["eval_tokens"] == metrics["tokens"] == 4 + 5 + 2 + 3 + 4
+    assert logged[-1]["eval_loss"] != logged[0]["eval_loss"]

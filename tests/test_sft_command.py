@@ -65,21 +65,30 @@ def _r1jax(cfg: str, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_sft_command_resumes_then_eval_and_train_use_its_weights(tmp_path):
-    # 1.5 epochs of 32 traces in batches of 8: 6 steps
-    cfg = _config_file(tmp_path, cold_start__steps=0, cold_start__epochs=1.5)
+    # 1.5 epochs of 32 traces in batches of 8: 6 steps; held-out loss every 2 steps
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text("".join(json.dumps({"prompt": f"{i} {i}", "completion": "7777"}) + "\n"
+                                for i in range(6)))  # fmt: skip
+    cfg = _config_file(tmp_path, cold_start__steps=0, cold_start__epochs=1.5,
+                       cold_start__eval_path=str(held_out), cold_start__eval_every=2)  # fmt: skip
     run = tmp_path / "run"
     killed = _r1jax(cfg, "sft", **{KILL_ENV: "3"})
     assert killed.returncode == -9, killed.stdout + killed.stderr
     assert "cold_start.path: 1 bad rows of" in killed.stdout and "'completion': 1" in killed.stdout
-    assert "cold start: SFT on 32 file traces, 1.5 epochs" in killed.stdout
+    assert "SFT on 32 file traces, 1.5 epochs; held-out loss on 6 traces" in killed.stdout
     assert sorted(os.listdir(run / "sft" / "checkpoints")) == ["2"]
 
     done = _r1jax(cfg, "sft")
     assert done.returncode == 0, done.stderr
     assert f"resumed SFT from {run / 'sft' / 'checkpoints'} step 2" in done.stdout
     assert f"sft: step 6 in {run / 'sft' / 'checkpoints'}" in done.stdout
+    assert ", held-out loss " in done.stdout
     rows = [json.loads(line) for line in open(run / "sft" / "metrics.jsonl")]
-    assert [r["step"] for r in rows] == [6] and rows[0]["sft/loss"] > 0
+    # step 0 (before training) and 2 from the killed run, 4 and 6 from the resumed one
+    assert [r["step"] for r in rows] == [0, 2, 4, 6] and rows[-1]["sft/loss"] > 0
+    evals = [r["sft/eval_loss"] for r in rows]
+    assert evals[-1] < 0.5 * evals[0], evals  # the held-out completions are learnt too
+    assert all(r["sft/eval_tokens"] == 6 * 5 for r in rows)  # "7777" + EOS per trace
 
     ev = _r1jax(cfg, "eval", "--num_prompts=4", "--nogreedy")
     assert ev.returncode == 0, ev.stderr
@@ -112,6 +121,23 @@ def test_sft_command_resumes_then_eval_and_train_use_its_weights(tmp_path):
             "cold_start.overlong='error': one of truncate, drop",
         ),
         (dict(cold_start__task="csv", cold_start__steps=2), "cold_start.task='csv': one of"),
+        (
+            dict(cold_start__task="countdown", cold_start__steps=2, cold_start__eval_path="x"),
+            "cold_start.eval_path='x': held-out trace files are for task 'file'",
+        ),
+        (
+            dict(
+                cold_start__task="file",
+                cold_start__path="x",
+                cold_start__steps=2,
+                cold_start__eval_examples=5,
+            ),  # fmt: skip
+            "cold_start.eval_examples=5: synthetic held-out traces are for task 'countdown'",
+        ),
+        (
+            dict(cold_start__task="countdown", cold_start__steps=2, cold_start__eval_every=-1),
+            "cold_start.eval_every=-1: must be >= 0",
+        ),
     ],
 )
 def test_sft_command_config_errors_name_the_field(tmp_path, changes, message):
