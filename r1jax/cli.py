@@ -219,7 +219,10 @@ def _traces() -> int:
     return 0
 
 
-@command("plot", "draw reward, accuracy, length and KL curves of a run: r1jax plot RUN_DIR")
+@command(
+    "plot",
+    "draw reward, accuracy, length, KL (and SFT loss) curves of a run: r1jax plot RUN_DIR",
+)
 def _plot() -> int:
     from r1jax.metrics import plot_run
 

@@ -86,6 +86,9 @@ def eval_command(
                 for line in _report(part) + _group_report(part.get("groups", {}), s.samples):
                     emit(line)
     if primary:
+        if len(sets) > 1:
+            for line in _table(summary):
+                emit(line)
         out_dir = out_dir or os.path.join(c.run_dir, "eval")
         stem = "init" if restored is None else f"step_{restored}"
         if restored is not None and from_sft_stage(c.run_dir):
@@ -157,6 +160,21 @@ def _report(part: dict[str, Any]) -> list[str]:
         lines.append(
             f"  {mode:<8} {scores}  length {m['length_mean']:.1f}  truncated {m['truncated']:.3f}"
         )
+    return lines
+
+
+def _table(summary: dict[str, Any]) -> list[str]:
+    """Every eval set of a summary on one line: prompts, k, pass@1, maj@k, greedy."""
+    parts = ([("held_out", summary)] if "metrics" in summary else []) + list(
+        summary.get("benchmarks", {}).items()
+    )
+    lines = [f"  {'set':<16} {'prompts':>7} {'k':>4} {'pass@1':>7} {'maj@k':>7} {'greedy':>7}"]
+    for name, part in parts:
+        m, k = part["metrics"], part["samples"]
+        maj = f"{m[f'maj@{k}']:.4f}" if f"maj@{k}" in m else "-"
+        greedy = f"{part['greedy']['pass@1']:.4f}" if "greedy" in part else "-"
+        lines.append(f"  {name:<16} {part['num_prompts']:>7} {k:>4} {m['pass@1']:>7.4f} "
+                     f"{maj:>7} {greedy:>7}")  # fmt: skip
     return lines
 
 

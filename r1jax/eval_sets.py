@@ -163,6 +163,8 @@ def _benchmark(c, tokenizer, name: str, spec: dict[str, Any], num_prompts: int |
         source = load_source(data)
     except ConfigError as e:
         raise ConfigError(f"config.{field}: {e}") from None
+    except FileNotFoundError as e:  # not prepared, no network: say which benchmark it is
+        raise FileNotFoundError(f"config.{field}: {e}") from e
     if spec.get("prompt_builder"):
         source = PromptMappedSource(source, spec["prompt_builder"], f"{field}.prompt_builder")
     n = spec.get("prompts", 0) if num_prompts is None else num_prompts

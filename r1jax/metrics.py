@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,6 +104,10 @@ PLOTS = (
     ("length", ("completion/length_mean", "completion/length_max"), "completion length"),
     ("kl", ("loss/kl", "loss/policy_drift_kl"), "KL"),
 )
+SFT_PLOTS = (
+    ("sft_loss", ("sft/loss", "sft/eval_loss"), "SFT loss (training, held-out)"),
+    ("sft_accuracy", ("sft/accuracy", "sft/eval_accuracy"), "SFT token accuracy"),
+)
 
 
 def _extra_curves(plot: str, rows: list[dict[str, Any]]) -> list[str]:
@@ -122,34 +126,50 @@ def _extra_curves(plot: str, rows: list[dict[str, Any]]) -> list[str]:
 
 
 def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
-    """Draws reward, accuracy, length and KL curves of a run to PNG files; returns the paths."""
+    """Draws reward, accuracy, length and KL curves of a run (``metrics.jsonl``) and the loss
+    and token accuracy of its SFT stage (``sft/metrics.jsonl``), those it has, to PNG files
+    in ``out_dir`` (default ``<run_dir>/plots``); returns the paths."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    rows = read_metrics(run_dir)
+    sources = [
+        (read_metrics(d), plots)
+        for d, plots in ((run_dir, PLOTS), (os.path.join(run_dir, "sft"), SFT_PLOTS))
+        if os.path.exists(os.path.join(d, "metrics.jsonl"))
+    ]
+    if not sources:
+        read_metrics(run_dir)  # raises: names the missing file
     out_dir = out_dir or os.path.join(run_dir, "plots")
     os.makedirs(out_dir, exist_ok=True)
-    written = []
-    for name, keys, title in PLOTS:
-        extra = _extra_curves(name, rows)
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        drawn = 0
-        for key in (*keys, *extra):
-            pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), float)]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), label=key)
-                drawn += 1
-        if not drawn:
-            plt.close(fig)
-            continue
-        ax.set_xlabel("step")
-        ax.set_title(title)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = os.path.join(out_dir, f"{name}.png")
-        fig.savefig(path, dpi=100)
+    return [
+        path
+        for rows, plots in sources
+        for name, keys, title in plots
+        if (path := _draw(rows, name, (*keys, *_extra_curves(name, rows)), title, out_dir))
+    ]
+
+
+def _draw(rows: list[dict[str, Any]], name: str, keys: Sequence[str], title: str,
+          out_dir: str) -> str | None:  # fmt: skip
+    """``<out_dir>/<name>.png`` with a curve per key that has values; None if none has."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    drawn = 0
+    for key in keys:
+        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), float)]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), label=key)
+            drawn += 1
+    if not drawn:
         plt.close(fig)
-        written.append(path)
-    return written
+        return None
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out_dir, f"{name}.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -8,6 +8,7 @@ thousand readable reasoning traces) gives it one, then GRPO improves accuracy.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -126,8 +127,35 @@ def cold_start(
 
     Resumable: checkpoints go to ``<run_dir>/sft/checkpoints`` every
     ``cold_start.checkpoint_every`` steps and at the end, so a crash or Ctrl-C during the SFT
-    loses at most that many steps, and an SFT that has finished is restored, not redone."""
-    from r1jax.checkpoint import sft_checkpoint_dir
+    loses at most that many steps, and an SFT that has finished is restored, not redone. The
+    step metrics (``sft/loss``, ``sft/eval_loss``, ...) go to ``<run_dir>/sft/metrics.jsonl``
+    (and TensorBoard with ``train.tensorboard``), and to ``on_log``."""
+    from r1jax.checkpoint import saved_steps, sft_checkpoint_dir
+    from r1jax.metrics import MetricsWriter
+
+    ckpt_dir = sft_checkpoint_dir(c.run_dir)
+    writer = None
+    done = saved_steps(ckpt_dir)  # every process: Orbax syncs them
+    if is_primary():
+        writer = MetricsWriter(os.path.dirname(ckpt_dir), resume_step=done[-1] if done else 0,
+                               tensorboard=c.train.tensorboard)  # fmt: skip
+
+    def log(entry: dict[str, float]) -> None:
+        if writer is not None:
+            writer.write(
+                int(entry["step"]), {f"sft/{k}": v for k, v in entry.items() if k != "step"}
+            )
+        if on_log is not None:
+            on_log(entry)
+
+    try:
+        return _train_cold_start(c, model, tokenizer, mesh, ckpt_dir, log)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _train_cold_start(c, model, tokenizer, mesh, ckpt_dir: str, on_log) -> Transformer:
     from r1jax.sft import train_sft
 
     cs = c.cold_start
@@ -156,7 +184,7 @@ def cold_start(
         warmup_steps=cs.warmup_steps,
         schedule=cs.schedule,
         weight_decay=cs.weight_decay,
-        checkpoint_dir=sft_checkpoint_dir(c.run_dir),
+        checkpoint_dir=ckpt_dir,
         checkpoint_every=cs.checkpoint_every,
         on_log=on_log,
         eval_examples=held_out,

@@ -3,14 +3,14 @@
 Trains ``config.cold_start`` (see :func:`r1jax.recipes.sft_examples`) from the config's model
 (``model.hf_path`` or the preset's random init). Checkpoints, resumable after a crash or
 Ctrl-C, go to ``<run_dir>/sft/checkpoints``, and the step metrics (``sft/loss``,
-``sft/accuracy``, ...) to ``<run_dir>/sft/metrics.jsonl``. Afterwards ``r1jax eval`` /
+``sft/accuracy``, ``sft/eval_loss``, ...) to ``<run_dir>/sft/metrics.jsonl`` (as in the
+cold start of ``r1jax train``). Afterwards ``r1jax eval`` /
 ``sample`` / ``export`` with the same config use those weights, and ``r1jax train`` restores
 the finished SFT as its cold start (it is not redone) and continues with GRPO.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import ml_collections
@@ -24,7 +24,6 @@ def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = prin
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
     from r1jax.checkpoint import saved_steps, sft_checkpoint_dir
-    from r1jax.metrics import MetricsWriter
     from r1jax.recipes import cold_start
 
     cfgmod.validate(c, jax.device_count(), jax.process_count())
@@ -34,28 +33,10 @@ def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = prin
             "traces of cold_start.path) or 'countdown' (synthetic traces)"
         )
     ckpt_dir = sft_checkpoint_dir(c.run_dir)
-    folder = os.path.dirname(ckpt_dir)  # <run_dir>/sft: its metrics go there too
-    done = saved_steps(ckpt_dir)
     tokenizer = build.build_tokenizer(c)
     mesh = build.build_mesh(c)
     model = build.build_model(c, mesh, tokenizer)
-    writer = None
-    if dist.is_primary():
-        writer = MetricsWriter(
-            folder, resume_step=done[-1] if done else 0, tensorboard=c.train.tensorboard
-        )
-
-    def log(entry: dict[str, float]) -> None:
-        if writer is not None:
-            writer.write(
-                int(entry["step"]), {f"sft/{k}": v for k, v in entry.items() if k != "step"}
-            )
-
-    try:
-        cold_start(c, model, tokenizer, mesh, on_log=log)
-    finally:
-        if writer is not None:
-            writer.close()
+    cold_start(c, model, tokenizer, mesh)
     steps = saved_steps(ckpt_dir)[-1]  # cold_start.epochs sets the step count from the data
     if dist.is_primary():
         emit(

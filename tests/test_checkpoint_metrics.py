@@ -155,6 +155,17 @@ def test_metrics_resume_truncates_and_plots(tmp_path):
     assert all(os.path.getsize(p) > 1000 for p in paths)
     with pytest.raises(FileNotFoundError, match="no metrics found"):
         read_metrics(str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="no metrics found"):
+        plot_run(str(tmp_path / "nope"))
+    # the SFT stage's metrics (<run_dir>/sft), alone (r1jax sft) or next to GRPO's
+    w = MetricsWriter(str(tmp_path / "sft_only" / "sft"), tensorboard=False)
+    w.write(0, {"sft/eval_loss": 2.0, "sft/eval_accuracy": 0.1})
+    w.write(5, {"sft/loss": 1.0, "sft/accuracy": 0.5, "sft/eval_loss": 1.1})
+    w.close()
+    paths = plot_run(str(tmp_path / "sft_only"))
+    assert [os.path.basename(p) for p in paths] == ["sft_loss.png", "sft_accuracy.png"]
+    os.rename(tmp_path / "sft_only" / "sft", tmp_path / "sft")
+    assert len(plot_run(str(tmp_path))) == 6
 
 
 def test_train_then_export_to_transformers(tmp_path):

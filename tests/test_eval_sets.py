@@ -131,3 +131,15 @@ def test_plots_draw_every_benchmark_and_reward_function():
     assert _extra_curves("accuracy", rows) == ["eval/aime/pass@1"]
     assert _extra_curves("reward", rows) == ["reward/fn/countdown/mean"]  # not only from row 0
     assert _extra_curves("kl", rows) == []
+
+
+def test_a_benchmark_that_cannot_be_prepared_is_named(tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    (manual / "other.txt").write_text("x")
+    c = make_config(str(tmp_path))
+    c.train.eval_benchmarks.aime = dict(
+        name="aime2024", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual)
+    )
+    with pytest.raises(FileNotFoundError, match=r"config.train.eval_benchmarks.aime: .*aime2024"):
+        _load(c)

@@ -156,6 +156,12 @@ def test_eval_command_reproduces_the_runs_eval_and_writes_every_sample(tmp_path)
     assert len(by_source) == 1 and by_source[0].startswith("  by source: a: pass@1 ")
     assert "| b: pass@1" in by_source[0]  # the benchmark's rows have one source: no breakdown
     assert f"eval bench: 5 prompts ({tmp_path / 'bench.jsonl'}), k=2 samples" in lines[5]
+    table = lines[-4:-1]  # every set on one line, before the paths of the results
+    assert table[0].split() == ["set", "prompts", "k", "pass@1", "maj@k", "greedy"]
+    m, g = summary["metrics"], summary["greedy"]
+    assert table[1].split() == ["held_out", "6", "3", f"{m['pass@1']:.4f}",
+                                f"{m['maj@3']:.4f}", f"{g['pass@1']:.4f}"]  # fmt: skip
+    assert table[2].split()[:3] == ["bench", "5", "2"]
 
     out = os.path.join(c.run_dir, "eval")
     assert json.load(open(os.path.join(out, "step_2.json"))) == summary
