@@ -291,6 +291,8 @@ class GRPOTrainer:
         self.step = step
         self.ref_params = ref if ref is not None else (self.params if self.c.rl.beta > 0 else None)
         self.best_eval = meta.get("best_eval")
+        if meta.get("best_metric", "eval/pass@1") != self.best_metric:
+            self.best_eval = None  # train.best_metric changed: the old best is another metric
         self.data.set_state(self._own_data_state(meta))
         log.info("resumed %s from step %d", self.run_dir, step)
         if dist.is_primary():
@@ -355,6 +357,7 @@ class GRPOTrainer:
             "step": self.step,
             "data_state": self.data.get_state(),
             "best_eval": self.best_eval,
+            "best_metric": self.best_metric,
             "config": self.c.to_json_best_effort(),
         }
         if self.data_shard[1] > 1:  # process 0 writes the metadata: it holds every state,
