@@ -57,6 +57,9 @@ flags.DEFINE_integer(
     "max_per_prompt", 1, "traces: distinct completions (or pairs) kept per prompt."
 )
 flags.DEFINE_bool("greedy", True, "eval: also decode each prompt greedily (--nogreedy: skip).")
+flags.DEFINE_bool(
+    "all_steps", False, "eval: every checkpoint of the run, oldest first (instead of --step)."
+)
 
 COMMANDS: dict[str, tuple[Callable[[], int], str]] = {}
 
@@ -168,9 +171,10 @@ def _train() -> int:
     history = train(c)
     if history and is_primary():
         last = history[-1]
-        print(
-            f"done: step {last['step']} reward/mean={last['reward/mean']:.3f} run_dir={c.run_dir}"
-        )
+        evals = "".join(f" {k}={v:.3f}" for k, v in last.items()
+                        if k.startswith("eval/") and k.endswith("pass@1"))  # fmt: skip
+        print(f"done: step {last['step']} reward/mean={last['reward/mean']:.3f}{evals} "
+              f"run_dir={c.run_dir}")  # fmt: skip
     return 0
 
 
@@ -247,13 +251,16 @@ def _sample() -> int:
 @command(
     "eval",
     "pass@1 of k samples, pass@k, maj@k, greedy on the held-out split and benchmarks: "
-    "[--step=N] [--num_prompts=N] [--sets=a,b]",
+    "[--step=N | --all_steps] [--num_prompts=N] [--sets=a,b]",
 )
 def _eval() -> int:
     from r1jax.eval_command import eval_command
 
     c = _require_config()
-    eval_command(c, FLAGS.step, FLAGS.num_prompts, FLAGS.greedy, FLAGS.dst, only=FLAGS.sets)
+    if FLAGS.all_steps and FLAGS.step is not None:
+        raise app.UsageError("eval: give --step=N or --all_steps, not both")
+    eval_command(c, FLAGS.step, FLAGS.num_prompts, FLAGS.greedy, FLAGS.dst, only=FLAGS.sets,
+                 all_steps=FLAGS.all_steps)  # fmt: skip
     return 0
 
 

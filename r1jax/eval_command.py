@@ -15,6 +15,7 @@ of the SFT stage and ``init`` for the config's own.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ def eval_command(
     out_dir: str | None = None,
     emit: Callable[[str], None] = print,
     only: Sequence[str] = (),
+    all_steps: bool = False,
 ) -> dict[str, Any]:
     """Evaluates the run's checkpoint ``step`` (default: the newest; the config's initial
     weights when the run has none) on its eval sets (:mod:`r1jax.eval_sets`: the held-out
@@ -39,59 +41,105 @@ def eval_command(
     the split), each on its first ``num_prompts`` prompts (default: ``train.eval_prompts``
     for the split, a benchmark's ``prompts``; 0: all), and writes the results to ``out_dir``
     (default ``<run_dir>/eval``). Returns the summary written to the JSON file: the held-out
-    split's results at the top level, each benchmark's under ``"benchmarks"``."""
+    split's results at the top level, each benchmark's under ``"benchmarks"``.
+
+    ``all_steps``: every checkpoint of the run instead, oldest first (one model and sampler
+    for all: each checkpoint's weights are loaded into it), each written as above, then
+    pass@1 of every set at every step; returns ``{"steps": [summary, ...]}``."""
     import jax
 
     from r1jax import build
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
-    from r1jax.checkpoint import from_sft_stage
+    from r1jax.checkpoint import checkpoint_dir, restore_run_params, saved_steps, weights_label
     from r1jax.eval_sets import EvalScorers, load_eval_sets
 
     cfgmod.validate(c, jax.device_count(), jax.process_count())
-    t = c.train
     if num_prompts is not None and num_prompts < 0:
         raise cfgmod.ConfigError(f"--num_prompts={num_prompts} must be >= 0 (0: all prompts)")
-    primary = dist.is_primary()
+    steps = saved_steps(checkpoint_dir(c.run_dir)) if all_steps else [step]
+    if not steps:
+        raise cfgmod.ConfigError(f"--all_steps: {c.run_dir} has no checkpoint to evaluate")
     tokenizer = build.build_tokenizer(c)
     sets = load_eval_sets(c, tokenizer, "r1jax eval", num_prompts, only)
     mesh = build.build_mesh(c)
-    model, restored, weights = build.load_run_model(c, mesh, tokenizer, step)
+    model, restored, weights = build.load_run_model(c, mesh, tokenizer, steps[0])
     sampler = build.build_sampler(c, model, mesh, tokenizer)
-    if primary:
-        emit(f"weights: {weights}")
+    out_dir = out_dir or os.path.join(c.run_dir, "eval")
+    summaries = []
+    with build.build_scorer(c) as run_scorer, EvalScorers(c, run_scorer) as scorers:
+        for n in steps:
+            if n != steps[0]:
+                restored = restore_run_params(model, c.run_dir, n)
+                weights = weights_label(c.run_dir, restored)
+            run = _Weights(model, restored, weights)
+            say = emit if dist.is_primary() else None
+            summaries.append(
+                _evaluate_weights(c, run, sets, sampler, mesh, scorers, greedy, out_dir, say)
+            )
+    if not all_steps:
+        return summaries[0]
+    if dist.is_primary():
+        for line in _steps_table(summaries):
+            emit(line)
+    return {"steps": summaries}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Weights:
+    """The model with one checkpoint's weights: its step (None: the config's own) and label."""
+
+    model: Any
+    step: int | None
+    label: str
+
+
+def _evaluate_weights(
+    c,
+    run: _Weights,
+    sets,
+    sampler,
+    mesh,
+    scorers,
+    greedy: bool,
+    out_dir: str,
+    emit: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """Every eval set on ``run``'s weights; writes and (``emit``: the primary process)
+    reports the results; returns the summary."""
+    from r1jax.checkpoint import from_sft_stage
+
+    t = c.train
+    say = emit or (lambda _: None)
+    say(f"weights: {run.label}")
     summary: dict[str, Any] = {
-        "weights": weights,
-        "step": restored,
+        "weights": run.label,
+        "step": run.step,
         "temperature": t.eval_temperature,
         "top_p": t.eval_top_p,
     }
     results: dict[str, dict[str, list[dict]]] = {}
-    with build.build_scorer(c) as run_scorer, EvalScorers(c, run_scorer) as scorers:
-        for s in sets:
-            if primary:
-                emit(
-                    f"eval {s.title}: {len(s.records)} prompts ({s.data}), k={s.samples} "
-                    f"samples at temperature {t.eval_temperature}, top_p {t.eval_top_p}"
-                    + (", and greedy" if greedy else "")
-                )
-            results[s.title] = _evaluate_set(c, s, sampler, model, mesh, scorers(s), restored,
-                                             greedy, primary)  # fmt: skip
-            part = _set_summary(s, results[s.title])
-            if s.name:
-                summary.setdefault("benchmarks", {})[s.name] = part
-            else:
-                summary.update(part)
-            if primary:
-                for line in _report(part) + _group_report(part.get("groups", {}), s.samples):
-                    emit(line)
-    if primary:
+    for s in sets:
+        say(
+            f"eval {s.title}: {len(s.records)} prompts ({s.data}), k={s.samples} samples at "
+            f"temperature {t.eval_temperature}, top_p {t.eval_top_p}"
+            + (", and greedy" if greedy else "")
+        )
+        results[s.title] = _evaluate_set(c, s, sampler, run.model, mesh, scorers(s), run.step,
+                                         greedy, emit is not None)  # fmt: skip
+        part = _set_summary(s, results[s.title])
+        if s.name:
+            summary.setdefault("benchmarks", {})[s.name] = part
+        else:
+            summary.update(part)
+        for line in _report(part) + _group_report(part.get("groups", {}), s.samples):
+            say(line)
+    if emit is not None:
         if len(sets) > 1:
             for line in _table(summary):
                 emit(line)
-        out_dir = out_dir or os.path.join(c.run_dir, "eval")
-        stem = "init" if restored is None else f"step_{restored}"
-        if restored is not None and from_sft_stage(c.run_dir):
+        stem = "init" if run.step is None else f"step_{run.step}"
+        if run.step is not None and from_sft_stage(c.run_dir):
             stem = f"sft_{stem}"
         paths = _write(out_dir, stem, summary, sets, results)
         emit(f"results: {', '.join(paths)}")
@@ -163,11 +211,25 @@ def _report(part: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _steps_table(summaries: Sequence[dict[str, Any]]) -> list[str]:
+    """pass@1 of every eval set (columns) at every evaluated step (rows)."""
+    names = [name for name, _ in _parts(summaries[0])]
+    lines = ["  " + f"{'step':>8}" + "".join(f" {n[:16]:>16}" for n in names)]
+    for summary in summaries:
+        scores = "".join(f" {part['metrics']['pass@1']:>16.4f}" for _, part in _parts(summary))
+        lines.append(f"  {summary['step']!s:>8}{scores}")
+    return lines
+
+
+def _parts(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(set name, its summary)`` of every eval set of a summary."""
+    held_out = [("held_out", summary)] if "metrics" in summary else []
+    return held_out + list(summary.get("benchmarks", {}).items())
+
+
 def _table(summary: dict[str, Any]) -> list[str]:
     """Every eval set of a summary on one line: prompts, k, pass@1, maj@k, greedy."""
-    parts = ([("held_out", summary)] if "metrics" in summary else []) + list(
-        summary.get("benchmarks", {}).items()
-    )
+    parts = _parts(summary)
     lines = [f"  {'set':<16} {'prompts':>7} {'k':>4} {'pass@1':>7} {'maj@k':>7} {'greedy':>7}"]
     for name, part in parts:
         m, k = part["metrics"], part["samples"]

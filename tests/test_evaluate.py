@@ -197,6 +197,16 @@ def test_eval_command_reproduces_the_runs_eval_and_writes_every_sample(tmp_path)
     only = eval_command(c, num_prompts=0, greedy=False, emit=lambda _: None, only=["bench"])
     assert "metrics" not in only and list(only["benchmarks"]) == ["bench"]
     assert only["benchmarks"] == newest["benchmarks"]
+    # every checkpoint, oldest first, on one model whose weights are replaced in place: step 4
+    # after step 2 gives what a fresh load of step 4 gave
+    lines = []
+    every = eval_command(c, num_prompts=0, greedy=False, emit=lines.append, only=["bench"],
+                         all_steps=True)  # fmt: skip
+    assert [s["step"] for s in every["steps"]] == [2, 4]
+    assert every["steps"][1]["benchmarks"] == only["benchmarks"]
+    assert every["steps"][0]["benchmarks"] != only["benchmarks"]
+    assert lines[-3].split() == ["step", "bench"]
+    assert lines[-1].split() == ["4", f"{only['benchmarks']['bench']['metrics']['pass@1']:.4f}"]
 
 
 def test_eval_command_errors_name_the_problem(tmp_path):
@@ -210,6 +220,8 @@ def test_eval_command_errors_name_the_problem(tmp_path):
     c.data.eval_path = c.data.path
     with pytest.raises(CheckpointError, match="has no checkpoint of step 3"):
         eval_command(c, step=3, emit=lambda _: None)
+    with pytest.raises(ConfigError, match=r"--all_steps: .*/run has no checkpoint to evaluate"):
+        eval_command(c, all_steps=True, emit=lambda _: None)
     c.rewards.accuracy = "nope"
     with pytest.raises(ConfigError, match="rewards.accuracy='nope' is not one of"):
         eval_command(c, emit=lambda _: None)
