@@ -7,8 +7,12 @@ a reference refreshed every 400 steps, G = 16, 32 prompts (512 rollouts) per ste
 keeps long rows from writing ``[B, H, T, T]`` scores; parameters, gradients and optimizer
 state are sharded over every chip (FSDP, ``mesh.shape=(1, -1, 1)``).
 
+Evaluation every 100 steps is on MATH-500 (k=4) and AIME 2024 (k=16), R1's benchmarks
+(``train.eval_benchmarks``); the best checkpoint kept is the best by MATH-500 pass@1.
+
 Point ``model.hf_path`` and ``tokenizer.path`` at a Qwen2.5-7B directory on every host (or
-``gs://``), ``data.data_dir`` at the prepared MATH dataset, and ``run_dir`` at shared storage:
+``gs://``), ``data.data_dir`` at the prepared MATH, MATH-500 and AIME 2024 datasets (the
+benchmarks read theirs from there too), and ``run_dir`` at shared storage:
 
     TPU_NAME=<tpu> ZONE=<zone> bash launch/tpu_pod.sh r1jax train \\
       --config=configs/r1_zero_qwen2_5_7b_math_tpu.py \\

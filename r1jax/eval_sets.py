@@ -8,8 +8,9 @@ mapping of
 
 - where its prompts come from, with the keys of ``c.data``: ``name`` (a dataset such as
   ``math500``, ``aime2024``, ``gsm8k``, ``countdown``, or ``jsonl`` / ``parquet`` with
-  ``path``), ``split``, ``field_map``, ``source``, ``answer_parser``, ``data_dir``,
-  ``manual_dir``, ``on_bad_row``, ``countdown``, and ``prompt_builder`` (default none);
+  ``path``), ``split``, ``field_map``, ``source``, ``answer_parser``, ``data_dir`` (default
+  ``data.data_dir``), ``manual_dir``, ``on_bad_row``, ``countdown``, and ``prompt_builder``
+  (default none);
 - ``prompts``: how many of them (default 0: all; ``r1jax eval --num_prompts`` overrides);
 - ``samples``: k completions per prompt (default ``train.eval_samples``);
 - ``accuracy``: the reward that decides whether a completion is correct, as a
@@ -159,6 +160,8 @@ def _benchmark(c, tokenizer, name: str, spec: dict[str, Any], num_prompts: int |
             f"config.{field}: unknown keys {unknown}; allowed: {[*CONFIG_KEYS, *EVAL_KEYS]}"
         )
     data = {k: v for k, v in spec.items() if k not in EVAL_KEYS}
+    if data.get("name") not in ("jsonl", "parquet") and c.data.data_dir:
+        data.setdefault("data_dir", c.data.data_dir)  # prepared next to the training data
     try:
         source = load_source(data)
     except ConfigError as e:

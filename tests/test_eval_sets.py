@@ -143,3 +143,22 @@ def test_a_benchmark_that_cannot_be_prepared_is_named(tmp_path):
     )
     with pytest.raises(FileNotFoundError, match=r"config.train.eval_benchmarks.aime: .*aime2024"):
         _load(c)
+
+
+def test_dataset_benchmarks_are_read_from_the_runs_data_dir(tmp_path, monkeypatch):
+    import r1jax.data
+
+    seen = []
+
+    def load_source(cfg):
+        seen.append(cfg)
+        return [{"id": "a", "prompt": "1 2", "answer": "7", "source": "x", "solution": ""}]
+
+    monkeypatch.setattr(r1jax.data, "load_source", load_source)
+    c = _config(tmp_path)
+    c.data.data_dir = "/data/tfds"
+    c.train.eval_benchmarks = dict(aime=dict(name="aime2024"), own=dict(name="math500",
+                                   data_dir="/elsewhere"))  # fmt: skip
+    _load(c)
+    assert seen == [{"name": "aime2024", "data_dir": "/data/tfds"},
+                    {"name": "math500", "data_dir": "/elsewhere"}]  # fmt: skip
