@@ -47,6 +47,7 @@ def get_config():
     c.cold_start.checkpoint_every = 200
     c.cold_start.eval_path = ""  # held-out traces (e.g. a split-off file): sft/eval_loss
     c.cold_start.eval_every = 200
+    c.cold_start.eval_sampled = False  # True: MATH-500 / AIME 2024 pass@1 there too (slow)
     # evaluation of the student (r1jax eval): R1's math benchmarks and sampling settings
     c.data.name = "math"
     c.data.eval_split = ""

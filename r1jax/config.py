@@ -191,6 +191,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.cold_start.eval_path = ""
     c.cold_start.eval_examples = 0
     c.cold_start.eval_every = 0
+    # at those points also sample the run's eval sets (the held-out split, train.eval_*,
+    # train.eval_benchmarks) as GRPO's eval does: sft/eval/pass@1, sft/eval/<name>/pass@1, ...
+    c.cold_start.eval_sampled = False
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-6

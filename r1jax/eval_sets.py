@@ -204,6 +204,41 @@ def progress_bar(desc: str, total: int, enabled: bool) -> Iterator[Callable[[int
         bar.close()
 
 
+def evaluate_sets(
+    c: ml_collections.ConfigDict,
+    sets: Sequence[EvalSet],
+    sampler: Any,
+    params: Any,
+    scorers: EvalScorers,
+    step: int,
+    data_shard: tuple[int, int],
+    progress: bool = False,
+) -> dict[str, float]:
+    """The eval metrics of ``params`` at ``step``: :func:`r1jax.eval_run.summarize_results`
+    of every set, named ``<set prefix><metric>`` (``eval/pass@1``, ``eval/aime2024/maj@16``,
+    ...), sampled with the set's :func:`eval_seed` at ``step``; ``progress``: a bar per set."""
+    from r1jax import build
+    from r1jax.eval_run import evaluate_prompts, summarize_results
+
+    out = {}
+    for s in sets:
+        with progress_bar(f"eval {s.title}", len(s.records), progress) as advance:
+            results = evaluate_prompts(
+                sampler,
+                params,
+                s.records,
+                scorers(s),
+                s.task,
+                build.eval_sampling_params(c, eval_seed(c.seed, step, s.name)),
+                s.samples,
+                c.rl.prompts_per_step,
+                data_shard,
+                progress=advance,
+            )
+        out |= {s.prefix + name: v for name, v in summarize_results(results).items()}
+    return out
+
+
 class EvalScorers:
     """The scorer of each eval set: the run's, or one of a benchmark's own accuracy reward
     (started on first use, kept for later evals, closed by :meth:`close`)."""

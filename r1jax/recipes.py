@@ -7,6 +7,7 @@ thousand readable reasoning traces) gives it one, then GRPO improves accuracy.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
@@ -156,6 +157,29 @@ def cold_start(
 
 
 def _train_cold_start(c, model, tokenizer, mesh, ckpt_dir: str, on_log) -> Transformer:
+    with contextlib.ExitStack() as stack:
+        sampled = _sampled_eval(c, model, tokenizer, mesh, stack)
+        return _run_cold_start(c, model, tokenizer, mesh, ckpt_dir, on_log, sampled)
+
+
+def _sampled_eval(c, model, tokenizer, mesh, stack: contextlib.ExitStack):
+    """With ``cold_start.eval_sampled``: ``(state, step) -> metrics`` of the run's eval sets
+    (:func:`r1jax.eval_sets.evaluate_sets`, as the GRPO trainer's eval), else None."""
+    if not c.cold_start.eval_sampled:
+        return None
+    from r1jax import build
+    from r1jax import sharding as shd
+    from r1jax.eval_sets import EvalScorers, evaluate_sets, load_eval_sets
+
+    hint = " (or set cold_start.eval_sampled=False)"
+    sets = load_eval_sets(c, tokenizer, "cold_start.eval_sampled", hint=hint)
+    sampler = build.build_sampler(c, model, mesh, tokenizer)
+    scorers = stack.enter_context(EvalScorers(c, stack.enter_context(build.build_scorer(c))))
+    shard = shd.process_batch_shard(mesh)
+    return lambda state, step: evaluate_sets(c, sets, sampler, state, scorers, step, shard)
+
+
+def _run_cold_start(c, model, tokenizer, mesh, ckpt_dir, on_log, sampled) -> Transformer:
     from r1jax.sft import train_sft
 
     cs = c.cold_start
@@ -189,6 +213,7 @@ def _train_cold_start(c, model, tokenizer, mesh, ckpt_dir: str, on_log) -> Trans
         on_log=on_log,
         eval_examples=held_out,
         eval_every=cs.eval_every,
+        extra_eval=sampled,
     )
     if history and primary:
         first, last = history[0], history[-1]
@@ -199,6 +224,8 @@ def _train_cold_start(c, model, tokenizer, mesh, ckpt_dir: str, on_log) -> Trans
         )
         evaluated = (f", held-out loss {last['eval_loss']:.3f} (token accuracy "
                      f"{last['eval_accuracy']:.3f})" if "eval_loss" in last else "")  # fmt: skip
+        evaluated += "".join(f", {k} {v:.3f}" for k, v in last.items()
+                             if k.startswith("eval/") and k.endswith("pass@1"))  # fmt: skip
         print(f"cold start: {last['step']} steps, loss {loss}, token accuracy "
               f"{last['accuracy']:.3f}{evaluated}")  # fmt: skip
     return model

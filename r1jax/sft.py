@@ -301,11 +301,12 @@ def make_sft_evaluator(
     overlong: str = "truncate",
     mesh: Mesh | None = None,
     chunk_size: int = 256,
-) -> Callable[[nnx.State], dict[str, float]]:
-    """The held-out metrics of SFT: ``evaluate(state)`` (``state``: the model's ``nnx.Param``
-    state) runs :func:`sft_loss` over ``examples`` in batches of ``rows_per_batch`` rows of
-    ``max_len`` (the last padded with empty rows: one compile) and returns ``eval_loss`` and
-    ``eval_accuracy``, means over all their completion tokens, and ``eval_tokens``."""
+) -> Callable[[nnx.State, int], dict[str, float]]:
+    """The held-out metrics of SFT: ``evaluate(state, step)`` (``state``: the model's
+    ``nnx.Param`` state; ``step`` unused) runs :func:`sft_loss` over ``examples`` in batches
+    of ``rows_per_batch`` rows of ``max_len`` (the last padded with empty rows: one compile)
+    and returns ``eval_loss`` and ``eval_accuracy``, means over all their completion tokens,
+    and ``eval_tokens``."""
     seqs, _, _ = fit_sequences(tokenize_examples(tokenizer, examples), max_len, overlong)
     if not seqs:
         raise ValueError(f"no held-out SFT example fits max_len={max_len}")
@@ -324,7 +325,7 @@ def make_sft_evaluator(
     batch_sh = shd.batch_sharding(mesh, 2)
     metrics_of = jax.jit(lambda st, batch: sft_loss(graphdef, st, batch, chunk_size)[1])
 
-    def evaluate(state: nnx.State) -> dict[str, float]:
+    def evaluate(state: nnx.State, step: int = 0) -> dict[str, float]:
         got = []
         for arrays in batches:
             batch = {k: shd.global_from_full(arrays[k], batch_sh) for k in DEVICE_KEYS}
@@ -381,6 +382,7 @@ def train_sft(
     on_log: Callable[[dict[str, float]], None] | None = None,
     eval_examples: Sequence[Example] = (),
     eval_every: int = 0,
+    extra_eval: Callable[[nnx.State, int], dict[str, float]] | None = None,
 ) -> tuple[Transformer, list[dict[str, float]]]:
     """Fine-tune ``model`` on ``(prompt, completion)`` examples for ``steps`` steps (or
     ``epochs`` passes over them: see :func:`steps_for_epochs`; give one of the two).
@@ -410,7 +412,8 @@ def train_sft(
     ``eval_examples``: held-out examples whose ``eval_loss`` / ``eval_accuracy`` (see
     :func:`make_sft_evaluator`, in micro-batches of ``batch_size / grad_accum`` rows) are
     measured before the first step (``on_log`` only), every ``eval_every`` steps (0: only
-    at the end) and after the last step, in that step's log entry.
+    at the end) and after the last step, in that step's log entry. ``extra_eval(state,
+    step)``: more metrics measured at the same points (e.g. sampled pass@1).
     """
     from r1jax.sft_checkpoint import SFTCheckpoints
 
@@ -431,12 +434,15 @@ def train_sft(
             "SFT: %d examples truncated, %d dropped (max_len=%d)", truncated, dropped, max_len
         )
 
-    evaluate = None
+    evaluators = [extra_eval] if extra_eval is not None else []
     if eval_examples:
-        evaluate = make_sft_evaluator(
+        evaluators.insert(0, make_sft_evaluator(
             model, tokenizer, eval_examples, rows_per_batch=batch_size // grad_accum,
             max_len=max_len, pack=pack, overlong=overlong, mesh=mesh, chunk_size=chunk_size,
-        )  # fmt: skip
+        ))  # fmt: skip
+
+    def evaluate(state: nnx.State, step: int) -> dict[str, float]:
+        return {k: v for fn in evaluators for k, v in fn(state, step).items()}
 
     def batches(first: int) -> Iterator[dict[str, np.ndarray]]:
         rows = itertools.islice(_row_stream(seqs, max_len, pack, seed), first * batch_size, None)
@@ -466,6 +472,6 @@ def train_sft(
         extra_log={"num_truncated": truncated, "num_dropped": dropped},
         grad_accum=grad_accum,
         weight_key="tokens",
-        evaluate=evaluate,
+        evaluate=evaluate if evaluators else None,
         eval_every=eval_every,
     )

@@ -173,7 +173,7 @@ def run_train_loop(
     postfix: Sequence[str] = ("loss", "accuracy"),
     grad_accum: int = 1,
     weight_key: str | None = None,
-    evaluate: Callable[[nnx.State], dict[str, float]] | None = None,
+    evaluate: Callable[[nnx.State, int], dict[str, float]] | None = None,
     eval_every: int = 0,
 ) -> tuple[Transformer, list[dict[str, float]]]:
     """Trains ``model`` for ``steps`` steps of ``loss_fn`` on ``batches``; see the module doc.
@@ -192,10 +192,10 @@ def run_train_loop(
       name: the stage's name in messages; ``postfix``: metrics shown on the progress bar.
       grad_accum / weight_key: micro-batches per update and how they are weighted (see
         :func:`make_train_step`); the caller checks that the batch splits.
-      evaluate / eval_every: held-out metrics of the parameters (``evaluate(state)``, e.g.
-        ``{"eval_loss": ...}``) before the first step of a fresh run (passed to ``on_log``
-        with ``step`` 0), every ``eval_every`` steps (0: never in between) and after the last
-        step, added to that step's log entry.
+      evaluate / eval_every: held-out metrics of the parameters (``evaluate(state, step)``,
+        e.g. ``{"eval_loss": ...}``) before the first step of a fresh run (passed to
+        ``on_log`` with ``step`` 0), every ``eval_every`` steps (0: never in between) and
+        after the last step, added to that step's log entry.
 
     Returns ``(model, history)``: one dict every ``log_every`` steps (and at the last) with the
     window means of the step metrics, plus ``step``, ``lr``, ``step_time_s`` (the first window
@@ -243,7 +243,7 @@ def run_train_loop(
                       "train (the model is that checkpoint's)")  # fmt: skip
 
     if evaluate is not None and first == 0 and on_log is not None:
-        on_log({"step": 0, **evaluate(state)})  # the starting point of the curves
+        on_log({"step": 0, **evaluate(state, 0)})  # the starting point of the curves
     source = batches(first)
     history: list[dict[str, float]] = []
     window: list[dict[str, jax.Array]] = []
@@ -277,7 +277,7 @@ def run_train_loop(
                 entry = _log_entry(window, step, lr_at, time.perf_counter() - t0)
                 entry |= dict(extra_log or {})
                 if at_eval:
-                    entry |= evaluate(state)
+                    entry |= evaluate(state, step)
                 history.append(entry)
                 if on_log is not None:
                     on_log(entry)

@@ -70,7 +70,8 @@ def test_sft_command_resumes_then_eval_and_train_use_its_weights(tmp_path):
     held_out.write_text("".join(json.dumps({"prompt": f"{i} {i}", "completion": "7777"}) + "\n"
                                 for i in range(6)))  # fmt: skip
     cfg = _config_file(tmp_path, cold_start__steps=0, cold_start__epochs=1.5,
-                       cold_start__eval_path=str(held_out), cold_start__eval_every=2)  # fmt: skip
+                       cold_start__eval_path=str(held_out), cold_start__eval_every=2,
+                       cold_start__eval_sampled=True, train__eval_prompts=8)  # fmt: skip
     run = tmp_path / "run"
     killed = _r1jax(cfg, "sft", **{KILL_ENV: "3"})
     assert killed.returncode == -9, killed.stdout + killed.stderr
@@ -89,11 +90,16 @@ def test_sft_command_resumes_then_eval_and_train_use_its_weights(tmp_path):
     evals = [r["sft/eval_loss"] for r in rows]
     assert evals[-1] < 0.5 * evals[0], evals  # the held-out completions are learnt too
     assert all(r["sft/eval_tokens"] == 6 * 5 for r in rows)  # "7777" + EOS per trace
+    assert all(0 <= r["sft/eval/pass@1"] <= 1 for r in rows)  # sampled eval, as GRPO's
 
-    ev = _r1jax(cfg, "eval", "--num_prompts=4", "--nogreedy")
+    ev = _r1jax(cfg, "eval", "--nogreedy")
     assert ev.returncode == 0, ev.stderr
     assert f"weights: {run / 'sft'} step 6 (SFT stage)" in ev.stdout
-    assert os.path.exists(run / "eval" / "sft_step_6.json")
+    # the SFT's sampled eval at step 6 is r1jax eval of its step-6 checkpoint
+    summary = json.load(open(run / "eval" / "sft_step_6.json"))
+    assert summary["num_prompts"] == 8
+    for name in ("pass@1", "pass@4", "maj@4", "length_mean"):
+        assert rows[-1][f"sft/eval/{name}"] == pytest.approx(summary["metrics"][name]), name
 
     train = _r1jax(cfg, "train")
     assert train.returncode == 0, train.stderr

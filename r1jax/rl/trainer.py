@@ -38,15 +38,7 @@ from r1jax import distributed as dist
 from r1jax import sharding as shd
 from r1jax.checkpoint import CheckpointError, RunCheckpointer, load_params
 from r1jax.config import config_changes, validate
-from r1jax.eval_run import evaluate_prompts, summarize_results
-from r1jax.eval_sets import (
-    EvalScorers,
-    EvalSet,
-    best_metric,
-    eval_seed,
-    load_eval_sets,
-    progress_bar,
-)
+from r1jax.eval_sets import EvalScorers, EvalSet, best_metric, evaluate_sets, load_eval_sets
 from r1jax.interrupt import GracefulStop
 from r1jax.metrics import MetricsWriter
 from r1jax.optim import (
@@ -482,24 +474,9 @@ class GRPOTrainer:
     def evaluate(self) -> dict[str, float]:
         """pass@1 (mean over k samples per prompt), pass@k, maj@k, mean length and truncated
         fraction of every eval set (see :mod:`r1jax.eval_sets`, :mod:`r1jax.eval_run`)."""
-        out = {}
-        enabled = self.c.train.progress and dist.is_primary()
-        for s in self.eval_sets:
-            with progress_bar(f"eval {s.title}", len(s.records), enabled) as progress:
-                results = evaluate_prompts(
-                    self.sampler,
-                    self.params,
-                    s.records,
-                    self.eval_scorers(s),
-                    s.task,
-                    build.eval_sampling_params(self.c, eval_seed(self.c.seed, self.step, s.name)),
-                    s.samples,
-                    self.c.rl.prompts_per_step,
-                    self.data_shard,
-                    progress=progress,
-                )
-            out |= {s.prefix + name: v for name, v in summarize_results(results).items()}
-        return out
+        progress = self.c.train.progress and dist.is_primary()
+        return evaluate_sets(self.c, self.eval_sets, self.sampler, self.params,
+                             self.eval_scorers, self.step, self.data_shard, progress)  # fmt: skip
 
     # ------------------------------------------------------------------ loop
 
