@@ -182,17 +182,28 @@ def make_sft_batch(
     seqs, truncated, dropped = fit_sequences(
         tokenize_examples(tokenizer, examples), max_len, overlong
     )
-    rows = (
-        pack_rows([len(s[0]) for s in seqs], max_len) if pack else [[i] for i in range(len(seqs))]
-    )
+    rows = _rows_in_order(seqs, max_len, pack)
     if num_rows is not None:
         if len(rows) > num_rows:
             raise ValueError(f"the examples need {len(rows)} rows > num_rows={num_rows}")
-        rows = rows + [[] for _ in range(num_rows - len(rows))]
+        rows = _padded(rows, num_rows)
     batch: dict[str, np.ndarray] = assemble_rows(seqs, rows, max_len, tokenizer.pad_id)
     batch["num_truncated"] = np.asarray(truncated)
     batch["num_dropped"] = np.asarray(dropped)
     return batch
+
+
+def _rows_in_order(seqs: Sequences, max_len: int, pack: bool) -> list[list[int]]:
+    """The rows (lists of indices into ``seqs``) of the examples in their order: best-fit
+    packed (:func:`pack_rows`), or one example per row."""
+    if pack:
+        return pack_rows([len(ids) for ids, _ in seqs], max_len)
+    return [[i] for i in range(len(seqs))]
+
+
+def _padded(rows: list[list[int]], num_rows: int) -> list[list[int]]:
+    """``rows`` with empty rows appended up to ``num_rows``."""
+    return rows + [[] for _ in range(num_rows - len(rows))]
 
 
 # ---------------------------------------------------------------- device side: loss and step
@@ -310,16 +321,12 @@ def make_sft_evaluator(
     seqs, _, _ = fit_sequences(tokenize_examples(tokenizer, examples), max_len, overlong)
     if not seqs:
         raise ValueError(f"no held-out SFT example fits max_len={max_len}")
-    rows = (
-        pack_rows([len(ids) for ids, _ in seqs], max_len)
-        if pack
-        else [[i] for i in range(len(seqs))]
-    )
-    batches = []
-    for at in range(0, len(rows), rows_per_batch):
-        part = rows[at : at + rows_per_batch]
-        part = part + [[] for _ in range(rows_per_batch - len(part))]
-        batches.append(assemble_rows(seqs, part, max_len, tokenizer.pad_id))
+    rows = _rows_in_order(seqs, max_len, pack)
+    batches = [
+        assemble_rows(seqs, _padded(rows[at : at + rows_per_batch], rows_per_batch), max_len,
+                      tokenizer.pad_id)
+        for at in range(0, len(rows), rows_per_batch)
+    ]  # fmt: skip
     graphdef, state = nnx.split(model, nnx.Param)
     mesh = mesh if mesh is not None else model_mesh(state)
     batch_sh = shd.batch_sharding(mesh, 2)
@@ -434,12 +441,14 @@ def train_sft(
             "SFT: %d examples truncated, %d dropped (max_len=%d)", truncated, dropped, max_len
         )
 
-    evaluators = [extra_eval] if extra_eval is not None else []
+    evaluators = []
     if eval_examples:
-        evaluators.insert(0, make_sft_evaluator(
+        evaluators.append(make_sft_evaluator(
             model, tokenizer, eval_examples, rows_per_batch=batch_size // grad_accum,
             max_len=max_len, pack=pack, overlong=overlong, mesh=mesh, chunk_size=chunk_size,
         ))  # fmt: skip
+    if extra_eval is not None:
+        evaluators.append(extra_eval)
 
     def evaluate(state: nnx.State, step: int) -> dict[str, float]:
         return {k: v for fn in evaluators for k, v in fn(state, step).items()}
