@@ -51,6 +51,7 @@ def eval_command(
     from r1jax import build
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
+    from r1jax import sharding as shd
     from r1jax.checkpoint import checkpoint_dir, restore_run_params, saved_steps, weights_label
     from r1jax.eval_sets import EvalScorers, load_eval_sets
 
@@ -65,6 +66,7 @@ def eval_command(
     mesh = build.build_mesh(c)
     model, restored, weights = build.load_run_model(c, mesh, tokenizer, steps[0])
     sampler = build.build_sampler(c, model, mesh, tokenizer)
+    data_shard = shd.process_batch_shard(mesh)
     out_dir = out_dir or os.path.join(c.run_dir, "eval")
     summaries = []
     with build.build_scorer(c) as run_scorer, EvalScorers(c, run_scorer) as scorers:
@@ -75,7 +77,7 @@ def eval_command(
             run = _Weights(model, restored, weights)
             say = emit if dist.is_primary() else None
             summaries.append(
-                _evaluate_weights(c, run, sets, sampler, mesh, scorers, greedy, out_dir, say)
+                _evaluate_weights(c, run, sets, sampler, data_shard, scorers, greedy, out_dir, say)
             )
     if not all_steps:
         return summaries[0]
@@ -99,7 +101,7 @@ def _evaluate_weights(
     run: _Weights,
     sets,
     sampler,
-    mesh,
+    data_shard: tuple[int, int],
     scorers,
     greedy: bool,
     out_dir: str,
@@ -125,8 +127,8 @@ def _evaluate_weights(
             f"temperature {t.eval_temperature}, top_p {t.eval_top_p}"
             + (", and greedy" if greedy else "")
         )
-        results[s.title] = _evaluate_set(c, s, sampler, run.model, mesh, scorers(s), run.step,
-                                         greedy, emit is not None)  # fmt: skip
+        results[s.title] = _evaluate_set(c, s, sampler, run.model, data_shard, scorers(s),
+                                         run.step, greedy, emit is not None)  # fmt: skip
         part = _set_summary(s, results[s.title])
         if s.name:
             summary.setdefault("benchmarks", {})[s.name] = part
@@ -146,35 +148,33 @@ def _evaluate_weights(
     return summary
 
 
-def _evaluate_set(c, s, sampler, model, mesh, scorer, restored, greedy: bool, primary: bool):
+def _evaluate_set(c, s, sampler, model, data_shard, scorer, restored, greedy: bool,
+                  primary: bool) -> dict[str, list[dict]]:  # fmt: skip
     """``{"sampled": results[, "greedy": results]}`` of eval set ``s``."""
     from r1jax import build
-    from r1jax import sharding as shd
-    from r1jax.eval_run import evaluate_prompts
-    from r1jax.eval_sets import eval_seed, progress_bar
+    from r1jax.eval_sets import eval_seed, sample_set
 
     seed = eval_seed(c.seed, restored or 0, s.name)
     modes = {"sampled": (build.eval_sampling_params(c, seed), s.samples)}
     if greedy:
         modes["greedy"] = (build.sampling_params(c, c.seed, temperature=0.0), 1)
-    out = {}
-    enabled = primary and c.train.progress
-    for mode, (params, samples) in modes.items():
-        with progress_bar(f"eval {s.title} {mode}", len(s.records), enabled) as progress:
-            out[mode] = evaluate_prompts(
-                sampler,
-                model,
-                s.records,
-                scorer,
-                s.task,
-                params,
-                samples,
-                c.rl.prompts_per_step,
-                shd.process_batch_shard(mesh),
-                keep_text=True,
-                progress=progress,
-            )
-    return out
+    progress = primary and c.train.progress
+    return {
+        mode: sample_set(
+            c,
+            s,
+            sampler,
+            model,
+            scorer,
+            sampling,
+            samples,
+            data_shard,
+            f"eval {s.title} {mode}",
+            progress,
+            keep_text=True,
+        )  # fmt: skip
+        for mode, (sampling, samples) in modes.items()
+    }
 
 
 def _set_summary(s, results: dict[str, list[dict]]) -> dict[str, Any]:

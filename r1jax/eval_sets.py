@@ -204,6 +204,30 @@ def progress_bar(desc: str, total: int, enabled: bool) -> Iterator[Callable[[int
         bar.close()
 
 
+def sample_set(
+    c: ml_collections.ConfigDict,
+    s: EvalSet,
+    sampler: Any,
+    params: Any,
+    scorer: Any,
+    sampling: Any,
+    samples: int,
+    data_shard: tuple[int, int],
+    desc: str,
+    progress: bool = False,
+    keep_text: bool = False,
+) -> list[dict]:
+    """:func:`r1jax.eval_run.evaluate_prompts` of set ``s``: ``samples`` completions of each
+    prompt drawn with ``sampling`` (``SamplingParams``), judged by ``scorer``, in blocks of
+    ``rl.prompts_per_step`` prompts; ``progress``: a bar named ``desc``."""
+    from r1jax.eval_run import evaluate_prompts
+
+    with progress_bar(desc, len(s.records), progress) as advance:
+        return evaluate_prompts(sampler, params, s.records, scorer, s.task, sampling, samples,
+                                c.rl.prompts_per_step, data_shard, keep_text=keep_text,
+                                progress=advance)  # fmt: skip
+
+
 def evaluate_sets(
     c: ml_collections.ConfigDict,
     sets: Sequence[EvalSet],
@@ -218,23 +242,13 @@ def evaluate_sets(
     of every set, named ``<set prefix><metric>`` (``eval/pass@1``, ``eval/aime2024/maj@16``,
     ...), sampled with the set's :func:`eval_seed` at ``step``; ``progress``: a bar per set."""
     from r1jax import build
-    from r1jax.eval_run import evaluate_prompts, summarize_results
+    from r1jax.eval_run import summarize_results
 
     out = {}
     for s in sets:
-        with progress_bar(f"eval {s.title}", len(s.records), progress) as advance:
-            results = evaluate_prompts(
-                sampler,
-                params,
-                s.records,
-                scorers(s),
-                s.task,
-                build.eval_sampling_params(c, eval_seed(c.seed, step, s.name)),
-                s.samples,
-                c.rl.prompts_per_step,
-                data_shard,
-                progress=advance,
-            )
+        sampling = build.eval_sampling_params(c, eval_seed(c.seed, step, s.name))
+        results = sample_set(c, s, sampler, params, scorers(s), sampling, s.samples, data_shard,
+                             f"eval {s.title}", progress)  # fmt: skip
         out |= {s.prefix + name: v for name, v in summarize_results(results).items()}
     return out
 
