@@ -56,6 +56,13 @@ flags.DEFINE_enum(
 flags.DEFINE_integer(
     "max_per_prompt", 1, "traces: distinct completions (or pairs) kept per prompt."
 )
+flags.DEFINE_multi_string(
+    "benchmark",
+    [],
+    "eval, train, sft: add an eval set to train.eval_benchmarks (repeatable): "
+    "NAME[:key=value,...], e.g. math500, aime2024:samples=16, "
+    "mine:name=jsonl,path=/data/x.jsonl,accuracy=math_accuracy (r1jax.eval_sets).",
+)
 flags.DEFINE_bool("greedy", True, "eval: also decode each prompt greedily (--nogreedy: skip).")
 flags.DEFINE_bool(
     "all_steps", False, "eval: every checkpoint of the run, oldest first (instead of --step)."
@@ -264,8 +271,19 @@ def _eval() -> int:
     return 0
 
 
-def _run(fn: Callable[[], int]) -> int:
-    """``fn()`` after the config's device set-up, which must precede any JAX computation."""
+BENCHMARK_COMMANDS = ("eval", "train", "sft")
+"""The commands that evaluate (and so take ``--benchmark``)."""
+
+
+def _run(name: str, fn: Callable[[], int]) -> int:
+    """``fn()`` after the command-line benchmarks are added to the config and the config's
+    device set-up, which must precede any JAX computation."""
+    if FLAGS.benchmark:
+        if name not in BENCHMARK_COMMANDS:
+            raise app.UsageError(f"--benchmark is for r1jax {', '.join(BENCHMARK_COMMANDS)}")
+        from r1jax.eval_sets import add_benchmarks
+
+        add_benchmarks(_require_config(), FLAGS.benchmark)
     if FLAGS.config is not None:
         from r1jax.build import configure_devices
 
@@ -296,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     from r1jax.config import ConfigError
 
     try:
-        app.run(lambda _: sys.exit(_run(fn)), argv=[f"r1jax {name}"] + argv[2:])
+        app.run(lambda _: sys.exit(_run(name, fn)), argv=[f"r1jax {name}"] + argv[2:])
     except (ConfigError, CheckpointError, FileNotFoundError) as e:  # the message says it all
         print(f"r1jax {name}: {e}", file=sys.stderr)
         sys.exit(2)

@@ -26,6 +26,9 @@ For example R1's math benchmarks next to training on MATH::
         aime2024=dict(name="aime2024", samples=16),
     )
 
+On the command line, ``--benchmark=NAME[:key=value,...]`` adds one (or changes one the config
+has; :func:`add_benchmarks`): ``--benchmark=math500 --benchmark=aime2024:samples=16``.
+
 The prompts get the run's template (``c.prompt``) and must fit ``sampling.max_prompt_len``
 (longer ones are skipped and counted, as for the training data).
 """
@@ -84,6 +87,80 @@ class EvalSet:
 def benchmarks(c: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
     """``train.eval_benchmarks`` as plain dicts, by name (a ConfigDict keeps its keys sorted)."""
     return {name: dict(spec) for name, spec in c.train.eval_benchmarks.to_dict().items()}
+
+
+def parse_benchmark(text: str) -> tuple[str, dict[str, Any]]:
+    """A benchmark given on the command line (``--benchmark=NAME[:key=value,...]``) as its
+    name and settings. Keys are those of a ``train.eval_benchmarks`` entry; a value is read
+    as a Python literal when it is one (``16``, ``0.5``, ``("countdown", 1.0, {...})``,
+    ``"a,b.jsonl"``) and as a string otherwise (``path=/data/x.jsonl``); commas inside
+    brackets or quotes do not split.
+
+    >>> parse_benchmark("aime:name=aime2024,samples=16")
+    ('aime', {'name': 'aime2024', 'samples': 16})
+    """
+    import ast
+
+    from r1jax.data.sources import CONFIG_KEYS
+
+    where = f"--benchmark={text!r}"
+    label, _, rest = text.partition(":")
+    label = label.strip()
+    if not label or "/" in label or label == HELD_OUT or "=" in label:
+        raise ConfigError(f"{where}: needs NAME[:key=value,...] with a NAME that is non-empty, "
+                          f"without '/' or '=', not {HELD_OUT!r}")  # fmt: skip
+    spec: dict[str, Any] = {}
+    for item in _split_top_level(rest, where) if rest.strip() else []:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ConfigError(f"{where}: {item.strip()!r} is not key=value")
+        if key not in (*CONFIG_KEYS, *EVAL_KEYS):
+            raise ConfigError(
+                f"{where}: unknown key {key!r}; allowed: {[*CONFIG_KEYS, *EVAL_KEYS]}"
+            )
+        if key in spec:
+            raise ConfigError(f"{where}: key {key!r} given twice")
+        try:
+            spec[key] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            spec[key] = value.strip()
+    return label, spec
+
+
+def _split_top_level(text: str, where: str) -> list[str]:
+    """``text`` split at the commas outside brackets and quotes."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote and text[i - 1] != "\\" else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+        if depth < 0:
+            break
+    if depth or quote:
+        raise ConfigError(f"{where}: unbalanced brackets or quotes")
+    return [*items, text[start:]]
+
+
+def add_benchmarks(c: ml_collections.ConfigDict, texts: Sequence[str]) -> None:
+    """Add the ``--benchmark`` specs ``texts`` (:func:`parse_benchmark`) to
+    ``c.train.eval_benchmarks``, in place (a locked config too). A new benchmark's dataset
+    (``name``) defaults to its NAME (``--benchmark=math500``); one the config already has
+    keeps the settings the spec does not give (``--benchmark=aime2024:samples=64``)."""
+    for text in texts:
+        label, spec = parse_benchmark(text)
+        old = c.train.eval_benchmarks.get(label)
+        merged = {**(old.to_dict() if old is not None else {"name": label}), **spec}
+        with c.unlocked():
+            c.train.eval_benchmarks[label] = ml_collections.ConfigDict(merged)
 
 
 def has_held_out(c: ml_collections.ConfigDict) -> bool:

@@ -94,6 +94,14 @@ def test_cli_unknown_override_key():
     assert "betaa" in r.stderr and "beta" in r.stderr
 
 
+def test_cli_benchmarks_are_for_the_evaluating_commands_and_checked_first():
+    r = _cli("eval", "--config=configs/tiny_smoke.py", "--benchmark=m:nme=jsonl")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().startswith("r1jax eval: --benchmark='m:nme=jsonl': unknown key 'nme'")
+    r = _cli("info", "--config=configs/tiny_smoke.py", "--benchmark=math500")
+    assert r.returncode != 0 and "--benchmark is for r1jax eval, train, sft" in r.stderr
+
+
 def test_cli_wrong_type():
     r = _cli("info", "--config=configs/tiny_smoke.py", "--config.rl.beta=abc")
     assert r.returncode != 0 and "config.rl.beta" in r.stderr

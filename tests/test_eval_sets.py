@@ -9,7 +9,15 @@ from trainer_fixtures import make_config
 
 from r1jax import build
 from r1jax.config import ConfigError, validate
-from r1jax.eval_sets import best_metric, eval_seed, load_eval_sets, metric_names
+from r1jax.eval_sets import (
+    add_benchmarks,
+    benchmarks,
+    best_metric,
+    eval_seed,
+    load_eval_sets,
+    metric_names,
+    parse_benchmark,
+)
 from r1jax.metrics import _extra_curves
 
 
@@ -162,3 +170,70 @@ def test_dataset_benchmarks_are_read_from_the_runs_data_dir(tmp_path, monkeypatc
     _load(c)
     assert seen == [{"name": "aime2024", "data_dir": "/data/tfds"},
                     {"name": "math500", "data_dir": "/elsewhere"}]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text, label, spec",
+    [
+        ("math500", "math500", {}),
+        (" aime : samples = 16 , name=aime2024", "aime", {"samples": 16, "name": "aime2024"}),
+        ("m:name=jsonl,path=/data/x-1.jsonl", "m", {"name": "jsonl", "path": "/data/x-1.jsonl"}),
+        ('m:path="/data/a,b.jsonl",prompts=0', "m", {"path": "/data/a,b.jsonl", "prompts": 0}),
+        (
+            "m:accuracy=pkg.mod:fn,correct_threshold=0.5",
+            "m",
+            {"accuracy": "pkg.mod:fn", "correct_threshold": 0.5},
+        ),
+        (
+            'cd:accuracy=("countdown", 1.0, {"a": 1, "b": [2, 3]}),split=test',
+            "cd",
+            {"accuracy": ("countdown", 1.0, {"a": 1, "b": [2, 3]}), "split": "test"},
+        ),
+        (
+            "q:field_map={'prompt': 'q', 'answer': 'a'},source=None",
+            "q",
+            {"field_map": {"prompt": "q", "answer": "a"}, "source": None},
+        ),
+        ("s:prompt_builder=it's,samples=3", "s", None),  # an unclosed quote
+        ("", "", None),
+        (":samples=1", "", None),
+        ("held_out:samples=2", "", None),
+        ("a/b", "", None),
+        ("x=1", "", None),
+        ("x:samples", "", None),
+        ("x:=3", "", None),
+        ("x:samples=1,samples=2", "", None),
+        ("x:sample=1", "", None),
+        ("x:accuracy=(1,", "", None),
+        ("x:accuracy=1)", "", None),
+    ],
+)
+def test_command_line_benchmarks_parse_or_name_the_problem(text, label, spec):
+    if spec is None:
+        with pytest.raises(ConfigError, match=r"^--benchmark=.*: (needs NAME|.* is not key=value|"
+                           r"unknown key 'sample'; allowed: \['name'|key 'samples' given twice|"
+                           r"unbalanced)"):  # fmt: skip
+            parse_benchmark(text)
+    else:
+        assert parse_benchmark(text) == (label, spec)
+
+
+def test_command_line_benchmarks_join_the_configs(tmp_path):
+    c = _config(tmp_path, own=dict(samples=2, accuracy="countdown"))
+    c.lock()  # as r1jax's --config flag gives it
+    bench = tmp_path / "bench.jsonl"
+    add_benchmarks(c, [f"new:name=jsonl,path={bench},field_map={{'prompt': 'q', 'answer': 'a'}}",
+                       "own:samples=5,prompts=3", "math500"])  # fmt: skip
+    got = benchmarks(c)
+    fields = dict(prompt="q", answer="a")
+    assert got["own"] == dict(name="jsonl", path=str(bench), samples=5, prompts=3,
+                              accuracy="countdown", field_map=fields)  # fmt: skip
+    assert got["math500"] == dict(name="math500")  # a dataset by its name
+    assert got["new"]["path"] == str(bench)
+    validate(c, num_devices=8)
+    new, own = _load(c, only=["own", "new"])  # in the order of the config (by name)
+    assert (own.samples, len(own.records), own.accuracy) == (5, 3, "countdown")
+    assert [r["text"] for r in new.records] == [f"{i} 9" for i in range(6)]
+    with pytest.raises(ConfigError, match="unknown key 'nope'"):
+        add_benchmarks(c, ["later:nope=1"])
+    assert "later" not in benchmarks(c)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -130,6 +131,7 @@ def _trained_run(tmp_path, **changes):
 
 def test_eval_command_reproduces_the_runs_eval_and_writes_every_sample(tmp_path):
     from r1jax.eval_command import eval_command
+    from r1jax.eval_sets import add_benchmarks
 
     c = _trained_run(tmp_path)
     logged = {}
@@ -162,6 +164,16 @@ def test_eval_command_reproduces_the_runs_eval_and_writes_every_sample(tmp_path)
     assert table[1].split() == ["held_out", "6", "3", f"{m['pass@1']:.4f}",
                                 f"{m['maj@3']:.4f}", f"{g['pass@1']:.4f}"]  # fmt: skip
     assert table[2].split()[:3] == ["bench", "5", "2"]
+
+    # the same benchmark given on the command line (r1jax eval --benchmark=...) to a config
+    # without it: the same results
+    given = copy.deepcopy(c)
+    given.train.eval_benchmarks = {}
+    add_benchmarks(given, [f"bench:name=jsonl,path={tmp_path / 'bench.jsonl'},prompts=5,"
+                           "samples=2,accuracy=trainer_fixtures:starts_with_seven"])  # fmt: skip
+    again = eval_command(given, step=2, out_dir=str(tmp_path / "cli"), emit=lambda _: None,
+                         only=["bench"])  # fmt: skip
+    assert again["benchmarks"] == summary["benchmarks"]
 
     out = os.path.join(c.run_dir, "eval")
     assert json.load(open(os.path.join(out, "step_2.json"))) == summary
