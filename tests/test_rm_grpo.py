@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,14 @@ import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
-from trainer_fixtures import CHARS, make_config, sevens
+from trainer_fixtures import (
+    CHARS,
+    make_config,
+    rm_config,
+    sevens,
+    start_two_cli_processes,
+    wait_all,
+)
 
 from r1jax import build
 from r1jax import sharding as shd
@@ -29,6 +37,7 @@ from r1jax.rm_scoring import RewardModelTerm, WithRewardModel
 from r1jax.tokenizer import CharTokenizer, load_tokenizer
 
 SEVENS = "trainer_fixtures:sevens"
+TESTS = os.path.dirname(os.path.abspath(__file__))
 WIDE_CHARS = CHARS + "<>/abcdefghijklmnopqrstuvwxyz"
 
 
@@ -326,18 +335,15 @@ def _write_jsonl(path, rows) -> str:
 
 
 RM_STEPS = 40
+# Exported weights of 2 processes vs 1, x lr: AdamW amplifies the rounding differences of the
+# collectives (tests/test_multihost.py); measured 2.9e-4 x lr after 40 steps, a wrong shard or
+# row would be off by ~0.1.
+TWO_PROCESS_ATOL = 2e-3
 GRPO_STEPS = 20
 
 
 def _rm_config(root: str):
-    c = make_config(root, "rm_run")
-    c.reward_model.train_path = os.path.join(root, "pairs.jsonl")
-    c.reward_model.eval_path = os.path.join(root, "held_out.jsonl")
-    c.reward_model.steps = RM_STEPS
-    c.reward_model.batch_size = 16
-    c.reward_model.lr = 3e-3
-    c.reward_model.checkpoint_every = 0
-    return c
+    return rm_config(root, "rm_run", RM_STEPS)
 
 
 @pytest.fixture(scope="module")
@@ -400,6 +406,52 @@ def test_rm_command_trains_then_grpo_learns_from_it(trained_rm):
     assert all(h["reward/errors/reward_model"] == 0 for h in history)
     rows = [json.loads(x) for x in open(os.path.join(g.run_dir, "metrics.jsonl"))]
     assert "reward/fn/reward_model/mean" in rows[-1]
+
+
+def test_two_processes_train_and_export_the_reward_model_like_one(trained_rm, tmp_path):
+    """`r1jax rm` on 2 processes x 4 CPU devices with FSDP over both (every parameter split
+    across them) ends like the module's run on 1 process x 8 devices: the same held-out pair
+    metrics, training curve and exported weights up to the rounding of the different
+    collectives; process 0 alone writes the export, its tokenizer and the results."""
+    root, result, _ = trained_rm
+    cfg = tmp_path / "rm_two.py"
+    cfg.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {TESTS!r})\n"
+        "from trainer_fixtures import rm_config\n"
+        "def get_config():\n"
+        f"    c = rm_config({root!r}, 'rm_two', {RM_STEPS})\n"
+        "    c.mesh.shape = (1, 8, 1)\n"
+        "    return c\n"
+    )
+    procs, logs = start_two_cli_processes(tmp_path, "rm", str(cfg))
+    wait_all(procs, logs, time.monotonic() + 240)
+    one, two = (os.path.join(root, run, "rm") for run in ("rm_run", "rm_two"))
+    said = [open(log).read() for log in logs]
+    assert f"reward model: wrote {two}/hf" in said[0] and "reward model:" not in said[1]
+
+    got = json.load(open(os.path.join(two, "eval.json")))
+    want = json.load(open(os.path.join(one, "eval.json")))
+    assert got["hf_dir"] == os.path.join(two, "hf") and got["step"] == want["step"]
+    for when in ("eval_before", "eval_after"):
+        assert got[when]["pairs"] == want[when]["pairs"] == 32
+        for k, v in want[when].items():
+            assert got[when][k] == pytest.approx(v, rel=1e-3, abs=1e-4), (when, k)
+    curve = lambda d: [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
+    a, b = curve(one), curve(two)
+    assert [r["step"] for r in b] == [r["step"] for r in a]
+    np.testing.assert_allclose([r["rm/loss"] for r in b], [r["rm/loss"] for r in a], rtol=1e-3)
+
+    w1, w2 = _safetensors(os.path.join(one, "hf")), _safetensors(os.path.join(two, "hf"))
+    assert sorted(w2) == sorted(w1) and "score.weight" in w1
+    atol = TWO_PROCESS_ATOL * _rm_config(root).reward_model.lr
+    for name, v in w1.items():
+        np.testing.assert_allclose(w2[name], v, rtol=1e-4, atol=atol, err_msg=name)
+    for name in ("config.json", *sorted(f for f in os.listdir(os.path.join(one, "hf"))
+                                        if f.startswith("tokenizer"))):  # fmt: skip
+        assert (
+            open(os.path.join(two, "hf", name)).read() == open(os.path.join(one, "hf", name)).read()
+        ), name
 
 
 def test_rm_export_loads_in_r1jax_and_transformers_alike(trained_rm, mesh):

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 from flax import nnx
-from trainer_fixtures import free_port, make_config, two_process_env, wait_all
+from trainer_fixtures import make_config, start_two_cli_processes, wait_all
 
 from r1jax.config import ConfigError
 from r1jax.sft_checkpoint import KILL_ENV
@@ -154,25 +154,6 @@ def test_sft_command_config_errors_name_the_field(tmp_path, changes, message):
     assert not os.path.exists(tmp_path / "run")
 
 
-def _start_two_processes(tmp_path, command: str, cfg: str, *args: str):
-    """``r1jax <command> --config=<cfg> <args>`` as 2 JAX processes x 4 CPU devices."""
-    port = free_port()
-    procs, logs = [], []
-    for pid in range(2):
-        logs.append(str(tmp_path / f"{command}{pid}.log"))
-        with open(logs[-1], "w") as log:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "r1jax.cli", command, f"--config={cfg}", *args],
-                    cwd=ROOT,
-                    env=two_process_env(pid, port, str(tmp_path / "jax_cache")),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-    return procs, logs
-
-
 def test_two_processes_run_the_sft_like_one(tmp_path):
     """`r1jax sft` on 2 processes x 4 CPU devices (each feeds its devices' rows of the same
     global batches; they checkpoint together) ends with the weights of 1 process x 8 devices,
@@ -182,7 +163,7 @@ def test_two_processes_run_the_sft_like_one(tmp_path):
     from r1jax.sft_command import sft_command
 
     cfg = _config_file(tmp_path, "two")
-    procs, logs = _start_two_processes(tmp_path, "sft", cfg)
+    procs, logs = start_two_cli_processes(tmp_path, "sft", cfg)
     deadline = time.monotonic() + 240
     try:
         c = make_config(str(tmp_path), "one", **_sft_changes(tmp_path))
@@ -206,8 +187,8 @@ def test_two_processes_run_the_sft_like_one(tmp_path):
     # smaller shares would move.
     args = ("--num_prompts=16", "--num_samples=2", "--keep=all", "--max_per_prompt=2",
             "--config.rl.prompts_per_step=8")  # fmt: skip
-    procs, logs = _start_two_processes(tmp_path, "traces", cfg, f"--dst={tmp_path / 'two.jsonl'}",
-                                       *args)  # fmt: skip
+    dst = f"--dst={tmp_path / 'two.jsonl'}"
+    procs, logs = start_two_cli_processes(tmp_path, "traces", cfg, dst, *args)
     deadline = time.monotonic() + 240
     try:
         from r1jax.traces_command import traces_command

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 
 from fast_compile import FAST_COMPILE_XLA_FLAGS
@@ -83,6 +85,19 @@ def multihost_config(tmp_path, run_name: str = "run", **changes):
     return c
 
 
+def rm_config(root: str, run_name: str, steps: int):
+    """A reward-model run (``r1jax rm``) of ``steps`` steps on ``root/pairs.jsonl``, scored
+    on ``root/held_out.jsonl``, with :func:`make_config`'s model and tokenizer."""
+    c = make_config(root, run_name)
+    c.reward_model.train_path = os.path.join(root, "pairs.jsonl")
+    c.reward_model.eval_path = os.path.join(root, "held_out.jsonl")
+    c.reward_model.steps = steps
+    c.reward_model.batch_size = 16
+    c.reward_model.lr = 3e-3
+    c.reward_model.checkpoint_every = 0
+    return c
+
+
 def make_random_reward_model(path: str, seed: int = 0) -> str:
     """A random one-layer reward model over :data:`CHARS`, exported as a HF directory with
     its tokenizer (its score head scaled up so that scores differ visibly between rows)."""
@@ -130,6 +145,27 @@ def two_process_env(pid: int, port: int, cache_dir: str) -> dict[str, str]:
         JAX_COMPILATION_CACHE_DIR=cache_dir,
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
     )
+
+
+def start_two_cli_processes(tmp_path, command: str, cfg: str, *args: str):
+    """``r1jax <command> --config=<cfg> <args>`` as 2 JAX processes x 4 CPU devices, started
+    in the checkout; returns (processes, log paths) for :func:`wait_all`."""
+    port = free_port()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    procs, logs = [], []
+    for pid in range(2):
+        logs.append(str(tmp_path / f"{command}{pid}.log"))
+        with open(logs[-1], "w") as log:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "r1jax.cli", command, f"--config={cfg}", *args],
+                    cwd=root,
+                    env=two_process_env(pid, port, str(tmp_path / "jax_cache")),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    return procs, logs
 
 
 def wait_all(procs, logs, deadline: float) -> None:
