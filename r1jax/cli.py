@@ -312,12 +312,16 @@ def main(argv: list[str] | None = None) -> None:
         argv = [*argv[:2], f"--src={argv[2]}", *argv[3:]]
     from r1jax.checkpoint import CheckpointError
     from r1jax.config import ConfigError
+    from r1jax.interrupt import PREEMPTED_EXIT_CODE, Preempted
 
     try:
         app.run(lambda _: sys.exit(_run(name, fn)), argv=[f"r1jax {name}"] + argv[2:])
     except (ConfigError, CheckpointError, FileNotFoundError) as e:  # the message says it all
         print(f"r1jax {name}: {e}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as e:  # SIGTERM: saved; not done (a scheduler may requeue the job)
+        print(f"r1jax {name}: {e}", file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT_CODE)
     except KeyboardInterrupt as e:  # outside train's own Ctrl-C handling (which saves first)
         said = f" ({e})" if str(e) else ""  # e.g. where an interrupted SFT stage was saved
         print(f"r1jax {name}: interrupted{said}", file=sys.stderr)

@@ -36,6 +36,10 @@ def maybe_initialize() -> bool:
         )
     if os.environ.get("JAX_PLATFORMS", "") == "cpu":  # (querying the backend would init it)
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # JAX's preemption service would catch SIGTERM for its own sync points, which r1jax does
+    # not use: the training loops save and stop on SIGTERM themselves (r1jax.interrupt), and
+    # outside them SIGTERM ends the process as usual.
+    jax.config.update("jax_enable_preemption_service", False)
     jax.distributed.initialize(**kwargs)
     return True
 
@@ -123,11 +127,6 @@ def allgather(tree: Any) -> Any:
 def all_true(flag: bool) -> bool:
     """``flag`` on every process."""
     return bool(np.all(allgather(np.array([bool(flag)]))))
-
-
-def any_true(flag: bool) -> bool:
-    """``flag`` on at least one process."""
-    return bool(np.any(allgather(np.array([bool(flag)]))))
 
 
 def allgather_json(value: Any) -> list[Any]:

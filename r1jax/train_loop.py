@@ -202,9 +202,10 @@ def run_train_loop(
     includes compilation) and, when the metrics count ``tokens``, ``target_tokens_per_s``. Each
     is also passed to ``on_log``. The model is updated in place (its buffers are donated).
     Ctrl-C stops after the current step, saves (with a ``checkpoint_dir``) and raises
-    ``KeyboardInterrupt``.
+    ``KeyboardInterrupt``; SIGTERM does the same and raises its subclass
+    :class:`r1jax.interrupt.Preempted`.
     """
-    from r1jax.interrupt import GracefulStop
+    from r1jax.interrupt import GracefulStop, Preempted
     from r1jax.sft_checkpoint import SFTCheckpoints
 
     check_positive(steps=steps, log_every=log_every)
@@ -251,10 +252,9 @@ def run_train_loop(
     bar = tqdm(initial=first, total=steps, desc=name.lower().replace(" ", "_"),
                disable=not progress, dynamic_ncols=True)  # fmt: skip
     stop = GracefulStop(
-        f"interrupt: finishing this {name} step, saving a checkpoint, then exiting "
-        "(Ctrl-C again to abort without saving)"
+        f"finishing this {name} step, saving a checkpoint, then exiting"
         if ckpt
-        else f"interrupt: stopping {name} after this step (no checkpoint_dir: nothing is saved)"
+        else f"stopping {name} after this step (no checkpoint_dir: nothing is saved)"
     )
     step, interrupted = first, False
     try:
@@ -293,6 +293,9 @@ def run_train_loop(
             ckpt.close()  # waits for the saves in flight
     if interrupted:
         where = f"; saved step {step} to {checkpoint_dir}" if ckpt else ""
+        if stop.preempted:
+            resumes = "; the same command resumes" if ckpt else ""
+            raise Preempted(f"{name} stopped by SIGTERM at step {step}{where}{resumes}")
         raise KeyboardInterrupt(f"{name} interrupted at step {step}{where}")
     nnx.update(model, state)
     return model, history

@@ -15,6 +15,7 @@ from flax import nnx
 
 from r1jax import sharding as shd
 from r1jax.checkpoint import CheckpointError
+from r1jax.interrupt import Preempted
 from r1jax.model import ModelConfig, causal_mask, create_model
 from r1jax.rm import (
     assemble_pairs,
@@ -161,15 +162,18 @@ def _train(tmp_path, on_log=None, **changes):
     return train_reward_model(_model(seed=2, mesh=mesh), TOK, _more_a_pairs(64, 3), **kw)
 
 
-def test_ctrl_c_saves_and_the_rerun_resumes_bit_for_bit(tmp_path):
+def test_sigterm_saves_and_the_rerun_resumes_bit_for_bit(tmp_path):
+    """SIGTERM (a preemption) stops the loop after the step, saves it and raises Preempted
+    (r1jax exits 143 on it); the rerun continues exactly (SFT's test sends Ctrl-C instead)."""
     straight, _ = _train(tmp_path / "a")
 
-    def interrupt_at_3(entry):
+    def preempt_at_3(entry):
         if entry["step"] == 3:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
 
-    with pytest.raises(KeyboardInterrupt, match="interrupted at step 3"):
-        _train(tmp_path / "b", on_log=interrupt_at_3)
+    with pytest.raises(Preempted, match=r"^reward model stopped by SIGTERM at step 3; saved step "
+                       r"3 to .*/b/ckpt; the same command resumes$"):  # fmt: skip
+        _train(tmp_path / "b", on_log=preempt_at_3)
     assert sorted(os.listdir(tmp_path / "b" / "ckpt")) == ["2", "3"]
     resumed, history = _train(tmp_path / "b")
     assert [h["step"] for h in history] == [4, 5, 6]

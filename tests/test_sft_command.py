@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 from flax import nnx
-from trainer_fixtures import make_config, start_two_cli_processes, wait_all
+from trainer_fixtures import config_file, make_config, start_two_cli_processes, wait_all
 
 from r1jax.config import ConfigError
 from r1jax.sft_checkpoint import KILL_ENV
@@ -40,17 +40,7 @@ def _sft_changes(tmp_path) -> dict:
 
 def _config_file(tmp_path, run_name: str = "run", **extra) -> str:
     changes = dict(_sft_changes(tmp_path), **extra)
-    cfg = tmp_path / f"{run_name}.py"
-    cfg.write_text(
-        "import sys\n"
-        f"sys.path.insert(0, {TESTS!r})\n"
-        "from trainer_fixtures import make_config\n"
-        "def get_config():\n"
-        f"    c = make_config({str(tmp_path)!r}, {run_name!r}, **{changes!r})\n"
-        "    c.data.eval_path = c.data.path\n"
-        "    return c\n"
-    )
-    return str(cfg)
+    return config_file(tmp_path, run_name, "c.data.eval_path = c.data.path", **changes)
 
 
 def _r1jax(cfg: str, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -201,6 +191,37 @@ def test_two_processes_run_the_sft_like_one(tmp_path):
         wait_all(procs, logs, deadline)
     written = open(tmp_path / "one.jsonl").read()
     assert len(written.splitlines()) > 0 and open(tmp_path / "two.jsonl").read() == written
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_after_the_same_step(tmp_path):
+    """A preemption notice that reaches one host of two: both processes finish the same
+    step, save it together and exit with 143 (the job is unfinished), saying where."""
+    import signal
+
+    cfg = _config_file(tmp_path, "long", cold_start__steps=100_000)
+    procs, logs = start_two_cli_processes(tmp_path, "sft", cfg)
+    metrics = tmp_path / "long" / "sft" / "metrics.jsonl"
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text()):
+            time.sleep(0.2)  # the first 10 steps are done
+        procs[1].send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    said = [open(log).read() for log in logs]
+    assert [p.returncode for p in procs] == [143, 143], said[0][-3000:] + said[1][-3000:]
+    saved = tmp_path / "long" / "sft" / "checkpoints"
+    last = max(int(s) for s in os.listdir(saved))
+    assert last >= 10
+    stopped = f"SFT stopped by SIGTERM at step {last}; saved step {last} to {saved}"
+    for text in said:
+        assert f"r1jax sft: {stopped}; the same command resumes" in text
+    assert "SIGTERM: finishing this SFT step" in said[1] and "SIGTERM:" not in said[0]
 
 
 def test_ctrl_c_during_r1jax_sft_saves_and_says_where(tmp_path):

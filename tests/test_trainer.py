@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from trainer_fixtures import make_config
+from trainer_fixtures import config_file, make_config
 
 from r1jax.checkpoint import CheckpointError
 from r1jax.config import ConfigError
@@ -37,7 +37,7 @@ def _run_subprocess(tmp_path, run_name, env_extra=None, **changes):
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {TESTS!r})
-        from trainer_fixtures import make_config
+        from trainer_fixtures import config_file, make_config
         from r1jax.rl.trainer import train
         train(make_config({str(tmp_path)!r}, {run_name!r}, **{changes!r}))
     """)
@@ -237,20 +237,36 @@ def test_prompts_longer_than_the_sampler_takes_are_skipped_or_named(tmp_path, ca
         GRPOTrainer(c)
 
 
-def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
-    proc = _run_subprocess(tmp_path, "interrupted", train__steps=1000, train__checkpoint_every=0)
-    metrics = os.path.join(tmp_path, "interrupted", "metrics.jsonl")
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 0), (signal.SIGTERM, 143)])
+def test_a_signal_saves_and_exits_cleanly(tmp_path, sig, code):
+    """`r1jax train` on Ctrl-C: saves after the step and exits 0 (the user stopped it). On
+    SIGTERM (a scheduler's time limit or a preemption): saves and exits 143, so that the job
+    counts as unfinished and can be requeued, saying that the same command resumes."""
+    cfg = config_file(tmp_path, "interrupted", train__steps=1000, train__checkpoint_every=0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "r1jax.cli", "train", f"--config={cfg}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run = os.path.join(tmp_path, "interrupted")
     deadline = time.time() + 300
     while time.time() < deadline and not (
-        os.path.exists(metrics) and _rows(os.path.join(tmp_path, "interrupted"))
+        os.path.exists(os.path.join(run, "metrics.jsonl")) and _rows(run)
     ):
         time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    out = proc.communicate(timeout=300)[0]
-    assert proc.returncode == 0, out
-    last = max(r["step"] for r in _rows(os.path.join(tmp_path, "interrupted")))
-    steps = os.listdir(os.path.join(tmp_path, "interrupted", "checkpoints"))
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == code, out + err
+    last = max(r["step"] for r in _rows(run))
+    steps = os.listdir(os.path.join(run, "checkpoints"))
     assert str(last) in steps and 0 < last < 1000
+    name = signal.Signals(sig).name
+    assert f"{name}: finishing this step, saving a checkpoint, then exiting" in out
+    if sig == signal.SIGTERM:
+        said = f"stopped by SIGTERM after step {last}; saved it to {run}/checkpoints"
+        assert err.rstrip().endswith(f"r1jax train: {said}: the same command resumes")
 
 
 @pytest.mark.parametrize("bad", ["rl__group_size"])

@@ -85,6 +85,24 @@ def multihost_config(tmp_path, run_name: str = "run", **changes):
     return c
 
 
+def config_file(tmp_path, run_name: str = "run", extra: str = "", **changes) -> str:
+    """A recipe file for ``r1jax <command> --config=<it>``: :func:`make_config` of
+    ``tmp_path``, ``run_name`` and ``changes``, then the statement ``extra`` (on ``c``)."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(str(tmp_path), f"{run_name}.py")
+    with open(path, "w") as f:
+        f.write(
+            "import sys\n"
+            f"sys.path.insert(0, {tests!r})\n"
+            "from trainer_fixtures import make_config\n"
+            "def get_config():\n"
+            f"    c = make_config({str(tmp_path)!r}, {run_name!r}, **{changes!r})\n"
+            f"    {extra or 'pass'}\n"
+            "    return c\n"
+        )
+    return path
+
+
 def rm_config(root: str, run_name: str, steps: int):
     """A reward-model run (``r1jax rm``) of ``steps`` steps on ``root/pairs.jsonl``, scored
     on ``root/held_out.jsonl``, with :func:`make_config`'s model and tokenizer."""

@@ -39,7 +39,7 @@ from r1jax import sharding as shd
 from r1jax.checkpoint import CheckpointError, RunCheckpointer, load_params
 from r1jax.config import config_changes, validate
 from r1jax.eval_sets import EvalScorers, EvalSet, best_metric, evaluate_sets, load_eval_sets
-from r1jax.interrupt import GracefulStop
+from r1jax.interrupt import GracefulStop, Preempted
 from r1jax.metrics import MetricsWriter
 from r1jax.optim import (
     consecutive_nonfinite,
@@ -492,11 +492,8 @@ class GRPOTrainer:
                 f"{self.run_dir} is at step {self.step}, train.steps={c.train.steps}: nothing to "
                 "do (raise train.steps to continue the run)"
             )
-        stop = GracefulStop(
-            "interrupt: finishing this step, saving a checkpoint, then exiting "
-            "(Ctrl-C again to abort without saving)"
-        )
-        processes = self.data_shard[1]  # Ctrl-C on any process stops all after the same step
+        stop = GracefulStop("finishing this step, saving a checkpoint, then exiting")
+        processes = self.data_shard[1]  # a signal to any process stops all after the same step
         kill_at = int(os.environ.get(KILL_ENV, "-1"))
         bar = tqdm(
             total=c.train.steps,
@@ -539,6 +536,11 @@ class GRPOTrainer:
         finally:
             bar.close()
             self.ckpt.wait()
+        if stop.preempted:
+            raise Preempted(
+                f"stopped by SIGTERM after step {self.step}; saved it to "
+                f"{self.ckpt.directory}: the same command resumes"
+            )
         return history
 
     def close(self) -> None:
