@@ -4,11 +4,9 @@ import hashlib
 import os
 import platform
 
-from fast_compile import FAST_COMPILE_XLA_FLAGS
+from fast_compile import TEST_XLA_FLAGS
 
-os.environ.setdefault(
-    "XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {FAST_COMPILE_XLA_FLAGS}"
-)
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # A persistent XLA compilation cache for this checkout, shared by the xdist workers and by the

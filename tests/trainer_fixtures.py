@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from fast_compile import FAST_COMPILE_XLA_FLAGS
+from fast_compile import TEST_XLA_FLAGS
 
 from r1jax.config import base_config
 
@@ -155,7 +155,7 @@ def two_process_env(pid: int, port: int, cache_dir: str) -> dict[str, str]:
     return dict(
         os.environ,
         JAX_PLATFORMS="cpu",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count=4 {FAST_COMPILE_XLA_FLAGS}",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count=4 {TEST_XLA_FLAGS}",
         R1JAX_DISTRIBUTED="1",
         R1JAX_COORDINATOR=f"localhost:{port}",
         R1JAX_NUM_PROCESSES="2",
