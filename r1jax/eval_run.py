@@ -49,8 +49,13 @@ def evaluate_prompts(
     data_shard: tuple[int, int] = (0, 1),
     keep_text: bool = False,
     progress: Callable[[int], None] | None = None,
+    first_id: int = 0,
 ) -> list[dict]:
     """Samples ``num_samples`` (k) completions of each record's ``text`` and judges them.
+
+    Record ``i``'s samples draw with the sampler's draw id ``first_id + i``
+    (:meth:`r1jax.sampling.Sampler.generate`), so they do not depend on ``block_prompts``,
+    the number of processes or how many records follow it.
 
     Args:
       sampler: a :class:`r1jax.sampling.Sampler`; ``params`` its model weights.
@@ -74,7 +79,9 @@ def evaluate_prompts(
         lo = min(index * per, len(block))
         recs = block[lo : lo + per]
         n = len(recs)
-        out = sampler.generate(params, [r["text"] for r in (recs or block[:1])], k, sampling)
+        ids = [first_id + start + lo + q for q in range(max(n, 1))]
+        inputs = [r["text"] for r in (recs or block[:1])]  # (a process with none: a dummy)
+        out = sampler.generate(params, inputs, k, sampling, draw_ids=ids)
         if n:
             rows = [recs[j // k] for j in range(n * k)]
             texts = out.texts[: n * k]

@@ -248,10 +248,12 @@ def traces_command(
         disable=not (primary and t.progress),
         dynamic_ncols=True,
     )
+    # one seed: prompt i draws with id i, whatever the blocks (rl.prompts_per_step) and
+    # processes, and wherever a resumed run starts
+    params = build.eval_sampling_params(c, step_seed(c.seed, 0, 2))
     with build.build_scorer(c) as scorer:
         for start in range(progress.done, len(records), block):
             chunk = records[start : start + block]
-            params = build.eval_sampling_params(c, step_seed(c.seed, start // block, 2))
             results = evaluate_prompts(
                 sampler,
                 model,
@@ -263,6 +265,7 @@ def traces_command(
                 block,
                 shd.process_batch_shard(mesh),
                 keep_text=True,
+                first_id=start,
             )
             if keep == "pairs":
                 rows, counts = select_pairs(chunk, results, max_per_prompt)

@@ -175,6 +175,17 @@ def test_eval_command_reproduces_the_runs_eval_and_writes_every_sample(tmp_path)
                          only=["bench"])  # fmt: skip
     assert again["benchmarks"] == summary["benchmarks"]
 
+    # prompt i draws with id i: eval blocks of another size (rl.prompts_per_step) give the
+    # same results, and a 3-prompt eval gives the first 3 prompts' samples of this one
+    blocks = copy.deepcopy(c)
+    blocks.rl.prompts_per_step = 2
+    other = eval_command(blocks, step=2, out_dir=str(tmp_path / "blocks"), emit=lambda _: None)
+    assert (other["metrics"], other["benchmarks"]) == (summary["metrics"], summary["benchmarks"])
+    eval_command(c, step=2, num_prompts=3, greedy=False, out_dir=str(tmp_path / "head"),
+                 emit=lambda _: None)  # fmt: skip
+    sampled = lambda d: [json.loads(x)["sampled"] for x in open(f"{d}/step_2_samples.jsonl")]
+    assert sampled(tmp_path / "head") == sampled(os.path.join(c.run_dir, "eval"))[:3]
+
     out = os.path.join(c.run_dir, "eval")
     assert json.load(open(os.path.join(out, "step_2.json"))) == summary
     rows = [json.loads(line) for line in open(os.path.join(out, "step_2_samples.jsonl"))]

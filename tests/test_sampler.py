@@ -226,6 +226,32 @@ def test_seed_controls_the_draws(hf_model, sampler):
     np.testing.assert_array_equal(sampler.generate(hf_model, PROMPTS, 3, p, key=key).tokens, a)
 
 
+def test_draw_ids_make_a_prompts_samples_independent_of_the_rest_of_the_call(hf_model, sampler):
+    """Sample j of a prompt depends on the key, the prompt's draw id and j only: not on the
+    other prompts of the call, their number or order, the batch padding, or G."""
+    p = SamplingParams(seed=4, top_p=0.9)  # the truncated path too
+    by_place = sampler.generate(hf_model, PROMPTS, 3, p)
+    assert (by_place.tokens[0] != by_place.tokens[3]).any()  # different rows, different draws
+    np.testing.assert_array_equal(
+        sampler.generate(hf_model, PROMPTS, 3, p, draw_ids=[0, 1, 2, 3]).tokens, by_place.tokens
+    )  # default: places in the batch
+    ids = [7, 100, 3, 2**31 - 1]
+    full = sampler.generate(hf_model, PROMPTS, 3, p, draw_ids=ids)
+    some = sampler.generate(hf_model, [PROMPTS[3], PROMPTS[1]], 5, p, draw_ids=[ids[3], ids[1]])
+    for i, q in ((0, 3), (1, 1)):  # other rows, order, batch bucket and G
+        np.testing.assert_array_equal(
+            some.tokens[i * 5 : i * 5 + 3], full.tokens[q * 3 : q * 3 + 3]
+        )
+        np.testing.assert_allclose(some.logp_sampling[i * 5 : i * 5 + 3],
+                                   full.logp_sampling[q * 3 : q * 3 + 3], atol=1e-5)  # fmt: skip
+    same = sampler.generate(hf_model, [PROMPTS[0]] * 2, 3, p, draw_ids=[5, 6])
+    assert (same.tokens[:3] != same.tokens[3:]).any()  # one prompt, two ids: two sets of draws
+    for bad, why in (([1, 2], "4 ints"), ([0, 1, 2, -1], r"ints in \[0, 2\*\*31\)"),
+                     ([0, 1, 2, 2**31], "ints in"), ([0.5, 1, 2, 3], "4 ints")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"draw_ids: need {why}"):
+            sampler.generate(hf_model, PROMPTS, 3, p, draw_ids=bad)
+
+
 def test_stop_token_ids_and_stop_strings_truncate(hf_model, sampler):
     base = SamplingParams(seed=3)
     tok = sampler.tokenizer

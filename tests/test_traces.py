@@ -88,7 +88,12 @@ def test_traces_are_correct_distinct_samples_and_a_resumed_job_writes_the_same_f
     for row in rows:
         by_prompt.setdefault(row["id"], []).append(row["completion"])
     assert all(len(v) == len(set(v)) <= 2 for v in by_prompt.values())
-    assert rows[0]["prompt"] == "0 0" and rows[0]["id"] == "prompts.jsonl:1"  # raw, untemplated
+    raw = {f"prompts.jsonl:{n}": json.loads(line)["prompt"]
+           for n, line in enumerate(open(c.data.path), 1)}  # fmt: skip
+    assert all(row["prompt"] == raw[row["id"]] for row in rows)  # raw, untemplated
+    assert [row["id"] for row in rows] == sorted(
+        (row["id"] for row in rows), key=lambda i: int(i.split(":")[1])
+    )  # in prompt order
     assert lines[-1].startswith(f"traces: {len(rows)} traces from ")
     # the rows are SFT examples as `cold_start.task="file"` reads them
     from r1jax.data.files import load_text_pairs

@@ -150,6 +150,7 @@ def decode(
     stop_seqs: jax.Array,
     limit: jax.Array,
     key: jax.Array,
+    draw_ids: jax.Array,
     pad_id: jax.Array,
     *,
     max_new_tokens: int,
@@ -167,7 +168,10 @@ def decode(
       eos_ids: ``[E]`` end-of-sequence ids (``-1`` padding).
       stop_seqs: ``[S, W]`` stop sequences, see :func:`r1jax.sampling.ops.stop_matches`.
       limit: ``[]`` int32 number of tokens to generate at most (<= N).
-      key: the call's PRNG key; step i uses ``fold_in(key, i)``.
+      key: the call's PRNG key.
+      draw_ids: ``[R, 2]`` int32 ``(prompt id, sample index)`` of each row: token i of a
+        row draws from ``fold_in(fold_in(fold_in(key, prompt id), sample index), i)``, so a
+        row's draws do not depend on the other rows of the batch or on its place in it.
       pad_id: ``[]`` int32 id written after a row has finished.
       max_new_tokens: N (static); the last segment's cache has ``P + N - 1`` slots.
       fuse: static ``(fuse_qkv, fuse_mlp)`` of :func:`prepare_for_decoding`, applied once
@@ -189,10 +193,13 @@ def decode(
     n = max_new_tokens
     prompt_len = jnp.sum(prompt_mask, axis=-1, dtype=jnp.int32)  # [R]
     steps = jnp.arange(n)
+    row_key = lambda ids: jax.random.fold_in(jax.random.fold_in(key, ids[0]), ids[1])
+    row_keys = jax.vmap(row_key)(draw_ids)  # [R]
 
     def emit(i: jax.Array, logits: jax.Array, c: dict[str, Any]) -> dict[str, Any]:
         """Samples token i of every row from ``logits [R, V]`` and records it."""
-        tok, lp_s, lp_p = ops.draw(logits, jax.random.fold_in(key, i), params)
+        step_keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, i)  # [R]
+        tok, lp_s, lp_p = ops.draw(logits, step_keys, params)
         alive = ~c["done"]
         tok = jnp.where(alive, tok, pad_id)
         window = jnp.concatenate([c["window"][:, 1:], tok[:, None]], axis=1)

@@ -86,6 +86,15 @@ def cumsum_last(x: jax.Array, block: int = 32) -> jax.Array:
     return (inner + offsets[..., None]).reshape(b, vp)[:, :v]
 
 
+def row_uniforms(key: jax.Array, rows: int) -> jax.Array:
+    """One uniform number in ``[0, 1)`` per row: ``[rows, 1]`` float32. ``key`` is one PRNG
+    key (row i takes element i of one draw of ``rows``) or ``[rows]`` keys, one per row (row
+    i draws from its own key, whatever the other rows are)."""
+    if key.ndim == 0:
+        return jax.random.uniform(key, (rows, 1), jnp.float32)
+    return jax.vmap(lambda k: jax.random.uniform(k, (1,), jnp.float32))(key)
+
+
 def sample_from_logprobs(logp: jax.Array, key: jax.Array) -> jax.Array:
     """One draw per row from ``exp(logp [B, V])`` by inverse CDF: ``[B]`` int32.
 
@@ -95,7 +104,7 @@ def sample_from_logprobs(logp: jax.Array, key: jax.Array) -> jax.Array:
     """
     probs = jnp.exp(logp.astype(jnp.float32))
     cdf = cumsum_last(probs)
-    u = jax.random.uniform(key, (logp.shape[0], 1), jnp.float32) * cdf[:, -1:]
+    u = row_uniforms(key, logp.shape[0]) * cdf[:, -1:]
     first = first_true((cdf >= u) & (probs > 0))
     return jnp.where(first < probs.shape[-1], first, argmax_first(probs))  # rounding guard
 
@@ -103,7 +112,8 @@ def sample_from_logprobs(logp: jax.Array, key: jax.Array) -> jax.Array:
 def sample_token(
     logits: jax.Array, key: jax.Array, params: SamplingParams | DeviceParams
 ) -> tuple[jax.Array, jax.Array]:
-    """Draws one token per row of ``logits [B, V]``.
+    """Draws one token per row of ``logits [B, V]`` with ``key``: one PRNG key, or ``[B]``
+    keys, one per row (:func:`row_uniforms`).
 
     Returns ``(tokens [B] int32, logp_sampling [B] float32)``: the log-probability of each
     drawn token under the actual sampling distribution of :func:`filter_logprobs`
@@ -179,7 +189,7 @@ def _tempered_draw(
     mass = jnp.sum(jnp.exp(shifted / temperature), -1)  # [B, nb]
     lse = top[:, 0] + jnp.log(jnp.sum(jnp.sum(jnp.exp(shifted), -1), -1))  # [B] policy
     cdf = jnp.cumsum(mass, axis=-1)  # [B, nb]
-    u = jax.random.uniform(key, (b, 1), jnp.float32) * cdf[:, -1:]
+    u = row_uniforms(key, b) * cdf[:, -1:]
     j = first_true(cdf > u)  # [B]
     j = jnp.where(j < nb, j, last_true(mass > 0))  # rounding
     cols = j[:, None] * block + jnp.arange(block)[None]  # [B, block]

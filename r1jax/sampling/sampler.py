@@ -120,6 +120,22 @@ def _programs(
     return prefill_jit, decode_jit
 
 
+def _draw_ids(draw_ids: Sequence[int] | None, b: int, bp: int, g: int, block: int) -> np.ndarray:
+    """The ``[bp * g, 2]`` int32 ``(prompt id, sample index)`` rows of :func:`decode`'s
+    ``draw_ids`` for ``b`` prompts padded to ``bp``, G = ``g``; default prompt ids: places in
+    the global batch, this process's prompts being padded block ``block``."""
+    ids = np.arange(bp, dtype=np.int64) + block * bp
+    if draw_ids is not None:
+        given = np.asarray(draw_ids)
+        if given.shape != (b,) or not np.issubdtype(given.dtype, np.integer):
+            raise ValueError(f"draw_ids: need {b} ints (one per prompt), got {draw_ids!r}")
+        if b and (given.min() < 0 or given.max() >= 2**31):
+            raise ValueError(f"draw_ids: need ints in [0, 2**31), got {draw_ids!r}")
+        ids[:b] = given
+    rows = np.stack([np.repeat(ids, g), np.tile(np.arange(g), bp)], axis=1)
+    return rows.astype(np.int32)
+
+
 def _round_up_bucket(n: int, buckets: Sequence[int]) -> int | None:
     return next((b for b in buckets if b >= n), None)
 
@@ -213,7 +229,7 @@ class Sampler:
         self.pad_id = int(pad_id if pad_id is not None else (self.eos_ids or [0])[0])
         self._state_shardings: dict[Any, Any] = {}
         self._multiprocess = shd.spans_processes(mesh)
-        self._procs = shd.process_batch_shard(mesh)[1] if self._multiprocess else 1
+        self._block, self._procs = shd.process_batch_shard(mesh) if self._multiprocess else (0, 1)
         self._base_key = jax.random.key(0)
         self._build_programs()
 
@@ -311,6 +327,7 @@ class Sampler:
         num_samples: int = 1,
         params: SamplingParams | None = None,
         key: jax.Array | None = None,
+        draw_ids: Sequence[int] | None = None,
     ) -> SampleOutput:
         """Samples ``num_samples`` completions for each prompt.
 
@@ -320,6 +337,12 @@ class Sampler:
           num_samples: G completions per prompt; the prompt is prefilled once for all G.
           params: sampling settings (default: temperature 1, no truncation).
           key: PRNG key for this call; default ``fold_in(key(0), params.seed)``.
+          draw_ids: ``[B]`` ints in ``[0, 2**31)``, who each prompt is to the random draws:
+            sample j of a prompt draws from ``key``, its id and j alone, so it does not
+            change with the other prompts of the call, their number, order or padding, the
+            process count or G (sample j is the same for any G > j). Default: the
+            prompts' places in the call's global batch (with several processes, process
+            p's prompts follow the padded blocks of processes ``0 .. p-1``).
         Returns:
           :class:`SampleOutput` with host NumPy arrays.
         """
@@ -351,6 +374,7 @@ class Sampler:
         eos_arr, stop_arr = self._stop_arrays(params)
         if key is None:
             key = jax.random.fold_in(self._base_key, params.seed)
+        ids = _draw_ids(draw_ids, b, bp, g, self._block)
 
         state = self._state(state_or_model)
         active = np.arange(bp * g) < b * g  # [Bp * G] False on batch padding rows
@@ -359,10 +383,13 @@ class Sampler:
             tokens_in = shd.host_to_global(tokens, rows2)
             mask_in = shd.host_to_global(mask, rows2)
             active = shd.host_to_global(active, rows1)
+            ids = shd.host_to_global(ids, rows2)
             key = shd.global_from_full(jax.random.key_data(key), shd.replicated(self.mesh))
             key = jax.random.wrap_key_data(key, impl=jax.random.key_impl(self._base_key))
         else:
             tokens_in, mask_in = tokens, mask
+            if self.mesh is not None:  # rows where their logits are: no collective to reshard
+                ids = jax.device_put(ids, shd.batch_sharding(self.mesh, 2))
         cache, logits, rows_mask = self._prefill(state, tokens_in, mask_in, g)
         out = self._decode(
             state,
@@ -375,6 +402,7 @@ class Sampler:
             stop_arr,
             np.int32(n),
             key,
+            ids,
             np.int32(self.pad_id),
         )
         del out["cache"]
