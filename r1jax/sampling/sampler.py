@@ -337,8 +337,8 @@ class Sampler:
           num_samples: G completions per prompt; the prompt is prefilled once for all G.
           params: sampling settings (default: temperature 1, no truncation).
           key: PRNG key for this call; default ``fold_in(key(0), params.seed)``.
-          draw_ids: ``[B]`` ints in ``[0, 2**31)``, who each prompt is to the random draws:
-            sample j of a prompt draws from ``key``, its id and j alone, so it does not
+          draw_ids: ``[B]`` ints in ``[0, 2**31)``, each prompt's identity for the random
+            draws: sample j of a prompt draws from ``key``, its id and j alone, so it does not
             change with the other prompts of the call, their number, order or padding, the
             process count or G (sample j is the same for any G > j). Default: the
             prompts' places in the call's global batch (with several processes, process
@@ -388,7 +388,7 @@ class Sampler:
             key = jax.random.wrap_key_data(key, impl=jax.random.key_impl(self._base_key))
         else:
             tokens_in, mask_in = tokens, mask
-            if self.mesh is not None:  # rows where their logits are: no collective to reshard
+            if self.mesh is not None:  # placed like the rows they key
                 ids = jax.device_put(ids, shd.batch_sharding(self.mesh, 2))
         cache, logits, rows_mask = self._prefill(state, tokens_in, mask_in, g)
         out = self._decode(
