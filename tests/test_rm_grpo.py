@@ -17,8 +17,9 @@ import pytest
 from flax import nnx
 from trainer_fixtures import (
     CHARS,
+    config_file,
     make_config,
-    rm_config,
+    rm_changes,
     sevens,
     start_two_cli_processes,
     wait_all,
@@ -37,7 +38,6 @@ from r1jax.rm_scoring import RewardModelTerm, WithRewardModel
 from r1jax.tokenizer import CharTokenizer, load_tokenizer
 
 SEVENS = "trainer_fixtures:sevens"
-TESTS = os.path.dirname(os.path.abspath(__file__))
 WIDE_CHARS = CHARS + "<>/abcdefghijklmnopqrstuvwxyz"
 
 
@@ -343,7 +343,7 @@ GRPO_STEPS = 20
 
 
 def _rm_config(root: str):
-    return rm_config(root, "rm_run", RM_STEPS)
+    return make_config(root, "rm_run", **rm_changes(root, RM_STEPS))
 
 
 @pytest.fixture(scope="module")
@@ -414,17 +414,8 @@ def test_two_processes_train_and_export_the_reward_model_like_one(trained_rm, tm
     metrics, training curve and exported weights up to the rounding of the different
     collectives; process 0 alone writes the export, its tokenizer and the results."""
     root, result, _ = trained_rm
-    cfg = tmp_path / "rm_two.py"
-    cfg.write_text(
-        "import sys\n"
-        f"sys.path.insert(0, {TESTS!r})\n"
-        "from trainer_fixtures import rm_config\n"
-        "def get_config():\n"
-        f"    c = rm_config({root!r}, 'rm_two', {RM_STEPS})\n"
-        "    c.mesh.shape = (1, 8, 1)\n"
-        "    return c\n"
-    )
-    procs, logs = start_two_cli_processes(tmp_path, "rm", str(cfg))
+    cfg = config_file(root, "rm_two", "c.mesh.shape = (1, 8, 1)", **rm_changes(root, RM_STEPS))
+    procs, logs = start_two_cli_processes(tmp_path, "rm", cfg)
     wait_all(procs, logs, time.monotonic() + 240)
     one, two = (os.path.join(root, run, "rm") for run in ("rm_run", "rm_two"))
     said = [open(log).read() for log in logs]

@@ -228,11 +228,7 @@ def test_ctrl_c_during_r1jax_sft_saves_and_says_where(tmp_path):
     import signal
 
     changes = dict(_sft_changes(tmp_path), cold_start__steps=100_000)
-    cfg = tmp_path / "long.py"
-    cfg.write_text(
-        f"import sys\nsys.path.insert(0, {TESTS!r})\nfrom trainer_fixtures import make_config\n"
-        f"def get_config():\n    return make_config({str(tmp_path)!r}, 'long', **{changes!r})\n"
-    )
+    cfg = config_file(tmp_path, "long", **changes)
     proc = subprocess.Popen(
         [sys.executable, "-m", "r1jax.cli", "sft", f"--config={cfg}"],
         cwd=ROOT,

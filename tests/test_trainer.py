@@ -37,7 +37,7 @@ def _run_subprocess(tmp_path, run_name, env_extra=None, **changes):
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {TESTS!r})
-        from trainer_fixtures import config_file, make_config
+        from trainer_fixtures import make_config
         from r1jax.rl.trainer import train
         train(make_config({str(tmp_path)!r}, {run_name!r}, **{changes!r}))
     """)

@@ -103,17 +103,17 @@ def config_file(tmp_path, run_name: str = "run", extra: str = "", **changes) -> 
     return path
 
 
-def rm_config(root: str, run_name: str, steps: int):
-    """A reward-model run (``r1jax rm``) of ``steps`` steps on ``root/pairs.jsonl``, scored
-    on ``root/held_out.jsonl``, with :func:`make_config`'s model and tokenizer."""
-    c = make_config(root, run_name)
-    c.reward_model.train_path = os.path.join(root, "pairs.jsonl")
-    c.reward_model.eval_path = os.path.join(root, "held_out.jsonl")
-    c.reward_model.steps = steps
-    c.reward_model.batch_size = 16
-    c.reward_model.lr = 3e-3
-    c.reward_model.checkpoint_every = 0
-    return c
+def rm_changes(root: str, steps: int) -> dict:
+    """:func:`make_config` changes for a reward-model run (``r1jax rm``) of ``steps`` steps on
+    ``root/pairs.jsonl``, scored on ``root/held_out.jsonl``."""
+    return dict(
+        reward_model__train_path=os.path.join(root, "pairs.jsonl"),
+        reward_model__eval_path=os.path.join(root, "held_out.jsonl"),
+        reward_model__steps=steps,
+        reward_model__batch_size=16,
+        reward_model__lr=3e-3,
+        reward_model__checkpoint_every=0,
+    )
 
 
 def make_random_reward_model(path: str, seed: int = 0) -> str:

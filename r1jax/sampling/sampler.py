@@ -120,18 +120,26 @@ def _programs(
     return prefill_jit, decode_jit
 
 
-def _draw_ids(draw_ids: Sequence[int] | None, b: int, bp: int, g: int, block: int) -> np.ndarray:
+def _check_draw_ids(draw_ids: Sequence[int] | None, b: int) -> np.ndarray | None:
+    """``draw_ids`` as a ``[b]`` array after checking it (None stays None)."""
+    if draw_ids is None:
+        return None
+    given = np.asarray(draw_ids)
+    if given.shape != (b,) or not np.issubdtype(given.dtype, np.integer):
+        raise ValueError(f"draw_ids: need {b} ints (one per prompt), got {draw_ids!r}")
+    if b and (given.min() < 0 or given.max() >= 2**31):
+        raise ValueError(f"draw_ids: need ints in [0, 2**31), got {draw_ids!r}")
+    return given
+
+
+def _draw_rows(given: np.ndarray | None, bp: int, g: int, block: int) -> np.ndarray:
     """The ``[bp * g, 2]`` int32 ``(prompt id, sample index)`` rows of :func:`decode`'s
-    ``draw_ids`` for ``b`` prompts padded to ``bp``, G = ``g``; default prompt ids: places in
-    the global batch, this process's prompts being padded block ``block``."""
+    ``draw_ids`` for the ``given`` prompt ids padded to ``bp`` prompts, G = ``g``; default
+    prompt ids: places in the global batch, this process's prompts being padded block
+    ``block``."""
     ids = np.arange(bp, dtype=np.int64) + block * bp
-    if draw_ids is not None:
-        given = np.asarray(draw_ids)
-        if given.shape != (b,) or not np.issubdtype(given.dtype, np.integer):
-            raise ValueError(f"draw_ids: need {b} ints (one per prompt), got {draw_ids!r}")
-        if b and (given.min() < 0 or given.max() >= 2**31):
-            raise ValueError(f"draw_ids: need ints in [0, 2**31), got {draw_ids!r}")
-        ids[:b] = given
+    if given is not None:
+        ids[: len(given)] = given
     rows = np.stack([np.repeat(ids, g), np.tile(np.arange(g), bp)], axis=1)
     return rows.astype(np.int32)
 
@@ -356,6 +364,7 @@ class Sampler:
             raise ValueError(f"num_samples={num_samples!r} must be an int >= 1")
         rows = self._prompt_ids(prompts)
         b, g = len(rows), num_samples
+        given_ids = _check_draw_ids(draw_ids, b)  # (before the collective below)
         longest, bp = max(len(r) for r in rows), None
         if self._multiprocess:  # every process must run the same global shapes
             from r1jax.distributed import allgather
@@ -374,7 +383,7 @@ class Sampler:
         eos_arr, stop_arr = self._stop_arrays(params)
         if key is None:
             key = jax.random.fold_in(self._base_key, params.seed)
-        ids = _draw_ids(draw_ids, b, bp, g, self._block)
+        ids = _draw_rows(given_ids, bp, g, self._block)
 
         state = self._state(state_or_model)
         active = np.arange(bp * g) < b * g  # [Bp * G] False on batch padding rows
