@@ -31,6 +31,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as `python benchmarks/bench_sampler.py`
     sys.path.insert(0, ROOT)
+from benchmarks.report import emit  # noqa: E402
 from benchmarks.tiny_qwen2 import add_model_args, save_random_qwen2  # noqa: E402
 
 
@@ -130,12 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{row.b:>5} | {e_hf:>12.0f} | {e_jx:>15.0f} | {e_jx / e_hf:>10.2f}x | "
             f"{d_hf:>15.0f} | {d_jx:>18.0f} | {d_jx / d_hf:>13.2f}x | {c:>24.1f}"
         )
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "a" if args.append else "w") as f:
-            f.write(("\n" if args.append else "") + text)
+    print()
+    emit(lines, args.out, args.append)
     return 0
 
 
@@ -168,22 +165,25 @@ class Row:
         )
 
 
-def hf_generate(hf, ids, n: int, seed: int = 0):
-    """``transformers`` sampling of exactly ``n`` tokens per row (``ids [B, P]``)."""
+def hf_generate(hf, ids, n: int, seed: int | None = 0, attention_mask=None, pad_token_id: int = 0):
+    """``transformers`` sampling (temperature 1, no truncation) of exactly ``n`` tokens per row
+    of ``ids [B, P]`` (``attention_mask``: all ones unless given; ``seed=None``: torch's
+    random state as it is)."""
     import torch
 
-    torch.manual_seed(seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     with torch.no_grad():
         out = hf.generate(
             input_ids=ids,
-            attention_mask=torch.ones_like(ids),
+            attention_mask=torch.ones_like(ids) if attention_mask is None else attention_mask,
             max_new_tokens=n,
             min_new_tokens=n,
             do_sample=True,
             top_k=0,
             top_p=1.0,
             temperature=1.0,
-            pad_token_id=0,
+            pad_token_id=pad_token_id,
         )
     assert out.shape == (ids.shape[0], ids.shape[1] + n), out.shape
     return out

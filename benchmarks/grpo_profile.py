@@ -110,6 +110,7 @@ def profile_torch(assets: str, args: argparse.Namespace) -> list[str]:
     import torch
     import transformers
 
+    from benchmarks.bench_sampler import hf_generate
     from benchmarks.grpo_assets import hf_tokenizer, prompts
 
     torch.set_num_threads(args.threads)
@@ -122,18 +123,7 @@ def profile_torch(assets: str, args: argparse.Namespace) -> list[str]:
     n = args.new_tokens
 
     def generate():
-        with torch.no_grad():
-            return model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=n,
-                min_new_tokens=n,
-                do_sample=True,
-                top_k=0,
-                top_p=1.0,
-                temperature=1.0,
-                pad_token_id=tok.pad_token_id,
-            )
+        return hf_generate(model, ids, n, None, attention_mask=mask, pad_token_id=tok.pad_token_id)
 
     seq = generate()
     full_mask = torch.cat([mask, torch.ones(seq.shape[0], n, dtype=mask.dtype)], 1)
@@ -171,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, ROOT)
     from benchmarks.bench_grpo import parse_args
     from benchmarks.grpo_assets import build_assets
+    from benchmarks.report import emit
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--framework", choices=("r1jax", "torch"), required=True)
@@ -192,10 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"  load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     cmd = " ".join(sys.argv[1:] if argv is None else argv)
     lines.insert(0, f"$ PYTHONPATH=. python benchmarks/grpo_profile.py {cmd}")
-    print("\n".join(lines))
-    if own.append:
-        with open(own.append, "a") as f:
-            f.write("\n".join(lines) + "\n")
+    emit(lines, own.append, append=True)
     return 0
 
 
