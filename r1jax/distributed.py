@@ -56,6 +56,29 @@ def cpu_device_count(requested: int) -> int:
     return requested
 
 
+ORDERED_CPU_COLLECTIVES_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+"""XLA:CPU flag :func:`keep_cpu_collectives_in_order` adds (see there)."""
+
+
+def keep_cpu_collectives_in_order() -> bool:
+    """Adds :data:`ORDERED_CPU_COLLECTIVES_FLAG` to ``XLA_FLAGS`` unless they already set the
+    scheduler flag; returns whether it did. Must run before JAX starts its backends.
+
+    With several CPU devices in one process, XLA:CPU's concurrency-optimised scheduler lets
+    the devices of one program reach their collectives in different orders; they then wait
+    for each other until XLA aborts the process ("Termination timeout for `all reduce ...`").
+    Measured on the 2-core development VM with 8 devices and a (2, 2, 2) mesh (default
+    optimisation), the sharded sampler's test aborted in 3 of 6 runs with the scheduler on and
+    0 of 6 with it off; with 2 devices the GRPO step's sampling and update took the same time
+    either way (``benchmarks/RESULTS.md``).
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_enable_concurrency_optimized_scheduler" in flags:
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} {ORDERED_CPU_COLLECTIVES_FLAG}".strip()
+    return True
+
+
 def configure_cpu_devices(requested: int) -> int | None:
     """Splits this host's CPU backend into several XLA devices (``mesh.cpu_devices``).
 
@@ -64,13 +87,17 @@ def configure_cpu_devices(requested: int) -> int | None:
     small ops of a small model (sampling above all) then keep every core busy. Has no effect
     on the GPU/TPU devices. ``requested = 0`` keeps JAX's default; so does an explicit
     ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` or ``jax_num_cpu_devices``
-    set by the caller (those win). Must run before the first JAX computation; later, it
-    warns and changes nothing. Returns the device count it set, or ``None``.
+    set by the caller (those win). Whenever the CPU may have several devices (this split, or
+    the caller's), XLA:CPU's collectives are kept in order (:func:`keep_cpu_collectives_in_order`).
+    Must run before the first JAX computation; later, it warns and changes nothing. Returns
+    the device count it set, or ``None``.
     """
+    explicit = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+    if requested != 0 or explicit or jax.config.jax_num_cpu_devices > 1:
+        keep_cpu_collectives_in_order()
     if requested == 0:
         return None
     count = cpu_device_count(requested)
-    explicit = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
     if explicit or jax.config.jax_num_cpu_devices >= 0:
         return None
     try:

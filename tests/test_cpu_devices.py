@@ -58,6 +58,58 @@ def test_sets_the_device_count_before_jax_starts():
     assert r.stdout.split() == ["3", "3"]
 
 
+def test_several_devices_keep_collectives_in_order(tmp_path):
+    """The scheduler flag lands in ``XLA_FLAGS`` before the backend starts, and XLA reads
+    flags added at that point (an ``--xla_dump_to`` added alongside takes effect)."""
+    r = fresh_python(
+        f"""
+        import os
+        import jax, jax.numpy as jnp
+        from r1jax.distributed import configure_cpu_devices
+        print(configure_cpu_devices(2))
+        print(os.environ["XLA_FLAGS"])
+        os.environ["XLA_FLAGS"] += " --xla_dump_to={tmp_path / "dump"}"
+        jax.jit(lambda x: x + 1)(jnp.ones(2)).block_until_ready()
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    count, flags = r.stdout.splitlines()
+    assert count == "2"
+    assert flags == "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+    assert any((tmp_path / "dump").iterdir())
+
+
+@pytest.mark.parametrize(
+    "requested,xla_flags,expected",
+    [
+        (0, "", ""),  # one device: nothing to order
+        (
+            0,
+            "--xla_force_host_platform_device_count=4",
+            "--xla_force_host_platform_device_count=4 "
+            "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+        ),
+        (  # the caller's own setting stays
+            2,
+            "--xla_cpu_enable_concurrency_optimized_scheduler=true",
+            "--xla_cpu_enable_concurrency_optimized_scheduler=true",
+        ),
+    ],
+)
+def test_scheduler_flag_only_where_needed(requested, xla_flags, expected):
+    r = fresh_python(
+        f"""
+        import os
+        from r1jax.distributed import configure_cpu_devices
+        configure_cpu_devices({requested})
+        print(repr(os.environ["XLA_FLAGS"]))
+        """,
+        xla_flags=xla_flags,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == repr(expected)
+
+
 def test_explicit_xla_flag_wins():
     r = fresh_python(
         """
