@@ -3,7 +3,9 @@ shapes: the ceiling against which ``bench_grpo.py``'s sample and update times ar
 
 Rows: M = 32 is one decode step of one device's share of the 64 rollouts (hidden 256,
 ``gate_up`` 1408, ``down`` 704 -> 256, ``qkv`` 512, ``lm_head`` 1024 with the tied embedding's
-``[V, D]`` layout); M = 2048 is one update micro-batch's tokens. Each framework runs in its
+``[V, D]`` layout; ``x16 w``: 16 different weights per call, 23 MB, more than the L3 holds, so
+they come from memory as a decode step's 13 MB per device do); M = 2048 is one update
+micro-batch's tokens. Each framework runs in its
 own process, pinned to one core (``taskset``), one thread; the median of repeated calls
 (about 2 GFLOP each). A jitted call includes its dispatch (~20-50 us), a small share of the
 M = 32 times (0.2-1 ms).
@@ -22,19 +24,20 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.report import emit  # noqa: E402
 
-# (M, K, N, rhs transposed)
+# (M, K, N, rhs transposed, number of different right-hand sides per call)
 SHAPES = [
-    (32, 256, 1408, False),
-    (32, 704, 256, False),
-    (32, 256, 512, False),
-    (32, 256, 1024, True),
-    (2048, 256, 1408, False),
-    (2048, 704, 256, False),
+    (32, 256, 1408, False, 1),
+    (32, 704, 256, False, 1),
+    (32, 256, 512, False, 1),
+    (32, 256, 1024, True, 1),
+    (32, 256, 1408, False, 16),  # 23 MB of weights, > the L3: as in a decode step
+    (2048, 256, 1408, False, 1),
+    (2048, 704, 256, False, 1),
 ]
 
 
-def _label(m: int, k: int, n: int, t: bool) -> str:
-    return f"{m}x{k}x{n}{'T' if t else ''}"
+def _label(m: int, k: int, n: int, t: bool, copies: int) -> str:
+    return f"{m}x{k}x{n}{'T' if t else ''}{f' x{copies} w' if copies > 1 else ''}"
 
 
 def measure(framework: str) -> dict[str, float]:
@@ -43,36 +46,37 @@ def measure(framework: str) -> dict[str, float]:
 
     rng = np.random.default_rng(0)
     out = {}
-    for m, k, n, transposed in SHAPES:
+    for m, k, n, transposed, copies in SHAPES:
         a = rng.standard_normal((m, k), dtype=np.float32)
-        b = rng.standard_normal((n, k) if transposed else (k, n), dtype=np.float32)
+        bs = [rng.standard_normal((n, k) if transposed else (k, n), dtype=np.float32)]
+        bs += [b + 1 for b in bs * (copies - 1)]
         if framework == "torch":
             import torch
 
             torch.set_num_threads(1)
-            x, y = torch.from_numpy(a), torch.from_numpy(b)
+            x, ys = torch.from_numpy(a), [torch.from_numpy(b) for b in bs]
 
-            def call(x=x, y=y, t=transposed):
-                return x @ (y.T if t else y)
+            def call(x=x, ys=ys, t=transposed):
+                return [x @ (y.T if t else y) for y in ys]
         else:
             import jax
             import jax.numpy as jnp
 
-            f = jax.jit(lambda x, y, t=transposed: x @ (y.T if t else y))
-            x, y = jnp.asarray(a), jnp.asarray(b)
+            f = jax.jit(lambda x, ys, t=transposed: [x @ (y.T if t else y) for y in ys])
+            x, ys = jnp.asarray(a), [jnp.asarray(b) for b in bs]
 
-            def call(x=x, y=y, f=f):
-                return f(x, y).block_until_ready()
+            def call(x=x, ys=ys, f=f):
+                return jax.block_until_ready(f(x, ys))
 
         for _ in range(5):
             call()
-        flop = 2 * m * k * n
+        flop = 2 * m * k * n * copies
         times = []
         for _ in range(max(9, int(2e9 / flop))):
             t0 = time.perf_counter()
             call()
             times.append(time.perf_counter() - t0)
-        out[_label(m, k, n, transposed)] = flop / sorted(times)[len(times) // 2] / 1e9
+        out[_label(m, k, n, transposed, copies)] = flop / sorted(times)[len(times) // 2] / 1e9
     return out
 
 
@@ -97,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"fp32 GEMM GFLOP/s on one core (core {args.core}), median per run; "
         f"{args.rounds} alternating runs per framework",
-        f"{'M x K x N':<16} " + " ".join(f"{fw:>22}" for fw in runs) + "   xla/torch",
+        f"{'M x K x N':<22} " + " ".join(f"{fw:>22}" for fw in runs) + "   xla/torch",
     ]
     for label in labels:
         cells = []
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             vals = [r[label] for r in runs[fw]]
             cells.append(f"{sorted(vals)[len(vals) // 2]:6.1f} ({min(vals):5.1f}-{max(vals):5.1f})")
         med = {fw: sorted(r[label] for r in runs[fw])[len(runs[fw]) // 2] for fw in runs}
-        lines.append(f"{label:<16} " + " ".join(f"{c:>22}" for c in cells)
+        lines.append(f"{label:<22} " + " ".join(f"{c:>22}" for c in cells)
                      + f"   {med['jax'] / med['torch']:6.2f}")  # fmt: skip
     lines.append(f"$ PYTHONPATH=. python benchmarks/gemm_peak.py {' '.join(argv or sys.argv[1:])}")
     emit(lines, args.out)
