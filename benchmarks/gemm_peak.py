@@ -16,7 +16,9 @@ M = 32 times (0.2-1 ms).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", choices=("jax", "torch"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(repr(measure(args.child)))
+        print(json.dumps(measure(args.child)))
         return 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "JAX_PLATFORMS": "cpu"}
     runs: dict[str, list[dict[str, float]]] = {"jax": [], "torch": []}
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         for fw in runs:
             cmd = ["taskset", "-c", str(args.core), sys.executable, __file__, "--child", fw]
             res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-            runs[fw].append(eval(res.stdout.strip().splitlines()[-1]))  # noqa: S307 (our child)
+            runs[fw].append(json.loads(res.stdout.strip().splitlines()[-1]))
     labels = [_label(*s) for s in SHAPES]
     lines = [
         f"fp32 GEMM GFLOP/s on one core (core {args.core}), median per run; "
@@ -104,11 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{'M x K x N':<22} " + " ".join(f"{fw:>22}" for fw in runs) + "   xla/torch",
     ]
     for label in labels:
-        cells = []
-        for fw in runs:
-            vals = [r[label] for r in runs[fw]]
-            cells.append(f"{sorted(vals)[len(vals) // 2]:6.1f} ({min(vals):5.1f}-{max(vals):5.1f})")
-        med = {fw: sorted(r[label] for r in runs[fw])[len(runs[fw]) // 2] for fw in runs}
+        vals = {fw: [r[label] for r in runs[fw]] for fw in runs}
+        med = {fw: statistics.median(v) for fw, v in vals.items()}
+        cells = [f"{med[fw]:6.1f} ({min(v):5.1f}-{max(v):5.1f})" for fw, v in vals.items()]
         lines.append(f"{label:<22} " + " ".join(f"{c:>22}" for c in cells)
                      + f"   {med['jax'] / med['torch']:6.2f}")  # fmt: skip
     lines.append(f"$ PYTHONPATH=. python benchmarks/gemm_peak.py {' '.join(argv or sys.argv[1:])}")
