@@ -5,10 +5,9 @@ Rows: M = 32 is one decode step of one device's share of the 64 rollouts (hidden
 ``gate_up`` 1408, ``down`` 704 -> 256, ``qkv`` 512, ``lm_head`` 1024 with the tied embedding's
 ``[V, D]`` layout; ``x16 w``: 16 different weights per call, 23 MB, more than the L3 holds, so
 they come from memory as a decode step's 13 MB per device do); M = 2048 is one update
-micro-batch's tokens. Each framework runs in its
-own process, pinned to one core (``taskset``), one thread; the median of repeated calls
-(about 2 GFLOP each). A jitted call includes its dispatch (~20-50 us), a small share of the
-M = 32 times (0.2-1 ms).
+micro-batch's tokens. Each framework runs in its own process, pinned to one core
+(``taskset``), one thread; the median of repeated calls (about 2 GFLOP each). A jitted call
+includes its dispatch (~20-50 us), a small share of the M = 32 times (0.2-1 ms).
 
     PYTHONPATH=. python benchmarks/gemm_peak.py [--core 1] [--out FILE]
 """

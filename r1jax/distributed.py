@@ -56,7 +56,8 @@ def cpu_device_count(requested: int) -> int:
     return requested
 
 
-ORDERED_CPU_COLLECTIVES_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+_CPU_SCHEDULER = "xla_cpu_enable_concurrency_optimized_scheduler"
+ORDERED_CPU_COLLECTIVES_FLAG = f"--{_CPU_SCHEDULER}=false"
 """XLA:CPU flag :func:`keep_cpu_collectives_in_order` adds (see there)."""
 
 
@@ -73,7 +74,7 @@ def keep_cpu_collectives_in_order() -> bool:
     either way (``benchmarks/RESULTS.md``).
     """
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_enable_concurrency_optimized_scheduler" in flags:
+    if _CPU_SCHEDULER in flags:
         return False
     os.environ["XLA_FLAGS"] = f"{flags} {ORDERED_CPU_COLLECTIVES_FLAG}".strip()
     return True
