@@ -1,9 +1,16 @@
 """The sampler on 8 fake CPU devices gives the single-device results, with a sharded cache."""
 
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from sampler_worker import SAMPLER_SETTINGS, SPLIT_PROMPTS
+from trainer_fixtures import free_port, two_process_env, wait_all
 
 from r1jax import sharding as shd
 from r1jax.model.hf import load_hf_model
@@ -11,7 +18,8 @@ from r1jax.sampler import Sampler, SamplingParams
 from r1jax.sampling.decode import cache_axes, segment_ends
 
 PROMPTS = [[5, 17, 3], [40, 2, 9, 11, 60, 7, 8], [33], [12, 90, 4, 4, 71, 23, 6, 50, 19, 2, 44]]
-SETTINGS = dict(max_prompt_len=16, max_new_tokens=12, prompt_buckets=(8, 16))
+SETTINGS = SAMPLER_SETTINGS
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sampler_worker.py")
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +54,30 @@ def test_sharded_greedy_equals_single_device(hf_dirs, single_device, shape, batc
     spec[kv] = kv_axis
     assert k.sharding.is_equivalent_to(NamedSharding(mesh, P(*spec)), k.ndim)
     assert k.addressable_shards[0].data.shape[0] == rows // shd.batch_divisor(mesh)
+
+
+def test_two_processes_with_uneven_shares_draw_what_one_process_draws(hf_dirs, tmp_path):
+    # Default draw ids number the prompts of all processes one after the other: process 1's
+    # one prompt is prompt 3 of the call, as on one process, although its padded share starts
+    # at row 4 of the global batch (shares of 3 and 1, padded to 4 each).
+    port, procs, logs = free_port(), [], []
+    for pid in range(2):
+        logs.append(str(tmp_path / f"process{pid}.log"))
+        with open(logs[-1], "w") as log:
+            env = two_process_env(pid, port, str(tmp_path / "jax_cache"))
+            args = [sys.executable, WORKER, hf_dirs["qwen2"], str(tmp_path)]
+            procs.append(subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + 240
+    try:
+        prompts = [p for share in SPLIT_PROMPTS for p in share]
+        mesh = shd.make_mesh((8, 1, 1))
+        model = load_hf_model(hf_dirs["qwen2"], mesh)
+        one = Sampler(model, mesh=mesh, **SETTINGS).generate(
+            model, prompts, 2, SamplingParams(temperature=1.0)
+        )
+    finally:
+        wait_all(procs, logs, deadline)
+    two = [np.load(tmp_path / f"process{pid}.npz") for pid in range(2)]
+    for name in ("tokens", "completion_mask"):
+        np.testing.assert_array_equal(np.concatenate([t[name] for t in two]), getattr(one, name))
+    assert len(set(map(tuple, one.tokens))) == len(one.tokens)  # rows drew different samples

@@ -132,12 +132,11 @@ def _check_draw_ids(draw_ids: Sequence[int] | None, b: int) -> np.ndarray | None
     return given
 
 
-def _draw_rows(given: np.ndarray | None, bp: int, g: int, block: int) -> np.ndarray:
+def _draw_rows(given: np.ndarray | None, bp: int, g: int, first: int) -> np.ndarray:
     """The ``[bp * g, 2]`` int32 ``(prompt id, sample index)`` rows of :func:`decode`'s
     ``draw_ids`` for the ``given`` prompt ids padded to ``bp`` prompts, G = ``g``; default
-    prompt ids: places in the global batch, this process's prompts being padded block
-    ``block``."""
-    ids = np.arange(bp, dtype=np.int64) + block * bp
+    prompt ids: ``first``, ``first + 1``, ... (padding rows draw nothing that is kept)."""
+    ids = np.arange(bp, dtype=np.int64) + first
     if given is not None:
         ids[: len(given)] = given
     rows = np.stack([np.repeat(ids, g), np.tile(np.arange(g), bp)], axis=1)
@@ -349,8 +348,9 @@ class Sampler:
             draws: sample j of a prompt draws from ``key``, its id and j alone, so it does not
             change with the other prompts of the call, their number, order or padding, the
             process count or G (sample j is the same for any G > j). Default: the
-            prompts' places in the call's global batch (with several processes, process
-            p's prompts follow the padded blocks of processes ``0 .. p-1``).
+            prompts' places in the call's prompts, those of all processes one after the
+            other in the order of the batch blocks they hold (process 0's first), as one
+            process given all of them would number them.
         Returns:
           :class:`SampleOutput` with host NumPy arrays.
         """
@@ -365,12 +365,14 @@ class Sampler:
         rows = self._prompt_ids(prompts)
         b, g = len(rows), num_samples
         given_ids = _check_draw_ids(draw_ids, b)  # (before the collective below)
-        longest, bp = max(len(r) for r in rows), None
+        longest, bp, first = max(len(r) for r in rows), None, 0
         if self._multiprocess:  # every process must run the same global shapes
             from r1jax.distributed import allgather
 
-            most, longest = allgather(np.array([[b, longest]])).max(axis=0)
+            shares = allgather(np.array([[b, longest, self._block]]))  # [processes, 3]
+            most, longest = shares[:, :2].max(axis=0)
             bp = self._batch_bucket(int(most) * self._procs) // self._procs
+            first = int(shares[shares[:, 2] < self._block, 0].sum())  # earlier blocks' prompts
         p = _round_up_bucket(int(longest), self.prompt_buckets)
         n = params.max_new_tokens or self.max_new_tokens
         params.validate(prompt_len=p, max_position_embeddings=self.cfg.max_position_embeddings)
@@ -383,7 +385,7 @@ class Sampler:
         eos_arr, stop_arr = self._stop_arrays(params)
         if key is None:
             key = jax.random.fold_in(self._base_key, params.seed)
-        ids = _draw_rows(given_ids, bp, g, self._block)
+        ids = _draw_rows(given_ids, bp, g, first)
 
         state = self._state(state_or_model)
         active = np.arange(bp * g) < b * g  # [Bp * G] False on batch padding rows
