@@ -4,7 +4,6 @@ export to a HF directory."""
 
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -13,11 +12,10 @@ import numpy as np
 import pytest
 from flax import nnx
 from trainer_fixtures import (
-    free_port,
     make_config,
     make_random_reward_model,
     multihost_trainer,
-    two_process_env,
+    start_two_processes,
     wait_all,
 )
 
@@ -26,30 +24,9 @@ from r1jax.config import ConfigError, validate
 from r1jax.data import PromptIterator
 
 TESTS = os.path.dirname(__file__)
-ROOT = os.path.dirname(TESTS)
 WORKER = os.path.join(TESTS, "multihost_worker.py")
 VOLATILE = ("time/", "throughput/")
 TIMEOUT_S = 240  # a hung collective fails the test instead of the suite
-
-
-def _start_two_processes(tmp_path, run_name: str, out_dir: str, phases: list[int]):
-    """Starts both processes of ``multihost_worker.py``; returns (processes, log paths)."""
-    port = free_port()
-    procs, logs = [], []
-    for pid in range(2):
-        env = two_process_env(pid, port, str(tmp_path / "jax_cache"))
-        logs.append(str(tmp_path / f"process{pid}.log"))
-        with open(logs[-1], "w") as log:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, WORKER, str(tmp_path), run_name, out_dir, *map(str, phases)],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-    return procs, logs
 
 
 def _rows(run_dir: str) -> list[dict]:
@@ -73,7 +50,8 @@ def test_two_processes_train_like_one_and_resume(tmp_path):
     next to the rule reward): each process must get the scores of its own rows."""
     make_random_reward_model(str(tmp_path / "reward_model"))
     out = str(tmp_path / "out")
-    procs, logs = _start_two_processes(tmp_path, "two", out, phases=[1, 2])
+    argv = [sys.executable, WORKER, str(tmp_path), "two", out, "1", "2"]  # phases: steps 1, 2
+    procs, logs = start_two_processes(tmp_path, argv)
     deadline = time.monotonic() + TIMEOUT_S
     try:
         reference = multihost_trainer(str(tmp_path), "one", train__steps=2)

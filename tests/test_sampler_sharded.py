@@ -1,7 +1,6 @@
 """The sampler on 8 fake CPU devices gives the single-device results, with a sharded cache."""
 
 import os
-import subprocess
 import sys
 import time
 
@@ -10,7 +9,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from sampler_worker import SAMPLER_SETTINGS, SPLIT_PROMPTS
-from trainer_fixtures import free_port, two_process_env, wait_all
+from trainer_fixtures import start_two_processes, wait_all
 
 from r1jax import sharding as shd
 from r1jax.model.hf import load_hf_model
@@ -60,13 +59,8 @@ def test_two_processes_with_uneven_shares_draw_what_one_process_draws(hf_dirs, t
     # Default draw ids number the prompts of all processes one after the other: process 1's
     # one prompt is prompt 3 of the call, as on one process, although its padded share starts
     # at row 4 of the global batch (shares of 3 and 1, padded to 4 each).
-    port, procs, logs = free_port(), [], []
-    for pid in range(2):
-        logs.append(str(tmp_path / f"process{pid}.log"))
-        with open(logs[-1], "w") as log:
-            env = two_process_env(pid, port, str(tmp_path / "jax_cache"))
-            args = [sys.executable, WORKER, hf_dirs["qwen2"], str(tmp_path)]
-            procs.append(subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT))
+    argv = [sys.executable, WORKER, hf_dirs["qwen2"], str(tmp_path)]
+    procs, logs = start_two_processes(tmp_path, argv)
     deadline = time.monotonic() + 240
     try:
         prompts = [p for share in SPLIT_PROMPTS for p in share]

@@ -165,25 +165,27 @@ def two_process_env(pid: int, port: int, cache_dir: str) -> dict[str, str]:
     )
 
 
-def start_two_cli_processes(tmp_path, command: str, cfg: str, *args: str):
-    """``r1jax <command> --config=<cfg> <args>`` as 2 JAX processes x 4 CPU devices, started
-    in the checkout; returns (processes, log paths) for :func:`wait_all`."""
+def start_two_processes(tmp_path, argv: list[str], name: str = "process"):
+    """``argv`` as 2 JAX processes x 4 CPU devices (:func:`two_process_env`), started in the
+    checkout, each logging to ``tmp_path/<name><i>.log``; returns (processes, log paths) for
+    :func:`wait_all`."""
     port = free_port()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     procs, logs = [], []
     for pid in range(2):
-        logs.append(str(tmp_path / f"{command}{pid}.log"))
+        logs.append(str(tmp_path / f"{name}{pid}.log"))
         with open(logs[-1], "w") as log:
+            env = two_process_env(pid, port, str(tmp_path / "jax_cache"))
             procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "r1jax.cli", command, f"--config={cfg}", *args],
-                    cwd=root,
-                    env=two_process_env(pid, port, str(tmp_path / "jax_cache")),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+                subprocess.Popen(argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
             )
     return procs, logs
+
+
+def start_two_cli_processes(tmp_path, command: str, cfg: str, *args: str):
+    """``r1jax <command> --config=<cfg> <args>`` by :func:`start_two_processes`."""
+    argv = [sys.executable, "-m", "r1jax.cli", command, f"--config={cfg}", *args]
+    return start_two_processes(tmp_path, argv, command)
 
 
 def wait_all(procs, logs, deadline: float) -> None:
