@@ -327,9 +327,24 @@ def main(argv: list[str] | None = None) -> None:
         print(f"r1jax {name}: interrupted{said}", file=sys.stderr)
         sys.exit(130)
     except (AttributeError, KeyError) as e:  # ml_collections: unknown --config.<field>
-        msg = " ".join(str(e).replace("\\'", "'").replace("\\n", " ").split()).strip("'\"")
-        print(f"r1jax {name}: invalid config override: {msg}", file=sys.stderr)
+        print(f"r1jax {name}: invalid config override {_bad_override(argv, e)}", file=sys.stderr)
         sys.exit(2)
+
+
+def _bad_override(argv: list[str], error: Exception) -> str:
+    """The first ``--config.<path>=...`` of ``argv`` that names no field of the recipe, and
+    why; else ml_collections' ``error`` on one line."""
+    from r1jax.config import unknown_field
+
+    recipe = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    if recipe:
+        config = FLAGS["config"].parser.parse(recipe[-1])
+        for arg in argv:
+            if arg.startswith("--config."):
+                why = unknown_field(config, arg[len("--config.") :].split("=", 1)[0])
+                if why is not None:
+                    return why
+    return ": " + " ".join(str(error).replace("\\'", "'").replace("\\n", " ").split()).strip("'\"")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ so a misspelt key fails instead of being silently added.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import ml_collections
@@ -32,6 +33,51 @@ def config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -
         elif a != b:
             out.append(f"{name}: {a!r} -> {b!r}")
     return out
+
+
+def _leaf_paths(c: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Every field of ``c`` as a dotted path, groups included (``train``, ``train.steps``)."""
+    out = []
+    for key, value in c.items():
+        out.append(f"{prefix}{key}")
+        if isinstance(value, ml_collections.ConfigDict):
+            out += _leaf_paths(value, f"{prefix}{key}.")
+    return out
+
+
+def _resolves(c: ml_collections.ConfigDict, path: str) -> bool:
+    node: Any = c
+    for part in path.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def unknown_field(c: ml_collections.ConfigDict, path: str) -> str | None:
+    """Why ``--config.<path>`` names no field of ``c`` (with the fields it may have meant: close
+    names in its group and fields of that name elsewhere), or None when it names one."""
+    node, parts = c, path.split(".")
+    for i, part in enumerate(parts):
+        group = ".".join(["config", *parts[:i]])
+        if not isinstance(node, ml_collections.ConfigDict):
+            kind = type(node).__name__
+            return f"--config.{path}: {group} is a value ({kind}), not a group of fields"
+        if part not in node:
+            break
+        node = node[part]
+    else:
+        return None
+    prefix, rest = "".join(f"{p}." for p in parts[:i]), "".join(f".{p}" for p in parts[i + 1 :])
+    near = [prefix + k for k in difflib.get_close_matches(part, list(node.keys()), n=3)]
+    near += [q for q in _leaf_paths(c) if q.rsplit(".", 1)[-1] == part and q not in near]
+    near = [q + rest if _resolves(c, q + rest) else q for q in near]
+    said = f"--config.{path}: {group} has no field {part!r}"
+    if near:
+        return f"{said}; did you mean {' or '.join(f'--config.{q}' for q in near[:3])}?"
+    if not node:
+        return f"{said} (it is empty: --config.* only sets fields the recipe file has)"
+    return f"{said}; its fields: {', '.join(sorted(node.keys()))}"
 
 
 def base_config() -> ml_collections.ConfigDict:

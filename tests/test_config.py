@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from r1jax.config import ConfigError, base_config, validate
+from r1jax.config import ConfigError, base_config, unknown_field, validate
 from r1jax.model.config import ModelConfig, get_preset
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
@@ -88,10 +88,38 @@ def _cli(*args):
     )
 
 
+@pytest.mark.parametrize(
+    "path,said",
+    [
+        ("rl.beta", None),
+        ("mesh.rules", None),
+        ("rl.betaa", "config.rl has no field 'betaa'; did you mean --config.rl.beta?"),
+        # a field of that name in another group, with the rest of the path kept
+        ("train.run_dir", "config.train has no field 'run_dir'; did you mean --config.run_dir?"),
+        ("trainn.steps", "config has no field 'trainn'; did you mean --config.train.steps?"),
+        ("train.steps.x", "config.train.steps is a value (int), not a group of fields"),
+        ("rl.qqqqqq", "config.rl has no field 'qqqqqq'; its fields: advantage_scaling, beta, "),
+        ("model.overrides.num_heads", "config.model.overrides has no field 'num_heads' (it is "
+         "empty: --config.* only sets fields the recipe file has)"),
+    ],
+)  # fmt: skip
+def test_unknown_field_names_the_override_and_what_it_may_mean(path, said):
+    got = unknown_field(base_config(), path)
+    if said is None:
+        assert got is None
+    else:
+        assert got.startswith(f"--config.{path}: {said}")
+
+
 def test_cli_unknown_override_key():
-    r = _cli("info", "--config=configs/tiny_smoke.py", "--config.rl.betaa=1")
-    assert r.returncode != 0
-    assert "betaa" in r.stderr and "beta" in r.stderr
+    r = _cli(
+        "info", "--config=configs/tiny_smoke.py", "--config.train.steps=1", "--config.rl.betaa=1"
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "r1jax info: invalid config override --config.rl.betaa: config.rl has no field 'betaa'; "
+        "did you mean --config.rl.beta?"
+    )
 
 
 def test_cli_benchmarks_are_for_the_evaluating_commands_and_checked_first():
