@@ -134,12 +134,16 @@ def test_resume_with_a_changed_model_names_it_and_keeps_the_run(tmp_path, capsys
     t = GRPOTrainer(c)
     t.train()
     t.close()
-    t = GRPOTrainer(c)  # a finished run: says so and runs nothing
+    lr, c.optim.lr = c.optim.lr, 0.007
+    t = GRPOTrainer(c)  # a finished run: says so and runs nothing; what changed is said
     try:
         assert t.train() == []
     finally:
         t.close()
-    assert "is at step 2, train.steps=2: nothing to do" in capsys.readouterr().out
+    c.optim.lr = lr
+    out = capsys.readouterr().out
+    assert "is at step 2, train.steps=2: nothing to do" in out
+    assert f"step 2; config fields changed since: optim.lr: {lr!r} -> 0.007\n" in out
     ckpt = os.path.join(c.run_dir, "checkpoints")
     before = sorted(os.listdir(ckpt))
     c.model.overrides.num_layers = 1

@@ -286,22 +286,33 @@ class GRPOTrainer:
         if meta.get("best_metric", "eval/pass@1") != self.best_metric:
             self.best_eval = None  # train.best_metric changed: the old best is another metric
         self.data.set_state(self._own_data_state(meta))
-        log.info("resumed %s from step %d", self.run_dir, step)
+        changed = self._changes_since(meta.get("config"))
+        said = f"resumed from {self.ckpt.directory} step {step}"
+        said += f"; config fields changed since: {changed}" if changed else ""
+        log.info("%s", said)
         if dist.is_primary():
-            print(f"resumed from {self.ckpt.directory} step {step}")
+            print(said)
         return True
+
+    def _changes_since(self, saved_json: str | None) -> str:
+        """``"field: old -> new; ..."`` (at most 8, then a count) of the config fields that
+        differ from the checkpoint's saved config ``saved_json``; "" when none or unreadable."""
+        try:
+            saved = json.loads(saved_json)
+        except (TypeError, ValueError):  # no or damaged metadata: nothing to compare
+            return ""
+        changes = config_changes(saved, json.loads(self.c.to_json_best_effort()))
+        more = f" (+{len(changes) - 8} more)" if len(changes) > 8 else ""
+        return "; ".join(changes[:8]) + more
 
     def _config_changes_hint(self) -> str:
         """The config fields that differ from those saved with the latest checkpoint."""
         try:
-            saved = json.loads(self.ckpt.read_meta(self.ckpt.steps()[-1])["config"])
+            saved = self.ckpt.read_meta(self.ckpt.steps()[-1])["config"]
         except Exception:  # noqa: BLE001 - a hint only; the metadata may be what is damaged
             return ""
-        changes = config_changes(saved, json.loads(self.c.to_json_best_effort()))
-        if not changes:
-            return ""
-        more = f" (+{len(changes) - 8} more)" if len(changes) > 8 else ""
-        return f" Config fields changed since that checkpoint: {'; '.join(changes[:8])}{more}."
+        changed = self._changes_since(saved)
+        return f" Config fields changed since that checkpoint: {changed}." if changed else ""
 
     def _own_data_state(self, meta: dict) -> dict:
         """This process's data-iterator state in checkpoint metadata."""
