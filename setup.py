@@ -7,6 +7,7 @@ RUNTIME = [
     "flax>=0.12",
     "optax>=0.2.5",
     "orbax-checkpoint>=0.11",
+    "etils[epath]>=1.7",  # local and gs:// paths (r1jax.storage)
     "grain>=0.2.12",
     "tensorflow-datasets>=4.9.9",
     "array-record>=0.7",
@@ -41,6 +42,9 @@ EXTRAS = {
     "tpu": ["jax[tpu]"],
     "gpu": ["jax[cuda12]"],
     "wandb": ["wandb"],
+    # gs:// run directories, models and data (r1jax.storage): the file system for etils.epath
+    # and the bucket writer of tensorboardX.
+    "gcs": ["gcsfs", "google-cloud-storage"],
 }
 
 setup(

@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from orbax.checkpoint import checkpoint_managers as cm
 
+from r1jax import storage
 from r1jax.model.hf import CheckpointError
 
 __all__ = [
@@ -52,7 +53,7 @@ class RunCheckpointer:
     """Saves and restores one run's checkpoints; keeps the last N plus the best by eval."""
 
     def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
-        self.directory = os.path.abspath(directory)
+        self.directory = storage.absolute(directory)
         policy = cm.preservation_policy.AnyPreservationPolicy(
             [
                 cm.preservation_policy.LatestN(n=keep),
@@ -69,8 +70,7 @@ class RunCheckpointer:
             create=True,
             cleanup_tmp_directories=True,
         )
-        existing = os.listdir(self.directory) if os.path.isdir(self.directory) else []
-        for d in sorted(d for d in existing if ".orbax-checkpoint-tmp" in d):
+        for d in (d for d in storage.listdir(self.directory) if ".orbax-checkpoint-tmp" in d):
             log.warning(
                 "ignoring half-written checkpoint %s (an interrupted save)",
                 os.path.join(self.directory, d),
@@ -217,10 +217,10 @@ def checkpoint_dir(path: str) -> str:
     """The checkpoint folder of ``path``: a run directory's ``checkpoints/`` (GRPO), else its
     ``sft/checkpoints/`` when only the SFT stage ran (``r1jax sft``), else ``path`` itself."""
     for folder in (os.path.join(path, "checkpoints"), sft_checkpoint_dir(path)):
-        if os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder)):
+        if any(name.isdigit() for name in storage.listdir(folder)):
             return folder
     grpo = os.path.join(path, "checkpoints")
-    return grpo if os.path.isdir(grpo) else path
+    return grpo if storage.isdir(grpo) else path
 
 
 def load_params(
@@ -236,7 +236,7 @@ def load_params(
       CheckpointError: ``step`` is not there, or the checkpoint holds a different model.
     """
     directory = checkpoint_dir(path)
-    ck = RunCheckpointer(directory, async_save=False) if os.path.isdir(directory) else None
+    ck = RunCheckpointer(directory, async_save=False) if storage.isdir(directory) else None
     try:
         steps = ck.steps() if ck is not None else []
         if step is None and not steps:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -130,15 +131,15 @@ def _info() -> int:
 
 @command("convert", "load a HF checkpoint (or r1jax checkpoint) and write a HF directory")
 def _convert() -> int:
-    import os
 
+    from r1jax import storage
     from r1jax.model.hf import copy_tokenizer_files, load_hf_model, save_hf_model
 
     if not FLAGS.src or not FLAGS.dst:
         raise app.UsageError("convert needs --src=<dir> and --dst=<dir>")
     model = load_hf_model(FLAGS.src)
     save_hf_model(model, FLAGS.dst, dtype=FLAGS.dtype)
-    copied = copy_tokenizer_files(FLAGS.src, FLAGS.dst) if os.path.isdir(FLAGS.src) else []
+    copied = copy_tokenizer_files(FLAGS.src, FLAGS.dst) if storage.isdir(FLAGS.src) else []
     print(f"wrote {FLAGS.dst} ({model.cfg.num_params / 1e6:.2f}M params; tokenizer files: "
           f"{', '.join(copied) or 'none'})")  # fmt: skip
     return 0
@@ -287,8 +288,23 @@ def _run(name: str, fn: Callable[[], int]) -> int:
     if FLAGS.config is not None:
         from r1jax.build import configure_devices
 
+        _check_remote_paths(FLAGS.config)
         configure_devices(FLAGS.config)
     return fn()
+
+
+def _check_remote_paths(c: Any) -> None:
+    """:func:`r1jax.storage.check_remote_paths` of the config's paths, as a ConfigError."""
+    from r1jax import storage
+    from r1jax.config import ConfigError
+
+    fields = {"config.run_dir": c.run_dir, "config.model.hf_path": c.model.hf_path,
+              "config.tokenizer.path": c.tokenizer.path}  # fmt: skip
+    try:
+        tb = f"{c.run_dir.rstrip('/')}/tb" if c.train.tensorboard else None
+        storage.check_remote_paths(fields, tb)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,6 +24,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from r1jax import storage
+
 
 def eval_command(
     c: ml_collections.ConfigDict,
@@ -273,7 +275,7 @@ def _write(
     """Writes ``<stem>.json`` and one ``<stem>[_<benchmark>]_samples.jsonl`` per eval set
     (each via a temporary file, so an interrupted eval leaves the previous results whole);
     returns their paths."""
-    os.makedirs(out_dir, exist_ok=True)
+    storage.makedirs(out_dir)
     files = {os.path.join(out_dir, f"{stem}.json"): json.dumps(summary, indent=1)}
     for s in sets:
         lines = []
@@ -283,7 +285,5 @@ def _write(
         name = f"{stem}_{s.name}_samples.jsonl" if s.name else f"{stem}_samples.jsonl"
         files[os.path.join(out_dir, name)] = "\n".join(lines) + "\n"
     for path, text in files.items():
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        storage.write_text(path, text)
     return list(files)

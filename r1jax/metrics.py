@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from r1jax import storage
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +30,13 @@ class MetricsWriter:
     """Appends per-step scalars to ``<run_dir>/metrics.jsonl`` and TensorBoard.
 
     On resume, lines with a step greater than the restored step are dropped first, so the
-    file of a resumed run equals that of an uninterrupted one.
+    file of a resumed run equals that of an uninterrupted one. In a bucket (``gs://...``,
+    which cannot append) the rows are kept in memory and the file is rewritten at most every
+    :data:`UPLOAD_EVERY_S` seconds and on :meth:`flush` (the trainer flushes before each
+    checkpoint) and :meth:`close`.
     """
+
+    UPLOAD_EVERY_S = 30.0
 
     def __init__(
         self,
@@ -36,15 +45,20 @@ class MetricsWriter:
         tensorboard: bool = True,
         wandb_project: str | None = None,
     ):
-        os.makedirs(run_dir, exist_ok=True)
+        storage.makedirs(run_dir)
         self.path = os.path.join(run_dir, "metrics.jsonl")
-        self._truncate_after(resume_step)
-        self._file = open(self.path, "a", encoding="utf-8")
-        self._tb = None
+        kept = self._rows_up_to(resume_step)
+        self._remote_rows: list[str] | None = None
+        self._file, self._tb = None, None
+        if storage.is_remote(run_dir):
+            self._remote_rows, self._uploaded = kept, time.monotonic()
+            self.flush()
+        else:
+            if storage.exists(self.path):
+                storage.write_text(self.path, "".join(kept))
+            self._file = open(self.path, "a", encoding="utf-8")
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(os.path.join(run_dir, "tb"), purge_step=resume_step + 1)
+            self._tb = _tensorboard(os.path.join(run_dir, "tb"), resume_step + 1)
         self._wandb = None
         if wandb_project:
             try:
@@ -56,15 +70,15 @@ class MetricsWriter:
                     wandb_project,
                 )
             else:
-                self._wandb = wandb.init(project=wandb_project, dir=run_dir, resume="allow")
+                local = None if storage.is_remote(run_dir) else run_dir
+                self._wandb = wandb.init(project=wandb_project, dir=local, resume="allow")
 
-    def _truncate_after(self, step: int) -> None:
-        if not os.path.exists(self.path):
-            return
-        with open(self.path, encoding="utf-8") as f:
-            keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-        with open(self.path, "w", encoding="utf-8") as f:
-            f.writelines(keep)
+    def _rows_up_to(self, step: int) -> list[str]:
+        """The lines of the existing file whose step is at most ``step``."""
+        if not storage.exists(self.path):
+            return []
+        lines = storage.read_text(self.path).splitlines(keepends=True)
+        return [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
         row = {"step": step}
@@ -72,8 +86,14 @@ class MetricsWriter:
             f = _scalar(v)
             if f is not None:
                 row[k] = f if math.isfinite(f) else str(f)
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+        line = json.dumps(row) + "\n"
+        if self._remote_rows is not None:
+            self._remote_rows.append(line)
+            if time.monotonic() - self._uploaded >= self.UPLOAD_EVERY_S:
+                self.flush()
+        else:
+            self._file.write(line)
+            self._file.flush()
         if self._tb is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, float):
@@ -81,21 +101,44 @@ class MetricsWriter:
         if self._wandb is not None:
             self._wandb.log(row, step=step)
 
+    def flush(self) -> None:
+        """Makes every row written so far visible in ``metrics.jsonl`` (and TensorBoard)."""
+        if self._remote_rows is not None:
+            storage.write_text(self.path, "".join(self._remote_rows))
+            self._uploaded = time.monotonic()
+        if self._tb is not None:
+            self._tb.flush()
+
     def close(self) -> None:
-        self._file.close()
+        self.flush()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
 
 
+def _tensorboard(log_dir: str, purge_step: int) -> Any:
+    """tensorboardX's writer of ``log_dir``; it writes to ``gs://`` with google-cloud-storage
+    (and ``s3://`` with boto3), and says which it needs otherwise."""
+    from tensorboardX import SummaryWriter
+
+    try:
+        return SummaryWriter(log_dir, purge_step=purge_step)
+    except ImportError as e:
+        raise ImportError(
+            f"TensorBoard files in {log_dir}: {e} (pip install 'r1jax[gcs]' for gs://), or "
+            "--config.train.tensorboard=False to write metrics.jsonl only"
+        ) from None
+
+
 def read_metrics(run_dir: str) -> list[dict[str, Any]]:
     """All rows of ``<run_dir>/metrics.jsonl``."""
     path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise FileNotFoundError(f"{path}: no metrics found (is {run_dir!r} a run directory?)")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
 
 
 PLOTS = (
@@ -136,12 +179,12 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
     sources = [
         (read_metrics(d), plots)
         for d, plots in ((run_dir, PLOTS), (os.path.join(run_dir, "sft"), SFT_PLOTS))
-        if os.path.exists(os.path.join(d, "metrics.jsonl"))
+        if storage.exists(os.path.join(d, "metrics.jsonl"))
     ]
     if not sources:
         read_metrics(run_dir)  # raises: names the missing file
     out_dir = out_dir or os.path.join(run_dir, "plots")
-    os.makedirs(out_dir, exist_ok=True)
+    storage.makedirs(out_dir)
     return [
         path
         for rows, plots in sources
@@ -170,6 +213,8 @@ def _draw(rows: list[dict[str, Any]], name: str, keys: Sequence[str], title: str
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = os.path.join(out_dir, f"{name}.png")
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    storage.path(path).write_bytes(png.getvalue())
     return path

@@ -22,6 +22,7 @@ from typing import Any
 
 import ml_collections
 
+from r1jax import storage
 from r1jax.config import ConfigError
 
 
@@ -147,8 +148,7 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
         _save_tokenizer(c, tokenizer, hf_dir)
     result = {"step": rm.steps, "hf_dir": hf_dir, "eval_before": before, "eval_after": after}
     if primary:
-        with open(os.path.join(folder, "eval.json"), "w") as f:
-            json.dump(result, f, indent=2)
+        storage.write_text(os.path.join(folder, "eval.json"), json.dumps(result, indent=2))
         if after is not None:
             was = f"{before['accuracy']:.3f} -> " if before else ""
             emit(f"reward model: held-out pair accuracy {was}{after['accuracy']:.3f} "

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from r1jax import storage
+
 CHAR_FORMAT = "r1jax_char_tokenizer"
 
 
@@ -391,13 +393,14 @@ class CharTokenizer(Tokenizer):
             "chat_template": self.chat_template,
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write the tokenizer as json to `path` (a directory gets `tokenizer.json`)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "tokenizer.json"
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
-        return path
+    def save(self, path: str | Path) -> str:
+        """Write the tokenizer as json to `path` (a directory gets `tokenizer.json`; local or
+        remote); returns the file's path."""
+        target = str(path)
+        if storage.isdir(target):
+            target = f"{target.rstrip('/')}/tokenizer.json"
+        storage.write_text(target, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
+        return target
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -473,13 +476,36 @@ def _load_json(file: Path) -> Tokenizer:
     return HFTokenizer(tok, st, name=str(file))
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "generation_config.json",
+)
+"""A HF directory's tokenizer and generation files (what ``r1jax export`` copies)."""
+
+
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """Load a tokenizer from a directory or a file.
 
     A directory is searched for `tokenizer.json` (HF or r1jax char format), then
     `tokenizer.model` (sentencepiece). A file is read by its kind (`.json` / `.model`). The
     side files of `read_hf_specials` are read from the directory that holds the tokenizer file.
+    A remote path (`gs://...`) is read from a local copy of those files
+    (`r1jax.storage.local_copy`).
     """
+    if storage.is_remote(path):
+        remote = storage.path(path)
+        if remote.is_dir():
+            path = storage.local_copy(str(path), (*TOKENIZER_FILES, "config.json"))
+        else:
+            names = (*TOKENIZER_FILES, "config.json", remote.name)
+            path = Path(storage.local_copy(str(remote.parent), names)) / remote.name
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"tokenizer path {path} does not exist")

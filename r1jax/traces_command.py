@@ -29,6 +29,7 @@ from typing import Any
 
 import ml_collections
 
+from r1jax import storage
 from r1jax.config import ConfigError
 
 KEEP = ("correct", "all", "pairs")
@@ -129,9 +130,8 @@ class _Progress:
         self.dst, self.settings, self.write = dst, settings, write
         self.rows_path, self.state_path = dst + ".partial", dst + ".partial.json"
         self.done, self.counts = 0, dict.fromkeys(COUNTS, 0)
-        if os.path.exists(self.state_path):
-            with open(self.state_path) as f:
-                state = json.load(f)
+        if storage.exists(self.state_path):
+            state = json.loads(storage.read_text(self.state_path))
             if state["settings"] != settings:
                 changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
                 raise ConfigError(
@@ -142,39 +142,39 @@ class _Progress:
             self.done, self.counts = state["done"], state["counts"]
             self._truncate_rows(state["rows"])
         elif write:
-            os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-            open(self.rows_path, "w").close()
+            storage.makedirs(os.path.dirname(storage.absolute(dst)))
+            storage.write_text(self.rows_path, "")
 
     def _truncate_rows(self, n: int) -> None:
         """Drops rows appended after the last saved state (a crash between the two writes)."""
         if not self.write:
             return
-        with open(self.rows_path) as f:
-            lines = f.readlines()[:n]
-        with open(self.rows_path, "w") as f:
-            f.writelines(lines)
+        lines = storage.read_text(self.rows_path).splitlines(keepends=True)[:n]
+        storage.write_text(self.rows_path, "".join(lines))
 
     def add(self, rows: list[dict], done: int, counts: dict[str, int]) -> None:
         self.done = done
         self.counts = {k: self.counts[k] + counts[k] for k in COUNTS}
         if not self.write:
             return
-        with open(self.rows_path, "a", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        storage.append_text(self.rows_path, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                    for r in rows))  # fmt: skip
         state = {
             "settings": self.settings,
             "done": done,
             "counts": self.counts,
             "rows": self.counts["kept"],
         }
-        with open(self.state_path + ".tmp", "w") as f:
-            json.dump(state, f)
-        os.replace(self.state_path + ".tmp", self.state_path)
+        storage.write_text(self.state_path, json.dumps(state))
 
     def finish(self) -> None:
         if self.write:
-            os.replace(self.rows_path, self.dst)
-            os.remove(self.state_path)
+            if storage.is_remote(self.dst):  # (an object store renames by copying)
+                storage.copy_file(self.rows_path, self.dst)
+                storage.remove(self.rows_path)
+            else:
+                os.replace(self.rows_path, self.dst)
+            storage.remove(self.state_path)
 
 
 def traces_command(
@@ -209,7 +209,7 @@ def traces_command(
     ):
         if not ok:
             raise ConfigError(f"traces: {name}={value!r} is not valid (see r1jax traces --help)")
-    if os.path.exists(dst) and not os.path.exists(dst + ".partial.json"):
+    if storage.exists(dst) and not storage.exists(dst + ".partial.json"):
         raise ConfigError(f"--dst={dst} exists: give another file, or delete it first")
     primary = dist.is_primary()
     tokenizer = build.build_tokenizer(c)

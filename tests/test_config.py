@@ -135,6 +135,13 @@ def test_cli_wrong_type():
     assert r.returncode != 0 and "config.rl.beta" in r.stderr
 
 
+def test_cli_names_a_remote_path_it_cannot_reach():
+    r = _cli("info", "--config=configs/tiny_smoke.py", "--config.model.hf_path=s9://b/m")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "r1jax info: config.model.hf_path='s9://b/m': unknown scheme (local paths, gs://, s3://)"
+    ]
+
+
 def test_cli_info_reports_shardings():
     r = _cli("info", "--config=configs/tiny_smoke.py", "--config.mesh.shape=(2,2,2)")
     assert r.returncode == 0, r.stderr

@@ -143,6 +143,26 @@ def test_hf_special_tokens_from_config_files(hf_dir, auto_tok):
     assert tok.encode("<|im_start|>")[0] == auto_tok.convert_tokens_to_ids("<|im_start|>")
 
 
+@pytest.mark.parametrize("target", ["dir", "file"])
+def test_tokenizer_read_from_a_bucket_equals_the_local_one(hf_dir, tmp_path, monkeypatch, target):
+    from fake_gcs import fake_gcs
+
+    from r1jax import storage
+    from r1jax.model.hf import copy_tokenizer_files
+
+    local = load_tokenizer(hf_dir)
+    monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))
+    with fake_gcs(str(tmp_path / "gcs")):
+        copied = copy_tokenizer_files(str(hf_dir), "gs://b/tok")
+        assert copied == ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]
+        storage.copy_file(str(hf_dir / "config.json"), "gs://b/tok/config.json")
+        remote = load_tokenizer("gs://b/tok" if target == "dir" else "gs://b/tok/tokenizer.json")
+    text = "<|im_start|>user hello 12+3<|im_end|>"
+    assert remote.encode(text) == local.encode(text)
+    assert (remote.eos_ids, remote.pad_id, remote.chat_template) == (
+        local.eos_ids, local.pad_id, local.chat_template)  # fmt: skip
+
+
 def test_hf_bos_follows_post_processor(bos_dir):
     ref = transformers.AutoTokenizer.from_pretrained(str(bos_dir))
     tok = load_tokenizer(bos_dir)

@@ -27,12 +27,12 @@ the one an editor shows), the row number in a Parquet file. Parquet needs `pyarr
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from r1jax import storage
 from r1jax.data.answers import ANSWER_PARSERS
 from r1jax.data.records import BadRows, DataError, get_field, require_int, require_text
 
@@ -68,8 +68,8 @@ def expand_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
     out: list[str] = []
     for item in items:
         item = os.fspath(item)
-        matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
-        if not matches or not all(os.path.isfile(m) for m in matches):
+        matches = storage.glob(item) if storage.has_magic(item) else [item]
+        if not matches or not all(storage.isfile(m) for m in matches):
             raise FileNotFoundError(f"data file not found: {item}")
         out.extend(matches)
     return out
@@ -92,7 +92,7 @@ def iter_rows(
     if fmt == "parquet":
         yield from _iter_parquet(path)
         return
-    with open(path, encoding="utf-8") as f:
+    with storage.path(path).open("r") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -113,10 +113,11 @@ def _iter_parquet(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow") from e
     row_no = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-        for row in batch.to_pylist():
-            row_no += 1
-            yield row_no, row
+    with storage.path(path).open("rb") as f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                row_no += 1
+                yield row_no, row
 
 
 def row_to_record(

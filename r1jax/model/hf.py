@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,10 +21,12 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from r1jax import sharding as shd
+from r1jax import storage
 from r1jax.model import abstract_model, check_model_fits_mesh, new_score_head
 from r1jax.model.config import ModelConfig, RopeScaling
 from r1jax.model.safetensors_io import SafetensorsError, SafetensorsFile, save_file
 from r1jax.model.transformer import Transformer
+from r1jax.tokenizer import TOKENIZER_FILES
 
 FAMILIES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}
 CLASSIFIER_SUFFIX = "ForSequenceClassification"  # reward models: Qwen2ForSequenceClassification ...
@@ -247,11 +249,10 @@ def _open_checkpoint(path: str) -> dict[str, SafetensorsFile]:
 def read_hf_config(path: str, **overrides: Any) -> ModelConfig:
     """Reads ``path/config.json`` into a :class:`ModelConfig` (overrides e.g. dtype)."""
     cfg_path = os.path.join(path, "config.json")
-    if not os.path.exists(cfg_path):
+    if not storage.exists(cfg_path):
         raise CheckpointError(f"{path}: config.json not found (is this a HF model directory?)")
     try:
-        with open(cfg_path) as f:
-            hf = json.load(f)
+        hf = json.loads(storage.read_text(cfg_path))
     except ValueError as e:
         raise CheckpointError(f"{cfg_path}: invalid JSON ({e})") from e
     try:
@@ -269,12 +270,15 @@ def load_hf_model(
     """Loads a HF checkpoint directory into a sharded :class:`Transformer`.
 
     Args:
-      path: directory with ``config.json`` and ``model.safetensors`` or a sharded index.
+      path: directory with ``config.json`` and ``model.safetensors`` or a sharded index; a
+        remote one (``gs://...``) is first copied to the local cache
+        (:func:`r1jax.storage.local_copy`).
       mesh: target mesh (default: one device).
       rules: logical-axis sharding rules (default :data:`r1jax.sharding.DEFAULT_RULES`).
       config_overrides: ModelConfig fields to change, e.g. ``dtype="bfloat16"``.
     """
     rules = rules or shd.DEFAULT_RULES
+    path = storage.local_copy(path, ("config.json", "*.safetensors", INDEX_FILE))
     cfg = read_hf_config(path, **config_overrides)
     mesh = mesh or shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
     check_model_fits_mesh(cfg, mesh, rules)
@@ -349,33 +353,17 @@ def _implied_zero_biases(cfg: ModelConfig, np_dtype: np.dtype) -> list[tuple]:
     return out
 
 
-# what a HF model directory needs besides weights and config.json to be used as it was
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "chat_template.jinja",
-    "generation_config.json",
-)
-
-
 def copy_tokenizer_files(src: str, dst: str) -> list[str]:
     """Copies the tokenizer and generation files (:data:`TOKENIZER_FILES`) of the HF
     directory ``src`` (or of the directory holding the tokenizer file ``src``) into ``dst``;
     returns the names copied, in that order."""
-    directory = src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
-    os.makedirs(dst, exist_ok=True)
+    directory = src if storage.isdir(src) else os.path.dirname(storage.absolute(src))
+    storage.makedirs(dst)
     copied = []
     for name in TOKENIZER_FILES:
-        path = os.path.join(directory, name)
-        if os.path.isfile(path) and os.path.abspath(path) != os.path.abspath(
-            os.path.join(dst, name)
-        ):
-            shutil.copyfile(path, os.path.join(dst, name))
+        path, to = os.path.join(directory, name), os.path.join(dst, name)
+        if storage.isfile(path) and storage.absolute(path) != storage.absolute(to):
+            storage.copy_file(path, to)
             copied.append(name)
     return copied
 
@@ -420,8 +408,22 @@ def save_hf_model(
         for _, _, produce, _ in entries:  # process 0 gathers them in this order as it writes
             produce()
         return
-    os.makedirs(path, exist_ok=True)
     entries += _implied_zero_biases(cfg, np_dtype)
+    hf_config = config_to_hf(cfg, dtype, pad_token_id)
+    if not storage.is_remote(path):
+        _write_hf_dir(entries, hf_config, np_dtype, max_shard_bytes, path)
+        return
+    with tempfile.TemporaryDirectory(prefix="r1jax-export-") as local:  # then uploaded
+        _write_hf_dir(entries, hf_config, np_dtype, max_shard_bytes, local)
+        storage.upload_dir(local, path)
+
+
+def _write_hf_dir(
+    entries: list[tuple], hf_config: dict, np_dtype: np.dtype, max_shard_bytes: int, path: str
+) -> None:
+    """Writes ``entries`` (name, shape, produce, bytes) as safetensors shards (+ index) and
+    ``hf_config`` as ``config.json`` into the local directory ``path``."""
+    os.makedirs(path, exist_ok=True)
     shards: list[list[tuple]] = [[]]
     size = 0
     for e in entries:
@@ -444,4 +446,4 @@ def save_hf_model(
         with open(os.path.join(path, INDEX_FILE), "w") as f:
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(config_to_hf(cfg, dtype, pad_token_id), f, indent=2)
+        json.dump(hf_config, f, indent=2)

@@ -367,6 +367,7 @@ class GRPOTrainer:
             states = dist.allgather_json([self.data_shard[0], meta["data_state"]])
             meta["process_data_states"] = [s for _, s in sorted(states, key=lambda x: x[0])]
         ref = self.ref_params if self.c.rl.beta > 0 else None
+        self.metrics.flush()  # a bucket's metrics.jsonl holds every step the checkpoint has
         self.ckpt.save(
             self.step,
             self.params,
@@ -565,6 +566,9 @@ class _NoMetrics:
     """The metrics writer of processes other than 0: writes nothing."""
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def flush(self) -> None:
         pass
 
     def close(self) -> None:

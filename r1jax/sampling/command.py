@@ -8,6 +8,7 @@ from typing import Any
 
 import ml_collections
 
+from r1jax import storage
 from r1jax.config import ConfigError
 from r1jax.sampling.sampler import SampleOutput
 
@@ -17,7 +18,7 @@ def _tokenizer(c: ml_collections.ConfigDict) -> Any:
     from r1jax import build
 
     hf_tok = c.model.hf_path and any(
-        os.path.isfile(os.path.join(c.model.hf_path, f))
+        storage.isfile(os.path.join(c.model.hf_path, f))
         for f in ("tokenizer.json", "tokenizer.model")
     )
     if c.tokenizer.path or c.tokenizer.chars or hf_tok:
