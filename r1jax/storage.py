@@ -176,8 +176,9 @@ def local_copy(src: str, patterns: Sequence[str] = ("*",)) -> str:
     """A local path holding remote ``src``'s files: ``src`` itself when it is local; else a
     folder of the cache (:data:`CACHE_ENV`) with the files of directory ``src`` whose names
     match one of ``patterns`` (its subdirectories are not copied), or the file ``src``.
-    Files already in the cache with the remote size are not copied again; a file is renamed
-    into place once complete, so an interrupted copy is redone, never used half-written."""
+    Files already in the cache with the remote size and modification time are not copied
+    again; a file is renamed into place once complete, so an interrupted copy is redone, never
+    used half-written."""
     if not is_remote(src):
         return src
     root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "r1jax")
@@ -198,9 +199,16 @@ def local_copy(src: str, patterns: Sequence[str] = ("*",)) -> str:
 
 
 def _fetch(remote: epath.Path, local: str, count: str = "1/1") -> None:
-    size = remote.stat().length
-    if os.path.exists(local) and os.path.getsize(local) == size:
-        return
-    log.warning("copying %s (%.1f MB, file %s) to %s", remote, size / 1e6, count, local)
-    copy_file(str(remote), local + ".partial")
-    os.replace(local + ".partial", local)
+    """Copies ``remote`` to ``local`` unless a copy with its size and time is there; each
+    process copies under its own temporary name, so processes sharing a host (one per GPU)
+    never write into one file."""
+    stat = remote.stat()
+    if os.path.exists(local):
+        have = os.stat(local)
+        if have.st_size == stat.length and int(have.st_mtime) == int(stat.mtime):
+            return
+    log.warning("copying %s (%.1f MB, file %s) to %s", remote, stat.length / 1e6, count, local)
+    partial = f"{local}.partial-{os.getpid()}"
+    copy_file(str(remote), partial)
+    os.utime(partial, (stat.mtime, stat.mtime))
+    os.replace(partial, local)

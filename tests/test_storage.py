@@ -64,6 +64,12 @@ def test_local_copy_fetches_matching_files_once(bucket, caplog):
     storage.write_text("gs://b/hf/config.json", '{"changed": 1}')
     storage.local_copy("gs://b/hf", ("config.json",))
     assert json.load(open(os.path.join(local, "config.json"))) == {"changed": 1}
+    storage.write_text("gs://b/hf/config.json", '{"changed": 2}')  # same size, newer
+    in_bucket = os.path.join(bucket, "b/hf/config.json")
+    os.utime(in_bucket, (os.stat(in_bucket).st_mtime + 10,) * 2)
+    storage.local_copy("gs://b/hf", ("config.json",))
+    assert json.load(open(os.path.join(local, "config.json"))) == {"changed": 2}
+    assert not [n for n in os.listdir(local) if ".partial" in n]
     one = storage.local_copy("gs://b/hf/x.bin")
     assert os.path.basename(one) == "x.bin" and os.path.isfile(one)
     assert storage.local_copy("relative/dir") == "relative/dir"  # local paths as they are
