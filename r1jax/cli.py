@@ -298,8 +298,15 @@ def _check_remote_paths(c: Any) -> None:
     from r1jax import storage
     from r1jax.config import ConfigError
 
-    fields = {"config.run_dir": c.run_dir, "config.model.hf_path": c.model.hf_path,
-              "config.tokenizer.path": c.tokenizer.path}  # fmt: skip
+    names = ("run_dir", "model.hf_path", "tokenizer.path", "data.path", "data.data_dir",
+             "cold_start.path", "reward_model.path", "train.init_checkpoint")  # fmt: skip
+    fields = {}
+    for name in names:
+        value = c
+        for part in name.split("."):
+            value = value.get(part) if hasattr(value, "get") else None
+        if isinstance(value, str):  # (data.path may also be a list of files)
+            fields[f"config.{name}"] = value
     try:
         tb = f"{c.run_dir.rstrip('/')}/tb" if c.train.tensorboard else None
         storage.check_remote_paths(fields, tb)
