@@ -41,19 +41,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# bf16 dense peak per chip, TFLOP/s (vendor figures, no sparsity)
-PEAK_BF16_TFLOPS = {
-    "H200": 989.0,
-    "H100": 989.0,
-    "A100": 312.0,
-    "TPU v5 lite": 197.0,
-    "TPU v5e": 197.0,
-    "TPU v5p": 459.0,
-    "TPU v6 lite": 918.0,
-    "TPU v6e": 918.0,
-    "TPU v4": 275.0,
-}
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -258,20 +245,6 @@ def mean_slots_read(p: int, n: int, segments: int) -> float:
     return sum(reads) / max(len(reads), 1)
 
 
-def model_flops_per_step(cfg: Any, prompts: int, group: int, p: int, n: int) -> float:
-    """Training FLOPs (forward + backward = 3x forward) of one shared-prompt update."""
-    d, hd = cfg.hidden_size, cfg.head_dim
-    per_layer = d * hd * (cfg.num_heads * 2 + cfg.num_kv_heads * 2) + 3 * d * cfg.intermediate_size
-    tokens = prompts * p + prompts * group * n
-    head_tokens = prompts * group * n  # logits only where a completion token is predicted
-    # scores + weighted values: 2 dots of 2*hd FLOPs per (query, key); causal: half the keys
-    attn_prompt = prompts * p * p / 2
-    attn_completion = prompts * group * n * (p + n / 2)
-    attn = cfg.num_layers * cfg.num_heads * 4 * hd * (attn_prompt + attn_completion)
-    dense = 2 * (cfg.num_layers * per_layer * tokens + d * cfg.vocab_size * head_tokens)
-    return 3 * (dense + attn)
-
-
 @contextlib.contextmanager
 def dense_span_masks() -> Iterator[None]:
     """Inside: the model's library attention gets every :class:`~r1jax.model.RowSpan` as the
@@ -312,6 +285,7 @@ def _update_check(
     from r1jax import sharding as shd
     from r1jax.model import create_model, get_preset
     from r1jax.optim import init_opt_state, make_optimizer
+    from r1jax.perf import update_flops
     from r1jax.rl.losses import LossConfig
     from r1jax.rl.step import StepConfig, jit_update, make_update_fn
 
@@ -363,7 +337,7 @@ def _update_check(
         return m
 
     t = median_time(step, args.reps)
-    flops = model_flops_per_step(cfg, args.train_prompts, args.group, p, n)
+    flops = update_flops(cfg, args.train_prompts, args.group, p, n)
     out: dict[str, Any] = {"profile": kernel_profile(step)} if args.profile else {}
     return out | {
         "remat": remat,
@@ -391,12 +365,11 @@ def write_report(args: argparse.Namespace, argv: list[str] | None, report: dict)
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     from r1jax import sharding as shd
+    from r1jax.perf import peak_tflops
 
     device = jax.devices()[0]
     mesh = shd.make_mesh((1, 1, 1), devices=[device])
-    peak = args.peak_tflops or next(
-        (v for k, v in PEAK_BF16_TFLOPS.items() if k in device.device_kind), 0.0
-    )
+    peak = args.peak_tflops or peak_tflops(device.device_kind) or 0.0
     report: dict[str, Any] = {
         "device": device.device_kind,
         "platform": device.platform,

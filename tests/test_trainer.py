@@ -16,6 +16,7 @@ from trainer_fixtures import config_file, make_config
 
 from r1jax.checkpoint import CheckpointError
 from r1jax.config import ConfigError
+from r1jax.perf import update_flops
 from r1jax.rl.trainer import KILL_ENV, GRPOTrainer
 
 TESTS = os.path.dirname(__file__)
@@ -88,6 +89,10 @@ def test_reward_rises(tmp_path):
         assert key in m, key
     # the sampler and the update see the same fp32 policy: their log-probs agree
     assert all(h["loss/sampler_logp_abs_diff"] < 1e-4 for h in history), history[-1]
+    # model FLOPs of the update (4 prompts of bucket 8, each once for G=4 completions of 8)
+    flops = update_flops(trainer.model_cfg, 4, 4, 8, 8)
+    assert m["perf/update_tflops_per_s"] == pytest.approx(flops / m["time/update"] / 1e12)
+    assert "perf/mfu" not in m  # a CPU has no listed peak
 
 
 def test_exact_resume_after_sigkill(tmp_path):

@@ -48,6 +48,7 @@ from r1jax.optim import (
     make_schedule,
     total_nonfinite,
 )
+from r1jax.perf import peak_tflops, update_flops
 from r1jax.rl.advantages import compute_advantages
 from r1jax.rl.losses import LossConfig
 from r1jax.rl.rollout import RolloutCollector, Rollouts
@@ -95,6 +96,8 @@ class GRPOTrainer:
         self.tokenizer = tokenizer or build.build_tokenizer(c)
         model = build.build_model(c, self.mesh, self.tokenizer)
         self.model_cfg = model.cfg
+        peak = peak_tflops(jax.devices()[0].device_kind)  # all chips' bf16 peak, for perf/mfu
+        self._peak_tflops = peak * jax.device_count() if peak else None
         self.graphdef, params = nnx.split(model)
         rules = build.sharding_rules(c)
         self.param_shardings = shd.state_shardings(params, self.mesh, rules)
@@ -433,10 +436,12 @@ class GRPOTrainer:
         t0 = time.perf_counter()
         roll, batch = self._rollouts(step_seed(self.c.seed, self.step, 0))
         t1 = time.perf_counter()
-        update_fn, _ = self.programs(self._prompt_len(batch["tokens"]))
+        prompt_len = self._prompt_len(batch["tokens"])
+        update_fn, _ = self.programs(prompt_len)
         self.params, self.opt_state, m = update_fn(self.params, self.opt_state, batch)
         m = jax.device_get(m)
         t2 = time.perf_counter()
+        flops = self._update_flops(batch["tokens"].shape[0], prompt_len)
         self.step += 1
         bad = consecutive_nonfinite(self.opt_state)
         if bad >= self.c.optim.max_bad_steps:
@@ -447,11 +452,20 @@ class GRPOTrainer:
             )
         if self.c.rl.ref_update_every and self.step % self.c.rl.ref_update_every == 0:
             self.ref_params = self._copy_params()
-        return self._step_metrics(roll, m, t0, t1, t2)
+        return self._step_metrics(roll, m, t0, t1, t2, flops)
 
-    def _step_metrics(self, roll, m, t0, t1, t2) -> dict[str, float]:
+    def _update_flops(self, rows: int, prompt_len: int) -> float:
+        """Model FLOPs of one update (:func:`r1jax.perf.update_flops`, ``rl.num_iterations``
+        passes) over ``rows`` global rows whose prompts are padded to ``prompt_len``."""
+        g = self._shared_group_size()
+        one = update_flops(self.model_cfg, rows // g, g, prompt_len, self.c.sampling.max_new_tokens)
+        return one * self.c.rl.num_iterations
+
+    def _step_metrics(self, roll, m, t0, t1, t2, flops: float) -> dict[str, float]:
         """Metrics of one step; rollout statistics are over all processes' rows (timings are
-        this process's)."""
+        this process's). ``perf/update_tflops_per_s``: model FLOPs of the update (``flops``)
+        per second, all chips together; ``perf/mfu``: that over the chips' bf16 peak (only
+        on chips :data:`r1jax.perf.PEAK_BF16_TFLOPS` lists)."""
         roll = gather_rollouts(roll)
         out: dict[str, float] = {f"loss/{k}": float(v) for k, v in m.items()}
         out.update(
@@ -477,8 +491,11 @@ class GRPOTrainer:
                 "time/step": t2 - t0,
                 "throughput/sample_tokens_per_s": sample_tokens / max(roll.sample_time, 1e-9),
                 "throughput/train_tokens_per_s": train_tokens / max(t2 - t1, 1e-9),
+                "perf/update_tflops_per_s": flops / max(t2 - t1, 1e-9) / 1e12,
             }
         )
+        if self._peak_tflops:
+            out["perf/mfu"] = out["perf/update_tflops_per_s"] / self._peak_tflops
         return out
 
     # ------------------------------------------------------------------ eval
