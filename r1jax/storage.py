@@ -8,7 +8,7 @@ which reaches ``gs://`` with ``gcsfs`` installed (``pip install r1jax[gcs]``). A
 ``scheme://`` is a local path, handled exactly as by ``os`` / ``open``.
 
 Object stores cannot append: :func:`append_text` rewrites a remote object, and
-:class:`r1jax.metrics.MetricsWriter` uploads its rows every few seconds instead. Libraries that
+:class:`r1jax.metrics.MetricsWriter` uploads all its rows every 30 s instead. Libraries that
 need local files (safetensors memory maps, the Rust tokenizer, sentencepiece) get a copy of
 the remote files they need in a local cache (:func:`local_copy`).
 """
@@ -115,7 +115,9 @@ def glob(pattern: str) -> list[str]:
         return sorted(glob_lib.glob(pattern))
     scheme, rest = pattern.split("://", 1)
     parts = rest.split("/")
-    first = next(i for i, part in enumerate(parts) if glob_lib.has_magic(part))
+    first = next((i for i, part in enumerate(parts) if glob_lib.has_magic(part)), None)
+    if first is None:  # one path
+        return [pattern] if exists(pattern) else []
     base = path(f"{scheme}://{'/'.join(parts[:first])}")
     return sorted(str(m) for m in base.glob("/".join(parts[first:])))
 

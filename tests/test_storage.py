@@ -47,6 +47,8 @@ def test_helpers_read_write_append_list_and_glob_in_a_bucket(bucket):
     want = ["gs://b/run/data/1.jsonl", "gs://b/run/data/2.jsonl"]
     assert storage.glob("gs://b/run/data/*.jsonl") == want
     assert storage.glob("gs://b/*/data/?.jsonl") == want
+    assert storage.glob("gs://b/run/data/1.jsonl") == want[:1]  # no pattern: the path itself
+    assert storage.glob("gs://b/run/data/3.jsonl") == []
     assert storage.absolute("gs://b/run") == "gs://b/run"
 
 
