@@ -350,24 +350,32 @@ def main(argv: list[str] | None = None) -> None:
         print(f"r1jax {name}: interrupted{said}", file=sys.stderr)
         sys.exit(130)
     except (AttributeError, KeyError) as e:  # ml_collections: unknown --config.<field>
-        print(f"r1jax {name}: invalid config override {_bad_override(argv, e)}", file=sys.stderr)
+        print(f"r1jax {name}: {_bad_override(argv, e)}", file=sys.stderr)
         sys.exit(2)
 
 
 def _bad_override(argv: list[str], error: Exception) -> str:
-    """The first ``--config.<path>=...`` of ``argv`` that names no field of the recipe, and
-    why; else ml_collections' ``error`` on one line."""
+    """What is wrong: the first ``--config.<path>=...`` of ``argv`` that names no field of the
+    recipe and why, or the recipe file's own error, on one line."""
     from r1jax.config import unknown_field
 
+    while error.args and isinstance(error.args[0], BaseException):  # ml_collections wraps
+        error = error.args[0]
+    keyed = isinstance(error, KeyError) and error.args and isinstance(error.args[0], str)
+    said = " ".join((error.args[0] if keyed else str(error)).split())  # KeyError str(): repr
     recipe = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
-    if recipe:
+    if not recipe:
+        return f"invalid config override: {said}"
+    try:
         config = FLAGS["config"].parser.parse(recipe[-1])
-        for arg in argv:
-            if arg.startswith("--config."):
-                why = unknown_field(config, arg[len("--config.") :].split("=", 1)[0])
-                if why is not None:
-                    return why
-    return ": " + " ".join(str(error).replace("\\'", "'").replace("\\n", " ").split()).strip("'\"")
+    except (AttributeError, KeyError):  # the recipe file itself fails
+        return f"error in the recipe {recipe[-1]}: {said}"
+    for arg in argv:
+        if arg.startswith("--config."):
+            why = unknown_field(config, arg[len("--config.") :].split("=", 1)[0])
+            if why is not None:
+                return f"invalid config override {why}"
+    return f"invalid config override: {said}"
 
 
 if __name__ == "__main__":

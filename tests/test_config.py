@@ -122,6 +122,17 @@ def test_cli_unknown_override_key():
     )
 
 
+def test_cli_names_a_recipe_file_that_fails_itself(tmp_path):
+    recipe = tmp_path / "bad.py"
+    recipe.write_text("from r1jax.config import base_config\n\n\ndef get_config():\n"
+                      "    c = base_config()\n    c.trian.steps = 3\n    return c\n")  # fmt: skip
+    r = _cli("info", f"--config={recipe}")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"r1jax info: error in the recipe {recipe}: 'trian' Did you mean \"train\" instead of "
+        '"trian"?'
+    )
+
+
 def test_cli_benchmarks_are_for_the_evaluating_commands_and_checked_first():
     r = _cli("eval", "--config=configs/tiny_smoke.py", "--benchmark=m:nme=jsonl")
     assert r.returncode == 2 and "Traceback" not in r.stderr
