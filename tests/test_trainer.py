@@ -21,7 +21,7 @@ from r1jax.rl.trainer import KILL_ENV, GRPOTrainer
 
 TESTS = os.path.dirname(__file__)
 ROOT = os.path.dirname(TESTS)
-VOLATILE = ("time/", "throughput/")
+VOLATILE = ("time/", "throughput/", "perf/")  # timings and what is computed from them
 
 
 def _rows(run_dir):
