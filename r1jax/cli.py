@@ -131,7 +131,6 @@ def _info() -> int:
 
 @command("convert", "load a HF checkpoint (or r1jax checkpoint) and write a HF directory")
 def _convert() -> int:
-
     from r1jax import storage
     from r1jax.model.hf import copy_tokenizer_files, load_hf_model, save_hf_model
 
@@ -296,17 +295,13 @@ def _run(name: str, fn: Callable[[], int]) -> int:
 def _check_remote_paths(c: Any) -> None:
     """:func:`r1jax.storage.check_remote_paths` of the config's paths, as a ConfigError."""
     from r1jax import storage
-    from r1jax.config import ConfigError
+    from r1jax.config import ConfigError, field_value
 
     names = ("run_dir", "model.hf_path", "tokenizer.path", "data.path", "data.data_dir",
              "cold_start.path", "reward_model.path", "train.init_checkpoint")  # fmt: skip
-    fields = {}
-    for name in names:
-        value = c
-        for part in name.split("."):
-            value = value.get(part) if hasattr(value, "get") else None
-        if isinstance(value, str):  # (data.path may also be a list of files)
-            fields[f"config.{name}"] = value
+    values = {f"config.{name}": field_value(c, name) for name in names}
+    # (data.path may also be a list of files)
+    fields = {name: value for name, value in values.items() if isinstance(value, str)}
     try:
         tb = f"{c.run_dir.rstrip('/')}/tb" if c.train.tensorboard else None
         storage.check_remote_paths(fields, tb)

@@ -45,13 +45,18 @@ def _leaf_paths(c: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
     return out
 
 
-def _resolves(c: ml_collections.ConfigDict, path: str) -> bool:
+_MISSING = object()
+
+
+def field_value(c: ml_collections.ConfigDict, path: str, default: Any = None) -> Any:
+    """The value of the dotted field ``path`` of ``c`` (``"data.path"``), or ``default`` when
+    ``c`` has no such field."""
     node: Any = c
     for part in path.split("."):
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            return False
+            return default
         node = node[part]
-    return True
+    return node
 
 
 def unknown_field(c: ml_collections.ConfigDict, path: str) -> str | None:
@@ -71,7 +76,7 @@ def unknown_field(c: ml_collections.ConfigDict, path: str) -> str | None:
     prefix, rest = "".join(f"{p}." for p in parts[:i]), "".join(f".{p}" for p in parts[i + 1 :])
     near = [prefix + k for k in difflib.get_close_matches(part, list(node.keys()), n=3)]
     near += [q for q in _leaf_paths(c) if q.rsplit(".", 1)[-1] == part and q not in near]
-    near = [q + rest if _resolves(c, q + rest) else q for q in near]
+    near = [q + rest if field_value(c, q + rest, _MISSING) is not _MISSING else q for q in near]
     said = f"--config.{path}: {group} has no field {part!r}"
     if near:
         return f"{said}; did you mean {' or '.join(f'--config.{q}' for q in near[:3])}?"

@@ -157,6 +157,16 @@ def remove(p: str) -> None:
     path(p).unlink()
 
 
+def rename(src: str, dst: str) -> None:
+    """Moves file ``src`` to ``dst`` (replacing it): ``os.replace`` locally; an object store
+    has no rename, so there it is a copy and a delete."""
+    if not is_remote(src) and not is_remote(dst):
+        os.replace(src, dst)
+        return
+    copy_file(src, dst)
+    remove(src)
+
+
 def copy_file(src: str, dst: str) -> None:
     """Copies one file between any two local or remote places (overwriting ``dst``), streamed
     (a backend's own copy does not cross from local to remote)."""

@@ -169,11 +169,7 @@ class _Progress:
 
     def finish(self) -> None:
         if self.write:
-            if storage.is_remote(self.dst):  # (an object store renames by copying)
-                storage.copy_file(self.rows_path, self.dst)
-                storage.remove(self.rows_path)
-            else:
-                os.replace(self.rows_path, self.dst)
+            storage.rename(self.rows_path, self.dst)
             storage.remove(self.state_path)
 
 
