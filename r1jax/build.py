@@ -35,6 +35,34 @@ def tokenizer_source(c: ml_collections.ConfigDict) -> str:
     return c.tokenizer.path or ("" if c.tokenizer.chars else c.model.hf_path)
 
 
+def save_tokenizer_files(c: ml_collections.ConfigDict, tokenizer: Any, dst: str) -> list[str]:
+    """Writes the run's tokenizer next to a HF model exported to ``dst``: the tokenizer and
+    generation files of its source directory, or a character vocabulary as Hugging Face
+    files (:meth:`r1jax.tokenizer.CharTokenizer.save_hf`). Returns the names written."""
+    from r1jax.model.hf import copy_tokenizer_files
+    from r1jax.tokenizer import CharTokenizer
+
+    if isinstance(tokenizer, CharTokenizer):
+        return tokenizer.save_hf(dst)
+    source = tokenizer_source(c)
+    return copy_tokenizer_files(source, dst) if source else []
+
+
+def token_ids(tokenizer: Any) -> dict[str, Any]:
+    """The tokenizer's BOS/EOS/pad ids, as ``config.json`` names them (what an exported
+    preset model's config gets: ``r1jax.model.hf.config_to_hf``'s ``token_ids``)."""
+    eos = tokenizer.eos_ids
+    try:
+        pad = tokenizer.pad_id
+    except ValueError:  # neither a pad nor an eos token
+        pad = None
+    return {
+        "bos_token_id": tokenizer.bos_id,
+        "eos_token_id": (eos[0] if len(eos) == 1 else eos) if eos else None,
+        "pad_token_id": pad,
+    }
+
+
 def build_mesh(c: ml_collections.ConfigDict) -> Mesh:
     return shd.make_mesh(tuple(c.mesh.shape))
 

@@ -150,22 +150,22 @@ def _export() -> int:
 
     from r1jax import build
     from r1jax.distributed import is_primary
-    from r1jax.model.hf import copy_tokenizer_files, save_hf_model
+    from r1jax.model.hf import save_hf_model
 
     c = _require_config()
     if not FLAGS.dst:
         raise app.UsageError("export needs --dst=<dir>")
     mesh = build.build_mesh(c)
-    model, step, weights = build.load_run_model(c, mesh, build.build_tokenizer(c), FLAGS.step)
+    tokenizer = build.build_tokenizer(c)
+    model, step, weights = build.load_run_model(c, mesh, tokenizer, FLAGS.step)
     if step is None:
         raise app.UsageError(f"no checkpoints in {os.path.join(c.run_dir, 'checkpoints')}")
-    save_hf_model(model, FLAGS.dst, dtype=FLAGS.dtype)  # with several processes, 0 writes
+    ids = build.token_ids(tokenizer)
+    save_hf_model(model, FLAGS.dst, dtype=FLAGS.dtype, token_ids=ids)  # every process; 0 writes
     if not is_primary():
         return 0
-    source = build.tokenizer_source(c)
-    copied = copy_tokenizer_files(source, FLAGS.dst) if source else []
-    note = ", ".join(copied) or ("none (a character vocabulary)" if c.tokenizer.chars else "none")
-    print(f"wrote {weights} to {FLAGS.dst} (tokenizer files: {note})")
+    written = build.save_tokenizer_files(c, tokenizer, FLAGS.dst)
+    print(f"wrote {weights} to {FLAGS.dst} (tokenizer files: {', '.join(written) or 'none'})")
     return 0
 
 

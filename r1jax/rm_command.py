@@ -41,19 +41,6 @@ def load_pairs(c: ml_collections.ConfigDict, path_field: str, tokenizer: Any) ->
     return formatted_text_rows(c, tokenizer, f"reward_model.{path_field}", rm.prompt_field, fields)
 
 
-def _save_tokenizer(c: ml_collections.ConfigDict, tokenizer: Any, dst: str) -> None:
-    """The run's tokenizer next to the exported reward model (files, or the char vocab)."""
-    from r1jax.build import tokenizer_source
-    from r1jax.model.hf import copy_tokenizer_files
-    from r1jax.tokenizer import CharTokenizer
-
-    source = tokenizer_source(c)
-    if source:
-        copy_tokenizer_files(source, dst)
-    elif isinstance(tokenizer, CharTokenizer):
-        tokenizer.save(dst)
-
-
 def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print) -> dict:
     """Trains (or resumes, or finds finished) the reward model of ``c``; exports it; returns
     ``{"step", "hf_dir", "eval_before", "eval_after"}`` (evals None without an eval_path)."""
@@ -143,9 +130,10 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
             writer.close()
     after = evaluate()
     hf_dir = os.path.join(folder, "hf")
-    save_hf_model(model, hf_dir, pad_token_id=tokenizer.pad_id)  # every process; 0 writes
+    ids = build.token_ids(tokenizer)  # every process; 0 writes
+    save_hf_model(model, hf_dir, pad_token_id=tokenizer.pad_id, token_ids=ids)
     if primary:
-        _save_tokenizer(c, tokenizer, hf_dir)
+        build.save_tokenizer_files(c, tokenizer, hf_dir)
     result = {"step": rm.steps, "hf_dir": hf_dir, "eval_before": before, "eval_after": after}
     if primary:
         storage.write_text(os.path.join(folder, "eval.json"), json.dumps(result, indent=2))

@@ -402,6 +402,50 @@ class CharTokenizer(Tokenizer):
         storage.write_text(target, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
         return target
 
+    def hf_tokenizer_json(self) -> str:
+        """The vocabulary as a Hugging Face ``tokenizer.json``: a WordLevel model over single
+        characters (every character its own pre-token), the specials as special added tokens
+        with their ids, BOS prepended by the post-processor when ``add_bos``, and a decoder
+        that joins the characters. ``tokenizers`` and ``transformers`` encode and decode
+        with it as this tokenizer does (an unknown character raises there too)."""
+        from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
+        from tokenizers import Tokenizer as RustTokenizer
+
+        tok = RustTokenizer(models.WordLevel(self._vocab))
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+        tok.decoder = decoders.Fuse()
+        specials = [AddedToken(s, special=True, normalized=False) for s in self.specials]
+        tok.add_special_tokens(specials)
+        if self._add_bos:
+            bos = self._tokens["bos_token"]
+            tok.post_processor = processors.TemplateProcessing(
+                single=f"{bos} $A", pair=f"{bos} $A $B:1", special_tokens=[(bos, self.bos_id)]
+            )
+        return tok.to_str(pretty=True)
+
+    def save_hf(self, folder: str | Path) -> list[str]:
+        """Write the tokenizer into the directory ``folder`` (local or remote) as Hugging Face
+        files: ``tokenizer.json`` (:meth:`hf_tokenizer_json`) and ``tokenizer_config.json``
+        (special tokens, ``add_bos_token``, chat template). ``transformers.AutoTokenizer`` and
+        :func:`load_tokenizer` read them back with the same ids. Returns the names written."""
+        tok_cfg = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            **{k: v for k, v in self._tokens.items() if v is not None},
+            "add_bos_token": self._add_bos,
+            "clean_up_tokenization_spaces": False,
+        }
+        if self.chat_template:
+            tok_cfg["chat_template"] = self.chat_template
+        folder = str(folder).rstrip("/")
+        storage.makedirs(folder)
+        files = {
+            "tokenizer.json": self.hf_tokenizer_json(),
+            "tokenizer_config.json": json.dumps(tok_cfg, ensure_ascii=False, indent=2),
+        }
+        for name, text in files.items():
+            storage.write_text(f"{folder}/{name}", text)
+        return list(files)
+
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:

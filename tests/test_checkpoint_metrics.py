@@ -10,8 +10,10 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
+from trainer_fixtures import make_config
 
 from r1jax import sharding as shd
+from r1jax.build import build_tokenizer
 from r1jax.checkpoint import CheckpointError, RunCheckpointer
 from r1jax.metrics import MetricsWriter, plot_run, read_metrics
 from r1jax.model import create_model, get_preset
@@ -194,9 +196,17 @@ def test_train_then_export_to_transformers(tmp_path):
         )
         assert r.returncode == 0, r.stdout + r.stderr
     assert "run step 2 to" in r.stdout
-    assert "tokenizer files: none (a character vocabulary)" in r.stdout
+    # the run's character vocabulary goes along as HF files, its ids in config.json
+    assert "tokenizer files: tokenizer.json, tokenizer_config.json" in r.stdout
     config = json.load(open(tmp_path / "hf" / "config.json"))
     assert config["model_type"] == "qwen2"
+    # (not AutoTokenizer: transformers >= 5 swaps in Qwen2's BPE for any qwen2 config)
+    tok = transformers.PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "hf"))
+    ours_tok = build_tokenizer(make_config(str(tmp_path), "run"))  # chars "0123456789 +"
+    text = "12 + 7 <eos>"
+    assert tok(text)["input_ids"] == ours_tok.encode(text)
+    ids = (config["bos_token_id"], config["eos_token_id"], config["pad_token_id"])
+    assert ids == (ours_tok.bos_id, ours_tok.eos_id, ours_tok.pad_id) == (1, 2, 0)
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
     from r1jax.model.hf import load_hf_model
 

@@ -466,6 +466,10 @@ def test_rm_export_loads_in_r1jax_and_transformers_alike(trained_rm, mesh):
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(hf_dir)
     hf.eval()
     assert hf.config.num_labels == 1 and hf.config.pad_token_id == tok.pad_id
+    assert (hf.config.bos_token_id, hf.config.eos_token_id) == (tok.bos_id, tok.eos_id)
+    hf_tok = transformers.PreTrainedTokenizerFast.from_pretrained(hf_dir)  # the char vocab
+    assert [hf_tok(fmt({"prompt": p}) + r)["input_ids"] for p, r in probe] == [
+        tok.encode(fmt({"prompt": p}) + r) for p, r in probe]  # fmt: skip
     with torch.no_grad():
         theirs = np.array([float(hf(input_ids=torch.tensor([x])).logits[0, 0]) for x in ids])
     np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-4)

@@ -299,6 +299,42 @@ def test_char_tokenizer_save_load(tmp_path, target):
     assert loaded.decode(loaded.encode(text)) == text
 
 
+@pytest.mark.parametrize("with_bos", [True, False])
+def test_char_tokenizer_as_hf_files(tmp_path, with_bos):
+    """`save_hf` writes a real HF tokenizer: `transformers.AutoTokenizer` and `load_tokenizer`
+    read it back with the char tokenizer's ids, specials, BOS and chat template."""
+    specials = ("<pad>", "<bos>", "<eos>", "<sep>") if with_bos else ("<pad>", "<eos>")
+    chars = DEMO_CHARS + "\n\téü中🤖"
+    tok = CharTokenizer(chars, specials, bos_token="<bos>" if with_bos else None)
+    tok.chat_template = "{{ messages[0].content }}|"
+    assert tok.save_hf(tmp_path / "hf") == ["tokenizer.json", "tokenizer_config.json"]
+    ours, auto = load_tokenizer(tmp_path / "hf"), transformers.AutoTokenizer.from_pretrained(
+        str(tmp_path / "hf"))  # fmt: skip
+    assert isinstance(ours, HFTokenizer)
+    texts = [
+        "<think>3*4=12</think> <answer>(3*4)</answer>",
+        "  a\n\n\t w <eos>k<pad>",
+        "<sep>中🤖é<eos><eos>" if with_bos else "中🤖é<eos><eos>",
+        "<<eos>>",  # a special inside brackets that are chars
+        "",
+    ]
+    for text in texts:
+        want = tok.encode(text)
+        assert ours.encode(text) == want, text
+        assert auto(text)["input_ids"] == want, text
+        assert ours.decode(want) == tok.decode(want)
+        assert auto.decode(want, skip_special_tokens=True) == tok.decode(want)
+        assert ours.decode(want, False) == tok.decode(want, False)
+    assert (ours.vocab_size, ours.eos_id, ours.pad_id, ours.bos_id) == (
+        tok.vocab_size, tok.eos_id, tok.pad_id, tok.bos_id)  # fmt: skip
+    assert ours.add_bos_default == tok.add_bos_default == with_bos
+    assert (auto.eos_token_id, auto.pad_token_id, auto.bos_token_id) == (
+        tok.eos_id, tok.pad_id, tok.bos_id)  # fmt: skip
+    assert ours.chat_template == auto.chat_template == tok.chat_template
+    with pytest.raises(Exception, match="UNK"):  # an unknown character fails there too
+        ours.encode("abz")  # b, z: not in DEMO_CHARS
+
+
 def test_batch_encode_left_padding_hand_table():
     tok = CharTokenizer("abc")  # <pad>=0 <bos>=1 <eos>=2 a=3 b=4 c=5
     ids, mask = tok.batch_encode(["ab", "c", ""])

@@ -109,10 +109,18 @@ def architecture(cfg: ModelConfig) -> str:
     return causal.replace("ForCausalLM", CLASSIFIER_SUFFIX) if cfg.num_labels else causal
 
 
-def config_to_hf(cfg: ModelConfig, dtype: str, pad_token_id: int | None = None) -> dict[str, Any]:
+def config_to_hf(
+    cfg: ModelConfig,
+    dtype: str,
+    pad_token_id: int | None = None,
+    token_ids: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The ``config.json`` dict ``transformers`` needs to rebuild ``cfg`` (``pad_token_id``:
     a classifier pools each row at its last non-pad token, so ``transformers`` needs it for
-    batches of more than one row)."""
+    batches of more than one row). ``token_ids`` (``bos_token_id``, ``eos_token_id``,
+    ``pad_token_id``: the tokenizer's) fill those that ``cfg`` (or ``pad_token_id``) lacks, as
+    a model built from a preset does."""
+    token_ids = token_ids or {}
     rope: dict[str, Any] = {"rope_theta": cfg.rope_theta, "rope_type": "default"}
     if cfg.rope_scaling is not None:
         rs = cfg.rope_scaling
@@ -139,8 +147,8 @@ def config_to_hf(cfg: ModelConfig, dtype: str, pad_token_id: int | None = None) 
         "tie_word_embeddings": cfg.tie_word_embeddings,
         "max_position_embeddings": cfg.max_position_embeddings,
         "hidden_act": "silu",
-        "bos_token_id": cfg.bos_token_id,
-        "eos_token_id": cfg.eos_token_id,
+        "bos_token_id": _or(cfg.bos_token_id, token_ids.get("bos_token_id")),
+        "eos_token_id": _or(cfg.eos_token_id, token_ids.get("eos_token_id")),
         "torch_dtype": dtype,
         "dtype": dtype,
     }
@@ -149,11 +157,16 @@ def config_to_hf(cfg: ModelConfig, dtype: str, pad_token_id: int | None = None) 
     if cfg.num_labels:
         out["id2label"] = {str(i): f"LABEL_{i}" for i in range(cfg.num_labels)}
         out["label2id"] = {f"LABEL_{i}": i for i in range(cfg.num_labels)}
+    pad_token_id = _or(pad_token_id, token_ids.get("pad_token_id"))
     if pad_token_id is not None:
         out["pad_token_id"] = pad_token_id
     if cfg.family == "llama":
         out.update(attention_bias=False, mlp_bias=False)
     return out
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 # ----------------------------------------------------------------------------- name map
@@ -374,12 +387,14 @@ def save_hf_model(
     dtype: str | None = None,
     max_shard_bytes: int = 2 * 1024**3,
     pad_token_id: int | None = None,
+    token_ids: dict[str, Any] | None = None,
 ) -> None:
     """Writes ``model`` as a HF directory: ``config.json`` + safetensors shards (+ index).
 
     Tensors are gathered to the host one at a time. ``dtype`` defaults to the param dtype. A
     classifier (reward model) is written as ``*ForSequenceClassification``; give it the
-    tokenizer's ``pad_token_id`` (see :func:`config_to_hf`). With several JAX processes every
+    tokenizer's ``pad_token_id``; ``token_ids`` fill the BOS/EOS/pad ids a preset model
+    lacks (see :func:`config_to_hf`). With several JAX processes every
     process must call it (the tensors are gathered from all of them, one by one) and process
     0 writes ``path``.
     """
@@ -409,7 +424,7 @@ def save_hf_model(
             produce()
         return
     entries += _implied_zero_biases(cfg, np_dtype)
-    hf_config = config_to_hf(cfg, dtype, pad_token_id)
+    hf_config = config_to_hf(cfg, dtype, pad_token_id, token_ids)
     if not storage.is_remote(path):
         _write_hf_dir(entries, hf_config, np_dtype, max_shard_bytes, path)
         return
