@@ -149,17 +149,18 @@ def cold_start(
         if on_log is not None:
             on_log(entry)
 
+    flush = writer.flush if writer is not None else None
     try:
-        return _train_cold_start(c, model, tokenizer, mesh, ckpt_dir, log)
+        return _train_cold_start(c, model, tokenizer, mesh, ckpt_dir, log, flush)
     finally:
         if writer is not None:
             writer.close()
 
 
-def _train_cold_start(c, model, tokenizer, mesh, ckpt_dir: str, on_log) -> Transformer:
+def _train_cold_start(c, model, tokenizer, mesh, ckpt_dir: str, on_log, flush) -> Transformer:
     with contextlib.ExitStack() as stack:
         sampled = _sampled_eval(c, model, tokenizer, mesh, stack)
-        return _run_cold_start(c, model, tokenizer, mesh, ckpt_dir, on_log, sampled)
+        return _run_cold_start(c, model, tokenizer, mesh, ckpt_dir, on_log, flush, sampled)
 
 
 def _sampled_eval(c, model, tokenizer, mesh, stack: contextlib.ExitStack):
@@ -179,7 +180,7 @@ def _sampled_eval(c, model, tokenizer, mesh, stack: contextlib.ExitStack):
     return lambda state, step: evaluate_sets(c, sets, sampler, state, scorers, step, shard)
 
 
-def _run_cold_start(c, model, tokenizer, mesh, ckpt_dir, on_log, sampled) -> Transformer:
+def _run_cold_start(c, model, tokenizer, mesh, ckpt_dir, on_log, flush, sampled) -> Transformer:
     from r1jax.sft import train_sft
 
     cs = c.cold_start
@@ -211,6 +212,7 @@ def _run_cold_start(c, model, tokenizer, mesh, ckpt_dir, on_log, sampled) -> Tra
         checkpoint_dir=ckpt_dir,
         checkpoint_every=cs.checkpoint_every,
         on_log=on_log,
+        before_checkpoint=flush,
         eval_examples=held_out,
         eval_every=cs.eval_every,
         extra_eval=sampled,

@@ -218,6 +218,7 @@ def train_reward_model(
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 0,
     on_log: Callable[[dict[str, float]], None] | None = None,
+    before_checkpoint: Callable[[], None] | None = None,
 ) -> tuple[Transformer, list[dict[str, float]]]:
     """Trains the reward model ``model`` (``num_labels=1``) on ``(prompt, chosen, rejected)``
     triples for ``steps`` steps of ``batch_size`` pairs (``2 * batch_size`` rows of
@@ -226,12 +227,12 @@ def train_reward_model(
     one update (the same gradient as the full batch).
 
     ``optimizer``: further :func:`r1jax.optim.make_optimizer` arguments (``warmup_steps``,
-    ``schedule``, ``weight_decay``, ``grad_clip``, ``b1``, ``b2``). Checkpointing and resuming
-    work as in :func:`r1jax.sft.train_sft` (a resume with other pairs, batch size, ``max_len``,
-    seed or ``center_coef`` is refused). Returns ``(model, history)``; history entries hold
-    the window means of ``loss``, ``accuracy``, ``margin``, ``chosen``, ``rejected``,
-    ``grad_norm``, ``tokens`` with ``step``, ``lr``, ``step_time_s``, ``num_truncated``,
-    ``num_dropped``.
+    ``schedule``, ``weight_decay``, ``grad_clip``, ``b1``, ``b2``). Checkpointing, resuming
+    and ``before_checkpoint`` work as in :func:`r1jax.sft.train_sft` (a resume with other
+    pairs, batch size, ``max_len``, seed or ``center_coef`` is refused). Returns ``(model,
+    history)``; history entries hold the window means of ``loss``, ``accuracy``, ``margin``,
+    ``chosen``, ``rejected``, ``grad_norm``, ``tokens`` with ``step``, ``lr``,
+    ``step_time_s``, ``num_truncated``, ``num_dropped``.
     """
     from r1jax.sft_checkpoint import SFTCheckpoints
 
@@ -274,6 +275,7 @@ def train_reward_model(
         checkpoint_every=checkpoint_every,
         identity=identity,
         on_log=on_log,
+        before_checkpoint=before_checkpoint,
         extra_log={"num_truncated": truncated, "num_dropped": dropped},
         name="reward model",
         postfix=("loss", "accuracy"),

@@ -124,6 +124,7 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
             checkpoint_dir=ckpt_dir,
             checkpoint_every=rm.checkpoint_every,
             on_log=log,
+            before_checkpoint=writer.flush if writer is not None else None,
         )
     finally:
         if writer is not None:

@@ -387,6 +387,7 @@ def train_sft(
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 0,
     on_log: Callable[[dict[str, float]], None] | None = None,
+    before_checkpoint: Callable[[], None] | None = None,
     eval_examples: Sequence[Example] = (),
     eval_every: int = 0,
     extra_eval: Callable[[nnx.State, int], dict[str, float]] | None = None,
@@ -409,6 +410,8 @@ def train_sft(
     examples and settings continues from the newest checkpoint there, on the same trajectory
     (the data position is the step); one with other examples, batch size, ``max_len``,
     packing or seed is refused with a :class:`r1jax.checkpoint.CheckpointError` naming them.
+    ``before_checkpoint`` runs before each save, after ``on_log`` has had that step (flush a
+    metrics writer there).
 
     Returns ``(model, history)``: one dict every ``log_every`` steps (and at the last) with
     the means over the window of ``loss``, ``accuracy``, ``grad_norm``, ``tokens`` (targets per
@@ -478,6 +481,7 @@ def train_sft(
         checkpoint_every=checkpoint_every,
         identity=identity,
         on_log=on_log,
+        before_checkpoint=before_checkpoint,
         extra_log={"num_truncated": truncated, "num_dropped": dropped},
         grad_accum=grad_accum,
         weight_key="tokens",

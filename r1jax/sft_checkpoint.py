@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,9 @@ KILL_ENV = "R1JAX_TEST_SFT_SIGKILL_AT_STEP"  # test hook: simulate a crash after
 
 class SFTCheckpoints:
     """Saves every ``every`` steps (0: only when asked) and at the last; keeps the newest
-    ``keep``; restores the newest one whose ``meta["sft"]`` equals ``identity``."""
+    ``keep``; restores the newest one whose ``meta["sft"]`` equals ``identity``.
+    ``before_save`` runs before each save (the stage's metrics writer flushes there, so a
+    bucket's ``metrics.jsonl`` holds every step the checkpoint has)."""
 
     def __init__(
         self,
@@ -36,8 +38,9 @@ class SFTCheckpoints:
         identity: dict[str, Any],
         keep: int = 2,
         name: str = "SFT",
+        before_save: Callable[[], None] | None = None,
     ):
-        self.directory, self.name = directory, name
+        self.directory, self.name, self.before_save = directory, name, before_save
         self.every, self.identity = every, identity
         self.ckpt = RunCheckpointer(directory, keep=keep)
         self.kill_at = int(os.environ.get(KILL_ENV, "-1"))
@@ -82,6 +85,8 @@ class SFTCheckpoints:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def save(self, step: int, state: nnx.State, opt_state: Any) -> None:
+        if self.before_save is not None:
+            self.before_save()
         meta = {"step": step, "stage": self.name, "sft": self.identity}
         self.ckpt.save(step, state, opt_state, meta, force=True)
 

@@ -168,6 +168,7 @@ def run_train_loop(
     checkpoint_every: int = 0,
     identity: Mapping[str, Any] | None = None,
     on_log: Callable[[dict[str, float]], None] | None = None,
+    before_checkpoint: Callable[[], None] | None = None,
     extra_log: Mapping[str, float] | None = None,
     name: str = "SFT",
     postfix: Sequence[str] = ("loss", "accuracy"),
@@ -187,7 +188,8 @@ def run_train_loop(
         ``b1``, ``b2``).
       checkpoint_dir / checkpoint_every / identity: resumable checkpoints
         (:class:`r1jax.sft_checkpoint.SFTCheckpoints`); ``identity`` records what fixes the
-        data order, and a resume with another identity is refused.
+        data order, and a resume with another identity is refused. ``before_checkpoint``
+        runs before each save, after ``on_log`` has had the step's entry (flush metrics there).
       extra_log: constant entries added to every log entry.
       name: the stage's name in messages; ``postfix``: metrics shown on the progress bar.
       grad_accum / weight_key: micro-batches per update and how they are weighted (see
@@ -235,7 +237,8 @@ def run_train_loop(
     ckpt = None
     first = 0
     if checkpoint_dir:
-        ckpt = SFTCheckpoints(checkpoint_dir, checkpoint_every, dict(identity or {}), name=name)
+        ckpt = SFTCheckpoints(checkpoint_dir, checkpoint_every, dict(identity or {}), name=name,
+                              before_save=before_checkpoint)  # fmt: skip
         restored = ckpt.restore(state, opt_state)
         if restored is not None:
             first, state, opt_state = restored
@@ -267,22 +270,21 @@ def run_train_loop(
                 step += 1
                 bar.update(1)
                 window.append(metrics)
-                if ckpt is not None:
-                    ckpt.after_step(step, state, opt_state, final=step == steps)
                 at_eval = evaluate is not None and (
                     step == steps or (eval_every > 0 and step % eval_every == 0)
                 )
-                if step % log_every and step != steps and not at_eval:
-                    continue
-                entry = _log_entry(window, step, lr_at, time.perf_counter() - t0)
-                entry |= dict(extra_log or {})
-                if at_eval:
-                    entry |= evaluate(state, step)
-                history.append(entry)
-                if on_log is not None:
-                    on_log(entry)
-                bar.set_postfix({k: f"{entry[k]:.4f}" for k in postfix if k in entry})
-                window, t0 = [], time.perf_counter()
+                if not (step % log_every and step != steps and not at_eval):
+                    entry = _log_entry(window, step, lr_at, time.perf_counter() - t0)
+                    entry |= dict(extra_log or {})
+                    if at_eval:
+                        entry |= evaluate(state, step)
+                    history.append(entry)
+                    if on_log is not None:
+                        on_log(entry)
+                    bar.set_postfix({k: f"{entry[k]:.4f}" for k in postfix if k in entry})
+                    window, t0 = [], time.perf_counter()
+                if ckpt is not None:  # after the log: the metrics cover what it saves
+                    ckpt.after_step(step, state, opt_state, final=step == steps)
         # The loop ends early only when some process was interrupted: all save and stop.
         interrupted = step < steps
         if ckpt is not None and interrupted:

@@ -247,3 +247,39 @@ def test_ctrl_c_during_r1jax_sft_saves_and_says_where(tmp_path):
     last = max(int(s) for s in os.listdir(tmp_path / "long" / "sft" / "checkpoints"))
     assert 10 <= last < 100_000
     assert f"r1jax sft: interrupted (SFT interrupted at step {last}; saved step {last} to" in err
+
+
+def test_cold_start_flushes_its_metrics_before_each_checkpoint(tmp_path, monkeypatch):
+    """Each SFT checkpoint is saved after the metrics rows of its steps and a flush of the
+    writer: in a bucket ``metrics.jsonl`` is an object rewritten on flush, and the steps a
+    resume skips must already be in it."""
+    from r1jax import build, recipes
+    from r1jax.checkpoint import RunCheckpointer
+    from r1jax.metrics import MetricsWriter
+
+    events = []
+
+    def record(cls, name, event):
+        original = getattr(cls, name)
+
+        def wrapper(self, *args, **kwargs):
+            events.append(event(*args))
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, wrapper)
+
+    record(MetricsWriter, "write", lambda step, row: ("row", step))
+    record(MetricsWriter, "flush", lambda: ("flush", None))
+    record(RunCheckpointer, "save", lambda step, *rest: ("save", step))
+    c = make_config(tmp_path, **_sft_changes(tmp_path))  # 6 steps, checkpoints at 2, 4, 6
+    c.cold_start.eval_path, c.cold_start.eval_every = c.cold_start.path, 4  # rows at 0, 4, 6
+    mesh = build.build_mesh(c)
+    tokenizer = build.build_tokenizer(c)
+    recipes.cold_start(c, build.build_model(c, mesh, tokenizer), tokenizer, mesh)
+    rows = [s for kind, s in events if kind == "row"]
+    saves = [i for i, (kind, _) in enumerate(events) if kind == "save"]
+    assert rows == [0, 4, 6] and [events[i][1] for i in saves] == [2, 4, 6]
+    for i in saves:
+        before = events[:i]
+        assert [s for kind, s in before if kind == "row"] == [s for s in rows if s <= events[i][1]]
+        assert before[-1] == ("flush", None)
