@@ -272,10 +272,10 @@ def test_a_signal_saves_and_exits_cleanly(tmp_path, sig, code):
     steps = os.listdir(os.path.join(run, "checkpoints"))
     assert str(last) in steps and 0 < last < 1000
     name = signal.Signals(sig).name
-    assert f"{name}: finishing this step, saving a checkpoint, then exiting" in out
+    assert f"{name}: finishing this GRPO step, saving a checkpoint, then exiting" in out
     if sig == signal.SIGTERM:
-        said = f"stopped by SIGTERM after step {last}; saved it to {run}/checkpoints"
-        assert err.rstrip().endswith(f"r1jax train: {said}: the same command resumes")
+        said = f"GRPO stopped by SIGTERM at step {last}; saved step {last} to {run}/checkpoints"
+        assert err.rstrip().endswith(f"r1jax train: {said}; the same command resumes")
 
 
 @pytest.mark.parametrize("bad", ["rl__group_size"])

@@ -521,7 +521,7 @@ class GRPOTrainer:
                 f"{self.run_dir} is at step {self.step}, train.steps={c.train.steps}: nothing to "
                 "do (raise train.steps to continue the run)"
             )
-        stop = GracefulStop("finishing this step, saving a checkpoint, then exiting")
+        stop = GracefulStop("finishing this GRPO step, saving a checkpoint, then exiting")
         processes = self.data_shard[1]  # a signal to any process stops all after the same step
         kill_at = int(os.environ.get(KILL_ENV, "-1"))
         bar = tqdm(
@@ -567,8 +567,8 @@ class GRPOTrainer:
             self.ckpt.wait()
         if stop.preempted:
             raise Preempted(
-                f"stopped by SIGTERM after step {self.step}; saved it to "
-                f"{self.ckpt.directory}: the same command resumes"
+                f"GRPO stopped by SIGTERM at step {self.step}; saved step {self.step} to "
+                f"{self.ckpt.directory}; the same command resumes"
             )
         return history
 
