@@ -127,6 +127,26 @@ def test_export_roundtrip_loads_in_transformers(hf_dirs, family, tmp_path):
     )
 
 
+def test_large_loads_and_exports_show_progress(hf_dirs, tmp_path, capsys, monkeypatch):
+    """A bar of bytes for models of at least PROGRESS_MIN_BYTES (none for small ones)."""
+    import r1jax.model.hf as hf_module
+
+    model = load_hf_model(hf_dirs["qwen2"])
+    save_hf_model(model, str(tmp_path / "small"))
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(hf_module, "PROGRESS_MIN_BYTES", 0)
+    out = str(tmp_path / "big")
+    save_hf_model(model, out, max_shard_bytes=20_000)  # several shards, one bar
+    load_hf_model(out)
+    err = capsys.readouterr().err
+    total = sum(int(np.asarray(v.get_value()).nbytes) for _, v in nnx.to_flat_state(
+        nnx.state(model)))  # fmt: skip
+    for verb in ("writing", "loading"):
+        lines = [x for x in err.replace("\r", "\n").splitlines() if x.startswith(f"{verb} {out}")]
+        assert lines and "100%" in lines[-1], err
+    assert f"{total / 1e3:.0f}k" in err or f"{total / 1e3:.1f}k" in err, (total, err)
+
+
 def test_export_bf16(hf_dirs, tmp_path):
     model = load_hf_model(hf_dirs["qwen2"])
     save_hf_model(model, str(tmp_path / "bf16"), dtype="bfloat16")

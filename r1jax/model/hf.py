@@ -31,6 +31,8 @@ from r1jax.tokenizer import TOKENIZER_FILES
 FAMILIES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}
 CLASSIFIER_SUFFIX = "ForSequenceClassification"  # reward models: Qwen2ForSequenceClassification ...
 INDEX_FILE = "model.safetensors.index.json"
+PROGRESS_MIN_BYTES = 1 << 30
+"""Loads and exports of at least this many bytes show a progress bar (on process 0)."""
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +40,16 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: a Hugging Face directory that cannot be loaded, or a
     run's Orbax checkpoints that this config cannot continue (:mod:`r1jax.checkpoint`). The
     message names the file, tensor or step and what is wrong."""
+
+
+def _bytes_bar(total: int, desc: str) -> Any:
+    """A tqdm bar over ``total`` bytes, shown on process 0 for at least
+    :data:`PROGRESS_MIN_BYTES` (the tensor-by-tensor load or export of a large model)."""
+    from tqdm.auto import tqdm
+
+    show = total >= PROGRESS_MIN_BYTES and jax.process_index() == 0
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not show,
+                dynamic_ncols=True, mininterval=1.0)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- config
@@ -299,38 +311,14 @@ def load_hf_model(
     graphdef, abs_state = nnx.split(abstract_model(cfg))
     shardings = shd.state_shardings(abs_state, mesh, rules)
     flat_shardings = dict(nnx.to_flat_state(shardings))
-    expected = set()
+    abstract = nnx.to_flat_state(abs_state)
+    nbytes = {p: int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for p, v in abstract}
     new_flat = []
-    for p, var in nnx.to_flat_state(abs_state):
-        name, fn = hf_name(p)
-        expected.add(name)
-        if name == "score.weight" and name not in tensors:  # a language model -> reward model
-            head = new_score_head(var.shape, var.dtype, flat_shardings[p])
-            new_flat.append((p, var.replace(head)))
-            continue
-        if name not in tensors:
-            raise CheckpointError(
-                f"{path}: tensor {name!r} (for parameter {'/'.join(map(str, p))}"
-                f", shape {var.shape}) is missing from the checkpoint"
-            )
-        src = tensors[name]
-        try:
-            view = fn(src.get(name), var.shape)
-        except (ValueError, SafetensorsError) as e:
-            raise CheckpointError(
-                f"{src.path}: tensor {name!r} of shape {src.shape(name)} "
-                f"does not fit parameter shape {var.shape} ({e})"
-            ) from e
-        dtype = var.dtype
-        arr = jax.make_array_from_callback(
-            var.shape,
-            flat_shardings[p],
-            # A copy: device buffers must never alias the file mapping (on CPU, JAX would
-            # otherwise keep the mapping alive, and an overwritten file would change weights).
-            lambda idx, v=view, dt=dtype: np.array(v[idx], dtype=dt, copy=True),
-        )
-        new_flat.append((p, var.replace(arr)))
-    extra = set(tensors) - expected
+    with _bytes_bar(sum(nbytes.values()), f"loading {path}") as bar:
+        for p, var in abstract:
+            new_flat.append((p, _load_param(p, var, tensors, flat_shardings, path)))
+            bar.update(nbytes[p])
+    extra = set(tensors) - {hf_name(p)[0] for p, _ in abstract}
     if cfg.tie_word_embeddings or cfg.num_labels:
         extra.discard("lm_head.weight")
     extra = {n for n in extra if not n.endswith("rotary_emb.inv_freq")}
@@ -342,6 +330,35 @@ def load_hf_model(
         )
     state = nnx.from_flat_state(new_flat)
     return nnx.merge(graphdef, state)
+
+
+def _load_param(p: tuple, var: Any, tensors: dict, shardings: dict, path: str) -> Any:
+    """The parameter ``p`` (abstract ``var``) placed on its shards from its checkpoint tensor
+    (or a new score head for a language model loaded as a reward model)."""
+    name, fn = hf_name(p)
+    if name == "score.weight" and name not in tensors:  # a language model -> reward model
+        return var.replace(new_score_head(var.shape, var.dtype, shardings[p]))
+    if name not in tensors:
+        raise CheckpointError(
+            f"{path}: tensor {name!r} (for parameter {'/'.join(map(str, p))}"
+            f", shape {var.shape}) is missing from the checkpoint"
+        )
+    src = tensors[name]
+    try:
+        view = fn(src.get(name), var.shape)
+    except (ValueError, SafetensorsError) as e:
+        raise CheckpointError(
+            f"{src.path}: tensor {name!r} of shape {src.shape(name)} "
+            f"does not fit parameter shape {var.shape} ({e})"
+        ) from e
+    arr = jax.make_array_from_callback(
+        var.shape,
+        shardings[p],
+        # A copy: device buffers must never alias the file mapping (on CPU, JAX would
+        # otherwise keep the mapping alive, and an overwritten file would change weights).
+        lambda idx, v=view, dt=var.dtype: np.array(v[idx], dtype=dt, copy=True),
+    )
+    return var.replace(arr)
 
 
 # ----------------------------------------------------------------------------- export
@@ -429,15 +446,21 @@ def save_hf_model(
         _write_hf_dir(entries, hf_config, np_dtype, max_shard_bytes, path)
         return
     with tempfile.TemporaryDirectory(prefix="r1jax-export-") as local:  # then uploaded
-        _write_hf_dir(entries, hf_config, np_dtype, max_shard_bytes, local)
+        _write_hf_dir(entries, hf_config, np_dtype, max_shard_bytes, local, label=path)
         storage.upload_dir(local, path)
 
 
 def _write_hf_dir(
-    entries: list[tuple], hf_config: dict, np_dtype: np.dtype, max_shard_bytes: int, path: str
+    entries: list[tuple],
+    hf_config: dict,
+    np_dtype: np.dtype,
+    max_shard_bytes: int,
+    path: str,
+    label: str = "",
 ) -> None:
     """Writes ``entries`` (name, shape, produce, bytes) as safetensors shards (+ index) and
-    ``hf_config`` as ``config.json`` into the local directory ``path``."""
+    ``hf_config`` as ``config.json`` into the local directory ``path`` (``label``: its name
+    on the progress bar, when it is a temporary one)."""
     os.makedirs(path, exist_ok=True)
     shards: list[list[tuple]] = [[]]
     size = 0
@@ -448,16 +471,27 @@ def _write_hf_dir(
         shards[-1].append(e)
         size += e[3]
     weight_map = {}
-    for i, group in enumerate(shards):
-        fname = (
-            "model.safetensors"
-            if len(shards) == 1
-            else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        )
-        save_file([(n, (s, np_dtype, fn)) for n, s, fn, _ in group], os.path.join(path, fname))
-        weight_map.update({n: fname for n, *_ in group})
+    total = sum(e[3] for e in entries)
+    with _bytes_bar(total, f"writing {label or path}") as bar:
+
+        def counted(produce: Callable[[], np.ndarray], nbytes: int) -> Callable[[], np.ndarray]:
+            def run() -> np.ndarray:
+                array = produce()
+                bar.update(nbytes)
+                return array
+
+            return run
+
+        for i, group in enumerate(shards):
+            fname = (
+                "model.safetensors"
+                if len(shards) == 1
+                else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            )
+            tensors = [(n, (s, np_dtype, counted(fn, b))) for n, s, fn, b in group]
+            save_file(tensors, os.path.join(path, fname))
+            weight_map.update({n: fname for n, *_ in group})
     if len(shards) > 1:
-        total = sum(e[3] for e in entries)
         with open(os.path.join(path, INDEX_FILE), "w") as f:
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     with open(os.path.join(path, "config.json"), "w") as f:
