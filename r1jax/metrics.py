@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -37,6 +38,8 @@ class MetricsWriter:
     """
 
     UPLOAD_EVERY_S = 30.0
+    WANDB_ID_FILE = "wandb_run_id"
+    """Holds the W&B run id of the run directory, so that a resumed run logs to the same run."""
 
     def __init__(
         self,
@@ -44,6 +47,7 @@ class MetricsWriter:
         resume_step: int = 0,
         tensorboard: bool = True,
         wandb_project: str | None = None,
+        wandb_config: Mapping[str, Any] | None = None,
     ):
         storage.makedirs(run_dir)
         self.path = os.path.join(run_dir, "metrics.jsonl")
@@ -70,8 +74,7 @@ class MetricsWriter:
                     wandb_project,
                 )
             else:
-                local = None if storage.is_remote(run_dir) else run_dir
-                self._wandb = wandb.init(project=wandb_project, dir=local, resume="allow")
+                self._wandb = _wandb_run(wandb, wandb_project, run_dir, wandb_config)
 
     def _rows_up_to(self, step: int) -> list[str]:
         """The lines of the existing file whose step is at most ``step``."""
@@ -117,6 +120,25 @@ class MetricsWriter:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _wandb_run(wandb: Any, project: str, run_dir: str, config: Mapping[str, Any] | None) -> Any:
+    """The W&B run of ``run_dir``: its id is kept in ``<run_dir>/wandb_run_id``, so a resumed
+    run continues the same W&B run (named after the run directory, with the config)."""
+    id_file = os.path.join(run_dir, MetricsWriter.WANDB_ID_FILE)
+    if storage.exists(id_file):
+        run_id = storage.read_text(id_file).strip()
+    else:
+        run_id = secrets.token_hex(4)
+        storage.write_text(id_file, run_id + "\n")
+    return wandb.init(
+        project=project,
+        id=run_id,
+        resume="allow",
+        name=os.path.basename(run_dir.rstrip("/")),
+        dir=None if storage.is_remote(run_dir) else run_dir,
+        config=dict(config) if config is not None else None,
+    )
 
 
 def _tensorboard(log_dir: str, purge_step: int) -> Any:

@@ -229,16 +229,25 @@ def test_train_then_export_to_transformers(tmp_path):
 def test_wandb_logs_when_installed_and_warns_when_not(tmp_path, monkeypatch, caplog):
     import types
 
-    logged = []
+    logged, inits = [], []
     run = types.SimpleNamespace(
         log=lambda row, step: logged.append((step, row)), finish=lambda: logged.append("end")
     )
-    fake = types.SimpleNamespace(init=lambda **kw: run)
+    fake = types.SimpleNamespace(init=lambda **kw: inits.append(kw) or run)
     monkeypatch.setitem(sys.modules, "wandb", fake)
-    w = MetricsWriter(str(tmp_path / "a"), tensorboard=False, wandb_project="p")
+    w = MetricsWriter(str(tmp_path / "a"), tensorboard=False, wandb_project="p",
+                      wandb_config={"rl": {"beta": 0.0}})  # fmt: skip
     w.write(1, {"reward/mean": 0.5})
     w.close()
     assert logged[0][0] == 1 and logged[0][1]["reward/mean"] == 0.5 and logged[-1] == "end"
+    # a resumed run (a new writer on the same run_dir) continues the same W&B run
+    MetricsWriter(str(tmp_path / "a"), resume_step=1, tensorboard=False, wandb_project="p")
+    MetricsWriter(str(tmp_path / "c"), tensorboard=False, wandb_project="p")  # another run
+    first, resumed, other = inits
+    assert first["id"] == resumed["id"] != other["id"] and len(first["id"]) == 8
+    assert (first["project"], first["resume"], first["name"]) == ("p", "allow", "a")
+    assert first["config"] == {"rl": {"beta": 0.0}} and first["dir"] == str(tmp_path / "a")
+    assert open(tmp_path / "a" / "wandb_run_id").read() == first["id"] + "\n"
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
     with caplog.at_level(logging.WARNING):
         w = MetricsWriter(str(tmp_path / "b"), tensorboard=False, wandb_project="p")

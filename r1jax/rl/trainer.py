@@ -124,6 +124,7 @@ class GRPOTrainer:
                 resume_step=self.step,
                 tensorboard=c.train.tensorboard,
                 wandb_project=c.train.wandb_project or None,
+                wandb_config=c.to_dict(),
             )
 
     # ------------------------------------------------------------------ construction
