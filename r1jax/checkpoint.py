@@ -6,7 +6,9 @@ the same trajectory (PRNG keys are derived from (seed, step), so the seed and st
 
 Saving is asynchronous; Orbax writes into a temporary directory and renames it when complete,
 so a save interrupted by ``kill -9`` never looks finished. On restore, a checkpoint that fails
-to load (corrupted files) is skipped with a warning and the previous one is tried. Nothing is
+to load (corrupted files) is skipped with a warning and the previous one is tried; once an
+older one restores, the damaged newer ones are moved to ``<checkpoints>.damaged/<step>`` (kept,
+not deleted), so that the resumed run saves those steps again. Nothing is
 ever started over a run whose checkpoints cannot be used: when none restores, or when the
 parameter shapes saved in ``meta`` differ from the model being restored into (the run's
 config changed), :class:`CheckpointError` says so and the directory is left as it is.
@@ -23,6 +25,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from orbax.checkpoint import checkpoint_managers as cm
 
+from r1jax import distributed as dist
 from r1jax import storage
 from r1jax.model.hf import CheckpointError
 
@@ -50,9 +53,13 @@ def _abstract(tree: Any) -> Any:
 
 
 class RunCheckpointer:
-    """Saves and restores one run's checkpoints; keeps the last N plus the best by eval."""
+    """Saves and restores one run's checkpoints; keeps the last N plus the best by eval.
+    ``read_only``: for commands that only read a run (eval, sample, export), which may run
+    while it trains: they leave its half-written (in progress) saves alone."""
 
-    def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
+    def __init__(
+        self, directory: str, keep: int = 3, async_save: bool = True, read_only: bool = False
+    ):
         self.directory = storage.absolute(directory)
         policy = cm.preservation_policy.AnyPreservationPolicy(
             [
@@ -67,10 +74,12 @@ class RunCheckpointer:
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policy,
             enable_async_checkpointing=async_save,
-            create=True,
-            cleanup_tmp_directories=True,
+            create=not read_only,
+            cleanup_tmp_directories=not read_only,
         )
         for d in (d for d in storage.listdir(self.directory) if ".orbax-checkpoint-tmp" in d):
+            if read_only:
+                continue
             log.warning(
                 "ignoring half-written checkpoint %s (an interrupted save)",
                 os.path.join(self.directory, d),
@@ -133,18 +142,23 @@ class RunCheckpointer:
             changed model config), or no checkpoint could be restored.
         """
         steps = self.steps()
-        failures = []
+        failures, damaged = [], []
         for step in reversed(steps):
             try:
                 meta = self.read_meta(step)
             except Exception as e:  # noqa: BLE001 - unreadable metadata: a damaged checkpoint
                 failures.append(self._skip(step, e))
+                damaged.append(step)
                 continue
             _check_shapes(meta.get("param_shapes"), params, f"{self.directory}/{step}")
             try:
-                return (step, *self._restore(step, meta, params, opt_state, ref_params))
+                restored = (step, *self._restore(step, meta, params, opt_state, ref_params))
             except Exception as e:  # noqa: BLE001 - any failure means: try the previous one
                 failures.append(self._skip(step, e))
+                damaged.append(step)
+                continue
+            self._set_aside(damaged)
+            return restored
         if steps:
             raise CheckpointError(
                 f"{self.directory} holds checkpoints of steps {steps} and none could be "
@@ -153,8 +167,33 @@ class RunCheckpointer:
             )
         return None
 
+    def _set_aside(self, steps: list[int]) -> None:
+        """Moves the damaged checkpoints ``steps`` (newer than the one restored) to
+        ``<directory>.damaged/``: kept for a look, and out of the way of the resumed run's
+        saves of the same steps (process 0 moves them; every process then reloads the list)."""
+        if not steps:
+            return
+        aside = f"{self.directory.rstrip('/')}.damaged"
+        if dist.is_primary():
+            storage.makedirs(aside)
+            for step in steps:
+                src, dst = f"{self.directory}/{step}", f"{aside}/{step}"
+                n = 1
+                while storage.exists(dst):
+                    dst, n = f"{aside}/{step}.{n}", n + 1
+                try:
+                    storage.path(src).rename(dst)
+                except OSError as e:
+                    raise CheckpointError(
+                        f"checkpoint {src} is damaged (an older one restored) and could not be "
+                        f"moved to {dst} ({e}); move it away by hand, then run again"
+                    ) from e
+                log.warning("moved the damaged checkpoint %s to %s", src, dst)
+        dist.barrier("r1jax checkpoints set aside")
+        self.manager.reload()
+
     def _skip(self, step: int, e: Exception) -> str:
-        why = f"step {step}: {type(e).__name__}: {str(e)[:300]}"
+        why = _why(step, e)
         log.warning("checkpoint %s/%d cannot be restored (%s); trying the previous one",
                     self.directory, step, why)  # fmt: skip
         return why
@@ -206,7 +245,7 @@ def sft_checkpoint_dir(run_dir: str) -> str:
 
 def saved_steps(directory: str) -> list[int]:
     """The steps of the complete checkpoints in ``directory``, oldest first."""
-    saved = RunCheckpointer(directory, async_save=False)
+    saved = RunCheckpointer(directory, async_save=False, read_only=True)
     try:
         return saved.steps()
     finally:
@@ -229,22 +268,37 @@ def load_params(
     """The policy params of checkpoint ``step`` (default: the newest) under ``path``: a run
     directory (see :func:`checkpoint_dir`) or a checkpoint folder itself. Returns
     ``(step, params)`` shaped like ``template``, or None when there is no checkpoint and no
-    ``step`` was asked for.
-    Reads only: a missing ``path`` is not created.
+    ``step`` was asked for. Without ``step``, a newest checkpoint that cannot be read
+    (damaged) is skipped with a warning for the one before.
+    Reads only: a missing ``path`` is not created, a save in progress is left alone.
 
     Raises:
-      CheckpointError: ``step`` is not there, or the checkpoint holds a different model.
+      CheckpointError: ``step`` is not there or cannot be read, none can be read, or the
+        checkpoint holds a different model.
     """
     directory = checkpoint_dir(path)
-    ck = RunCheckpointer(directory, async_save=False) if storage.isdir(directory) else None
+    ck = None
+    if storage.isdir(directory):
+        ck = RunCheckpointer(directory, async_save=False, read_only=True)
     try:
         steps = ck.steps() if ck is not None else []
         if step is None and not steps:
             return None
         if step is not None and step not in steps:
             raise CheckpointError(f"{directory} has no checkpoint of step {step} (steps: {steps})")
-        step = steps[-1] if step is None else step
-        return step, ck.restore_params(template, step)
+        tried, failures = [], []
+        for candidate in [step] if step is not None else reversed(steps):
+            try:
+                return candidate, ck.restore_params(template, candidate)
+            except CheckpointError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a damaged checkpoint: try the previous one
+                tried.append(candidate)
+                failures.append(ck._skip(candidate, e) if step is None else _why(candidate, e))
+        raise CheckpointError(
+            f"{directory}: cannot read the checkpoint of step(s) {tried} (damaged?): "
+            + "; ".join(failures)
+        )
     finally:
         if ck is not None:
             ck.close()
@@ -271,6 +325,10 @@ def weights_label(run_dir: str, step: int) -> str:
     if from_sft_stage(run_dir):
         return f"{os.path.dirname(sft_checkpoint_dir(run_dir))} step {step} (SFT stage)"
     return f"{run_dir} step {step}"
+
+
+def _why(step: int, e: Exception) -> str:
+    return f"step {step}: {type(e).__name__}: {str(e)[:300]}"
 
 
 def _check_shapes(saved: dict[str, list[int]] | None, template: nnx.State, where: str) -> None:

@@ -14,7 +14,7 @@ from trainer_fixtures import make_config
 
 from r1jax import sharding as shd
 from r1jax.build import build_tokenizer
-from r1jax.checkpoint import CheckpointError, RunCheckpointer
+from r1jax.checkpoint import CheckpointError, RunCheckpointer, load_params, saved_steps
 from r1jax.metrics import MetricsWriter, plot_run, read_metrics
 from r1jax.model import create_model, get_preset
 from r1jax.optim import init_opt_state, make_optimizer
@@ -255,3 +255,35 @@ def test_wandb_logs_when_installed_and_warns_when_not(tmp_path, monkeypatch, cap
     w.close()
     assert "wandb is not installed" in caplog.text
     assert read_metrics(str(tmp_path / "b"))[0]["reward/mean"] == 0.5
+
+
+def test_damaged_newest_checkpoint_set_aside_and_readers_fall_back(tmp_path, caplog):
+    """A damaged newest checkpoint: read-only commands fall back to the one before (or name
+    the asked-for step as unreadable); a resume moves it to ``<dir>.damaged/`` (kept) and
+    then saves that step again. Read-only commands leave a save in progress alone."""
+    mesh = shd.make_mesh((8, 1, 1))
+    params, opt_state = _state(mesh)
+    ck = RunCheckpointer(str(tmp_path / "ck"))
+    for step in (2, 4):
+        ck.save(step, params, opt_state, {"step": step})
+        ck.wait()
+    ck.close()
+    _truncate_files(tmp_path / "ck" / "4" / "params")
+    in_progress = tmp_path / "ck" / "6.orbax-checkpoint-tmp-1764300000"
+    os.makedirs(in_progress / "params")  # another process is saving step 6
+    with caplog.at_level(logging.WARNING):
+        assert load_params(str(tmp_path / "ck"), params)[0] == 2
+    assert "checkpoint" in caplog.text and "step 4" in caplog.text
+    with pytest.raises(CheckpointError, match=r"cannot read the checkpoint of step\(s\) \[4\]"):
+        load_params(str(tmp_path / "ck"), params, step=4)
+    assert saved_steps(str(tmp_path / "ck")) == [2, 4] and in_progress.is_dir()
+    ck = RunCheckpointer(str(tmp_path / "ck"))  # a resume
+    assert ck.restore_latest(params, opt_state)[0] == 2
+    assert ck.steps() == [2] and os.listdir(tmp_path / "ck.damaged") == ["4"]
+    newer = jax.tree.map(lambda x: x + 1, params)
+    ck.save(4, newer, opt_state, {"step": 4})  # the resumed run reaches step 4 again
+    ck.close()
+    step, back = load_params(str(tmp_path / "ck"), params)
+    assert step == 4
+    for (_, a), (_, b) in zip(nnx.to_flat_state(back), nnx.to_flat_state(newer), strict=True):
+        np.testing.assert_array_equal(np.asarray(a.get_value()), np.asarray(b.get_value()))

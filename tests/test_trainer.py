@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 from trainer_fixtures import config_file, make_config
 
-from r1jax.checkpoint import CheckpointError
+from r1jax.checkpoint import CheckpointError, load_params, saved_steps
 from r1jax.config import ConfigError
 from r1jax.perf import update_flops
 from r1jax.rl.trainer import KILL_ENV, GRPOTrainer
@@ -130,8 +130,13 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):
     try:
         assert t2.step == 2
         assert "cannot be restored" in caplog.text
+        # the damaged step 4 is set aside (kept), so the resumed run saves its own step 4
+        assert os.listdir(ckpt + ".damaged") == ["4"]
+        t2.train()
     finally:
         t2.close()
+    assert saved_steps(ckpt) == [2, 4]
+    assert load_params(c.run_dir, t2.params)[0] == 4
 
 
 def test_resume_with_a_changed_model_names_it_and_keeps_the_run(tmp_path, capsys):
