@@ -77,11 +77,12 @@ class MetricsWriter:
                 self._wandb = _wandb_run(wandb, wandb_project, run_dir, wandb_config)
 
     def _rows_up_to(self, step: int) -> list[str]:
-        """The lines of the existing file whose step is at most ``step``."""
+        """The lines of the existing file whose step is at most ``step`` (a line cut short by
+        a crash is dropped, with a warning)."""
         if not storage.exists(self.path):
             return []
-        lines = storage.read_text(self.path).splitlines(keepends=True)
-        return [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        rows = _parse_rows(self.path, storage.read_text(self.path))
+        return [json.dumps(row) + "\n" for row in rows if row["step"] <= step]
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
         row = {"step": step}
@@ -160,7 +161,29 @@ def read_metrics(run_dir: str) -> list[dict[str, Any]]:
     path = os.path.join(run_dir, "metrics.jsonl")
     if not storage.exists(path):
         raise FileNotFoundError(f"{path}: no metrics found (is {run_dir!r} a run directory?)")
-    return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
+    return _parse_rows(path, storage.read_text(path))
+
+
+def _parse_rows(path: str, text: str) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl`` text; lines that are not a JSON object with a ``step``
+    (a line cut short when the process was killed while writing it) are left out, with a
+    warning naming them."""
+    rows, bad = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+        else:
+            bad.append(number)
+    if bad:
+        log.warning("%s: left out line(s) %s, not a metrics row (cut short by a crash?)",
+                    path, bad[:10])  # fmt: skip
+    return rows
 
 
 PLOTS = (

@@ -287,3 +287,20 @@ def test_damaged_newest_checkpoint_set_aside_and_readers_fall_back(tmp_path, cap
     assert step == 4
     for (_, a), (_, b) in zip(nnx.to_flat_state(back), nnx.to_flat_state(newer), strict=True):
         np.testing.assert_array_equal(np.asarray(a.get_value()), np.asarray(b.get_value()))
+
+
+def test_a_metrics_line_cut_short_by_a_crash_is_left_out(tmp_path, caplog):
+    w = MetricsWriter(str(tmp_path), tensorboard=False)
+    for step in (1, 2, 3):
+        w.write(step, {"reward/mean": 0.1 * step})
+    w.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "reward/me')  # kill -9 in the middle of a write
+    with caplog.at_level(logging.WARNING):
+        assert [r["step"] for r in read_metrics(str(tmp_path))] == [1, 2, 3]
+    assert "left out line(s) [4]" in caplog.text
+    w = MetricsWriter(str(tmp_path), resume_step=3, tensorboard=False)  # the resume
+    w.write(4, {"reward/mean": 0.4})
+    w.close()
+    assert [r["step"] for r in read_metrics(str(tmp_path))] == [1, 2, 3, 4]
+    assert len(plot_run(str(tmp_path))) == 1
