@@ -8,6 +8,7 @@ from typing import Any
 import ml_collections
 from jax.sharding import Mesh
 
+from r1jax import config as cfgmod
 from r1jax import sharding as shd
 from r1jax.config import ConfigError, model_config
 from r1jax.model import Transformer, create_model
@@ -75,12 +76,19 @@ def build_tokenizer(c: ml_collections.ConfigDict):
     """The tokenizer named by ``c.tokenizer`` (a path, or a character vocabulary)."""
     from r1jax.tokenizer import CharTokenizer, load_tokenizer
 
+    def load(field: str, make: Callable[[], Any]) -> Any:
+        try:
+            return make()
+        except (OSError, ValueError) as e:
+            value = cfgmod.field_value(c, field)
+            raise ConfigError(f"config.{field}={value!r}: no usable tokenizer ({e})") from None
+
     if c.tokenizer.path:
-        return load_tokenizer(c.tokenizer.path)
+        return load("tokenizer.path", lambda: load_tokenizer(c.tokenizer.path))
     if c.tokenizer.chars:
-        return CharTokenizer(c.tokenizer.chars)
+        return load("tokenizer.chars", lambda: CharTokenizer(c.tokenizer.chars))
     if c.model.hf_path:
-        return load_tokenizer(c.model.hf_path)
+        return load("model.hf_path", lambda: load_tokenizer(c.model.hf_path))
     raise ConfigError(
         "config.tokenizer.path='' and config.tokenizer.chars='': set one of them "
         "(or model.hf_path to a directory that has a tokenizer)"
@@ -339,13 +347,32 @@ def build_scorer(c: ml_collections.ConfigDict):
     from r1jax.rewards import RewardScorer
 
     r = c.rewards
-    routes = {src: [tuple(f) for f in terms] for src, terms in r.routes.items()}
+    routes = {src: reward_terms(f"rewards.routes.{src}", terms) for src, terms in r.routes.items()}
     return RewardScorer(
-        [tuple(f) for f in r.functions],
+        reward_terms("rewards.functions", r.functions),
         routes=routes,
         num_workers=r.num_workers,
         timeout_s=r.timeout_s,
     )
+
+
+def reward_terms(field: str, terms: Any) -> list[Any]:
+    """The reward terms of the config field ``field`` (items of
+    :meth:`r1jax.rewards.registry.RewardSpec.from_config`), each checked to build and to name
+    a registered reward or an importable ``"module:function"`` (ConfigError naming the term)."""
+    from r1jax.rewards.registry import RewardSpec, reward_info
+
+    if isinstance(terms, str) or not isinstance(terms, (tuple, list)):
+        raise ConfigError(f"config.{field}={terms!r}: a list of reward terms, e.g. "
+                          "(('math_accuracy', 1.0), ('format_strict', 0.5))")  # fmt: skip
+    out = [tuple(t) if isinstance(t, list) else t for t in terms]
+    for i, term in enumerate(out):
+        try:
+            reward_info(RewardSpec.from_config(term).name)
+        except (KeyError, ImportError, AttributeError, TypeError, ValueError) as e:
+            said = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            raise ConfigError(f"config.{field}[{i}]={term!r}: {said}") from None
+    return out
 
 
 def reward_model_max_len(c: ml_collections.ConfigDict) -> int:

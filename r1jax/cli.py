@@ -330,11 +330,21 @@ def main(argv: list[str] | None = None) -> None:
         argv = [*argv[:2], f"--src={argv[2]}", *argv[3:]]
     from r1jax.checkpoint import CheckpointError
     from r1jax.config import ConfigError
+    from r1jax.data.records import DataError
     from r1jax.interrupt import PREEMPTED_EXIT_CODE, Preempted
+    from r1jax.model.safetensors_io import SafetensorsError
+    from r1jax.rl.trainer import TrainingError
 
+    started = []  # the flags parsed: the command runs
+
+    def run(_: list[str]) -> None:
+        started.append(True)
+        sys.exit(_run(name, fn))
+
+    named = (ConfigError, CheckpointError, DataError, SafetensorsError, TrainingError)
     try:
-        app.run(lambda _: sys.exit(_run(name, fn)), argv=[f"r1jax {name}"] + argv[2:])
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:  # the message says it all
+        app.run(run, argv=[f"r1jax {name}"] + argv[2:])
+    except (*named, FileNotFoundError) as e:  # the message says it all
         print(f"r1jax {name}: {e}", file=sys.stderr)
         sys.exit(2)
     except Preempted as e:  # SIGTERM: saved; not done (a scheduler may requeue the job)
@@ -345,6 +355,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"r1jax {name}: interrupted{said}", file=sys.stderr)
         sys.exit(130)
     except (AttributeError, KeyError) as e:  # ml_collections: unknown --config.<field>
+        if started:  # not the flags: a bug, with its traceback
+            raise
         print(f"r1jax {name}: {_bad_override(argv, e)}", file=sys.stderr)
         sys.exit(2)
 

@@ -196,6 +196,60 @@ def test_cli_ctrl_c_outside_training_exits_130_without_traceback(monkeypatch, ca
     assert capsys.readouterr().err.strip() == "r1jax boom: interrupted"
 
 
+def test_cli_errors_of_a_running_command(monkeypatch, capsys):
+    """A data error is one line; a KeyError inside a command is a bug with its traceback, not
+    a 'bad config override'."""
+    from r1jax import cli
+    from r1jax.data.records import DataError
+
+    def bad_row() -> int:
+        raise DataError("x.jsonl", 3, "prompt", "missing")
+
+    def bug() -> int:
+        return {}["settings"]
+
+    monkeypatch.setitem(cli.COMMANDS, "data", (bad_row, "test"))
+    monkeypatch.setitem(cli.COMMANDS, "bug", (bug, "test"))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["r1jax", "data"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "r1jax data: x.jsonl, row 3: field 'prompt': missing (value: None)")  # fmt: skip
+    with pytest.raises(KeyError, match="settings"):
+        cli.main(["r1jax", "bug"])
+
+
+@pytest.mark.parametrize(
+    "terms, said",
+    [
+        ((("nosuch", 1.0),), "config.rewards.functions[0]=('nosuch', 1.0): unknown reward"),
+        ((("os:nosuchfn", 1.0),), "[0]=('os:nosuchfn', 1.0): module 'os' has no attribute"),
+        ((("countdown", 1.0), ("countdown", "x")), "[1]=('countdown', 'x'): RewardSpec"),
+    ],
+)
+def test_bad_reward_terms_name_the_field(terms, said):
+    from r1jax.build import build_scorer
+
+    c = base_config()
+    c.rewards.functions = terms
+    with pytest.raises(ConfigError) as e:
+        build_scorer(c)
+    assert said in str(e.value)
+
+
+def test_an_unusable_tokenizer_names_the_field(tmp_path):
+    from r1jax.build import build_tokenizer
+
+    (tmp_path / "tok.json").write_text('{"a": 1}')
+    c = base_config()
+    c.tokenizer.path = str(tmp_path / "tok.json")
+    with pytest.raises(ConfigError, match=r"config.tokenizer.path='.*tok.json': no usable tok"):
+        build_tokenizer(c)
+    c.tokenizer.path, c.tokenizer.chars = "", "aa"
+    with pytest.raises(ConfigError, match=r"config.tokenizer.chars='aa': .*duplicate chars"):
+        build_tokenizer(c)
+
+
 @pytest.mark.parametrize(
     "name", sorted(f[:-3] for f in os.listdir(CONFIGS) if f.endswith(".py") and f != "__init__.py")
 )

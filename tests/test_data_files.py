@@ -144,6 +144,27 @@ def test_glob_list_and_errors(tmp_path):
         load_records(CUSTOM, answer_parser="last_number")
 
 
+def test_unreadable_files_and_empty_sources_are_named(tmp_path):
+    from r1jax.config import ConfigError
+
+    latin = tmp_path / "latin1.jsonl"
+    latin.write_bytes(b'{"prompt": "ok", "answer": "1"}\n{"prompt": "caf\xe9", "answer": "2"}\n')
+    records = load_records(str(latin))  # skip (the default): the bad line is counted
+    assert [r["prompt"] for r in records] == ["ok"] and records.skipped == 1
+    with pytest.raises(DataError, match=r"latin1.jsonl, row 2: field '<utf-8>': not UTF-8"):
+        load_records(str(latin), on_bad_row="fail")
+    fake = tmp_path / "fake.parquet"
+    fake.write_text("not parquet")
+    with pytest.raises(DataError, match=r"fake.parquet, row 1: field '<parquet>': not readable"):
+        load_records(str(fake))
+    (tmp_path / "empty.jsonl").write_text("\n")
+    empty = {"name": "jsonl", "path": str(tmp_path / "empty.jsonl")}
+    with pytest.raises(ConfigError, match=r"empty.jsonl' holds no usable rows \(0 bad rows"):
+        load_source(empty)
+    with pytest.raises(ConfigError, match=r"on_bad_row='ignore': one of \['skip', 'fail'\]"):
+        load_source(dict(empty, on_bad_row="ignore"))
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [

@@ -92,8 +92,14 @@ def iter_rows(
     if fmt == "parquet":
         yield from _iter_parquet(path)
         return
-    with storage.path(path).open("r") as f:
-        for line_no, line in enumerate(f, start=1):
+    with storage.path(path).open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                why = f"not UTF-8 text (byte {e.start}: {raw[e.start : e.start + 1]!r})"
+                bad.handle(DataError(path, line_no, "<utf-8>", why, raw[:80]))
+                continue
             if not line.strip():
                 continue
             try:
@@ -112,12 +118,18 @@ def _iter_parquet(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
         import pyarrow.parquet as pq
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow") from e
+    import pyarrow as pa
+
     row_no = 0
     with storage.path(path).open("rb") as f:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
-            for row in batch.to_pylist():
-                row_no += 1
-                yield row_no, row
+        try:
+            batches = pq.ParquetFile(f).iter_batches(batch_size=1024)
+            for batch in batches:
+                for row in batch.to_pylist():
+                    row_no += 1
+                    yield row_no, row
+        except pa.ArrowException as e:
+            raise DataError(path, row_no + 1, "<parquet>", f"not readable as Parquet ({e})") from e
 
 
 def row_to_record(

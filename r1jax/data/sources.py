@@ -35,7 +35,7 @@ import tensorflow_datasets as tfds
 from r1jax.config import ConfigError
 from r1jax.data.builders import BUILDERS, countdown_config
 from r1jax.data.files import load_records
-from r1jax.data.records import BadRows, to_python
+from r1jax.data.records import ON_BAD_ROW, to_python
 
 CONFIG_KEYS = (
     "name",
@@ -103,7 +103,8 @@ def load_source(cfg: Mapping[str, Any] | Any) -> Sequence[dict]:
         raise ConfigError(f"data config: unknown keys {unknown}; allowed: {list(CONFIG_KEYS)}")
     name = cfg.get("name")
     on_bad_row = cfg.get("on_bad_row", "skip")
-    BadRows(on_bad_row)  # validates
+    if on_bad_row not in ON_BAD_ROW:
+        raise ConfigError(f"data config: on_bad_row={on_bad_row!r}: one of {list(ON_BAD_ROW)}")
     if name in ("jsonl", "parquet"):
         _reject(cfg, name, TFDS_KEYS + ("split",))
         if "path" not in cfg:
@@ -112,13 +113,19 @@ def load_source(cfg: Mapping[str, Any] | Any) -> Sequence[dict]:
         wrong = [p for p in paths if not str(p).endswith(f".{name}")]
         if wrong:
             raise ConfigError(f"data config: name={name!r} but path(s) {wrong} are not .{name}")
-        return load_records(
+        records = load_records(
             paths,
             field_map=_plain(cfg.get("field_map", {})),
             source=cfg.get("source", "custom"),
             answer_parser=cfg.get("answer_parser", "raw"),
             on_bad_row=on_bad_row,
         )
+        if len(records) == 0:
+            raise ConfigError(
+                f"data config: path {cfg['path']!r} holds no usable rows "
+                f"({records.skipped} bad rows skipped)"
+            )
+        return records
     if name not in BUILDERS:
         raise ConfigError(
             f"data config: unknown name {name!r}; known: {[*BUILDERS, 'jsonl', 'parquet']}"
