@@ -307,6 +307,8 @@ def _check_remote_paths(c: Any) -> None:
         storage.check_remote_paths(fields, tb)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if c.run_dir and storage.exists(c.run_dir) and not storage.isdir(c.run_dir):
+        raise ConfigError(f"config.run_dir={c.run_dir!r} is a file, not a run directory")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -367,6 +367,7 @@ def validate(
     shape = tuple(c.mesh.shape)
     _check(len(shape) == 3, "mesh.shape", shape, "needs 3 entries (data, fsdp, tensor)")
     _check(all(s == -1 or s > 0 for s in shape), "mesh.shape", shape, "entries must be >0 or -1")
+    _check(shape.count(-1) <= 1, "mesh.shape", shape, "at most one entry may be -1 (the rest)")
     cpu = c.mesh.cpu_devices
     ok = isinstance(cpu, int) and cpu >= -1
     _check(ok, "mesh.cpu_devices", cpu, "must be >= 0, or -1 (one per core)")
@@ -448,6 +449,15 @@ def validate(
                "cold_start.eval_path)")  # fmt: skip
     _validate_reward_model(c)
     t = c.train
+    _check(t.steps >= 0, "train.steps", t.steps, "must be >= 0")
+    _check(t.log_every >= 1, "train.log_every", t.log_every, "must be >= 1")
+    _check(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints,
+           "must be >= 1 (the newest checkpoint is what a resume needs)")  # fmt: skip
+    for field in ("checkpoint_every", "eval_every"):
+        _check(t[field] >= 0, f"train.{field}", t[field], "must be >= 0 (0: never)")
+    from r1jax.prompts import STYLES
+
+    _check(c.prompt.style in STYLES, "prompt.style", c.prompt.style, f"one of {list(STYLES)}")
     _check(t.eval_prompts >= 0, "train.eval_prompts", t.eval_prompts, "must be >= 0 (0: all)")
     _check(t.eval_samples >= 1, "train.eval_samples", t.eval_samples, "must be >= 1")
     _check(t.eval_temperature >= 0, "train.eval_temperature", t.eval_temperature, "must be >= 0")

@@ -264,3 +264,33 @@ def test_every_shipped_config_validates(name):
         c.cold_start.path = "traces.jsonl"  # a user names the traces on the command line
     cfg = validate(c, num_devices=8)
     assert cfg.num_params > 0
+
+
+@pytest.mark.parametrize(
+    "field, value, said",
+    [
+        ("mesh.shape", (1, -1, -1), "at most one entry may be -1"),
+        ("train.log_every", 0, "must be >= 1"),
+        ("train.keep_checkpoints", 0, "must be >= 1 (the newest checkpoint"),
+        ("train.steps", -5, "must be >= 0"),
+        ("train.checkpoint_every", -1, "must be >= 0 (0: never)"),
+        ("prompt.style", "fancy", "one of ['r1_zero', 'chat', 'plain']"),
+    ],
+)
+def test_invalid_train_and_prompt_fields_are_named(field, value, said):
+    c = base_config()
+    group, name = field.split(".")
+    c[group][name] = value
+    with pytest.raises(ConfigError, match=f"config.{field}="):
+        validate(c, 8)
+    with pytest.raises(ConfigError) as e:
+        validate(c, 8)
+    assert said in str(e.value)
+
+
+def test_cli_run_dir_that_is_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    r = _cli("info", "--config=configs/tiny_smoke.py", f"--config.run_dir={tmp_path / 'f'}")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"r1jax info: config.run_dir='{tmp_path / 'f'}' is a file, not a run directory"
+    ]
