@@ -162,6 +162,17 @@ def test_resume_with_a_changed_model_names_it_and_keeps_the_run(tmp_path, capsys
     assert "layers/1/attn/q: in the checkpoint only" in str(e.value)
     assert "model.overrides.num_layers: None -> 1" in str(e.value)
     assert sorted(os.listdir(ckpt)) == before
+    fewer = tmp_path / "fewer.jsonl"  # other prompts: the data position cannot continue
+    fewer.write_text("".join(line for i, line in enumerate(open(tmp_path / "prompts.jsonl"))
+                             if i < 32))  # fmt: skip
+    c = make_config(str(tmp_path), train__steps=2, data__path=str(fewer))
+    with pytest.raises(CheckpointError) as e:
+        GRPOTrainer(c)
+    said = str(e.value)
+    assert f"checkpoint {ckpt}/2 was written for other training data" in said
+    assert "'num_records': (64, 32)" in said
+    assert f"data.path: {str(tmp_path / 'prompts.jsonl')!r} -> {str(fewer)!r}" in said
+    assert sorted(os.listdir(ckpt)) == before
 
 
 def test_init_checkpoint_starts_from_another_runs_params(tmp_path):

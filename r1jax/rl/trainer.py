@@ -289,8 +289,17 @@ class GRPOTrainer:
         self.best_eval = meta.get("best_eval")
         if meta.get("best_metric", "eval/pass@1") != self.best_metric:
             self.best_eval = None  # train.best_metric changed: the old best is another metric
-        self.data.set_state(self._own_data_state(meta))
         changed = self._changes_since(meta.get("config"))
+        try:
+            self.data.set_state(self._own_data_state(meta))
+        except ValueError as e:  # the prompts, their batching or the seed changed
+            raise CheckpointError(
+                f"checkpoint {self.ckpt.directory}/{step} was written for other training data "
+                f"({e}): its data position cannot continue here. Resume with the run's own "
+                "data settings (data.*, rl.prompts_per_step, seed), or start a new run_dir; "
+                f"nothing was changed there."
+                + (f" Config fields changed since that checkpoint: {changed}." if changed else "")
+            ) from None
         said = f"resumed from {self.ckpt.directory} step {step}"
         said += f"; config fields changed since: {changed}" if changed else ""
         log.info("%s", said)
