@@ -27,7 +27,10 @@ flags.DEFINE_string(
     "convert, export: destination HF directory; eval: results directory; "
     "traces: the JSONL file to write.",
 )
-flags.DEFINE_string("dtype", None, "convert: dtype of the written weights.")
+flags.DEFINE_enum(
+    "dtype", None, ["float32", "bfloat16", "float16"],
+    "convert, export: dtype of the written weights (default: the model's)."
+)  # fmt: skip
 flags.DEFINE_multi_string("prompt", [], "sample: prompt text (repeatable).")
 flags.DEFINE_integer("num_samples", 1, "sample, traces: completions per prompt.")
 flags.DEFINE_bool(
@@ -136,6 +139,11 @@ def _convert() -> int:
 
     if not FLAGS.src or not FLAGS.dst:
         raise app.UsageError("convert needs --src=<dir> and --dst=<dir>")
+    if storage.absolute(FLAGS.src).rstrip("/") == storage.absolute(FLAGS.dst).rstrip("/"):
+        raise app.UsageError(
+            f"convert --src and --dst are the same directory ({FLAGS.dst}): the source's weight "
+            "files would be overwritten while they are read; write to another directory"
+        )
     model = load_hf_model(FLAGS.src)
     save_hf_model(model, FLAGS.dst, dtype=FLAGS.dtype)
     copied = copy_tokenizer_files(FLAGS.src, FLAGS.dst) if storage.isdir(FLAGS.src) else []

@@ -1,9 +1,11 @@
 """Logit parity with ``transformers`` on tiny random checkpoints, import and export."""
 
 import json
+import logging
 import os
 import shutil
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -125,6 +127,47 @@ def test_export_roundtrip_loads_in_transformers(hf_dirs, family, tmp_path):
     np.testing.assert_allclose(
         _ours(again, ids, mask, pos), _ours(model, ids, mask, pos), rtol=1e-6, atol=1e-6
     )
+
+
+def test_export_over_an_earlier_save_leaves_no_stale_weights(hf_dirs, tmp_path, caplog):
+    """A sharded save, then a single-file save to the same directory: the old shards and index
+    go (the index would win when loading), and the directory loads the new weights."""
+    model = load_hf_model(hf_dirs["qwen2"])
+    out = str(tmp_path / "out")
+    save_hf_model(model, out, max_shard_bytes=20_000)
+    assert len([n for n in os.listdir(out) if n.endswith(".safetensors")]) > 2
+    doubled = load_hf_model(hf_dirs["qwen2"])
+    nnx.update(doubled, jax.tree.map(lambda x: x * 2, nnx.state(doubled)))
+    with caplog.at_level(logging.WARNING):
+        save_hf_model(doubled, out)
+    assert sorted(n for n in os.listdir(out) if n != "config.json") == ["model.safetensors"]
+    assert "00006.safetensors, model.safetensors.index.json of an earlier save" in caplog.text
+    again = load_hf_model(out)
+    np.testing.assert_array_equal(np.asarray(again.embed[...]), np.asarray(doubled.embed[...]))
+    with pytest.raises(ValueError, match=r"dtype='int8' \(one of \('float32', 'bfloat16'"):
+        save_hf_model(model, out, dtype="int8")
+
+
+@pytest.mark.parametrize("mesh_shape", [(1, 1, 1), (1, 1, 2)])
+def test_tensor_shapes_that_disagree_with_config_json_are_named(hf_dirs, tmp_path, mesh_shape):
+    """config.json says a smaller vocabulary than the tensors have: refused on one device and
+    when the tensor is split over devices (where a slice would have fit each shard)."""
+    from r1jax import sharding as shd
+
+    bad = tmp_path / "bad"
+    shutil.copytree(hf_dirs["qwen2"], bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["vocab_size"] //= 2
+    (bad / "config.json").write_text(json.dumps(config))
+    mesh = shd.make_mesh(mesh_shape, devices=jax.devices()[: int(np.prod(mesh_shape))])
+    with pytest.raises(CheckpointError, match=r"tensor 'model.embed_tokens.weight' has shape"):
+        load_hf_model(str(bad), mesh)
+    truncated = tmp_path / "truncated"
+    shutil.copytree(hf_dirs["qwen2"], truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor .* cannot be read"):
+        load_hf_model(str(truncated))
 
 
 def test_large_loads_and_exports_show_progress(hf_dirs, tmp_path, capsys, monkeypatch):
@@ -257,14 +300,17 @@ def test_convert_and_copy_tokenizer_files(hf_dirs, tmp_path):
         "generation_config.json",
     ]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    r = subprocess.run(
-        [sys.executable, "-m", "r1jax.cli", "convert", f"--src={src}", f"--dst={tmp_path / 'b'}"],
-        cwd=root,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def convert(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "r1jax.cli", "convert", *args], cwd=root,
+                              env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+
+    r = convert(f"--src={src}", f"--dst={src}/")  # in place: refused, nothing touched
+    assert r.returncode != 0 and "--src and --dst are the same directory" in r.stderr
+    r = convert(f"--src={src}", f"--dst={tmp_path / 'b'}", "--dtype=int8")
+    assert r.returncode != 0 and "--dtype" in r.stderr and not (tmp_path / "b").exists()
+    r = convert(f"--src={src}", f"--dst={tmp_path / 'b'}")
     assert r.returncode == 0, r.stderr
     assert "tokenizer files: tokenizer_config.json, generation_config.json" in r.stdout
     assert (tmp_path / "b" / "generation_config.json").read_text() == '{"eos_token_id": 1}'

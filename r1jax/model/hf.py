@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -31,6 +31,7 @@ from r1jax.tokenizer import TOKENIZER_FILES
 FAMILIES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}
 CLASSIFIER_SUFFIX = "ForSequenceClassification"  # reward models: Qwen2ForSequenceClassification ...
 INDEX_FILE = "model.safetensors.index.json"
+EXPORT_DTYPES = ("float32", "bfloat16", "float16")
 PROGRESS_MIN_BYTES = 1 << 30
 """Loads and exports of at least this many bytes show a progress bar (on process 0)."""
 log = logging.getLogger(__name__)
@@ -345,12 +346,18 @@ def _load_param(p: tuple, var: Any, tensors: dict, shardings: dict, path: str) -
         )
     src = tensors[name]
     try:
-        view = fn(src.get(name), var.shape)
-    except (ValueError, SafetensorsError) as e:
+        data = src.get(name)
+    except SafetensorsError as e:
+        raise CheckpointError(f"{src.path}: tensor {name!r} cannot be read ({e})") from e
+    try:
+        view = fn(data, var.shape)
+    except ValueError:
+        view = None
+    if view is None or tuple(view.shape) != tuple(var.shape):
         raise CheckpointError(
-            f"{src.path}: tensor {name!r} of shape {src.shape(name)} "
-            f"does not fit parameter shape {var.shape} ({e})"
-        ) from e
+            f"{src.path}: tensor {name!r} has shape {src.shape(name)}, which does not fit "
+            f"parameter {'/'.join(map(str, p))} of shape {var.shape} (from config.json)"
+        )
     arr = jax.make_array_from_callback(
         var.shape,
         shardings[p],
@@ -417,6 +424,10 @@ def save_hf_model(
     """
     cfg: ModelConfig = model.cfg
     dtype = dtype or cfg.param_dtype
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(
+            f"{path}: cannot export weights as dtype={dtype!r} (one of {EXPORT_DTYPES})"
+        )
     np_dtype = np.dtype(jax.numpy.dtype(dtype))
     if cfg.qkv_bias and cfg.family != "qwen2" or cfg.qk_norm != (cfg.family == "qwen3"):
         raise CheckpointError(
@@ -443,11 +454,13 @@ def save_hf_model(
     entries += _implied_zero_biases(cfg, np_dtype)
     hf_config = config_to_hf(cfg, dtype, pad_token_id, token_ids)
     if not storage.is_remote(path):
-        _write_hf_dir(entries, hf_config, np_dtype, max_shard_bytes, path)
+        written = _write_hf_dir(entries, hf_config, np_dtype, max_shard_bytes, path)
+        remove_stale_weights(path, written)
         return
     with tempfile.TemporaryDirectory(prefix="r1jax-export-") as local:  # then uploaded
-        _write_hf_dir(entries, hf_config, np_dtype, max_shard_bytes, local, label=path)
+        written = _write_hf_dir(entries, hf_config, np_dtype, max_shard_bytes, local, label=path)
         storage.upload_dir(local, path)
+        remove_stale_weights(path, written)
 
 
 def _write_hf_dir(
@@ -457,10 +470,10 @@ def _write_hf_dir(
     max_shard_bytes: int,
     path: str,
     label: str = "",
-) -> None:
+) -> list[str]:
     """Writes ``entries`` (name, shape, produce, bytes) as safetensors shards (+ index) and
     ``hf_config`` as ``config.json`` into the local directory ``path`` (``label``: its name
-    on the progress bar, when it is a temporary one)."""
+    on the progress bar, when it is a temporary one); returns the weight files' names."""
     os.makedirs(path, exist_ok=True)
     shards: list[list[tuple]] = [[]]
     size = 0
@@ -496,3 +509,18 @@ def _write_hf_dir(
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(hf_config, f, indent=2)
+    return sorted(set(weight_map.values()) | ({INDEX_FILE} if len(shards) > 1 else set()))
+
+
+def remove_stale_weights(path: str, written: Sequence[str]) -> list[str]:
+    """Deletes the weight files (``*.safetensors``, the index) of directory ``path`` (local or
+    remote) that an export to it did not write now: a model saved there before in another
+    sharding would otherwise mix with the new one (the index wins when loading). Returns them."""
+    stale = [n for n in storage.listdir(path) if n not in written
+             and (n.endswith(".safetensors") or n == INDEX_FILE)]  # fmt: skip
+    for name in stale:
+        storage.remove(os.path.join(path, name))
+    if stale:
+        log.warning("%s: removed %s of an earlier save (not part of this export)",
+                    path, ", ".join(stale))  # fmt: skip
+    return stale
