@@ -109,17 +109,29 @@ def resolve_model_config(c: ml_collections.ConfigDict, tokenizer=None) -> ModelC
 
 
 def build_model(c: ml_collections.ConfigDict, mesh: Mesh, tokenizer=None) -> Transformer:
-    """Loads ``model.hf_path`` or randomly initialises the preset, sharded over ``mesh``."""
+    """Loads ``model.hf_path`` or randomly initialises the preset, sharded over ``mesh``; the
+    ``model`` fields and ``model.overrides`` apply to both, as in :func:`model_config`."""
     rules = sharding_rules(c)
     if c.model.hf_path:
         from r1jax.model.hf import load_hf_model
 
         m = c.model
         overrides = dict(
-            dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attention=m.attention
+            dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attention=m.attention,
+            **m.overrides.to_dict(),
+        )  # fmt: skip
+        model = load_hf_model(c.model.hf_path, mesh, rules, **overrides)
+    else:
+        model = create_model(resolve_model_config(c, tokenizer), mesh, seed=c.seed, rules=rules)
+    if tokenizer is not None and model.cfg.vocab_size < tokenizer.vocab_size:
+        source = f"model.hf_path={c.model.hf_path!r}" if c.model.hf_path else "the model config"
+        raise ConfigError(
+            f"the tokenizer has {tokenizer.vocab_size} ids but {source} embeds only "
+            f"{model.cfg.vocab_size} (vocab_size): its ids past that would read no embedding. "
+            "Use the model's own tokenizer (config.tokenizer.path / chars), or a model with a "
+            "vocabulary at least as large"
         )
-        return load_hf_model(c.model.hf_path, mesh, rules, **overrides)
-    return create_model(resolve_model_config(c, tokenizer), mesh, seed=c.seed, rules=rules)
+    return model
 
 
 def load_run_model(

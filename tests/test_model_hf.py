@@ -316,3 +316,34 @@ def test_convert_and_copy_tokenizer_files(hf_dirs, tmp_path):
     assert (tmp_path / "b" / "generation_config.json").read_text() == '{"eos_token_id": 1}'
     assert not (tmp_path / "b" / "notes.txt").exists()
     load_hf_model(str(tmp_path / "b"))  # and the weights are there
+
+
+def test_model_overrides_apply_to_a_hf_model_as_r1jax_info_says(hf_dirs):
+    from r1jax import build
+    from r1jax import sharding as shd
+    from r1jax.config import base_config, model_config
+
+    c = base_config()
+    c.model.hf_path = hf_dirs["qwen2"]
+    c.model.overrides.max_position_embeddings = 77
+    model = build.build_model(c, shd.make_mesh((1, 1, 1), devices=jax.devices()[:1]))
+    assert model.cfg.max_position_embeddings == model_config(c).max_position_embeddings == 77
+    c.model.overrides.num_layers = 1  # fewer layers than the checkpoint: named, not ignored
+    with pytest.raises(CheckpointError, match="unexpected tensors.*model.layers.1"):
+        build.build_model(c, shd.make_mesh((1, 1, 1), devices=jax.devices()[:1]))
+
+
+def test_a_tokenizer_larger_than_the_model_vocabulary_is_refused(hf_dirs):
+    from r1jax import build
+    from r1jax import sharding as shd
+    from r1jax.config import ConfigError, base_config
+    from r1jax.tokenizer import CharTokenizer
+
+    c = base_config()
+    c.model.hf_path = hf_dirs["qwen2"]
+    mesh = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    vocab = build.build_model(c, mesh).cfg.vocab_size
+    chars = "".join(chr(0x4E00 + i) for i in range(vocab))  # vocab + 3 specials
+    with pytest.raises(ConfigError, match=f"has {vocab + 3} ids but model.hf_path=.* {vocab} "):
+        build.build_model(c, mesh, CharTokenizer(chars))
+    assert build.build_model(c, mesh, CharTokenizer(chars[:-3])).cfg.vocab_size == vocab
