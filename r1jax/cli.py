@@ -348,14 +348,28 @@ def main(argv: list[str] | None = None) -> None:
     started = []  # the flags parsed: the command runs
 
     def run(_: list[str]) -> None:
+        if FLAGS.config is not None:
+            FLAGS.config.get("run_dir")  # a recipe file that failed to load raises (OSError)
         started.append(True)
         sys.exit(_run(name, fn))
 
     named = (ConfigError, CheckpointError, DataError, SafetensorsError, TrainingError)
     try:
         app.run(run, argv=[f"r1jax {name}"] + argv[2:])
-    except (*named, FileNotFoundError) as e:  # the message says it all
+    except (
+        *named,
+        FileNotFoundError,
+        FileExistsError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+    ) as e:  # the message says it all (the OSErrors name their path)
         print(f"r1jax {name}: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (OSError, SyntaxError, ImportError) as e:  # ml_collections: the recipe cannot load
+        if started:
+            raise
+        print(f"r1jax {name}: {_recipe_error(argv, e)}", file=sys.stderr)
         sys.exit(2)
     except Preempted as e:  # SIGTERM: saved; not done (a scheduler may requeue the job)
         print(f"r1jax {name}: {e}", file=sys.stderr)
@@ -369,6 +383,19 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"r1jax {name}: {_bad_override(argv, e)}", file=sys.stderr)
         sys.exit(2)
+
+
+def _recipe_error(argv: list[str], error: BaseException) -> str:
+    """Why the ``--config=`` recipe file of ``argv`` cannot be loaded, on one line."""
+    import os
+
+    recipe = ([a.split("=", 1)[1] for a in argv if a.startswith("--config=")] or ["?"])[-1]
+    if not os.path.exists(recipe.split(":", 1)[0]):
+        return f"the recipe file {recipe} does not exist"
+    while error.__cause__ is not None:  # ml_collections wraps the file's own error
+        error = error.__cause__
+    where = f" (line {error.lineno})" if isinstance(error, SyntaxError) else ""
+    return f"error in the recipe {recipe}{where}: {type(error).__name__}: {error}"
 
 
 def _bad_override(argv: list[str], error: Exception) -> str:

@@ -294,3 +294,16 @@ def test_cli_run_dir_that_is_a_file(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         f"r1jax info: config.run_dir='{tmp_path / 'f'}' is a file, not a run directory"
     ]
+
+
+def test_cli_names_a_recipe_file_that_cannot_load(tmp_path):
+    (tmp_path / "syntax.py").write_text("def get_config(:\n")
+    (tmp_path / "imports.py").write_text("import nosuchmod\n")
+    for recipe, said in (
+        ("configs/nope.py", "the recipe file configs/nope.py does not exist"),
+        (tmp_path / "syntax.py", f"error in the recipe {tmp_path / 'syntax.py'} (line 1): Syntax"),
+        (tmp_path / "imports.py", f"error in the recipe {tmp_path / 'imports.py'}: ModuleNotFound"),
+    ):
+        r = _cli("info", f"--config={recipe}")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith(f"r1jax info: {said}"), r.stderr
