@@ -32,7 +32,7 @@ flags.DEFINE_enum(
     "convert, export: dtype of the written weights (default: the model's)."
 )  # fmt: skip
 flags.DEFINE_multi_string("prompt", [], "sample: prompt text (repeatable).")
-flags.DEFINE_integer("num_samples", 1, "sample, traces: completions per prompt.")
+flags.DEFINE_integer("num_samples", 1, "sample, traces: completions per prompt.", lower_bound=1)
 flags.DEFINE_bool(
     "raw", False, "sample: give the --prompt text to the model as is (no config prompt template)."
 )

@@ -131,7 +131,7 @@ class _Progress:
         self.rows_path, self.state_path = dst + ".partial", dst + ".partial.json"
         self.done, self.counts = 0, dict.fromkeys(COUNTS, 0)
         if storage.exists(self.state_path):
-            state = json.loads(storage.read_text(self.state_path))
+            state = self._read_state()
             if state["settings"] != settings:
                 changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
                 raise ConfigError(
@@ -144,6 +144,20 @@ class _Progress:
         elif write:
             storage.makedirs(os.path.dirname(storage.absolute(dst)))
             storage.write_text(self.rows_path, "")
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            state = json.loads(storage.read_text(self.state_path))
+            if not (
+                isinstance(state, dict) and {"settings", "done", "counts", "rows"} <= set(state)
+            ):
+                raise ValueError("not the progress of a traces run")
+        except ValueError as e:
+            raise ConfigError(
+                f"{self.state_path}: unreadable progress of an unfinished traces run ({e}); "
+                f"delete it and {self.rows_path} to start over"
+            ) from None
+        return state
 
     def _truncate_rows(self, n: int) -> None:
         """Drops rows appended after the last saved state (a crash between the two writes)."""

@@ -190,7 +190,7 @@ def test_load_source_names(data_dir):
         ({"name": "gsm8k", "path": "x.jsonl"}, r"keys \['path'\] do not apply"),
         ({"name": "jsonl"}, "needs 'path'"),
         ({"name": "parquet", "path": "a.jsonl"}, "not .parquet"),
-        ({"name": "gsm8k", "on_bad_row": "ignore"}, "on_bad_row must be one of"),
+        ({"name": "gsm8k", "on_bad_row": "ignore"}, r"on_bad_row='ignore': one of \["),
         ({"name": "countdown", "countdown": {"sed": 1}}, r"unknown countdown options \['sed'\]"),
     ],
 )

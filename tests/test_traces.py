@@ -134,3 +134,15 @@ def test_traces_settings_errors_name_the_flag(tmp_path):
         traces_command(_config(tmp_path), str(tmp_path / "t.jsonl"), keep="best")
     with pytest.raises(ConfigError, match="--max_per_prompt=0 is not valid"):
         traces_command(_config(tmp_path), str(tmp_path / "t.jsonl"), max_per_prompt=0)
+
+
+def test_an_unreadable_progress_file_is_named(tmp_path):
+    from r1jax.traces_command import _Progress
+
+    (tmp_path / "t.jsonl.partial.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"t.jsonl.partial.json: unreadable progress of an "
+                       r"unfinished traces run \(not the progress"):  # fmt: skip
+        _Progress(str(tmp_path / "t.jsonl"), {"keep": "all"}, write=True)
+    (tmp_path / "t.jsonl.partial.json").write_text("{garbage")
+    with pytest.raises(ConfigError, match="unreadable progress"):
+        _Progress(str(tmp_path / "t.jsonl"), {"keep": "all"}, write=True)

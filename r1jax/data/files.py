@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from r1jax import storage
+from r1jax.config import ConfigError
 from r1jax.data.answers import ANSWER_PARSERS
 from r1jax.data.records import BadRows, DataError, get_field, require_int, require_text
 
@@ -88,7 +89,7 @@ def iter_rows(
             os.path.splitext(path)[1]
         )
     if fmt not in ("jsonl", "parquet"):
-        raise ValueError(f"unsupported data file type (want .jsonl or .parquet): {path}")
+        raise ConfigError(f"{path}: unsupported data file type (want .jsonl or .parquet)")
     if fmt == "parquet":
         yield from _iter_parquet(path)
         return
