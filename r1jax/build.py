@@ -228,7 +228,15 @@ def fitting_prompts(c: ml_collections.ConfigDict, source, tokenizer, fmt, what: 
     from r1jax.data.lengths import split_long_prompts
 
     limit = c.sampling.max_prompt_len
-    fitting, long = split_long_prompts(source, lambda r: len(tokenizer.encode(fmt(r))), limit)
+
+    def length(record: dict) -> int:
+        try:
+            return len(tokenizer.encode(fmt(record)))
+        except ValueError as e:  # e.g. a character outside a char vocabulary
+            why = f"{what} record {record.get('id')!r}: cannot be tokenized ({e})"
+            raise ConfigError(f"{why}; fix the data, or use a tokenizer that covers it") from None
+
+    fitting, long = split_long_prompts(source, length, limit)
     if not long:
         return source
     first = long[0]

@@ -307,3 +307,17 @@ def test_cli_names_a_recipe_file_that_cannot_load(tmp_path):
         r = _cli("info", f"--config={recipe}")
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.strip().splitlines()[-1].startswith(f"r1jax info: {said}"), r.stderr
+
+
+def test_a_prompt_the_tokenizer_cannot_encode_names_the_record():
+    from r1jax import build
+    from r1jax.tokenizer import CharTokenizer
+
+    c = base_config()
+    c.prompt.style = "plain"
+    tok = CharTokenizer("0123456789 +")
+    rows = [{"id": "p.jsonl:1", "prompt": "1 + 2"}, {"id": "p.jsonl:2", "prompt": "1 w 2"}]
+    fmt = build.prompt_formatter(c, tok)
+    with pytest.raises(ConfigError, match=r"training record 'p.jsonl:2': cannot be tokenized "
+                       r"\(.*character 'w'"):  # fmt: skip
+        build.fitting_prompts(c, rows, tok, fmt, "training")
