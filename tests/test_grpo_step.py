@@ -309,10 +309,12 @@ def test_sharded_update_has_no_involuntary_rematerialization(capfd):
     tokens = jax.device_put(jnp.zeros((8, 11), jnp.int32), shd.batch_sharding(mesh, 2))
     rows = jax.sharding.NamedSharding(mesh, shd.batch_spec(mesh, 3))
 
+    fresh = float(np.random.default_rng().uniform(1, 2))  # a new program: no cache hit
+
     def lookup(gather):
         def f(table, tokens):
             x = jnp.take(shd.gather_rows_of(table) if gather else table, tokens, axis=0)
-            return jax.lax.with_sharding_constraint(x * 2.0, rows).sum(-1)
+            return jax.lax.with_sharding_constraint(x * fresh, rows).sum(-1)
 
         return jax.jit(shd.on_mesh(f, mesh), out_shardings=shd.batch_sharding(mesh, 2))
 
