@@ -158,6 +158,19 @@ def test_countdown_builder_matches_generator(data_dir):
     assert all(isinstance(r["target"], int) and r["answer"] == str(r["target"]) for r in train)
 
 
+def test_the_default_countdown_config_builds(tmp_path):
+    """``data.name='countdown'`` with no options (base_config's data) is the registered
+    default config: tfds refused a new object of the same name."""
+    import tensorflow_datasets as tfds
+
+    from r1jax.data.builders.countdown import R1jaxCountdown
+
+    assert countdown_config() is R1jaxCountdown.BUILDER_CONFIGS[0]
+    builder = tfds.builder("r1jax_countdown", config=countdown_config(), data_dir=str(tmp_path))
+    assert builder.builder_config.test_size == 1000
+    assert countdown_config(seed=5) is countdown_config(seed=5)
+
+
 def test_load_source_names(data_dir):
     src = load_source(
         {"name": "math500", "data_dir": data_dir, "manual_dir": os.path.join(FIXTURES, "math")}

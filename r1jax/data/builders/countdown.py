@@ -35,10 +35,15 @@ class CountdownConfig(tfds.core.BuilderConfig):
     test_size: int = 1_000
 
 
+_CONFIGS: dict[str, CountdownConfig] = {}
+
+
 def countdown_config(
     train_size: int = 100_000, test_size: int = 1_000, **spec: Any
 ) -> CountdownConfig:
-    """Returns the config for these parameters; `spec` takes the `CountdownSpec` fields."""
+    """Returns the config for these parameters; `spec` takes the `CountdownSpec` fields. The
+    same parameters give the same object: tfds refuses a config named like a registered one
+    (the default's) unless it is that very object."""
     unknown = sorted(set(spec) - {f.name for f in dataclasses.fields(CountdownSpec)})
     if unknown:
         raise ValueError(f"unknown countdown options {unknown}")
@@ -49,7 +54,11 @@ def countdown_config(
         f"seed{s.seed}_n{s.min_numbers}-{s.max_numbers}_v{s.min_value}-{s.max_value}"
         f"_t{s.min_target}-{s.max_target}_train{train_size}_test{test_size}"
     )
-    return CountdownConfig(name=name, spec=s, train_size=train_size, test_size=test_size)
+    if name not in _CONFIGS:
+        _CONFIGS[name] = CountdownConfig(
+            name=name, spec=s, train_size=train_size, test_size=test_size
+        )
+    return _CONFIGS[name]
 
 
 class R1jaxCountdown(R1Builder):
