@@ -129,6 +129,9 @@ def _info() -> int:
         if path[0] == "layers" and path[1] != 0:
             continue
         print(f"  {'/'.join(map(str, path)):<40} {str(var.shape):<18} {specs[path]}")
+    if cfg.num_layers > 1:
+        rest = "" if cfg.num_layers == 2 else f" .. layers/{cfg.num_layers - 1}"
+        print(f"  (layers/1{rest}: as layers/0)")
     return 0
 
 

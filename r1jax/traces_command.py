@@ -33,6 +33,11 @@ from r1jax import storage
 from r1jax.config import ConfigError
 
 KEEP = ("correct", "all", "pairs")
+KEEP_WORDS = {
+    "correct": "the correct ones",
+    "all": "all finished ones",
+    "pairs": "correct-vs-wrong pairs",
+}
 COUNTS = (
     "prompts",
     "samples",
@@ -244,7 +249,7 @@ def traces_command(
         emit(f"weights: {weights}")
         emit(
             f"traces: {len(records)} training prompts x {num_samples} samples at temperature "
-            f"{t.eval_temperature}, top_p {t.eval_top_p}, keeping {keep} ones (at most "
+            f"{t.eval_temperature}, top_p {t.eval_top_p}, keeping {KEEP_WORDS[keep]} (at most "
             f"{max_per_prompt} per prompt)"
             + (f"; resuming after {progress.done} prompts" if progress.done else "")
         )

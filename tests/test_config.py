@@ -158,6 +158,7 @@ def test_cli_info_reports_shardings():
     assert r.returncode == 0, r.stderr
     assert "mesh {'data': 2, 'fsdp': 2, 'tensor': 2}" in r.stdout
     assert "layers/0/mlp/gate" in r.stdout and "P('fsdp', 'tensor')" in r.stdout
+    assert "(layers/1: as layers/0)" in r.stdout
 
 
 def test_cli_invalid_value_is_one_line_without_traceback():
