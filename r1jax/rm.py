@@ -27,6 +27,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from r1jax import sharding as shd
+from r1jax.config import ConfigError
 from r1jax.model import Transformer
 from r1jax.tokenizer import Tokenizer
 from r1jax.train_loop import check_batch_fits, check_positive, model_mesh, run_train_loop
@@ -58,7 +59,11 @@ def tokenize_pairs(tokenizer: Tokenizer, pairs: Sequence[Pair]) -> list[TokenPai
     for i, p in enumerate(pairs):
         if not (isinstance(p, Sequence) and len(p) == 3 and all(isinstance(s, str) for s in p)):
             raise ValueError(f"pair {i} must be a (prompt, chosen, rejected) triple of str: {p!r}")
-        out.append((encode_scored(tokenizer, p[0], p[1]), encode_scored(tokenizer, p[0], p[2])))
+        try:
+            out.append((encode_scored(tokenizer, p[0], p[1]), encode_scored(tokenizer, p[0], p[2])))
+        except ValueError as e:  # e.g. a character outside a char vocabulary
+            raise ConfigError(f"reward-model pair {i} (prompt {p[0][:60]!r}) cannot be tokenized: "
+                              f"{e}") from None  # fmt: skip
     return out
 
 

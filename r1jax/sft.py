@@ -33,6 +33,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from r1jax import sharding as shd
+from r1jax.config import ConfigError
 from r1jax.model import Segments, Transformer
 from r1jax.rl.logprobs import compute_dtype_head, token_logprobs
 from r1jax.tokenizer import Tokenizer
@@ -70,10 +71,14 @@ def tokenize_examples(tokenizer: Tokenizer, examples: Sequence[Example]) -> Sequ
     for i, ex in enumerate(examples):
         if not (isinstance(ex, Sequence) and len(ex) == 2 and all(isinstance(s, str) for s in ex)):
             raise ValueError(f"SFT example {i} must be a (prompt, completion) pair of str: {ex!r}")
-        prompt = tokenizer.encode(ex[0])
+        try:
+            prompt = tokenizer.encode(ex[0])
+            completion = tokenizer.encode(ex[1], add_bos=False) + [tokenizer.eos_id]
+        except ValueError as e:  # e.g. a character outside a char vocabulary
+            raise ConfigError(f"SFT example {i} (prompt {ex[0][:60]!r}) cannot be tokenized: {e}"
+                              ) from None  # fmt: skip
         if not prompt:
             raise ValueError(f"SFT example {i} has an empty prompt (and no BOS is added)")
-        completion = tokenizer.encode(ex[1], add_bos=False) + [tokenizer.eos_id]
         out.append((prompt + completion, len(prompt)))
     return out
 

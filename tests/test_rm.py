@@ -126,6 +126,8 @@ def test_pairs_rows_layout_and_overlong_policies():
     assert (len(kept), truncated, dropped) == (1, 0, 1)
     with pytest.raises(ValueError, match="triple"):
         tokenize_pairs(TOK, [("a", "b")])
+    with pytest.raises(ValueError, match=r"pair 1 \(prompt 'b'\) cannot be tokenized: .*'z'"):
+        tokenize_pairs(TOK, [("a?", "ab", "b"), ("b", "a", "z")])
 
 
 def test_training_learns_a_preference_and_evaluation_matches_a_loop():

@@ -122,8 +122,9 @@ def test_bad_examples_raise():
         make_sft_batch(ABC, [("a", 3)], max_len=8)
     with pytest.raises(ValueError, match="non-empty"):
         make_sft_batch(ABC, [], max_len=8)
-    with pytest.raises(ValueError, match="not in the vocabulary"):
-        make_sft_batch(ABC, [("a", "z")], max_len=8)
+    with pytest.raises(ValueError, match=r"SFT example 1 \(prompt 'b'\) cannot be tokenized: .*"
+                       "character 'z'"):  # fmt: skip
+        make_sft_batch(ABC, [("a", "b"), ("b", "z")], max_len=8)
 
 
 # ---------------------------------------------------------------- loss
