@@ -91,14 +91,19 @@ def test_a_different_model_is_named_and_nothing_is_deleted(tmp_path):
     ck.close()
 
 
-def test_no_restorable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
-    mesh = shd.make_mesh((8, 1, 1))
-    params, opt_state = _state(mesh)
-    ck = RunCheckpointer(str(tmp_path / "ck"))
+def _saved_steps_2_and_4(directory):
+    """Checkpoints of steps 2 and 4 of the tiny model in ``directory``; returns the state."""
+    params, opt_state = _state(shd.make_mesh((8, 1, 1)))
+    ck = RunCheckpointer(str(directory))
     for step in (2, 4):
         ck.save(step, params, opt_state, {"step": step})
         ck.wait()
     ck.close()
+    return params, opt_state
+
+
+def test_no_restorable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+    params, opt_state = _saved_steps_2_and_4(tmp_path / "ck")
     for step in (2, 4):
         _truncate_files(tmp_path / "ck" / str(step) / "params")
     ck = RunCheckpointer(str(tmp_path / "ck"))
@@ -261,13 +266,7 @@ def test_damaged_newest_checkpoint_set_aside_and_readers_fall_back(tmp_path, cap
     """A damaged newest checkpoint: read-only commands fall back to the one before (or name
     the asked-for step as unreadable); a resume moves it to ``<dir>.damaged/`` (kept) and
     then saves that step again. Read-only commands leave a save in progress alone."""
-    mesh = shd.make_mesh((8, 1, 1))
-    params, opt_state = _state(mesh)
-    ck = RunCheckpointer(str(tmp_path / "ck"))
-    for step in (2, 4):
-        ck.save(step, params, opt_state, {"step": step})
-        ck.wait()
-    ck.close()
+    params, opt_state = _saved_steps_2_and_4(tmp_path / "ck")
     _truncate_files(tmp_path / "ck" / "4" / "params")
     in_progress = tmp_path / "ck" / "6.orbax-checkpoint-tmp-1764300000"
     os.makedirs(in_progress / "params")  # another process is saving step 6
