@@ -174,6 +174,7 @@ class RunCheckpointer:
         if not steps:
             return
         aside = f"{self.directory.rstrip('/')}.damaged"
+        failed = ""
         if dist.is_primary():
             storage.makedirs(aside)
             for step in steps:
@@ -183,13 +184,15 @@ class RunCheckpointer:
                     dst, n = f"{aside}/{step}.{n}", n + 1
                 try:
                     storage.path(src).rename(dst)
-                except OSError as e:
-                    raise CheckpointError(
-                        f"checkpoint {src} is damaged (an older one restored) and could not be "
-                        f"moved to {dst} ({e}); move it away by hand, then run again"
-                    ) from e
+                except Exception as e:  # noqa: BLE001 - e.g. a store that cannot move folders
+                    failed = f"checkpoint {src} could not be moved to {dst} ({e})"
+                    break
                 log.warning("moved the damaged checkpoint %s to %s", src, dst)
-        dist.barrier("r1jax checkpoints set aside")
+        if not dist.all_true(not failed):  # every process stops, not only process 0
+            raise CheckpointError(
+                f"{failed or 'process 0 could not move a damaged checkpoint'}: it is damaged "
+                "(an older one restored); move it away by hand, then run again"
+            )
         self.manager.reload()
 
     def _skip(self, step: int, e: Exception) -> str:

@@ -276,7 +276,7 @@ def _eval() -> int:
 
     c = _require_config()
     if FLAGS.all_steps and FLAGS.step is not None:
-        raise app.UsageError("eval: give --step=N or --all_steps, not both")
+        raise app.UsageError("give --step=N or --all_steps, not both")
     eval_command(c, FLAGS.step, FLAGS.num_prompts, FLAGS.greedy, FLAGS.dst, only=FLAGS.sets,
                  all_steps=FLAGS.all_steps)  # fmt: skip
     return 0
@@ -354,7 +354,12 @@ def main(argv: list[str] | None = None) -> None:
         if FLAGS.config is not None:
             FLAGS.config.get("run_dir")  # a recipe file that failed to load raises (OSError)
         started.append(True)
-        sys.exit(_run(name, fn))
+        try:
+            code = _run(name, fn)
+        except app.UsageError as e:  # one line, like the other errors (absl prints the usage)
+            print(f"r1jax {name}: {e}", file=sys.stderr)
+            sys.exit(2)
+        sys.exit(code)
 
     named = (ConfigError, CheckpointError, DataError, SafetensorsError, TrainingError)
     try:

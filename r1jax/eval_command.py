@@ -145,8 +145,10 @@ def _evaluate_weights(
         stem = "init" if run.step is None else f"step_{run.step}"
         if run.step is not None and from_sft_stage(c.run_dir):
             stem = f"sft_{stem}"
+        earlier = storage.exists(os.path.join(out_dir, f"{stem}.json"))
         paths = _write(out_dir, stem, summary, sets, results)
-        emit(f"results: {', '.join(paths)}")
+        emit(f"results: {', '.join(paths)}"
+             + (" (replacing an earlier eval of these weights)" if earlier else ""))  # fmt: skip
     return summary
 
 

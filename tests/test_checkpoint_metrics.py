@@ -303,3 +303,23 @@ def test_a_metrics_line_cut_short_by_a_crash_is_left_out(tmp_path, caplog):
     w.close()
     assert [r["step"] for r in read_metrics(str(tmp_path))] == [1, 2, 3, 4]
     assert len(plot_run(str(tmp_path))) == 1
+
+
+def test_a_damaged_checkpoint_that_cannot_be_moved_stops_the_resume(tmp_path, monkeypatch):
+    """Where the damaged checkpoint cannot be set aside (say, a store that cannot move
+    folders), the resume stops and says so, rather than training on and never saving it."""
+    from etils.epath.gpath import PosixGPath
+
+    params, opt_state = _saved_steps_2_and_4(tmp_path / "ck")
+    _truncate_files(tmp_path / "ck" / "4" / "params")
+
+    def refuse(self, target):
+        raise OSError("moving folders is not supported here")
+
+    monkeypatch.setattr(PosixGPath, "rename", refuse)
+    ck = RunCheckpointer(str(tmp_path / "ck"))
+    with pytest.raises(CheckpointError, match=r"ck/4 could not be moved to .*ck.damaged/4 "
+                       r"\(moving folders is not supported here\): it is damaged"):  # fmt: skip
+        ck.restore_latest(params, opt_state)
+    ck.close()
+    assert sorted(os.listdir(tmp_path / "ck")) == ["2", "4"]  # nothing lost

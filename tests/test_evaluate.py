@@ -217,7 +217,10 @@ def test_eval_command_reproduces_the_runs_eval_and_writes_every_sample(tmp_path)
     assert newest["groups"]["source"]["a"]["prompts"] == 5
     assert os.path.exists(os.path.join(out, "step_4.json"))
     # one set by name: the benchmark alone, with the same results
-    only = eval_command(c, num_prompts=0, greedy=False, emit=lambda _: None, only=["bench"])
+    assert lines[-1].startswith("results: ") and "replacing" not in lines[-1]
+    said = []  # step 4 again: its results are replaced, and it says so
+    only = eval_command(c, num_prompts=0, greedy=False, emit=said.append, only=["bench"])
+    assert said[-1].endswith("(replacing an earlier eval of these weights)")
     assert "metrics" not in only and list(only["benchmarks"]) == ["bench"]
     assert only["benchmarks"] == newest["benchmarks"]
     # every checkpoint, oldest first, on one model whose weights are replaced in place: step 4
