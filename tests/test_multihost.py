@@ -43,14 +43,16 @@ def _assert_metrics_close(got: dict, want: dict, where: str) -> None:
 
 def test_two_processes_train_like_one_and_resume(tmp_path):
     """Two processes run step 1, save, and a fresh trainer resumes and runs step 2 (with a
-    greedy eval at steps 0 and 2 whose 5 prompts split 3 + 2); meanwhile one process of 8
+    greedy eval at steps 0 and 2 whose 5 prompts split 3 + 2); then checkpoint 2 is damaged,
+    and a third trainer sets it aside, resumes from step 1 and runs step 2 again (every process
+    reloads the checkpoint list after process 0 moved it); meanwhile one process of 8
     devices runs the same 2 steps here. Same global batch, same prompts in the same rows, so
     every reward, length and eval metric must agree and the parameters must match to float
     rounding (the collectives differ). A learned reward term runs too (a random reward model
     next to the rule reward): each process must get the scores of its own rows."""
     make_random_reward_model(str(tmp_path / "reward_model"))
     out = str(tmp_path / "out")
-    argv = [sys.executable, WORKER, str(tmp_path), "two", out, "1", "2"]  # phases: steps 1, 2
+    argv = [sys.executable, WORKER, str(tmp_path), "two", out, "1", "2", "damage", "2"]
     procs, logs = start_two_processes(tmp_path, argv)
     deadline = time.monotonic() + TIMEOUT_S
     try:
@@ -64,7 +66,8 @@ def test_two_processes_train_like_one_and_resume(tmp_path):
 
     with open(os.path.join(out, "history.json")) as f:
         phases = json.load(f)
-    assert [(p["start"], len(p["history"])) for p in phases] == [(0, 1), (1, 1)]
+    assert [(p["start"], len(p["history"])) for p in phases] == [(0, 1), (1, 1), (1, 1)]
+    assert os.listdir(tmp_path / "two" / "checkpoints.damaged") == ["2"]
 
     one, two = _rows(str(tmp_path / "one")), _rows(str(tmp_path / "two"))
     assert [r["step"] for r in two] == [0, 1, 2]  # process 0 alone writes, once per step
