@@ -77,13 +77,12 @@ class RunCheckpointer:
             create=not read_only,
             cleanup_tmp_directories=not read_only,
         )
-        for d in (d for d in storage.listdir(self.directory) if ".orbax-checkpoint-tmp" in d):
-            if read_only:
-                continue
-            log.warning(
-                "ignoring half-written checkpoint %s (an interrupted save)",
-                os.path.join(self.directory, d),
-            )
+        if not read_only:  # (to a reader, a half-written checkpoint may be a save in progress)
+            for d in (d for d in storage.listdir(self.directory) if ".orbax-checkpoint-tmp" in d):
+                log.warning(
+                    "ignoring half-written checkpoint %s (an interrupted save)",
+                    os.path.join(self.directory, d),
+                )
         self._last_saved: int | None = None  # an async save may not be listed yet
         self.manager = ocp.CheckpointManager(
             self.directory,

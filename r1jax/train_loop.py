@@ -273,7 +273,7 @@ def run_train_loop(
                 at_eval = evaluate is not None and (
                     step == steps or (eval_every > 0 and step % eval_every == 0)
                 )
-                if not (step % log_every and step != steps and not at_eval):
+                if at_eval or step == steps or step % log_every == 0:
                     entry = _log_entry(window, step, lr_at, time.perf_counter() - t0)
                     entry |= dict(extra_log or {})
                     if at_eval:

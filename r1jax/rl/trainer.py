@@ -297,8 +297,7 @@ class GRPOTrainer:
                 f"checkpoint {self.ckpt.directory}/{step} was written for other training data "
                 f"({e}): its data position cannot continue here. Resume with the run's own "
                 "data settings (data.*, rl.prompts_per_step, seed), or start a new run_dir; "
-                f"nothing was changed there."
-                + (f" Config fields changed since that checkpoint: {changed}." if changed else "")
+                f"nothing was changed there.{_changes_note(changed)}"
             ) from None
         said = f"resumed from {self.ckpt.directory} step {step}"
         said += f"; config fields changed since: {changed}" if changed else ""
@@ -324,8 +323,7 @@ class GRPOTrainer:
             saved = self.ckpt.read_meta(self.ckpt.steps()[-1])["config"]
         except Exception:  # noqa: BLE001 - a hint only; the metadata may be what is damaged
             return ""
-        changed = self._changes_since(saved)
-        return f" Config fields changed since that checkpoint: {changed}." if changed else ""
+        return _changes_note(self._changes_since(saved))
 
     def _own_data_state(self, meta: dict) -> dict:
         """This process's data-iterator state in checkpoint metadata."""
@@ -587,6 +585,11 @@ class GRPOTrainer:
         self.metrics.close()
         self.scorer.close()
         self.eval_scorers.close()
+
+
+def _changes_note(changed: str) -> str:
+    """A sentence for error messages naming the config fields changed since a checkpoint."""
+    return f" Config fields changed since that checkpoint: {changed}." if changed else ""
 
 
 class _NoMetrics:
