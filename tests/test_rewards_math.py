@@ -34,6 +34,10 @@ def test_answer_and_think_blocks():
     assert answer_block("<answer>1</answer> x <answer> 2 </answer>") == " 2 "
     assert answer_block("<answer>open") is None
     assert answer_block("<answer>a\nb</answer>") == "a\nb"
+    # an unclosed mention of the tag earlier (in the reasoning) is not part of the block
+    assert answer_block("use the <answer> tag: 3*7-9</think>\n<answer>3*7-9</answer>") == "3*7-9"
+    assert answer_block("<answer><answer>5</answer>") == "5"
+    assert answer_block("<answer>1</answer> then <answer> open") == "1"
     assert think_block("<think>abc</think><answer>1</answer>") == "abc"
     assert think_block("prefilled reasoning</think> answer") == "prefilled reasoning"
     assert think_block("<think>truncated") == "truncated"

@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+# a block holds no other opening tag: in "the <answer> tag ... <answer>x</answer>" the block is
+# "x", not the text from the first mention on
+_ANSWER_RE = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL)
 
 
 def _balanced_group(text: str, start: int) -> int | None:
