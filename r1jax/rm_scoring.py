@@ -102,8 +102,7 @@ class RewardModelTerm:
             )
             messages.append({"role": "assistant", "content": response})
             text = render_chat(tok.chat_template, messages, **tok.special_tokens_map)
-            bos = tok.special_tokens_map.get("bos_token")
-            ids = tok.encode(text, add_bos=False if bos and text.startswith(bos) else None)
+            ids = tok.encode(text)  # one BOS, also where the template writes one
         else:
             ids = encode_scored(self.tokenizer, row["text"], response)
         return ids[-self.max_len :]

@@ -137,14 +137,19 @@ class Tokenizer(abc.ABC):
         return {k: v for k, v in self._tokens.items() if v is not None}
 
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
-        """Token ids `[T]` of `text`; prepends BOS if `add_bos` (None: `add_bos_default`).
+        """Token ids `[T]` of `text`; prepends BOS if `add_bos`.
 
-        Special-token strings that appear in `text` become their special ids.
+        Special-token strings that appear in `text` become their special ids. `add_bos=None`
+        follows `add_bos_default`, except for a text that already starts with the BOS token
+        (a chat template's `{{ bos_token }}`), which keeps that one BOS.
         """
         if not isinstance(text, str):
             raise TypeError(f"{self.name}: encode expects str, got {type(text).__name__}")
         ids = self._encode_text(text)
-        add = self._add_bos if add_bos is None else add_bos
+        if add_bos is None:
+            add = self._add_bos and not (ids and ids[0] == self.bos_id)
+        else:
+            add = add_bos
         if add:
             if self.bos_id is None:
                 raise ValueError(f"{self.name}: add_bos=True but the tokenizer has no bos token")

@@ -172,6 +172,13 @@ def test_hf_bos_follows_post_processor(bos_dir):
         assert tok.encode(text) == ref.encode(text)
         assert tok.encode(text)[0] == bos
         assert tok.encode(text, add_bos=False) == ref.encode(text, add_special_tokens=False)
+        # a text that starts with BOS (a chat template's {{ bos_token }}) keeps one: what
+        # apply_chat_template(tokenize=True) gives (it encodes without special tokens)
+        templated = "<|begin_of_text|>" + text
+        one = ref.encode(templated, add_special_tokens=False)
+        assert one[:1] == [bos] and one[1:2] != [bos]
+        assert tok.encode(templated) == one
+        assert tok.encode(templated, add_bos=True) == [bos, *one]  # asked for: added
     assert tok.pad_id == tok.eos_id == ref.convert_tokens_to_ids("<|endoftext|>")  # no pad
 
 
@@ -233,9 +240,10 @@ def test_sentencepiece_control_tokens_in_text(sp_dir):
     tok = load_tokenizer(sp_dir)
     sp = spm.SentencePieceProcessor(model_file=str(sp_dir / "tokenizer.model"))
     text = "<s>Hello</s> world<pad>"
-    expected = [1, 1, *sp.encode("Hello"), 2, *sp.encode(" world"), 3]
-    assert tok.encode(text) == expected
-    assert tok.decode(expected[1:], skip_special_tokens=False) == text
+    expected = [1, *sp.encode("Hello"), 2, *sp.encode(" world"), 3]
+    assert tok.encode(text) == expected  # the text's own <s> is the BOS: not doubled
+    assert tok.encode(text, add_bos=True) == [1, *expected]
+    assert tok.decode(expected, skip_special_tokens=False) == text
     assert tok.decode(expected) == sp.decode(expected)  # segments keep their dummy prefix
 
 
@@ -278,6 +286,8 @@ def test_char_tokenizer_hand_table(tmp_path):
     assert (tok.vocab_size, tok.pad_id, tok.bos_id, tok.eos_id) == (7, 0, 1, 2)
     assert tok.encode("ab c") == [1, 3, 4, 6, 5]
     assert tok.encode("a<eos>b<pad>", add_bos=False) == [3, 2, 4, 0]
+    assert tok.encode("<bos>ab") == [1, 3, 4]  # already starts with BOS: not doubled
+    assert tok.encode("a<bos>b") == [1, 3, 1, 4]
     assert tok.decode([1, 3, 2, 5]) == "ac"
     assert tok.decode([1, 3, 2, 5], skip_special_tokens=False) == "<bos>a<eos>c"
     with pytest.raises(ValueError, match=r"character 'z' at position 2"):
