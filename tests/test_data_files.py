@@ -231,3 +231,41 @@ def test_text_rows_of_a_config_file_are_formatted_and_bad_rows_counted(tmp_path,
     path.write_text(json.dumps(rows[1]) + "\n")
     with pytest.raises(ConfigError, match=r"config.reward_model.train_path='.*': no usable rows"):
         formatted_text_rows(c, tok, "reward_model.train_path", "q", ("good", "bad"))
+
+
+def test_the_fields_rewards_read_are_kept_and_checked(tmp_path):
+    """``tests`` (code_tests) and ``language`` (language_consistency) reach the records, from
+    JSONL and Parquet, mapped or under their own names; a code row needs no answer."""
+    from r1jax.rewards import get_reward
+
+    rows = [
+        {"q": "Write f.", "checks": "def g():\n    return 2\nassert f() == g()", "lang": "zh"},
+        {"q": "Write f.", "checks": ["assert f() == 2"], "final": "n/a"},
+        {"q": "Bad tests.", "checks": 3},
+        {"q": "Bad language.", "checks": ["assert 1"], "lang": "klingon"},
+        {"q": "No tests.", "checks": []},
+    ]
+    path = tmp_path / "code.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fm = {"prompt": "q", "answer": "final", "tests": "checks", "language": "lang"}
+    records = load_records(str(path), field_map=fm, source="code")
+    assert [r["id"] for r in records] == ["code.jsonl:1", "code.jsonl:2"]
+    assert records[0]["tests"] == rows[0]["checks"] and records[0]["language"] == "zh"
+    assert records[0]["answer"] == "" and records[1]["answer"] == "n/a"
+    assert "language" not in records[1]
+    assert records.bad_rows["by_field"] == {"checks": 2, "lang": 1}
+    assert "unsupported language" in records.bad_rows["examples"][1]
+
+    code = "```python\ndef f():\n    return 2\n```"
+    assert get_reward("code_tests")(code, records[0]) == 1.0
+    assert get_reward("code_tests")(code, records[1]) == 1.0
+    zh = "<think>先算二加二</think><answer>4</answer>"
+    assert get_reward("language_consistency")(zh, records[0]) == 1.0  # the row's language
+    assert get_reward("language_consistency")(zh, records[1]) == 0.0  # the default, "en"
+    assert get_reward("language_consistency")(zh, records[1], language="zh") == 1.0
+
+    table = pa.table({"prompt": ["Write f."], "tests": [["assert f() == 2"]], "language": ["en"]})
+    pq.write_table(table, str(tmp_path / "code.parquet"))
+    (record,) = load_records(str(tmp_path / "code.parquet"))
+    assert (record["tests"], record["language"], record["answer"]) == (
+        ["assert f() == 2"], "en", "")  # fmt: skip

@@ -12,14 +12,18 @@ Usage::
     len(records), records[0]["prompt"], records.bad_rows  # {"count": 2, "by_field": {...}, ...}
 
 `field_map` maps schema keys (`prompt`, `answer`, `solution`, `id`, `source`, `numbers`,
-`target`) to column names; unmapped keys are looked up under their own name. Rules:
+`target`, `tests`, `language`) to column names; unmapped keys are looked up under their own
+name. Rules:
 
 - `prompt` is required and must be non-empty text.
 - `answer` is required; `answer_parser` extracts the gold answer from it (e.g. map `answer` to a
   solution column with `answer_parser="boxed"`). If there is no answer but a `target`, the gold
-  answer is ``str(target)`` (countdown-style files).
+  answer is ``str(target)`` (countdown-style files); a code row with `tests` and no answer
+  gets ``""``.
 - `solution` defaults to "", `id` to ``"<file name>:<row>"``, `source` to the `source` argument.
-- `numbers` (list of ints) and `target` (int) are kept when present.
+- `numbers` (list of ints) and `target` (int) are kept when present, and so are the fields
+  rewards read: `tests` (the `code_tests` reward's tests: Python source or a list of test
+  statements) and `language` (the `language_consistency` reward's target language, e.g. "zh").
 
 Rows are numbered from 1: the line number in a JSONL file (blank lines count, so the number is
 the one an editor shows), the row number in a Parquet file. Parquet needs `pyarrow`.
@@ -37,7 +41,9 @@ from r1jax.config import ConfigError
 from r1jax.data.answers import ANSWER_PARSERS
 from r1jax.data.records import BadRows, DataError, get_field, require_int, require_text
 
-SCHEMA_KEYS = ("id", "prompt", "answer", "solution", "source", "numbers", "target")
+SCHEMA_KEYS = (
+    "id", "prompt", "answer", "solution", "source", "numbers", "target", "tests", "language"
+)  # fmt: skip
 
 
 class RecordList(Sequence[dict]):
@@ -156,7 +162,10 @@ def row_to_record(
         record["numbers"] = [require_int(n, col["numbers"], file, line) for n in numbers]
     if row.get(col["target"]) is not None:
         record["target"] = require_int(row[col["target"]], col["target"], file, line)
-    if row.get(col["answer"]) is not None or "target" not in record:
+    _add_reward_fields(record, row, col, file, line)
+    if "tests" in record and row.get(col["answer"]) is None:
+        record["answer"] = ""  # a code row: judged by its tests
+    elif row.get(col["answer"]) is not None or "target" not in record:
         raw = require_text(get_field(row, col["answer"], file, line), col["answer"], file, line)
         try:
             record["answer"] = ANSWER_PARSERS[answer_parser](raw)
@@ -175,6 +184,32 @@ def row_to_record(
     row_id = row.get(col["id"])
     record["id"] = str(row_id) if row_id is not None else f"{os.path.basename(file)}:{line}"
     return record
+
+
+def _add_reward_fields(
+    record: dict[str, Any], row: Mapping[str, Any], col: Mapping[str, str], file: str, line: int
+) -> None:
+    """Copies the row's ``tests`` and ``language`` (those present) into ``record``, checked."""
+    from r1jax.rewards.language import LANGUAGE_SCRIPTS
+
+    tests = row.get(col["tests"])
+    if tests is not None:
+        if isinstance(tests, tuple | list) and all(isinstance(t, str) for t in tests):
+            tests = list(tests)
+        elif not isinstance(tests, str):
+            raise DataError(
+                file, line, col["tests"], "expected Python source or a list of strings", tests
+            )
+        if not tests or not any(str(t).strip() for t in tests):
+            raise DataError(file, line, col["tests"], "expected at least one test", tests)
+        record["tests"] = tests
+    language = row.get(col["language"])
+    if language is not None:
+        language = require_text(language, col["language"], file, line)
+        if language not in LANGUAGE_SCRIPTS:
+            why = f"unsupported language; use one of {sorted(LANGUAGE_SCRIPTS)}"
+            raise DataError(file, line, col["language"], why, language)
+        record["language"] = language
 
 
 def load_records(

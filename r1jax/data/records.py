@@ -5,7 +5,8 @@ Every source (tfds builder, JSONL/Parquet file, generated countdown) yields plai
     {
       "id":       str,   # stable id, e.g. "gsm8k/test/17", "test/algebra/1.json", "data.jsonl:3"
       "prompt":   str,   # the question text, NOT templated (the trainer applies the template)
-      "answer":   str,   # gold answer, non-empty ("72", "\\frac{1}{2}", "33")
+      "answer":   str,   # gold answer, non-empty ("72", "\\frac{1}{2}", "33"); "" for a
+                         # code row judged by its tests
       "source":   str,   # task family used to pick the reward: "gsm8k", "math", "aime",
                          # "countdown", or whatever a user file declares
       "solution": str,   # worked solution if the dataset has one, else ""
@@ -15,6 +16,8 @@ Every source (tfds builder, JSONL/Parquet file, generated countdown) yields plai
       "level":    int,        # MATH: difficulty 1..5 (0 when the source says "Level ?")
       "type":     str,        # MATH: subject, e.g. "Algebra"
       "year":     int,        # AIME: contest year
+      "tests":    str | list[str],  # code (files): the code_tests reward's tests
+      "language": str,        # files: language_consistency's target language, e.g. "zh"
     }
 
 Design decision: the tfds builders store task-specific fields as typed features (not a JSON

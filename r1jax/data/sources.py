@@ -11,7 +11,8 @@ Config keys (a dict or an `ml_collections.ConfigDict`)::
     download:      prepare the tfds dataset if it is missing (default True)
     countdown:     countdown options, e.g. {"seed": 0, "train_size": 1000, "max_numbers": 3}
     path:          jsonl/parquet: file, glob or list of files
-    field_map:     jsonl/parquet: schema key -> column, e.g. {"prompt": "question"}
+    field_map:     jsonl/parquet: schema key -> column, e.g. {"prompt": "question"}; the keys
+                   are those of `r1jax.data.files` (tests and language included)
     source:        jsonl/parquet: value of the records' `source` field (default "custom")
     answer_parser: jsonl/parquet: "raw" | "gsm8k" | "boxed" | "integer"
     on_bad_row:    "skip" (default) or "fail"; for tfds datasets it applies when the split is

@@ -53,16 +53,18 @@ def word_scripts(text: str) -> list[str]:
 
 
 @register_reward("language_consistency", value_range=(0.0, 1.0))
-def language_consistency(completion: str, row: dict[str, Any]) -> float:
-    """Fraction of words of the ``<think>`` part that are in ``row.get("language", "en")``.
+def language_consistency(completion: str, row: dict[str, Any], language: str = "en") -> float:
+    """Fraction of words of the ``<think>`` part that are in the row's target language:
+    ``row["language"]`` where the data has that field, else ``language`` (the run's default,
+    e.g. ``("language_consistency", 0.1, {"language": "zh"})``).
 
     Without think tags the whole completion is used. No words at all scores 0.
     Supported languages: ``LANGUAGE_SCRIPTS`` keys. Range [0, 1].
     """
-    language = row.get("language") or "en"
+    language = row.get("language") or language
     if language not in LANGUAGE_SCRIPTS:
         raise ValueError(
-            f"row 'language' {language!r} is not supported; use one of {sorted(LANGUAGE_SCRIPTS)}"
+            f"language {language!r} is not supported; use one of {sorted(LANGUAGE_SCRIPTS)}"
         )
     cot = think_block(completion)
     scripts = word_scripts(completion if cot is None else cot)
