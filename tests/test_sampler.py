@@ -460,3 +460,33 @@ def test_cache_layout_and_grow_cache():
     assert grown["k"].shape == (6, 2, 16, 9) and grown["v"].shape == (6, 2, 9, 16)
     np.testing.assert_array_equal(grown["k"][:, 0, 0, 0], [0, 0, 0, 1, 1, 1])
     assert not grown["k"][..., 5:].any() and not grown["v"][:, :, 5:].any()
+
+
+def test_ids_past_the_tokenizers_vocabulary_decode_to_no_text(caplog):
+    """A model may embed more ids than its tokenizer has (Qwen2.5: 151,936 vs 151,665); the
+    sampler draws from all of them, and those ids decode to nothing (as HF tokenizers do)
+    instead of failing the whole call."""
+    from r1jax.model import Transformer
+    from r1jax.tokenizer import CharTokenizer
+
+    tok = CharTokenizer("abcdefghijklmnopqrstuvwxyz ")
+    model = Transformer(get_preset("tiny", vocab_size=256), rngs=nnx.Rngs(0))
+    s = Sampler(model, tokenizer=tok, max_prompt_len=8, max_new_tokens=8, prompt_buckets=(8,))
+    params = SamplingParams(seed=0, ignore_eos=True)
+    with caplog.at_level("WARNING", logger="r1jax.sampling.sampler"):
+        out = s.generate(model, ["hello", "abc"], 4, params)
+        again = s.generate(model, ["hello", "abc"], 4, params)
+    rows = completions(out)
+    past = sum(t >= tok.vocab_size for row in rows for t in row)
+    assert 0 < past < sum(map(len, rows))  # random weights: both kinds drawn
+    assert out.texts == [tok.decode([t for t in row if t < tok.vocab_size]) for row in rows]
+    assert again.texts == out.texts
+    warnings = [r.getMessage() for r in caplog.records if "past the tokenizer" in r.message]
+    assert warnings == [f"sampled {past} ids past the tokenizer's {tok.vocab_size} (the model "
+                        "embeds 256): they decode to no text (said once per sampler)"]  # fmt: skip
+    # stop strings are found in the same text
+    stop = next(t for t in out.texts if len(t) >= 2)[:2]
+    cut = s.generate(model, ["hello", "abc"], 4, replace(params, stop_strings=(stop,)))
+    for r, row in enumerate(completions(cut)):
+        assert cut.texts[r] == tok.decode([t for t in row if t < tok.vocab_size])
+        assert cut.finish_reason[r] == ("stop" if stop in out.texts[r] else "length")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,6 +41,20 @@ from r1jax.sampling import stops
 from r1jax.sampling.params import SamplingParams
 
 DEFAULT_PROMPT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
+log = logging.getLogger(__name__)
+
+
+class _SkipUnknownIds:
+    """Decodes with the ids past a tokenizer's vocabulary left out, as Hugging Face tokenizers
+    do: a model may embed more ids than its tokenizer has (Qwen2.5 pads 151,665 to 151,936),
+    and the sampler draws from the model's whole vocabulary."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        known = [int(i) for i in ids if 0 <= i < self.tokenizer.vocab_size]
+        return self.tokenizer.decode(known, skip_special_tokens)
 
 
 @dataclasses.dataclass
@@ -208,6 +223,7 @@ class Sampler:
                 f"exceeds the model's max_position_embeddings={cfg.max_position_embeddings}"
             )
         self.mesh, self.tokenizer, self.rules = mesh, tokenizer, dict(rules)
+        self._warned_unknown_ids = False
         self.fuse_projections = bool(fuse_projections)
         self.decode_segments = decode_segments
         self.max_prompt_len, self.max_new_tokens = max_prompt_len, max_new_tokens
@@ -440,16 +456,31 @@ class Sampler:
         lengths = mask.sum(-1).astype(np.int32)
         reasons = [dec.FINISH_NAMES[int(c)] for c in host["finish"][:rows]]
         texts = None if self.tokenizer is None else []
+        decoder = self.tokenizer
+        known = getattr(decoder, "vocab_size", None)  # None: a stand-in without one
+        if known is not None and self.cfg.vocab_size > known:
+            unknown = int(((tok >= known) & mask).sum())
+            if unknown:
+                decoder = _SkipUnknownIds(decoder)
+                if not self._warned_unknown_ids:
+                    self._warned_unknown_ids = True
+                    log.warning(
+                        "sampled %d ids past the tokenizer's %d (the model embeds %d): they "
+                        "decode to no text (said once per sampler)",
+                        unknown,
+                        known,
+                        self.cfg.vocab_size,
+                    )
         for r in range(rows):
             cut = None
             if params.stop_strings:
-                cut = stops.stop_cut(tok[r, : lengths[r]], self.tokenizer, params.stop_strings)
+                cut = stops.stop_cut(tok[r, : lengths[r]], decoder, params.stop_strings)
             if cut is not None:
                 k, text = cut
                 tok[r, k:], mask[r, k:], lp_p[r, k:], lp_s[r, k:] = self.pad_id, False, 0, 0
                 lengths[r], reasons[r] = k, "stop"
             elif texts is not None:
-                text = self.tokenizer.decode(tok[r, : lengths[r]].tolist())
+                text = decoder.decode(tok[r, : lengths[r]].tolist())
             if texts is not None:
                 texts.append(text)
         g = rows // len(prompt_ids)
