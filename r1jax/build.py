@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -290,7 +291,9 @@ def records_with_text(c, tokenizer, source, num_prompts: int, what: str) -> list
 def eval_task(c: ml_collections.ConfigDict):
     """The :class:`r1jax.eval_run.EvalTask` of ``c.rewards``: the accuracy reward
     (``rewards.accuracy``, default the first function), ``rewards.correct_threshold`` and the
-    answer extraction of that reward for majority votes."""
+    answer extraction of that reward for majority votes. Rows of a source that
+    ``rewards.routes`` gives other terms are judged by the route's term of that label, else
+    by the route's first term (a route without terms judges nothing)."""
     from r1jax.rewards.registry import parse_specs
 
     specs = parse_specs(c.rewards.functions)
@@ -301,7 +304,14 @@ def eval_task(c: ml_collections.ConfigDict):
             f"config.rewards.accuracy={label!r} is not one of the rewards.functions "
             f"{[s.label for s in specs]}"
         )
-    return accuracy_task(spec, c.rewards.correct_threshold)
+    threshold = c.rewards.correct_threshold
+    routes = {}
+    for source, terms in c.rewards.routes.items():
+        route = parse_specs(terms)
+        chosen = next((s for s in route if s.label == label), route[0] if route else None)
+        task = None if chosen is None else accuracy_task(chosen, threshold)
+        routes[source] = None if task is None else (task.accuracy, task.answer_of)
+    return dataclasses.replace(accuracy_task(spec, threshold), routes=routes)
 
 
 def accuracy_task(item: Any, threshold: float):

@@ -172,7 +172,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.rewards.correct_threshold = 1.0
     # {source: ((name, weight), ...)}: the terms for rows of that source instead of
     # `functions`; () scores those rows with no rule (e.g. general prompts judged only by
-    # the reward model)
+    # the reward model). Evaluation and reward/accuracy_mean judge a route's rows by its term
+    # labelled like `accuracy`, else by its first term (rows with no terms cannot be judged)
     c.rewards.routes = ml_collections.ConfigDict()
 
     c.reward_model = ml_collections.ConfigDict()

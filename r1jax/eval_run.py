@@ -12,7 +12,7 @@ giving the voted answer is. Every process returns the results of all prompts.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,11 +30,52 @@ class EvalTask:
       accuracy: label of the accuracy reward in the scorer's results.
       threshold: a completion is correct when that reward is >= this.
       answer_of: completion -> the answer it votes for (None: no answer), for maj@k.
+      routes: record source -> ``(accuracy, answer_of)`` of that source's rows, where the
+        scorer routes them to other reward terms (``rewards.routes``); None: the source has no
+        rule reward, so its rows cannot be judged.
     """
 
     accuracy: str
     threshold: float
     answer_of: Callable[[str], str | None]
+    routes: Mapping[str, tuple[str, Callable[[str], str | None]] | None] = dataclasses.field(
+        default_factory=dict
+    )
+
+    def judge_of(self, row: Mapping[str, Any]) -> tuple[str, Callable[[str], str | None]] | None:
+        """``(accuracy label, answer_of)`` of the record ``row``: its source's route's, else
+        the task's own; None for a source without rule rewards."""
+        source = str(row.get("source"))
+        return self.routes.get(source, (self.accuracy, self.answer_of))
+
+    def check_records(self, records: Sequence[Mapping[str, Any]], what: str) -> None:
+        """Raises ConfigError naming the first record of ``what`` that no reward can judge."""
+        from r1jax.config import ConfigError
+
+        for i, row in enumerate(records):
+            if self.judge_of(row) is None:
+                raise ConfigError(
+                    f"{what}: record {row.get('id', i)!r} has source {row.get('source')!r}, "
+                    f"which config.rewards.routes gives no rule reward, so no completion of it "
+                    "can be judged correct; leave such records out of it, or give the route an "
+                    "accuracy term"
+                )
+
+    def correct_rows(
+        self, records: Sequence[Mapping[str, Any]], per_function: Mapping[str, np.ndarray]
+    ) -> np.ndarray:
+        """``[R]`` float32 of the scored rows of ``records`` (R = len(records) * G, each
+        record's G rows together): 1.0 where the row's accuracy reward reaches the threshold,
+        0.0 below it, NaN where its source has no rule reward."""
+        rows = len(next(iter(per_function.values()))) if per_function else 0
+        g = rows // max(len(records), 1)
+        out = np.full(rows, np.nan, np.float32)
+        for p, row in enumerate(records):
+            judge = self.judge_of(row)
+            if judge is not None and judge[0] in per_function:
+                values = per_function[judge[0]][p * g : (p + 1) * g]
+                out[p * g : (p + 1) * g] = values >= self.threshold
+        return out
 
 
 def evaluate_prompts(
@@ -85,9 +126,15 @@ def evaluate_prompts(
         if n:
             rows = [recs[j // k] for j in range(n * k)]
             texts = out.texts[: n * k]
-            scores = scorer.score(texts, rows).per_function[task.accuracy][: n * k]
+            per_function = scorer.score(texts, rows).per_function
             for q in range(n):
-                mine.append(_judge(start + lo + q, out, texts, scores, q, k, task, keep_text))
+                judge = task.judge_of(recs[q])
+                if judge is None:  # callers check the records first (check_records)
+                    raise ValueError(f"no accuracy reward judges record {recs[q].get('id')!r}")
+                scores = per_function[judge[0]][: n * k]
+                result = _judge(start + lo + q, out, texts, scores, q, k, task.threshold,
+                                judge[1], keep_text)  # fmt: skip
+                mine.append(result)
         if progress is not None:
             progress(min(start + block_prompts, len(records)))
     results = [r for part in dist.allgather_json(mine) for r in part] if count > 1 else mine
@@ -101,13 +148,14 @@ def _judge(
     scores: np.ndarray,
     q: int,
     k: int,
-    task: EvalTask,
+    threshold: float,
+    answer_of: Callable[[str], str | None],
     keep_text: bool,
 ) -> dict:
     """The result dict of prompt ``q`` of a sampler output (rows ``q*k .. q*k+k-1``)."""
     rows = range(q * k, (q + 1) * k)
-    correct = [bool(scores[r] >= task.threshold) for r in rows]
-    answers = [task.answer_of(texts[r]) for r in rows]
+    correct = [bool(scores[r] >= threshold) for r in rows]
+    answers = [answer_of(texts[r]) for r in rows]
     voted, voted_correct = vote(answers, correct)
     result = {
         "index": index,

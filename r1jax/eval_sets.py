@@ -203,9 +203,9 @@ def load_eval_sets(
     if HELD_OUT in known and HELD_OUT in wanted:
         n = c.train.eval_prompts if num_prompts is None else num_prompts
         records = build.eval_records(c, tokenizer, n, needed_by, hint, eval_source)
-        sets.append(
-            EvalSet("", held_out_name(c), records, build.eval_task(c), c.train.eval_samples)
-        )
+        task = build.eval_task(c)
+        task.check_records(records, f"the held-out set {held_out_name(c)}")
+        sets.append(EvalSet("", held_out_name(c), records, task, c.train.eval_samples))
     elif not specs:
         build.eval_source_config(c, needed_by, hint)  # raises: nothing to evaluate
         raise ConfigError(
@@ -253,6 +253,7 @@ def _benchmark(c, tokenizer, name: str, spec: dict[str, Any], num_prompts: int |
     accuracy = spec.get("accuracy")
     if accuracy is None:
         task = dataclasses.replace(build.eval_task(c), threshold=threshold)
+        task.check_records(records, f"config.{field}")
     else:
         try:
             task = build.accuracy_task(accuracy, threshold)

@@ -230,6 +230,7 @@ def traces_command(
     tokenizer = build.build_tokenizer(c)
     task = build.eval_task(c)
     records = build.training_records(c, tokenizer, num_prompts)
+    task.check_records(records, "traces (the training prompts)")
     mesh = build.build_mesh(c)
     model, _, weights = build.load_run_model(c, mesh, tokenizer, step)
     t = c.train

@@ -280,3 +280,72 @@ def test_groups_break_the_metrics_down_by_fields_that_vary():
                                     "length_mean": 6.0, "truncated": 0.5, "prompts": 1}  # fmt: skip
     assert groups["level"]["2"]["pass@1"] == 0.25 and groups["level"]["2"]["pass@2"] == 0.5
     assert groups["level"]["2"]["maj@2"] == 0.0 and groups["level"]["2"]["prompts"] == 2
+
+
+class _FixedSampler:
+    """Gives every prompt's k samples the completion ``answers[prompt]``."""
+
+    def __init__(self, answers):
+        self.answers = answers
+
+    def generate(self, params, inputs, k, sampling, draw_ids=None):
+        from types import SimpleNamespace
+
+        texts = [self.answers[t] for t in inputs for _ in range(k)]
+        return SimpleNamespace(
+            texts=texts, lengths=[5] * len(texts), finish_reason=["eos"] * len(texts)
+        )
+
+
+def test_rows_routed_to_other_rewards_are_judged_by_their_routes_accuracy():
+    """With ``rewards.routes``, a source's rows are scored only by its route's terms: the
+    eval judges them by the route's accuracy reward (it read the default one, 0 there, so
+    every routed prompt counted as wrong), votes read their answers, and the training metric
+    ``reward/accuracy_mean`` does the same; a route with no rule terms cannot be judged."""
+    import ml_collections
+
+    from r1jax import build
+    from r1jax.config import ConfigError
+    from r1jax.eval_run import evaluate_prompts, summarize_results
+    from r1jax.rewards import RewardScorer
+    from r1jax.sampling.params import SamplingParams
+
+    answers = {
+        "q-math": "<answer>\\frac{1}{2}</answer>",  # right
+        "q-cd": "<answer>3*7-9</answer>",  # right (12)
+        "q-cd2": "<answer>3+7+9</answer>",  # wrong (19, not 12)
+    }
+    records = [
+        dict(id="m", text="q-math", answer="1/2", source="math"),
+        dict(id="c", text="q-cd", answer="12", source="countdown", numbers=[3, 7, 9], target=12),
+        dict(id="c2", text="q-cd2", answer="12", source="countdown", numbers=[3, 7, 9],
+             target=12),
+    ]  # fmt: skip
+    routes = {
+        "countdown": (("countdown", 1.0), ("format_strict", 0.2)),  # the first term judges
+        "gsm": (("format_strict", 0.2), ("math_accuracy", 1.0)),  # rewards.accuracy's label
+        "chat": (),  # no rule reward (a reward model's prompts)
+    }
+    c = ml_collections.ConfigDict(dict(rewards=dict(
+        functions=(("math_accuracy", 1.0),), accuracy="", correct_threshold=1.0,
+        routes=routes)))  # fmt: skip
+    task = build.eval_task(c)
+    assert task.judge_of(records[0])[0] == "math_accuracy"
+    assert task.judge_of(records[1])[0] == "countdown"
+    assert task.judge_of({"source": "gsm"})[0] == "math_accuracy"
+    assert task.judge_of({"source": "chat"}) is None
+    with RewardScorer([("math_accuracy", 1.0)], routes=routes, num_workers=0) as scorer:
+        res = evaluate_prompts(_FixedSampler(answers), None, records, scorer, task,
+                               SamplingParams(), 2, 8)  # fmt: skip
+        assert [r["correct"] for r in res] == [[True, True], [True, True], [False, False]]
+        # votes read answers as each row's accuracy reward does (countdown: the value)
+        assert [r["vote"] for r in res] == ["1/2", "12 from 3 7 9", "19 from 3 7 9"]
+        assert summarize_results(res)["pass@1"] == pytest.approx(2 / 3)
+        scores = scorer.score([answers[r["text"]] for r in records for _ in range(2)],
+                              [r for r in records for _ in range(2)])  # fmt: skip
+    correct = task.correct_rows(records, scores.per_function)
+    np.testing.assert_array_equal(correct, [1, 1, 1, 1, 0, 0])
+    chat = [dict(id="x", source="chat", prompt="hi")]
+    assert np.isnan(task.correct_rows(chat, {"math_accuracy": np.zeros(2)})).all()
+    with pytest.raises(ConfigError, match=r"the held-out set: record 'x' has source 'chat'"):
+        task.check_records(records + chat, "the held-out set")

@@ -1,5 +1,6 @@
 """End-to-end GRPO training: learning, exact resume after SIGKILL, checkpoint fallback."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -411,9 +412,13 @@ def test_a_routed_reward_terms_metrics_average_only_the_rows_it_scores():
             "model": np.array([True, True, False, False]),
         },  # fmt: skip
     )
-    m = rollout_metrics(roll, 2, "rule", 1.0, False)
+    m = rollout_metrics(roll, 2, False)
     assert m["reward/fn/model/mean"] == 2.0 and m["reward/fn/model/std"] == 1.0
     assert m["reward/fn/rule/mean"] == 0.5 and m["reward/mean"] == 1.25
+    assert "reward/accuracy_mean" not in m  # no row judged
+    # accuracy over the rows an accuracy reward judges (the model-only rows: NaN)
+    judged = dataclasses.replace(roll, correct=np.array([np.nan, np.nan, 0, 1], np.float32))
+    assert rollout_metrics(judged, 2, False)["reward/accuracy_mean"] == 0.5
     picked = _select_groups(roll, np.array([1]), 2)  # dynamic sampling keeps the masks aligned
     assert picked.reward_applied["model"].tolist() == [False, False]
 

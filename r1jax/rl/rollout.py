@@ -39,6 +39,9 @@ class Rollouts:
     sampled_groups: int = 0
     # key -> [R] bool: the term is routed to the row (a missing key: every row)
     reward_applied: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    # [R] float32 1/0: the row's accuracy reward reaches the threshold; NaN: its source has
+    # none (set for the metrics: :meth:`r1jax.eval_run.EvalTask.correct_rows`)
+    correct: np.ndarray | None = None
 
     @property
     def lengths(self) -> np.ndarray:

@@ -29,6 +29,9 @@ def gather_rollouts(roll: Rollouts) -> Rollouts:
         "truncated": roll.truncated,
         "per_function": roll.per_function,
         "reward_applied": roll.reward_applied,
+        "correct": np.full(len(roll.rewards), np.nan, np.float32)
+        if roll.correct is None
+        else roll.correct,
         "counts": np.array(
             [
                 np.asarray(roll.input_mask).sum(),
@@ -48,6 +51,7 @@ def gather_rollouts(roll: Rollouts) -> Rollouts:
         finish_reason=["length" if t else "" for t in g["truncated"]],
         per_function=g["per_function"],
         reward_applied=g["reward_applied"],
+        correct=g["correct"],
         input_mask=np.array([[counts[0]]]),
         dropped_groups=int(counts[1]),
         sampled_groups=int(counts[2]),
@@ -58,12 +62,11 @@ def gather_rollouts(roll: Rollouts) -> Rollouts:
 def rollout_metrics(
     roll: Rollouts,
     group_size: int,
-    accuracy_fn: str,
-    correct_threshold: float,
     dynamic_sampling: bool,
 ) -> dict[str, float]:
     """``reward/*``, ``groups/*`` and ``completion/*`` metrics of ``roll`` (R rows); a reward
-    term's ``reward/fn/<key>/mean|std`` are over the rows it is routed to."""
+    term's ``reward/fn/<key>/mean|std`` are over the rows it is routed to,
+    ``reward/accuracy_mean`` over the rows an accuracy reward judges (``roll.correct``)."""
     out = {
         "reward/mean": float(roll.rewards.mean()),
         "reward/std": float(roll.rewards.std()),
@@ -73,9 +76,9 @@ def rollout_metrics(
         out[f"reward/fn/{name}/mean"] = float(v.mean()) if v.size else 0.0
         out[f"reward/fn/{name}/std"] = float(v.std()) if v.size else 0.0
     out.update({f"reward/{k}": float(v) for k, v in roll.reward_failures.items()})
-    acc = roll.per_function.get(accuracy_fn)
-    if acc is not None:
-        out["reward/accuracy_mean"] = float((acc >= correct_threshold).mean())
+    judged = None if roll.correct is None else roll.correct[~np.isnan(roll.correct)]
+    if judged is not None and judged.size:
+        out["reward/accuracy_mean"] = float(judged.mean())
     g = roll.rewards.reshape(-1, group_size)  # [prompts, G]
     out["groups/frac_zero_std"] = float((g.max(1) == g.min(1)).mean())
     if dynamic_sampling:

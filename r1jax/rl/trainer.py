@@ -229,7 +229,6 @@ class GRPOTrainer:
             self.c, self.scorer, self.mesh, self.tokenizer
         )
         self.eval_task = build.eval_task(self.c)
-        self.accuracy_fn = self.eval_task.accuracy
 
     def _build_data(self, source, eval_source) -> None:
         from r1jax.data import PromptIterator
@@ -474,17 +473,10 @@ class GRPOTrainer:
         this process's). ``perf/update_tflops_per_s``: model FLOPs of the update (``flops``)
         per second, all chips together; ``perf/mfu``: that over the chips' bf16 peak (only
         on chips :data:`r1jax.perf.PEAK_BF16_TFLOPS` lists)."""
-        roll = gather_rollouts(roll)
+        correct = self.eval_task.correct_rows(roll.records, roll.per_function)
+        roll = gather_rollouts(dataclasses.replace(roll, correct=correct))
         out: dict[str, float] = {f"loss/{k}": float(v) for k, v in m.items()}
-        out.update(
-            rollout_metrics(
-                roll,
-                self.c.rl.group_size,
-                self.accuracy_fn,
-                self.c.rewards.correct_threshold,
-                self.c.rl.dynamic_sampling,
-            )
-        )
+        out.update(rollout_metrics(roll, self.c.rl.group_size, self.c.rl.dynamic_sampling))
         lengths = roll.lengths
         updates = self.c.rl.num_iterations * self.c.rl.num_minibatches
         out["optim/lr"] = float(self.schedule(max(self.step * updates - 1, 0)))
