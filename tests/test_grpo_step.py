@@ -99,13 +99,29 @@ def test_compiles_once(shape):
     assert update._cache_size() == 1
 
 
-def test_grad_accumulation_matches_full_batch():
+@pytest.mark.parametrize("loss_type", ["grpo", "token", "dr_grpo", "gspo"])
+def test_grad_accumulation_matches_full_batch(loss_type):
+    """Micro-batches with very different token counts (the first rows keep one token): the
+    accumulated update equals the full-batch one for every loss, the token loss included (its
+    micro-batch gradients are weighted by their tokens), and so do the loss and token count."""
     single = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
-    full, _, _, _ = _run(single, ON_POLICY, steps=1)
-    accum = StepConfig(loss=LossConfig("grpo"), prompt_len=P, grad_accum=4)
-    acc, _, _, _ = _run(single, accum, steps=1)
-    for a, b in zip(_leaves(acc), _leaves(full), strict=True):
+    batch = _batch(0)
+    batch["loss_mask"][:4] = 0
+    batch["loss_mask"][:4, 0] = 1
+    out = {}
+    for accum in (1, 4):
+        cfg = StepConfig(loss=LossConfig(loss_type, max_completion_len=N), prompt_len=P,
+                         grad_accum=accum)  # fmt: skip
+        params, opt_state, update, _, bs = _setup(single, cfg, lr=0.5, adam=False)
+        placed = {k: jax.device_put(v, bs[k]) for k, v in batch.items()}
+        params, _, metrics = update(params, opt_state, placed)
+        out[accum] = (_leaves(params), metrics)
+    (full, fm), (acc, am) = out[1], out[4]
+    for a, b in zip(acc, full, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(am["loss"]), float(fm["loss"]), rtol=1e-5, atol=1e-7)
+    assert float(am["num_tokens"]) == float(fm["num_tokens"]) == batch["loss_mask"].sum()
+    assert float(am["ratio_max"]) == pytest.approx(float(fm["ratio_max"]))
 
 
 def test_mu2_first_pass_is_on_policy():

@@ -147,6 +147,19 @@ def _shared_prompt_hidden(
     return jnp.concatenate([last_prompt, h_completion[:, :-1]], axis=1)
 
 
+def micro_batch_weights(loss_mask: jax.Array, loss_type: str) -> jax.Array:
+    """``[A]`` weights of the gradients (and metrics) of ``A`` micro-batches of one
+    minibatch (``loss_mask [A, rows, N]``), so that their sum is the full minibatch's: each
+    micro-batch's share of the tokens for the ``token`` loss (one mean over all the
+    minibatch's tokens), ``1 / A`` for the losses whose normaliser counts rows (each
+    micro-batch has as many)."""
+    a = loss_mask.shape[0]
+    if loss_type != "token":
+        return jnp.full((a,), 1.0 / a, jnp.float32)
+    tokens = jnp.sum(loss_mask.reshape(a, -1).astype(jnp.float32), axis=1)
+    return tokens / jnp.maximum(jnp.sum(tokens), 1.0)
+
+
 def make_update_fn(
     graphdef: nnx.GraphDef, cfg: StepConfig, optimizer: optax.GradientTransformation
 ) -> Callable:
@@ -190,15 +203,20 @@ def make_update_fn(
     def minibatch_update(carry, mb):
         params, opt_state = carry
 
-        def micro(acc, x):
+        def micro(acc, xw):
+            x, w = xw
             (_, metrics), grads = grad_fn(params, x)
-            acc = jax.tree.map(lambda a, g: a + g / cfg.grad_accum, acc, grads)
+            acc = jax.tree.map(lambda a, g: a + g * w, acc, grads)
             return acc, metrics
 
         zeros = jax.tree.map(jnp.zeros_like, params)
         micro_batches = jax.tree.map(lambda x: shd.deal_rows(x, cfg.grad_accum, cfg.group_size), mb)
-        grads, metrics = jax.lax.scan(micro, zeros, micro_batches)
-        metrics = jax.tree.map(jnp.mean, metrics)
+        weights = micro_batch_weights(micro_batches["loss_mask"], cfg.loss.loss_type)
+        grads, metrics = jax.lax.scan(micro, zeros, (micro_batches, weights))
+        num_tokens = jnp.sum(metrics.pop("num_tokens"))  # the whole minibatch's
+        ratio_max = jnp.max(metrics.pop("ratio_max"))
+        metrics = jax.tree.map(lambda m: jnp.sum(m * weights), metrics)
+        metrics.update(num_tokens=num_tokens, ratio_max=ratio_max)
         metrics["grad_norm"] = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
