@@ -461,3 +461,31 @@ def test_ctrl_c_in_a_checkpoint_step_saves_once_and_stops(tmp_path, monkeypatch)
         trainer.close()
     assert [h["step"] for h in history] == [1, 2]
     assert sorted(os.listdir(os.path.join(c.run_dir, "checkpoints"))) == ["1", "2"]
+
+
+def test_resuming_a_run_without_reference_with_beta_copies_the_policy_as_reference(tmp_path):
+    """A checkpoint of a beta=0 run holds no reference; resumed with beta > 0, the reference
+    starts as a copy of the restored policy (it was the policy's own arrays, which the update
+    donates: the first step failed with 'Buffer has been deleted or donated')."""
+    c = make_config(str(tmp_path), train__steps=2, train__checkpoint_every=2)
+    t = GRPOTrainer(c)
+    t.train()
+    t.close()
+    run = c.run_dir
+    t = GRPOTrainer(make_config(str(tmp_path), train__steps=3, train__checkpoint_every=2,
+                                rl__beta=0.04))  # fmt: skip
+    try:
+        assert t.step == 2 and t.ref_params is not t.params
+        restored = _leaves_of(t.params)
+        t.train()
+        assert t.step == 3
+        for a, b in zip(_leaves_of(t.ref_params), restored, strict=True):
+            np.testing.assert_array_equal(a, b)  # the reference stayed the step-2 policy
+    finally:
+        t.close()
+    rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    assert rows[-1]["step"] == 3 and abs(rows[-1]["loss/kl"]) < 1e-6  # on-policy: ref == policy
+
+
+def _leaves_of(state) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(state)]

@@ -284,7 +284,9 @@ class GRPOTrainer:
             return False
         step, self.params, self.opt_state, ref, meta = restored
         self.step = step
-        self.ref_params = ref if ref is not None else (self.params if self.c.rl.beta > 0 else None)
+        if ref is None and self.c.rl.beta > 0:  # a copy: the update donates the policy's buffers
+            ref = self._copy_params()
+        self.ref_params = ref
         self.best_eval = meta.get("best_eval")
         if meta.get("best_metric", "eval/pass@1") != self.best_metric:
             self.best_eval = None  # train.best_metric changed: the old best is another metric
