@@ -336,3 +336,19 @@ def test_sharded_update_has_no_involuntary_rematerialization(capfd):
 
     assert warning in compile_log(lookup(False), table, tokens)
     assert warning not in compile_log(lookup(True), table, tokens)
+
+
+def test_policy_drift_kl_is_kl_of_the_old_policy_to_the_current_one():
+    """``policy_drift_kl`` estimates KL(old || current) with k3 over the tokens the old policy
+    sampled: d = logp - old_logp, mean of exp(d) - d - 1 (not the reversed ratio, which
+    estimates another divergence; asymmetric noise tells the two apart)."""
+    mesh = shd.make_mesh((2, 2, 2))
+    cfg = StepConfig(loss=LossConfig("grpo"), prompt_len=P, num_iterations=2)
+    params, opt_state, update, logprob, bs = _setup(mesh, cfg, lr=0.0)  # the policy stays
+    b = _batch()
+    exact = np.asarray(logprob(params, jnp.asarray(b["tokens"]), jnp.asarray(b["input_mask"])))
+    noise = np.random.RandomState(5).uniform(0.0, 0.5, exact.shape).astype(np.float32)
+    b["old_logp"] = np.where(b["loss_mask"] > 0, exact + noise, 0.0).astype(np.float32)
+    _, _, m = update(params, opt_state, {k: jax.device_put(v, bs[k]) for k, v in b.items()})
+    d = -noise[b["loss_mask"] > 0]  # logp - old_logp
+    np.testing.assert_allclose(float(m["policy_drift_kl"]), (np.exp(d) - d - 1).mean(), 1e-3)

@@ -188,8 +188,9 @@ def make_update_fn(
             return mean(jnp.exp(d) - d - 1)
 
         metrics["entropy"] = mean(ent)
-        if old is not None:  # how far the policy moved since sampling (k3, mean over tokens)
-            metrics["policy_drift_kl"] = k3(old, logp)
+        if old is not None:  # how far the policy moved since sampling: KL(old || current),
+            # k3 over the tokens, which the old policy sampled
+            metrics["policy_drift_kl"] = k3(logp, old)
         sampled = mb.get("sampler_logp")
         if sampled is not None:  # the sampler's vs the trainer's log-probs of one policy
             trainer_logp = jax.lax.stop_gradient(logp if old is None else old)
