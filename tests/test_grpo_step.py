@@ -352,3 +352,23 @@ def test_policy_drift_kl_is_kl_of_the_old_policy_to_the_current_one():
     _, _, m = update(params, opt_state, {k: jax.device_put(v, bs[k]) for k, v in b.items()})
     d = -noise[b["loss_mask"] > 0]  # logp - old_logp
     np.testing.assert_allclose(float(m["policy_drift_kl"]), (np.exp(d) - d - 1).mean(), 1e-3)
+
+
+def test_ratio_max_is_the_largest_ratio_of_all_passes():
+    """mu = 2: the first pass is on-policy (ratio 1), the second sees the moved policy;
+    ``ratio_max`` is the largest ratio of the step (it was the mean of the passes' maxima)."""
+    single = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    mu2 = StepConfig(loss=LossConfig("grpo"), prompt_len=P, num_iterations=2)
+    params, opt_state, update, logprob, bs = _setup(single, mu2, lr=0.5, adam=False)
+    batch = {k: jax.device_put(v, bs[k]) for k, v in _batch(0).items()}
+    batch["old_logp"] = old = logprob(params, batch["tokens"], batch["input_mask"])
+    _, _, m = update(params, opt_state, batch)
+    mu1 = StepConfig(loss=LossConfig("grpo"), prompt_len=P)  # replay the first pass alone
+    params, opt_state, update1, logprob1, _ = _setup(single, mu1, lr=0.5, adam=False)
+    on_policy = {k: v for k, v in batch.items() if k != "old_logp"}
+    moved, _, first = update1(params, opt_state, on_policy)
+    new = np.asarray(logprob1(moved, batch["tokens"], batch["input_mask"]))
+    ratio = np.exp(new - np.asarray(old))
+    largest = ratio[np.asarray(batch["loss_mask"]) > 0].max()
+    assert float(first["ratio_max"]) == pytest.approx(1.0) and largest > 1.01
+    assert float(m["ratio_max"]) == pytest.approx(largest, rel=1e-4)

@@ -233,7 +233,8 @@ def make_update_fn(
                 minibatch_update, (params, opt_state), minibatches
             )
             all_metrics.append(metrics)
-        metrics = jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)), *all_metrics)
+        stacked = {k: jnp.stack([m[k] for m in all_metrics]) for k in all_metrics[0]}
+        metrics = {k: jnp.max(v) if k == "ratio_max" else jnp.mean(v) for k, v in stacked.items()}
         return params, opt_state, metrics
 
     return update
