@@ -230,7 +230,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.cold_start.grad_accum = 1  # micro-batches per update (batch_size / grad_accum rows each)
     c.cold_start.lr = 1e-3
     c.cold_start.warmup_steps = -1  # -1: min(20, steps // 10)
-    c.cold_start.schedule = "cosine"  # constant | cosine (decay to 0 at the last step)
+    c.cold_start.schedule = "cosine"  # constant | cosine (decay to 10% at the last step)
     c.cold_start.weight_decay = 0.0
     c.cold_start.overlong = "truncate"  # traces over max_len: truncate (loses the end) | drop
     c.cold_start.examples = 4000  # task "countdown": number of synthetic traces
@@ -255,7 +255,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.b1 = 0.9
     c.optim.b2 = 0.99
     c.optim.grad_clip = 1.0
-    c.optim.max_bad_steps = 5  # stop after this many non-finite steps in a row
+    # stop after this many steps in a row with a non-finite (skipped) optimizer update
+    c.optim.max_bad_steps = 5
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 100

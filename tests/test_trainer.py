@@ -489,3 +489,25 @@ def test_resuming_a_run_without_reference_with_beta_copies_the_policy_as_referen
 
 def _leaves_of(state) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(state)]
+
+
+def test_non_finite_steps_stop_the_run_after_max_bad_steps_steps(tmp_path):
+    """optim.max_bad_steps counts steps, not optimizer updates (mu = 2: two per step): with
+    NaN advantages the run stops after the 2nd step, naming steps and updates."""
+    from r1jax.rl.trainer import TrainingError
+
+    c = make_config(str(tmp_path), train__steps=5, optim__max_bad_steps=2, rl__num_iterations=2)
+    t = GRPOTrainer(c)
+    real = t._rollouts
+
+    def poisoned(seed):
+        roll, batch = real(seed)
+        return roll, dict(batch, advantages=batch["advantages"] * np.nan)
+
+    t._rollouts = poisoned
+    try:
+        with pytest.raises(TrainingError, match=r"^2 consecutive steps \(4 optimizer updates\)"):
+            t.train()
+        assert t.step == 2
+    finally:
+        t.close()

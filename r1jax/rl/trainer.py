@@ -452,12 +452,14 @@ class GRPOTrainer:
         t2 = time.perf_counter()
         flops = self._update_flops(batch["tokens"].shape[0], prompt_len)
         self.step += 1
-        bad = consecutive_nonfinite(self.opt_state)
-        if bad >= self.c.optim.max_bad_steps:
+        bad = consecutive_nonfinite(self.opt_state)  # optimizer updates; a step makes several
+        bad_steps = -(-bad // (self.c.rl.num_iterations * self.c.rl.num_minibatches))
+        if bad_steps >= self.c.optim.max_bad_steps:
             raise TrainingError(
-                f"{bad} consecutive steps had non-finite loss/gradients (optim.max_bad_steps="
-                f"{self.c.optim.max_bad_steps}); the last good checkpoint is in "
-                f"{self.ckpt.directory}. Lower optim.lr or check the data/rewards."
+                f"{bad_steps} consecutive steps ({bad} optimizer updates) had non-finite "
+                f"loss/gradients (optim.max_bad_steps={self.c.optim.max_bad_steps}); the last "
+                f"good checkpoint is in {self.ckpt.directory}. Lower optim.lr or check the "
+                "data/rewards."
             )
         if self.c.rl.ref_update_every and self.step % self.c.rl.ref_update_every == 0:
             self.ref_params = self._copy_params()
@@ -482,7 +484,7 @@ class GRPOTrainer:
         lengths = roll.lengths
         updates = self.c.rl.num_iterations * self.c.rl.num_minibatches
         out["optim/lr"] = float(self.schedule(max(self.step * updates - 1, 0)))
-        out["optim/skipped_steps"] = float(total_nonfinite(self.opt_state))
+        out["optim/skipped_updates"] = float(total_nonfinite(self.opt_state))
         sample_tokens = float(lengths.sum())
         train_tokens = float(np.asarray(roll.input_mask).sum()) * self.c.rl.num_iterations
         out.update(
