@@ -511,3 +511,42 @@ def test_non_finite_steps_stop_the_run_after_max_bad_steps_steps(tmp_path):
         assert t.step == 2
     finally:
         t.close()
+
+
+def test_dynamic_sampling_counts_only_the_groups_it_drops():
+    """4 prompts x G=2, two refill rounds that leave the batch one group short: the batch is
+    the 3 groups with a signal plus the first zero-variance group, and groups/dropped counts
+    the 8 zero-variance groups left out (it counted the one filling the batch too)."""
+    from types import SimpleNamespace
+
+    from r1jax.rl.rollout import RolloutCollector
+
+    g, n, p = 2, 3, 2
+    rounds = iter([[1, 1, 0, 1, 0, 0, 1, 1], [0, 0, 0, 0, 1, 0, 0, 0], [0, 1, 1, 1, 0, 0, 0, 0]])
+
+    class Sampler:
+        def generate(self, weights, texts, num_samples, params=None):
+            b, r = len(texts), len(texts) * num_samples
+            return SimpleNamespace(
+                texts=[f"{t}#{j}" for t in texts for j in range(num_samples)],
+                lengths=np.full(r, n), finish_reason=["eos"] * r,
+                prompt_ids=np.ones((b, p), int), prompt_mask=np.ones((b, p), bool),
+                tokens=np.ones((r, n), int), completion_mask=np.ones((r, n), bool),
+                logp_policy=np.zeros((r, n)),
+            )  # fmt: skip
+
+    class Scorer:
+        def submit(self, texts, rows):
+            rw = np.array(next(rounds), np.float32)
+            result = SimpleNamespace(total=rw, timeouts={}, errors={}, per_function={"a": rw},
+                                     applied={})  # fmt: skip
+            return SimpleNamespace(result=lambda: result)
+
+    ids = iter(range(100))
+    collector = RolloutCollector(
+        Sampler(), Scorer(), lambda: [{"text": f"p{next(ids)}"} for _ in range(4)], g, None, 0,
+        lambda s: None, True, 2,
+    )  # fmt: skip
+    roll = collector.collect(None, 0)
+    assert [r["text"] for r in roll.records] == ["p1", "p6", "p8", "p0"]
+    assert (roll.sampled_groups, roll.dropped_groups) == (12, 8)

@@ -228,7 +228,8 @@ class RolloutCollector:
         merged = _concat([k for k in kept + spare if k.records], self.pad_id)
         result = _select_groups(merged, np.arange(want), self.group_size)
         result.sampled_groups = want * (rounds + 1)
-        result.dropped_groups = sum(len(s.records) for s in spare)  # zero-variance groups seen
+        seen = sum(len(s.records) for s in spare)  # zero-variance groups
+        result.dropped_groups = seen - max(want - have, 0)  # less those that fill the batch
         return dataclasses.replace(
             result, sample_time=merged.sample_time, score_time=merged.score_time
         )
