@@ -152,6 +152,15 @@ def check_batch_fits(rows: int, mesh: Mesh, what: str, grad_accum: int = 1) -> N
         )
 
 
+class TrainingError(RuntimeError):
+    """Training cannot continue (e.g. too many non-finite steps in a row)."""
+
+
+MAX_BAD_STEPS = 5
+"""A supervised loop stops when this many steps in a row had non-finite loss/gradients (their
+updates are skipped), checked at each log entry."""
+
+
 def run_train_loop(
     model: Transformer,
     loss_fn: LossFn,
@@ -205,7 +214,10 @@ def run_train_loop(
     is also passed to ``on_log``. The model is updated in place (its buffers are donated).
     Ctrl-C stops after the current step, saves (with a ``checkpoint_dir``) and raises
     ``KeyboardInterrupt``; SIGTERM does the same and raises its subclass
-    :class:`r1jax.interrupt.Preempted`.
+    :class:`r1jax.interrupt.Preempted`. A step with non-finite loss/gradients is skipped
+    (``skipped_updates`` in the log entries counts them); when the last :data:`MAX_BAD_STEPS`
+    or more steps all were, the loop raises :class:`TrainingError` at the log entry (their
+    checkpoints, if any, hold the weights from before them: skipped updates change nothing).
     """
     from r1jax.interrupt import GracefulStop, Preempted
     from r1jax.sft_checkpoint import SFTCheckpoints
@@ -276,6 +288,15 @@ def run_train_loop(
                 if at_eval or step == steps or step % log_every == 0:
                     entry = _log_entry(window, step, lr_at, time.perf_counter() - t0)
                     entry |= dict(extra_log or {})
+                    entry["skipped_updates"] = float(optim.total_nonfinite(opt_state))
+                    bad = optim.consecutive_nonfinite(opt_state)
+                    if bad >= MAX_BAD_STEPS:
+                        where = f"; the last good checkpoint is in {checkpoint_dir}" if ckpt else ""
+                        raise TrainingError(
+                            f"{name}: the last {bad} steps (to step {step}) had non-finite "
+                            f"loss/gradients and were skipped{where}. Lower the learning rate "
+                            "or check the data."
+                        )
                     if at_eval:
                         entry |= evaluate(state, step)
                     history.append(entry)

@@ -150,3 +150,40 @@ def test_epochs_set_the_steps():
     assert hist[-1]["step"] == 3  # ceil(1.5 * 16 / 8)
     with pytest.raises(ValueError, match="give one of steps=3 and epochs=1"):
         train_sft(_sft_model(mesh), TOK, SFT_EXAMPLES, steps=3, epochs=1, **kw)
+
+
+def test_a_loop_whose_steps_are_all_non_finite_stops_with_a_training_error(tmp_path):
+    """SFT / cold start / RM: non-finite steps are skipped and counted (skipped_updates);
+    after train_loop.MAX_BAD_STEPS in a row the loop raises instead of finishing with the
+    untrained model."""
+    import jax.numpy as jnp
+
+    from r1jax.train_loop import MAX_BAD_STEPS, TrainingError, run_train_loop
+
+    mesh = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    model = create_model(get_preset("tiny"), mesh, seed=0)
+    poison = {"on": False}
+
+    def loss_fn(graphdef, state, batch):
+        w = jax.tree.leaves(state)[0]
+        loss = jnp.mean(batch["x"]) * jnp.sum(w) ** 2 * 1e-6
+        loss = loss * (jnp.nan if poison["on"] else 1.0)
+        return loss, {"loss": loss}
+
+    def batches(first):
+        while True:
+            yield {"x": np.ones((4, 8), np.float32)}
+
+    kw = dict(optimizer=dict(lr=1e-3), mesh=mesh, log_every=2, progress=False)
+    _, hist = run_train_loop(model, loss_fn, ["x"], batches, steps=4, **kw)
+    assert [h["skipped_updates"] for h in hist] == [0.0, 0.0]
+    poison["on"] = True  # traced into a new program: every step's loss is NaN
+    model = create_model(get_preset("tiny"), mesh, seed=0)
+    ckpt = str(tmp_path / "ckpt")
+    logged = []
+    with pytest.raises(TrainingError, match=rf"SFT: the last {MAX_BAD_STEPS + 1} steps \(to step "
+                       rf"{MAX_BAD_STEPS + 1}\) had non-finite loss/gradients and were skipped; "
+                       f"the last good checkpoint is in {ckpt}"):  # fmt: skip
+        run_train_loop(model, loss_fn, ["x"], batches, steps=20, checkpoint_dir=ckpt,
+                       checkpoint_every=1, on_log=logged.append, **kw)  # fmt: skip
+    assert [h["skipped_updates"] for h in logged] == [2.0, 4.0]

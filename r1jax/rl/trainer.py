@@ -60,13 +60,10 @@ from r1jax.rl.step import (
     jit_update,
     make_update_fn,
 )
+from r1jax.train_loop import TrainingError
 
 log = logging.getLogger(__name__)
 KILL_ENV = "R1JAX_TEST_SIGKILL_AT_STEP"  # test hook: simulate a crash after this step
-
-
-class TrainingError(RuntimeError):
-    """Training cannot continue (e.g. too many non-finite steps in a row)."""
 
 
 def step_seed(seed: int, step: int, purpose: int) -> int:
