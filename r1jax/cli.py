@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     from r1jax.data.records import DataError
     from r1jax.interrupt import PREEMPTED_EXIT_CODE, Preempted
     from r1jax.model.safetensors_io import SafetensorsError
-    from r1jax.rl.trainer import TrainingError
+    from r1jax.train_loop import TrainingError
 
     started = []  # the flags parsed: the command runs
 

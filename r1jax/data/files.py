@@ -190,8 +190,6 @@ def _add_reward_fields(
     record: dict[str, Any], row: Mapping[str, Any], col: Mapping[str, str], file: str, line: int
 ) -> None:
     """Copies the row's ``tests`` and ``language`` (those present) into ``record``, checked."""
-    from r1jax.rewards.language import LANGUAGE_SCRIPTS
-
     tests = row.get(col["tests"])
     if tests is not None:
         if isinstance(tests, tuple | list) and all(isinstance(t, str) for t in tests):
@@ -200,11 +198,13 @@ def _add_reward_fields(
             raise DataError(
                 file, line, col["tests"], "expected Python source or a list of strings", tests
             )
-        if not tests or not any(str(t).strip() for t in tests):
+        if not any(t.strip() for t in ([tests] if isinstance(tests, str) else tests)):
             raise DataError(file, line, col["tests"], "expected at least one test", tests)
         record["tests"] = tests
     language = row.get(col["language"])
     if language is not None:
+        from r1jax.rewards.language import LANGUAGE_SCRIPTS  # only rows that name a language
+
         language = require_text(language, col["language"], file, line)
         if language not in LANGUAGE_SCRIPTS:
             why = f"unsupported language; use one of {sorted(LANGUAGE_SCRIPTS)}"

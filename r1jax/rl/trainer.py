@@ -128,7 +128,9 @@ class GRPOTrainer:
 
     def _build_optimizer(self, params: nnx.State) -> None:
         o = self.c.optim
-        updates_per_step = self.c.rl.num_iterations * self.c.rl.num_minibatches
+        # optimizer updates per GRPO step: the schedule and the NaN guard count these
+        self.updates_per_step = self.c.rl.num_iterations * self.c.rl.num_minibatches
+        updates_per_step = self.updates_per_step
         total = self.c.train.steps * updates_per_step
         self.schedule = make_schedule(o.lr, o.warmup_steps * updates_per_step, total, o.schedule)
         self.optimizer = make_optimizer(
@@ -450,7 +452,7 @@ class GRPOTrainer:
         flops = self._update_flops(batch["tokens"].shape[0], prompt_len)
         self.step += 1
         bad = consecutive_nonfinite(self.opt_state)  # optimizer updates; a step makes several
-        bad_steps = -(-bad // (self.c.rl.num_iterations * self.c.rl.num_minibatches))
+        bad_steps = -(-bad // self.updates_per_step)
         if bad_steps >= self.c.optim.max_bad_steps:
             raise TrainingError(
                 f"{bad_steps} consecutive steps ({bad} optimizer updates) had non-finite "
@@ -479,8 +481,7 @@ class GRPOTrainer:
         out: dict[str, float] = {f"loss/{k}": float(v) for k, v in m.items()}
         out.update(rollout_metrics(roll, self.c.rl.group_size, self.c.rl.dynamic_sampling))
         lengths = roll.lengths
-        updates = self.c.rl.num_iterations * self.c.rl.num_minibatches
-        out["optim/lr"] = float(self.schedule(max(self.step * updates - 1, 0)))
+        out["optim/lr"] = float(self.schedule(max(self.step * self.updates_per_step - 1, 0)))
         out["optim/skipped_updates"] = float(total_nonfinite(self.opt_state))
         sample_tokens = float(lengths.sum())
         train_tokens = float(np.asarray(roll.input_mask).sum()) * self.c.rl.num_iterations
