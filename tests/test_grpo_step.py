@@ -372,3 +372,35 @@ def test_ratio_max_is_the_largest_ratio_of_all_passes():
     largest = ratio[np.asarray(batch["loss_mask"]) > 0].max()
     assert float(first["ratio_max"]) == pytest.approx(1.0) and largest > 1.01
     assert float(m["ratio_max"]) == pytest.approx(largest, rel=1e-4)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "token"])
+def test_split_update_metrics_equal_the_whole_batch(loss_type):
+    """Minibatches, micro-batches and passes change no metric (the policy held still, lr 0):
+    per-token means (entropy, clip fractions, ratio, KLs) weigh each part by its tokens, the
+    loss as the loss does, though the parts hold very different token counts."""
+    single = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    loss = LossConfig(loss_type, eps_low=0.1, eps_high=0.1, beta=0.05)
+    b = _batch(3)
+    b["loss_mask"][::2] = 0  # even rows keep one token: the parts' token counts differ
+    b["loss_mask"][::2, 0] = 1
+    out = {}
+    for parts in (1, 2):
+        cfg = StepConfig(loss=loss, prompt_len=P, num_iterations=2, num_minibatches=parts,
+                         grad_accum=parts)  # fmt: skip
+        params, opt_state, update, logprob, bs = _setup(
+            single, cfg, lr=0.0, adam=False, extra_keys=("ref_logp",)
+        )
+        exact = np.asarray(logprob(params, jnp.asarray(b["tokens"]), jnp.asarray(b["input_mask"])))
+        noise = np.random.RandomState(5).uniform(-0.3, 0.3, exact.shape).astype(np.float32)
+        batch = dict(b, old_logp=exact + noise, ref_logp=exact - noise)
+        _, _, out[parts] = update(
+            params, opt_state, {k: jax.device_put(v, bs[k]) for k, v in batch.items()}
+        )
+    whole, split = out[1], out[2]
+    assert float(whole["clip_frac_low"]) > 0.02 and float(whole["clip_frac_high"]) > 0.02
+    for k in ("loss", "pg_loss", "kl", "entropy", "clip_frac", "clip_frac_low", "clip_frac_high",
+              "ratio_mean", "ratio_max", "policy_drift_kl"):  # fmt: skip
+        np.testing.assert_allclose(float(split[k]), float(whole[k]), rtol=1e-5, err_msg=k)
+    assert float(whole["num_tokens"]) == b["loss_mask"].sum()
+    assert float(split["num_tokens"]) == b["loss_mask"].sum() / 2  # per optimizer update

@@ -160,6 +160,28 @@ def micro_batch_weights(loss_mask: jax.Array, loss_type: str) -> jax.Array:
     return tokens / jnp.maximum(jnp.sum(tokens), 1.0)
 
 
+LOSS_METRICS = ("loss", "pg_loss")  # reduced like the loss; the other means are over tokens
+
+
+def _token_shares(num_tokens: jax.Array) -> jax.Array:
+    return num_tokens / jnp.maximum(jnp.sum(num_tokens), 1.0)
+
+
+def _reduce_metrics(metrics: dict[str, jax.Array], loss_weights: jax.Array) -> dict:
+    """Scalars of the whole batch from ``[A]`` metrics of ``A`` parts of it (micro-batches,
+    or the optimizer updates of a step): the loss by ``loss_weights`` (see
+    :func:`micro_batch_weights`), per-token means (entropy, clip fractions, KL, ratio mean)
+    weighted by the parts' tokens, ``num_tokens`` summed and ``ratio_max`` the largest."""
+    tokens = metrics["num_tokens"]
+    shares = _token_shares(tokens)
+    out = {
+        k: jnp.sum(v * (loss_weights if k in LOSS_METRICS else shares))
+        for k, v in metrics.items()
+        if k not in ("num_tokens", "ratio_max")
+    }
+    return out | {"num_tokens": jnp.sum(tokens), "ratio_max": jnp.max(metrics["ratio_max"])}
+
+
 def make_update_fn(
     graphdef: nnx.GraphDef, cfg: StepConfig, optimizer: optax.GradientTransformation
 ) -> Callable:
@@ -214,10 +236,7 @@ def make_update_fn(
         micro_batches = jax.tree.map(lambda x: shd.deal_rows(x, cfg.grad_accum, cfg.group_size), mb)
         weights = micro_batch_weights(micro_batches["loss_mask"], cfg.loss.loss_type)
         grads, metrics = jax.lax.scan(micro, zeros, (micro_batches, weights))
-        num_tokens = jnp.sum(metrics.pop("num_tokens"))  # the whole minibatch's
-        ratio_max = jnp.max(metrics.pop("ratio_max"))
-        metrics = jax.tree.map(lambda m: jnp.sum(m * weights), metrics)
-        metrics.update(num_tokens=num_tokens, ratio_max=ratio_max)
+        metrics = _reduce_metrics(metrics, weights)
         metrics["grad_norm"] = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
@@ -233,8 +252,19 @@ def make_update_fn(
                 minibatch_update, (params, opt_state), minibatches
             )
             all_metrics.append(metrics)
-        stacked = {k: jnp.stack([m[k] for m in all_metrics]) for k in all_metrics[0]}
-        metrics = {k: jnp.max(v) if k == "ratio_max" else jnp.mean(v) for k, v in stacked.items()}
+        # [mu * minibatches] per optimizer update
+        stacked = {k: jnp.concatenate([m[k] for m in all_metrics]) for k in all_metrics[0]}
+        updates = stacked["num_tokens"].shape[0]
+        loss_weights = (
+            _token_shares(stacked["num_tokens"])
+            if cfg.loss.loss_type == "token"
+            else jnp.full((updates,), 1.0 / updates, jnp.float32)
+        )
+        grad_norm = jnp.mean(stacked.pop("grad_norm"))
+        metrics = _reduce_metrics(stacked, loss_weights)
+        # the tokens of one optimizer update (the same in every pass)
+        metrics["num_tokens"] = metrics["num_tokens"] / cfg.num_iterations / cfg.num_minibatches
+        metrics["grad_norm"] = grad_norm
         return params, opt_state, metrics
 
     return update
