@@ -61,6 +61,13 @@ def total_nonfinite(opt_state) -> int:
     return int(getattr(opt_state, "total_notfinite", 0))
 
 
+def applied_lr(schedule: optax.Schedule, updates: int, opt_state) -> float:
+    """The learning rate of the last update applied after ``updates`` attempted ones: skipped
+    (non-finite) updates leave the schedule's count where it was, so it is not
+    ``schedule(updates - 1)`` once any was skipped."""
+    return float(schedule(max(updates - total_nonfinite(opt_state) - 1, 0)))
+
+
 def init_opt_state(optimizer: optax.GradientTransformation, params, mesh):
     """Optimizer state laid out like ``params``; scalar counters replicated over ``mesh``."""
     import jax

@@ -286,7 +286,8 @@ def run_train_loop(
                     step == steps or (eval_every > 0 and step % eval_every == 0)
                 )
                 if at_eval or step == steps or step % log_every == 0:
-                    entry = _log_entry(window, step, lr_at, time.perf_counter() - t0)
+                    entry = _log_entry(window, step, time.perf_counter() - t0)
+                    entry["lr"] = optim.applied_lr(lr_at, step, opt_state)
                     entry |= dict(extra_log or {})
                     entry["skipped_updates"] = float(optim.total_nonfinite(opt_state))
                     bad = optim.consecutive_nonfinite(opt_state)
@@ -324,13 +325,11 @@ def run_train_loop(
     return model, history
 
 
-def _log_entry(
-    window: list[dict[str, jax.Array]], step: int, lr_at: Callable, elapsed: float
-) -> dict[str, float]:
-    """Means of the window's step metrics, with ``step``, ``lr`` and the window's speed."""
+def _log_entry(window: list[dict[str, jax.Array]], step: int, elapsed: float) -> dict[str, float]:
+    """Means of the window's step metrics, with ``step`` and the window's speed."""
     fetched = jax.device_get(window)
     entry = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-    entry |= {"step": step, "lr": float(lr_at(step - 1)), "step_time_s": elapsed / len(fetched)}
+    entry |= {"step": step, "step_time_s": elapsed / len(fetched)}
     if "tokens" in fetched[0]:
         entry["target_tokens_per_s"] = float(sum(m["tokens"] for m in fetched)) / elapsed
     return entry

@@ -174,9 +174,10 @@ def test_a_loop_whose_steps_are_all_non_finite_stops_with_a_training_error(tmp_p
         while True:
             yield {"x": np.ones((4, 8), np.float32)}
 
-    kw = dict(optimizer=dict(lr=1e-3), mesh=mesh, log_every=2, progress=False)
+    kw = dict(optimizer=dict(lr=1e-3, warmup_steps=10), mesh=mesh, log_every=2, progress=False)
     _, hist = run_train_loop(model, loss_fn, ["x"], batches, steps=4, **kw)
     assert [h["skipped_updates"] for h in hist] == [0.0, 0.0]
+    assert [h["lr"] for h in hist] == pytest.approx([1e-4, 3e-4])  # warmup: 1e-4 per update
     poison["on"] = True  # traced into a new program: every step's loss is NaN
     model = create_model(get_preset("tiny"), mesh, seed=0)
     ckpt = str(tmp_path / "ckpt")
@@ -187,3 +188,4 @@ def test_a_loop_whose_steps_are_all_non_finite_stops_with_a_training_error(tmp_p
         run_train_loop(model, loss_fn, ["x"], batches, steps=20, checkpoint_dir=ckpt,
                        checkpoint_every=1, on_log=logged.append, **kw)  # fmt: skip
     assert [h["skipped_updates"] for h in logged] == [2.0, 4.0]
+    assert [h["lr"] for h in logged] == [0.0, 0.0]  # skipped updates leave the warmup at 0

@@ -496,7 +496,8 @@ def test_non_finite_steps_stop_the_run_after_max_bad_steps_steps(tmp_path):
     NaN advantages the run stops after the 2nd step, naming steps and updates."""
     from r1jax.rl.trainer import TrainingError
 
-    c = make_config(str(tmp_path), train__steps=5, optim__max_bad_steps=2, rl__num_iterations=2)
+    c = make_config(str(tmp_path), train__steps=5, optim__max_bad_steps=2, rl__num_iterations=2,
+                    optim__warmup_steps=2, train__log_every=1)  # fmt: skip
     t = GRPOTrainer(c)
     real = t._rollouts
 
@@ -511,6 +512,9 @@ def test_non_finite_steps_stop_the_run_after_max_bad_steps_steps(tmp_path):
         assert t.step == 2
     finally:
         t.close()
+    logged = [json.loads(line) for line in open(os.path.join(c.run_dir, "metrics.jsonl"))]
+    assert [m["optim/skipped_updates"] for m in logged] == [2.0]  # step 1
+    assert logged[0]["optim/lr"] == 0.0  # no update applied: the warmup has not moved
 
 
 def test_dynamic_sampling_counts_only_the_groups_it_drops():

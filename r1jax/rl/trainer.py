@@ -42,6 +42,7 @@ from r1jax.eval_sets import EvalScorers, EvalSet, best_metric, evaluate_sets, lo
 from r1jax.interrupt import GracefulStop, Preempted
 from r1jax.metrics import MetricsWriter
 from r1jax.optim import (
+    applied_lr,
     consecutive_nonfinite,
     init_opt_state,
     make_optimizer,
@@ -481,7 +482,8 @@ class GRPOTrainer:
         out: dict[str, float] = {f"loss/{k}": float(v) for k, v in m.items()}
         out.update(rollout_metrics(roll, self.c.rl.group_size, self.c.rl.dynamic_sampling))
         lengths = roll.lengths
-        out["optim/lr"] = float(self.schedule(max(self.step * self.updates_per_step - 1, 0)))
+        updates = self.step * self.updates_per_step
+        out["optim/lr"] = applied_lr(self.schedule, updates, self.opt_state)
         out["optim/skipped_updates"] = float(total_nonfinite(self.opt_state))
         sample_tokens = float(lengths.sum())
         train_tokens = float(np.asarray(roll.input_mask).sum()) * self.c.rl.num_iterations
