@@ -262,7 +262,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.steps = 100
     c.train.eval_every = 0
     c.train.eval_prompts = 64  # held-out prompts per eval (0: all); also `r1jax eval`
-    c.train.checkpoint_every = 50
+    c.train.checkpoint_every = 50  # (0: only at the end)
+    # the last N checkpoints are kept, plus the best by train.best_metric; an eval step that
+    # sets a new best is saved even between checkpoint_every steps
     c.train.keep_checkpoints = 3
     c.train.log_every = 1
     c.train.init_checkpoint = ""  # params to start from: an r1jax run dir (newest checkpoint)

@@ -554,3 +554,28 @@ def test_dynamic_sampling_counts_only_the_groups_it_drops():
     roll = collector.collect(None, 0)
     assert [r["text"] for r in roll.records] == ["p1", "p6", "p8", "p0"]
     assert (roll.sampled_groups, roll.dropped_groups) == (12, 8)
+
+
+def test_an_eval_that_sets_a_new_best_is_saved_between_checkpoint_steps(tmp_path, monkeypatch):
+    """eval_every=1, checkpoint_every=4, keep 1: the best eval (step 2) is off the checkpoint
+    cadence and is kept next to the last checkpoint; before, only evals on checkpoint steps
+    were saved, so the best kept was another step's."""
+    make_config(str(tmp_path))  # writes the prompt file
+    c = make_config(str(tmp_path), train__eval_every=1, train__checkpoint_every=4,
+                    train__keep_checkpoints=1, train__steps=6,
+                    data__eval_path=os.path.join(tmp_path, "prompts.jsonl"))  # fmt: skip
+    scores = iter([0.0, 0.1, 0.5, 0.2, 0.3, 0.4, 0.35])  # steps 0..6
+    t = GRPOTrainer(c)
+    monkeypatch.setattr(t, "evaluate", lambda: {t.best_metric: next(scores)})
+
+    def step() -> dict[str, float]:  # no rollouts: only the loop's bookkeeping is looked at
+        t.step += 1
+        return {"reward/mean": 0.0, "completion/length_mean": 1.0}
+
+    monkeypatch.setattr(t, "train_step", step)
+    try:
+        t.train()
+        t.ckpt.wait()
+        assert t.ckpt.steps() == [2, 6] and t.best_eval == 0.5
+    finally:
+        t.close()

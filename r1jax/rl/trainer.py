@@ -544,11 +544,12 @@ class GRPOTrainer:
                         self.save(force=True)
                 while self.step < c.train.steps and not stop.anywhere(processes):
                     m = self.train_step()
-                    eval_score = None
+                    eval_score, new_best = None, False
                     if c.train.eval_every and self.step % c.train.eval_every == 0:
                         m.update(self.evaluate())
                         eval_score = m[self.best_metric]
-                        if self.best_eval is None or eval_score > self.best_eval:
+                        new_best = self.best_eval is None or eval_score > self.best_eval
+                        if new_best:
                             self.best_eval = eval_score
                     if self.step % c.train.log_every == 0 or eval_score is not None:
                         self.metrics.write(self.step, m)
@@ -557,8 +558,9 @@ class GRPOTrainer:
                     bar.set_postfix(
                         reward=f"{m['reward/mean']:.3f}", len=f"{m['completion/length_mean']:.0f}"
                     )
+                    every = c.train.checkpoint_every  # and a new best between those steps
                     if (
-                        c.train.checkpoint_every and self.step % c.train.checkpoint_every == 0
+                        every and (self.step % every == 0 or new_best)
                     ) or self.step == c.train.steps:
                         self.save(eval_score)
                     if self.step == kill_at:
