@@ -10,7 +10,8 @@ held-out split's at the top level, each benchmark's under ``"benchmarks"``) and 
 its fields, every completion with its extracted answer and correctness, the vote, the greedy
 completion). With prompts of several sources, MATH levels or subjects, or AIME years, the
 metrics are also broken down by them (``groups``). The stem is ``sft_step_<N>`` for weights
-of the SFT stage and ``init`` for the config's own.
+of the SFT stage and ``init`` for the config's own. A long eval resumes: finished blocks of
+prompts are kept next to the results until they are written (:mod:`r1jax.eval_partial`).
 """
 
 from __future__ import annotations
@@ -116,6 +117,10 @@ def _evaluate_weights(
     t = c.train
     say = emit or (lambda _: None)
     say(f"weights: {run.label}")
+    stem = "init" if run.step is None else f"step_{run.step}"
+    if run.step is not None and from_sft_stage(c.run_dir):
+        stem = f"sft_{stem}"
+    partials = []
     summary: dict[str, Any] = {
         "weights": run.label,
         "step": run.step,
@@ -129,8 +134,9 @@ def _evaluate_weights(
             f"temperature {t.eval_temperature}, top_p {t.eval_top_p}"
             + (", and greedy" if greedy else "")
         )
-        results[s.title] = _evaluate_set(c, s, sampler, run.model, data_shard, scorers(s),
-                                         run.step, greedy, emit is not None)  # fmt: skip
+        prefix = os.path.join(out_dir, f"{stem}_{s.name}" if s.name else stem)
+        results[s.title] = _evaluate_set(c, s, run, sampler, data_shard, scorers(s), greedy,
+                                         emit, prefix, partials)  # fmt: skip
         part = _set_summary(s, results[s.title])
         if s.name:
             summary.setdefault("benchmarks", {})[s.name] = part
@@ -142,43 +148,49 @@ def _evaluate_weights(
         if len(sets) > 1:
             for line in _table(summary):
                 emit(line)
-        stem = "init" if run.step is None else f"step_{run.step}"
-        if run.step is not None and from_sft_stage(c.run_dir):
-            stem = f"sft_{stem}"
         earlier = storage.exists(os.path.join(out_dir, f"{stem}.json"))
         paths = _write(out_dir, stem, summary, sets, results)
         emit(f"results: {', '.join(paths)}"
              + (" (replacing an earlier eval of these weights)" if earlier else ""))  # fmt: skip
+    for partial in partials:  # written above: the kept blocks are not needed any more
+        partial.finish()
     return summary
 
 
-def _evaluate_set(c, s, sampler, model, data_shard, scorer, restored, greedy: bool,
-                  primary: bool) -> dict[str, list[dict]]:  # fmt: skip
-    """``{"sampled": results[, "greedy": results]}`` of eval set ``s``."""
+def _evaluate_set(c, s, run: _Weights, sampler, data_shard, scorer, greedy: bool, emit,
+                  prefix: str, partials: list) -> dict[str, list[dict]]:  # fmt: skip
+    """``{"sampled": results[, "greedy": results]}`` of eval set ``s``; each mode's blocks
+    are kept in ``<prefix>_<mode>.partial.jsonl`` as they finish (added to ``partials``),
+    and an unfinished eval of the same settings there is resumed (:mod:`r1jax.eval_partial`)."""
     from r1jax import build
+    from r1jax.eval_partial import PartialResults, prompts_digest
     from r1jax.eval_sets import eval_seed, sample_set
 
-    seed = eval_seed(c.seed, restored or 0, s.name)
+    seed = eval_seed(c.seed, run.step or 0, s.name)
     modes = {"sampled": (build.eval_sampling_params(c, seed), s.samples)}
     if greedy:
         modes["greedy"] = (build.sampling_params(c, c.seed, temperature=0.0), 1)
-    progress = primary and c.train.progress
-    return {
-        mode: sample_set(
-            c,
-            s,
-            sampler,
-            model,
-            scorer,
-            sampling,
-            samples,
-            data_shard,
-            f"eval {s.title} {mode}",
-            progress,
-            keep_text=True,
-        )  # fmt: skip
-        for mode, (sampling, samples) in modes.items()
-    }
+    section = lambda name: json.loads(c[name].to_json_best_effort())
+    same = dict(  # what the results depend on besides the mode's sampling
+        weights=run.label,
+        set=s.title,
+        prompts=len(s.records),
+        prompts_digest=prompts_digest(s.records),
+        accuracy=repr(s.task.accuracy),
+        correct_threshold=s.task.threshold,
+        model=section("model"),
+        sampling=section("sampling"),
+        rewards=section("rewards"),
+    )
+    out = {}
+    for mode, (sampling, samples) in modes.items():
+        settings = same | dict(mode=mode, samples=samples, draw=repr(sampling))
+        partial = PartialResults(f"{prefix}_{mode}.partial.jsonl", settings, emit)
+        partials.append(partial)
+        out[mode] = sample_set(c, s, sampler, run.model, scorer, sampling, samples, data_shard,
+                               f"eval {s.title} {mode}", emit is not None and c.train.progress,
+                               keep_text=True, partial=partial)  # fmt: skip
+    return out
 
 
 def _set_summary(s, results: dict[str, list[dict]]) -> dict[str, Any]:

@@ -91,6 +91,8 @@ def evaluate_prompts(
     keep_text: bool = False,
     progress: Callable[[int], None] | None = None,
     first_id: int = 0,
+    done: Sequence[dict] = (),
+    on_block: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
     """Samples ``num_samples`` (k) completions of each record's ``text`` and judges them.
 
@@ -105,6 +107,9 @@ def evaluate_prompts(
       data_shard: ``(this process's index, number of processes)``.
       keep_text: also return the completions' text.
       progress: called with the number of prompts done after each block (primary or not).
+      done: the results of the first ``len(done)`` records, judged before (a resumed eval,
+        :mod:`r1jax.eval_partial`): sampling starts after them, at a block boundary.
+      on_block: called on every process with each block's results (all processes' rows).
 
     Returns one dict per record, in record order: ``index``, ``correct`` (k bools),
     ``scores`` (the k accuracy rewards), ``answers`` (k extracted answers or None), ``vote``,
@@ -113,8 +118,9 @@ def evaluate_prompts(
     """
     index, count = data_shard
     k = num_samples
-    mine: list[dict] = []
-    for start in range(0, len(records), block_prompts):
+    results = list(done)
+    for start in range(len(done), len(records), block_prompts):
+        mine: list[dict] = []
         block = records[start : start + block_prompts]
         per = -(-len(block) // count)  # prompts per process (the last may have fewer)
         lo = min(index * per, len(block))
@@ -135,10 +141,14 @@ def evaluate_prompts(
                 result = _judge(start + lo + q, out, texts, scores, q, k, task.threshold,
                                 judge[1], keep_text)  # fmt: skip
                 mine.append(result)
+        gathered = [r for part in dist.allgather_json(mine) for r in part] if count > 1 else mine
+        gathered.sort(key=lambda r: r["index"])
+        results += gathered
+        if on_block is not None:
+            on_block(gathered)
         if progress is not None:
             progress(min(start + block_prompts, len(records)))
-    results = [r for part in dist.allgather_json(mine) for r in part] if count > 1 else mine
-    return sorted(results, key=lambda r: r["index"])
+    return results
 
 
 def _judge(

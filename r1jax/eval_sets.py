@@ -39,12 +39,15 @@ import contextlib
 import dataclasses
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ml_collections
 
 from r1jax.config import ConfigError
 from r1jax.eval_run import EvalTask
+
+if TYPE_CHECKING:
+    from r1jax.eval_partial import PartialResults
 
 HELD_OUT = "held_out"
 """The name ``r1jax eval --sets`` gives the held-out split."""
@@ -269,13 +272,16 @@ def _benchmark(c, tokenizer, name: str, spec: dict[str, Any], num_prompts: int |
 
 
 @contextlib.contextmanager
-def progress_bar(desc: str, total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A tqdm bar of ``total`` prompts while the block runs; yields the ``progress`` callback
-    of :func:`r1jax.eval_run.evaluate_prompts` (prompts done so far)."""
+def progress_bar(
+    desc: str, total: int, enabled: bool, initial: int = 0
+) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar of ``total`` prompts (``initial`` of them done before) while the block
+    runs; yields the ``progress`` callback of :func:`r1jax.eval_run.evaluate_prompts`
+    (prompts done so far)."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="prompt", disable=not enabled, dynamic_ncols=True,
-               leave=False)  # fmt: skip
+    bar = tqdm(total=total, initial=initial, desc=desc, unit="prompt", disable=not enabled,
+               dynamic_ncols=True, leave=False)  # fmt: skip
     try:
         yield lambda done: bar.update(done - bar.n)
     finally:
@@ -294,16 +300,20 @@ def sample_set(
     desc: str,
     progress: bool = False,
     keep_text: bool = False,
+    partial: PartialResults | None = None,
 ) -> list[dict]:
     """:func:`r1jax.eval_run.evaluate_prompts` of set ``s``: ``samples`` completions of each
     prompt drawn with ``sampling`` (``SamplingParams``), judged by ``scorer``, in blocks of
-    ``rl.prompts_per_step`` prompts; ``progress``: a bar named ``desc``."""
+    ``rl.prompts_per_step`` prompts; ``progress``: a bar named ``desc``; ``partial``: the
+    results kept of an unfinished eval (skipped here) and where each new block is kept."""
     from r1jax.eval_run import evaluate_prompts
 
-    with progress_bar(desc, len(s.records), progress) as advance:
+    done = partial.done if partial is not None else []
+    on_block = partial.add if partial is not None else None
+    with progress_bar(desc, len(s.records), progress, len(done)) as advance:
         return evaluate_prompts(sampler, params, s.records, scorer, s.task, sampling, samples,
                                 c.rl.prompts_per_step, data_shard, keep_text=keep_text,
-                                progress=advance)  # fmt: skip
+                                progress=advance, done=done, on_block=on_block)  # fmt: skip
 
 
 def evaluate_sets(

@@ -7,6 +7,7 @@ import copy
 import itertools
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,11 +130,19 @@ def _trained_run(tmp_path, **changes):
     return c
 
 
-def test_eval_command_reproduces_the_runs_eval_and_writes_every_sample(tmp_path):
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A 4-step run with checkpoints 2 and 4 (the tests below write their evals elsewhere,
+    except the first, which owns ``<run_dir>/eval``)."""
+    return _trained_run(tmp_path_factory.mktemp("trained"))
+
+
+def test_eval_command_reproduces_the_runs_eval_and_writes_every_sample(trained_run):
     from r1jax.eval_command import eval_command
     from r1jax.eval_sets import add_benchmarks
 
-    c = _trained_run(tmp_path)
+    c = copy.deepcopy(trained_run)
+    tmp_path = Path(c.run_dir).parent
     logged = {}
     with open(os.path.join(c.run_dir, "metrics.jsonl")) as f:
         for line in f:
@@ -349,3 +358,62 @@ def test_rows_routed_to_other_rewards_are_judged_by_their_routes_accuracy():
     assert np.isnan(task.correct_rows(chat, {"math_accuracy": np.zeros(2)})).all()
     with pytest.raises(ConfigError, match=r"the held-out set: record 'x' has source 'chat'"):
         task.check_records(records + chat, "the held-out set")
+
+
+def test_an_interrupted_eval_resumes_where_it_stopped(trained_run, tmp_path, monkeypatch):
+    """The eval stops (an error) after 4 of the 10 held-out prompts; the same command samples
+    only the other 6, and its results equal an uninterrupted eval's. Kept blocks of other
+    settings are replaced, not mixed in."""
+    from r1jax import eval_partial, eval_run
+    from r1jax.eval_command import eval_command
+
+    c = copy.deepcopy(trained_run)
+    c.rl.prompts_per_step = 2  # blocks of 2 prompts
+
+    def run(out: str, **kw):
+        return eval_command(c, step=2, num_prompts=0, greedy=False, out_dir=str(tmp_path / out),
+                            only=["held_out"], **kw)  # fmt: skip
+
+    whole = run("whole", emit=lambda _: None)
+    real_add, real_evaluate = eval_partial.PartialResults.add, eval_run.evaluate_prompts
+
+    def add_then_fail(self, results):
+        real_add(self, results)
+        if results[-1]["index"] == 3:
+            raise RuntimeError("died after prompt 4")
+
+    monkeypatch.setattr(eval_partial.PartialResults, "add", add_then_fail)
+    with pytest.raises(RuntimeError, match="died after prompt 4"):
+        run("resumed", emit=lambda _: None)
+    partial = tmp_path / "resumed" / "step_2_sampled.partial.jsonl"
+    assert len(partial.read_text().splitlines()) == 1 + 4  # settings + 4 prompts
+    with open(partial, "a") as f:
+        f.write('{"index": 4, "corr')  # a line cut short by the crash
+    monkeypatch.setattr(eval_partial.PartialResults, "add", real_add)
+    sampled = []
+
+    def counting(sampler, params, records, *args, done=(), **kw):
+        sampled.append(len(records) - len(done))
+        return real_evaluate(sampler, params, records, *args, done=done, **kw)
+
+    monkeypatch.setattr(eval_run, "evaluate_prompts", counting)
+    said = []
+    resumed = run("resumed", emit=said.append)
+    assert sampled == [6]
+    assert f"resuming the unfinished eval {partial} after 4 prompts" in said
+    assert resumed["metrics"] == whole["metrics"]
+    rows = lambda out: [json.loads(x) for x in open(tmp_path / out / "step_2_samples.jsonl")]
+    assert rows("resumed") == rows("whole")
+    assert not partial.exists()  # the results are written: the kept blocks are gone
+
+    # blocks of another temperature are not reused
+    monkeypatch.setattr(eval_partial.PartialResults, "add", add_then_fail)
+    with pytest.raises(RuntimeError):
+        run("other")
+    monkeypatch.setattr(eval_partial.PartialResults, "add", real_add)
+    c.train.eval_temperature = 0.9
+    said, sampled[:] = [], []
+    run("other", emit=said.append)
+    assert sampled == [10]
+    assert any(line.startswith("replacing the unfinished eval ") and "(other draw)" in line
+               for line in said)  # fmt: skip
