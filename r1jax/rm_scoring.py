@@ -129,9 +129,12 @@ class _Pending:
     def result(self, timeout: float | None = None) -> ScoreResult:
         res = self.host.result(timeout)
         n = len(res.total)
-        index = jax.process_index() if jax.process_count() > 1 else 0
         total = res.total.astype(np.float32).copy()
         for term, scores, applied in self.model:
+            # this process's rows sit where host_to_global put them: at its batch block,
+            # which need not be its process index (meshes whose devices are not in process
+            # order)
+            index, _ = shd.process_batch_shard(term.mesh)
             mine = np.asarray(jax.device_get(scores), np.float32)[index * n : (index + 1) * n]
             bad = applied & ~np.isfinite(mine)
             values = np.where(applied & ~bad, mine, 0.0).astype(np.float32)

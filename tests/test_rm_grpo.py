@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import jax
@@ -22,6 +23,7 @@ from trainer_fixtures import (
     rm_changes,
     sevens,
     start_two_cli_processes,
+    start_two_processes,
     wait_all,
 )
 
@@ -500,3 +502,16 @@ def test_rm_command_rerun_finds_the_finished_checkpoint(trained_rm, capsys):
     other.reward_model.batch_size = 8
     with pytest.raises(CheckpointError, match="batch_size"):
         rm_command(other, emit=lambda s: None)
+
+
+def test_each_process_gets_its_own_rows_scores_on_a_mesh_out_of_process_order(tmp_path):
+    """Two processes whose batch blocks are not in process order (process 1 holds the first):
+    each process's learned rewards are its own completions' scores (they were the other
+    process's: the scores were sliced by process index)."""
+    worker = os.path.join(os.path.dirname(__file__), "rm_scoring_worker.py")
+    procs, logs = start_two_processes(tmp_path, [sys.executable, worker, str(tmp_path)])
+    wait_all(procs, logs, time.monotonic() + 240)
+    scores = [json.load(open(tmp_path / f"scores{p}.json")) for p in range(2)]
+    assert np.abs(np.subtract(scores[0]["want"], scores[1]["want"])).max() > 1e-2
+    for p, s in enumerate(scores):
+        np.testing.assert_allclose(s["got"], s["want"], atol=1e-5, err_msg=f"process {p}")
