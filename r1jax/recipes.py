@@ -33,15 +33,21 @@ PROMPT_BUILDERS: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
+def prompt_builder(name: str, field: str = "data.prompt_builder") -> Callable[[dict], str]:
+    """The prompt builder ``name`` (:data:`PROMPT_BUILDERS`); ``field`` names the config
+    field in the error for an unknown one."""
+    if name not in PROMPT_BUILDERS:
+        raise ConfigError(f"config.{field}={name!r} is not one of {sorted(PROMPT_BUILDERS)}")
+    return PROMPT_BUILDERS[name]
+
+
 class PromptMappedSource(Sequence):
     """A random-access source whose records get ``prompt = builder(record)``."""
 
     def __init__(
         self, source: Sequence[dict], builder: str, field: str = "data.prompt_builder"
     ) -> None:
-        if builder not in PROMPT_BUILDERS:
-            raise ConfigError(f"config.{field}={builder!r} is not one of {sorted(PROMPT_BUILDERS)}")
-        self.source, self.fn = source, PROMPT_BUILDERS[builder]
+        self.source, self.fn = source, prompt_builder(builder, field)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -112,7 +118,7 @@ def sft_examples(
     # (and the held-out traces another one again).
     spec = CountdownSpec(seed=c.data.countdown.seed + (7920 if held_out else 7919), **opts)
     records = generate_countdown(spec, "cold_start_eval" if held_out else "cold_start", count)
-    builder = PROMPT_BUILDERS.get(c.data.prompt_builder) if c.data.prompt_builder else None
+    builder = prompt_builder(c.data.prompt_builder) if c.data.prompt_builder else None
     prompt_fn = (lambda r: fmt({**r, "prompt": builder(r)})) if builder else fmt
     return make_countdown_sft_examples(records, prompt_fn, np.random.default_rng(c.seed))
 

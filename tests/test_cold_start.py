@@ -207,7 +207,7 @@ def test_unsolvable_trace_and_bad_record_raise():
 
 def test_held_out_cold_start_traces_are_other_problems():
     from r1jax.build import build_tokenizer
-    from r1jax.config import base_config
+    from r1jax.config import ConfigError, base_config
     from r1jax.recipes import sft_examples
 
     c = base_config()
@@ -220,3 +220,7 @@ def test_held_out_cold_start_traces_are_other_problems():
     assert len(held_out) == 100 and len(train) == 300
     assert not {p for p, _ in held_out} & {p for p, _ in train}  # other problems
     assert all("<answer>" in completion for _, completion in held_out)
+    c.data.prompt_builder = "countdown_compat"  # a typo: the RL data refuses it, so does SFT
+    with pytest.raises(ConfigError, match=r"config.data.prompt_builder='countdown_compat' is "
+                       r"not one of \['countdown_compact'\]"):  # fmt: skip
+        sft_examples(c, tok)
