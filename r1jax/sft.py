@@ -89,8 +89,9 @@ def fit_sequences(
     """Apply the over-long policy: returns ``(kept sequences, num_truncated, num_dropped)``.
 
     ``overlong``: ``"error"`` raises naming the example, ``"truncate"`` keeps the first
-    ``max_len`` tokens (the EOS is lost: the example teaches an unfinished answer),
-    ``"drop"`` leaves it out.
+    ``max_len`` tokens (the EOS is lost: the example teaches an unfinished answer; one whose
+    prompt alone fills ``max_len`` has no target token left and is dropped), ``"drop"`` leaves
+    it out.
     """
     if overlong not in OVERLONG:
         raise ValueError(f"overlong={overlong!r} must be one of {OVERLONG}")
@@ -105,8 +106,8 @@ def fit_sequences(
                 f"SFT example {i} has {len(ids)} tokens (prompt {n_prompt}) > max_len={max_len}; "
                 "pass overlong='truncate' or overlong='drop'"
             )
-        elif overlong == "truncate":
-            kept.append((ids[:max_len], min(n_prompt, max_len)))
+        elif overlong == "truncate" and n_prompt < max_len:
+            kept.append((ids[:max_len], n_prompt))
             truncated += 1
         else:
             dropped += 1

@@ -105,6 +105,10 @@ def test_overlong_policies_and_num_rows():
     assert int(t["num_truncated"]) == 1
     np.testing.assert_array_equal(t["tokens"][1], [1, 3, 4, 5, 3, 4])  # EOS cut off
     np.testing.assert_array_equal(t["loss_mask"][1], [0, 0, 0, 1, 1, 1])
+    # a prompt that fills max_len alone leaves no target: dropped, not truncated
+    t = make_sft_batch(ABC, [*ex, ("abcab", "c")], max_len=6, overlong="truncate", num_rows=3)
+    assert (int(t["num_truncated"]), int(t["num_dropped"])) == (1, 1)
+    assert t["input_mask"][2].sum() == 0 and t["loss_mask"].sum() == 2 + 3
     d = make_sft_batch(ABC, ex, max_len=6, overlong="drop", num_rows=4)
     assert int(d["num_dropped"]) == 1 and d["tokens"].shape == (4, 6)
     assert d["input_mask"][1:].sum() == 0
