@@ -52,8 +52,8 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     from r1jax.checkpoint import restore_run_params, saved_steps, weights_label
     from r1jax.metrics import MetricsWriter
     from r1jax.model import reward_model_from
-    from r1jax.model.hf import save_hf_model
     from r1jax.rm import evaluate_pairs, train_reward_model
+    from r1jax.rm_export import export_reward_model
 
     cfgmod.validate(c, jax.device_count(), jax.process_count())
     rm = c.reward_model
@@ -131,10 +131,7 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
             writer.close()
     after = evaluate()
     hf_dir = os.path.join(folder, "hf")
-    ids = build.token_ids(tokenizer)  # every process; 0 writes
-    save_hf_model(model, hf_dir, pad_token_id=tokenizer.pad_id, token_ids=ids)
-    if primary:
-        build.save_tokenizer_files(c, tokenizer, hf_dir)
+    export_reward_model(c, model, tokenizer, hf_dir, primary)  # every process; 0 writes
     result = {"step": rm.steps, "hf_dir": hf_dir, "eval_before": before, "eval_after": after}
     if primary:
         storage.write_text(os.path.join(folder, "eval.json"), json.dumps(result, indent=2))

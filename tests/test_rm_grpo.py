@@ -515,3 +515,40 @@ def test_each_process_gets_its_own_rows_scores_on_a_mesh_out_of_process_order(tm
     assert np.abs(np.subtract(scores[0]["want"], scores[1]["want"])).max() > 1e-2
     for p, s in enumerate(scores):
         np.testing.assert_allclose(s["got"], s["want"], atol=1e-5, err_msg=f"process {p}")
+
+
+@pytest.mark.parametrize("room", [3, 0], ids=["free_id", "no_free_id"])
+def test_rm_export_with_pad_equal_to_eos_scores_alike_in_transformers(tmp_path, room, caplog):
+    """A tokenizer that pads with its EOS (Qwen2.5 base, Llama 3): transformers pools at the
+    last token that is not the pad id, which was the token before the scored EOS. The export
+    adds a pad token of its own at the first free id of the embedding, and a right-padded HF
+    batch scores like r1jax; with no free id config.json has no pad id (single rows right)."""
+    from r1jax.config import base_config
+    from r1jax.rm_export import PAD_TOKEN, export_reward_model
+
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    tok = CharTokenizer("ab?= ", specials=("<bos>", "<eos>"), pad_token=None)
+    assert tok.pad_id == tok.eos_id
+    cfg = ModelConfig(vocab_size=tok.vocab_size + room, num_labels=1)
+    model = create_model(cfg, None, seed=0)
+    hf_dir = str(tmp_path / "hf")
+    export_reward_model(base_config(), model, tok, hf_dir, primary=True)
+    rows = [encode_scored(tok, "a?", "abba"), encode_scored(tok, "b?", "a")]  # end in EOS
+    ours = [float(model.sequence_scores(jnp.asarray([x]), jnp.ones((1, len(x)), bool))[0, 0])
+            for x in rows]  # fmt: skip
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(hf_dir).eval()
+    with torch.no_grad():
+        if room:
+            assert hf.config.pad_token_id == tok.vocab_size
+            hf_tok = transformers.PreTrainedTokenizerFast.from_pretrained(hf_dir)
+            assert (hf_tok.pad_token, hf_tok.pad_token_id) == (PAD_TOKEN, tok.vocab_size)
+            batch = hf_tok.pad({"input_ids": rows}, return_tensors="pt")  # right padding
+            theirs = hf(**batch).logits[:, 0].numpy()
+            assert load_tokenizer(hf_dir).pad_id == tok.vocab_size
+            assert load_tokenizer(hf_dir).encode("a?abba") == tok.encode("a?abba")
+        else:
+            assert hf.config.pad_token_id is None
+            assert "no free id for a pad token" in caplog.text
+            theirs = [float(hf(input_ids=torch.tensor([x])).logits[0, 0]) for x in rows]
+    np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-5)
