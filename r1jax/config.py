@@ -2,7 +2,8 @@
 
 ``configs/*.py`` start from :func:`base_config` and change what their recipe needs; any field
 can then be overridden on the command line (``--config.rl.beta=0.0``). The config is locked,
-so a misspelt key fails instead of being silently added.
+so a misspelt key fails instead of being silently added; :func:`validate` refuses a field that
+:func:`base_config` lacks (a recipe file's typo, outside the groups of :data:`FREE_FORM`).
 """
 
 from __future__ import annotations
@@ -331,6 +332,24 @@ def model_config(c: ml_collections.ConfigDict) -> ModelConfig:
         raise ConfigError(f"config.model: {e}") from e
 
 
+FREE_FORM = ("data.field_map", "mesh.rules", "model.overrides", "rewards.routes",
+             "train.eval_benchmarks")  # fmt: skip
+"""Groups whose keys the recipe chooses (names of fields, rules, routes, benchmarks)."""
+
+
+def _check_known_fields(c: ml_collections.ConfigDict) -> None:
+    """Raises naming the first field of ``c`` that :func:`base_config` lacks: a recipe file
+    can add fields (it edits an unlocked config), so a misspelt one would be ignored."""
+    base = base_config()
+    for path in _leaf_paths(c):
+        if any(path.startswith(group + ".") for group in FREE_FORM):
+            continue
+        why = unknown_field(base, path)
+        if why is not None:
+            why = why.replace("--config.", "config.")
+            raise ConfigError(f"the recipe sets a field r1jax does not have: {why}")
+
+
 def validate(
     c: ml_collections.ConfigDict, num_devices: int | None = None, num_processes: int = 1
 ) -> ModelConfig:
@@ -341,6 +360,7 @@ def validate(
     """
     import numpy as np
 
+    _check_known_fields(c)
     cfg = model_config(c)
     r = c.rl
     _check(
