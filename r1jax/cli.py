@@ -20,7 +20,7 @@ config_flags.DEFINE_config_file(
     "Recipe file (configs/*.py), overridable with --config.<field>=<value>.",
     lock_config=True,
 )
-flags.DEFINE_string("src", None, "convert: source (HF directory or r1jax checkpoint dir).")
+flags.DEFINE_string("src", None, "convert: the source HF model directory.")
 flags.DEFINE_string(
     "dst",
     None,
@@ -95,6 +95,27 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _command_help(name: str) -> str:
+    """``r1jax <name> --help``: what the command does and the flags it reads (those whose
+    help names it), not absl's and JAX's own (``--helpfull`` lists every flag)."""
+    import re
+    import textwrap
+
+    if name == "plot":
+        return f"usage: r1jax plot RUN_DIR\n\n{COMMANDS[name][1]}"
+    usage = "[--config=configs/<recipe>.py] [--config.<field>=<value>] [flags]"
+    lines = [f"usage: r1jax {name} {usage}", "", COMMANDS[name][1], "", "flags:"]
+    for flag in sorted(FLAGS.get_key_flags_for_module(sys.modules[__name__]), key=lambda f: f.name):
+        if flag.name == "config" or re.search(rf"\b{name}\b", flag.help or ""):
+            default = "" if flag.default in (None, [], False) else f" (default: {flag.default})"
+            lines.append(f"  --{flag.name}")
+            lines += textwrap.wrap(flag.help + default, 88, initial_indent="      ",
+                                   subsequent_indent="      ")  # fmt: skip
+    lines += ["", "Any config field can be set: --config.<section>.<field>=<value> (see "
+              "r1jax/config.py and the README); --helpfull lists every flag."]  # fmt: skip
+    return "\n".join(lines)
+
+
 def _require_config():
     if FLAGS.config is None:
         raise app.UsageError("--config=configs/<recipe>.py is required for this command")
@@ -135,7 +156,11 @@ def _info() -> int:
     return 0
 
 
-@command("convert", "load a HF checkpoint (or r1jax checkpoint) and write a HF directory")
+@command(
+    "convert",
+    "read a HF model directory and write it again (--dtype): --src=DIR --dst=DIR "
+    "(a run's checkpoint: r1jax export)",
+)
 def _convert() -> int:
     from r1jax import storage
     from r1jax.model.hf import copy_tokenizer_files, load_hf_model, save_hf_model
@@ -221,7 +246,7 @@ def _rm() -> int:
 @command(
     "traces",
     "SFT traces sampled from the run's model (rejection sampling / distillation): --dst=FILE "
-    "[--num_samples=K] [--keep=correct|all]",
+    "[--num_samples=K] [--keep=correct|all|pairs]",
 )
 def _traces() -> int:
     from r1jax.traces_command import traces_command
@@ -332,6 +357,9 @@ def main(argv: list[str] | None = None) -> None:
     if name not in COMMANDS:
         print(f"r1jax: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
+    if any(a in ("-h", "--help", "--helpshort", "-?") for a in argv[2:]):
+        print(_command_help(name))
+        sys.exit(0)
     fn = COMMANDS[name][0]
     from absl import logging as absl_logging
 

@@ -323,3 +323,27 @@ def test_a_prompt_the_tokenizer_cannot_encode_names_the_record():
     with pytest.raises(ConfigError, match=r"training record 'p.jsonl:2': cannot be tokenized "
                        r"\(.*character 'w'"):  # fmt: skip
         build.fitting_prompts(c, rows, tok, fmt, "training")
+
+
+def test_a_field_the_recipe_misspells_is_refused():
+    """A recipe edits an unlocked config, so ``c.rl.grup_size = 2`` added a field and the run
+    trained with group_size 8; validate names it. The free-form groups take any key."""
+    c = base_config()
+    c.rl.grup_size = 2
+    with pytest.raises(ConfigError, match=r"the recipe sets a field r1jax does not have: "
+                       r"config.rl.grup_size: config.rl has no field 'grup_size'; did you mean "
+                       r"config.rl.group_size\?"):  # fmt: skip
+        validate(c, num_devices=8)
+    c = base_config()
+    c.model.overrides.num_layers = 1
+    c.data.field_map.prompt = "question"
+    validate(c, num_devices=8)
+
+
+def test_command_help_lists_the_commands_own_flags():
+    r = _cli("eval", "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: r1jax eval ")
+    flags_said = [line.strip() for line in r.stdout.splitlines() if line.startswith("  --")]
+    assert flags_said == ["--all_steps", "--benchmark", "--config", "--dst", "--greedy",
+                          "--num_prompts", "--sets", "--step"]  # fmt: skip
+    assert "pairs" in _cli("traces", "-h").stdout
