@@ -12,17 +12,15 @@ without the std division the reward model's score differences stay at their weig
 in groups where the rule gives every completion the same reward.
 """
 
-import importlib.util
 import os
+
+from r1jax.config import load_recipe
 
 _DEMO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "r1_zero_countdown_cpu.py")
 
 
 def get_config():
-    spec = importlib.util.spec_from_file_location("r1_zero_countdown_cpu", _DEMO)
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    c = demo.get_config()
+    c = load_recipe(_DEMO)
     c.run_dir = "runs/r1_rm_countdown_cpu"
     c.cold_start.task = ""  # the demo run's weights already went through its cold start
     c.train.init_checkpoint = "runs/r1_zero_countdown_cpu"

@@ -332,6 +332,28 @@ def model_config(c: ml_collections.ConfigDict) -> ModelConfig:
         raise ConfigError(f"config.model: {e}") from e
 
 
+def load_recipe(path: str) -> ml_collections.ConfigDict:
+    """The config of the recipe file ``path`` (a ``configs/*.py`` with ``get_config()``), as
+    ``--config=path`` gives it (for notebooks and recipes built on other recipes)."""
+    import importlib.util
+    import os
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"recipe file {path} not found (cwd {os.getcwd()})")
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(f"r1jax_recipe_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    get_config = getattr(module, "get_config", None)
+    if get_config is None:
+        raise ConfigError(f"recipe file {path} has no get_config()")
+    c = get_config()
+    if not isinstance(c, ml_collections.ConfigDict):
+        raise ConfigError(f"recipe file {path}: get_config() returned {type(c).__name__}, "
+                          "not an ml_collections.ConfigDict (missing `return c`?)")  # fmt: skip
+    return c
+
+
 FREE_FORM = ("data.field_map", "mesh.rules", "model.overrides", "rewards.routes",
              "train.eval_benchmarks")  # fmt: skip
 """Groups whose keys the recipe chooses (names of fields, rules, routes, benchmarks)."""

@@ -8,8 +8,9 @@ NOTEBOOK = os.path.join(ROOT, "notebooks", "quickstart.ipynb")
 
 
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    monkeypatch.syspath_prepend(ROOT)
+    """Run where Jupyter starts it, in notebooks/, with only the installed package importable
+    (it imported the recipe as a module of the checkout's root, which Jupyter lacks)."""
+    monkeypatch.chdir(os.path.join(ROOT, "notebooks"))
     with open(NOTEBOOK) as f:
         cells = json.load(f)["cells"]
     namespace: dict = {}
