@@ -44,6 +44,7 @@ COUNTS = (
     "kept",
     "prompts_kept",
     "truncated",
+    "empty",
     "incorrect",
     "duplicate",
     "beyond_max",
@@ -67,6 +68,8 @@ def select_traces(
             counts["samples"] += 1
             if finish == "length":
                 counts["truncated"] += 1
+            elif not text.strip():  # nothing to learn (and SFT data files refuse it)
+                counts["empty"] += 1
             elif keep == "correct" and not correct:
                 counts["incorrect"] += 1
             elif text in seen:
@@ -108,6 +111,8 @@ def select_pairs(
             counts["samples"] += 1
             if finish == "length":
                 counts["truncated"] += 1
+            elif not text.strip():  # the pair files refuse empty text
+                counts["empty"] += 1
             elif text in seen:
                 counts["duplicate"] += 1
             else:
@@ -296,7 +301,8 @@ def traces_command(
         what = "preference pairs" if keep == "pairs" else "traces"
         emit(
             f"traces: {n['kept']} {what} from {n['prompts_kept']} of {n['prompts']} prompts "
-            f"({n['samples']} samples: {n['truncated']} truncated, {n['incorrect']} incorrect, "
+            f"({n['samples']} samples: {n['truncated']} truncated, {n['empty']} empty, "
+            f"{n['incorrect']} incorrect, "
             f"{n['duplicate']} duplicates, {n['beyond_max']} beyond --max_per_prompt) -> {dst}"
         )
     return n

@@ -31,7 +31,7 @@ RESULTS = [
 def test_correct_traces_drop_truncated_wrong_duplicate_and_extra_completions():
     rows, counts = select_traces(RECORDS, RESULTS, "correct", max_per_prompt=1)
     assert rows == [{"prompt": "p1", "completion": "x", "id": "a", "answer": "7", "reward": 1.0}]
-    assert counts == dict(prompts=2, samples=7, kept=1, prompts_kept=1, truncated=1,
+    assert counts == dict(prompts=2, samples=7, kept=1, prompts_kept=1, truncated=1, empty=0,
                           incorrect=3, duplicate=1, beyond_max=1)  # fmt: skip
 
 
@@ -41,6 +41,17 @@ def test_all_traces_keep_wrong_but_finished_completions():
         ("p1", "x"), ("p1", "z"), ("p1", "w"), ("p2", "u"), ("p2", "v")
     ]  # fmt: skip
     assert counts["truncated"] == 1 and counts["duplicate"] == 1 and counts["incorrect"] == 0
+
+
+def test_empty_completions_are_neither_traces_nor_pairs():
+    """A finished completion with no text (the model stopped at once) is dropped and counted:
+    cold-start SFT and reward-model pair files refuse empty text."""
+    results = [{"completions": ["", " \n", "x", "y"], "correct": [True, False, True, False],
+                "finish": ["eos", "stop", "eos", "eos"], "scores": [1, 0, 1, 0]}]  # fmt: skip
+    rows, counts = select_traces(RECORDS[:1], results, "all", max_per_prompt=4)
+    assert [r["completion"] for r in rows] == ["x", "y"] and counts["empty"] == 2
+    rows, counts = select_pairs(RECORDS[:1], results, max_per_prompt=4)
+    assert [(r["chosen"], r["rejected"]) for r in rows] == [("x", "y")] and counts["empty"] == 2
 
 
 def test_pairs_match_correct_with_wrong_completions_of_the_same_prompt():
@@ -54,7 +65,7 @@ def test_pairs_match_correct_with_wrong_completions_of_the_same_prompt():
     ]
     rows, counts = select_pairs(RECORDS, results, max_per_prompt=1)
     assert rows == [{"prompt": "p1", "chosen": "x", "rejected": "z", "id": "a", "answer": "7"}]
-    assert counts == dict(prompts=2, samples=9, kept=1, prompts_kept=1, truncated=2,
+    assert counts == dict(prompts=2, samples=9, kept=1, prompts_kept=1, truncated=2, empty=0,
                           incorrect=4, duplicate=1, beyond_max=1)  # fmt: skip
     rows, counts = select_pairs(RECORDS, results, max_per_prompt=5)
     assert [(r["chosen"], r["rejected"]) for r in rows] == [("x", "z"), ("w", "r")]
@@ -79,7 +90,11 @@ def test_traces_are_correct_distinct_samples_and_a_resumed_job_writes_the_same_f
     assert counts["prompts"] == 12 and counts["samples"] == 48
     assert 0 < counts["kept"] == len(rows) and counts["incorrect"] > 0
     assert (
-        sum(counts[k] for k in ("kept", "truncated", "incorrect", "duplicate", "beyond_max")) == 48
+        sum(
+            counts[k]
+            for k in ("kept", "truncated", "empty", "incorrect", "duplicate", "beyond_max")
+        )
+        == 48
     )
     for row in rows:
         assert row["reward"] == pytest.approx(sevens(row["completion"], row))
