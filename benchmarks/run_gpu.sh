@@ -26,25 +26,36 @@ python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.
 log() { grep -v "^\s*$" | tee -a "$out/gpu.log"; }
 bench() { python3 benchmarks/bench_gpu.py ${BENCH_ARGS:-} "$@" 2>&1 | log; }
 stamp() { echo "== $(date +%T) $*" | log; }
+failed=()  # every section runs; the script exits 1 at the end if any failed
+fail() { failed+=("$1"); echo "!! $1 failed" | log; }
 attention=${ATTENTION:-cudnn}
 update=(--sections update --attention "$attention" --remat none:1)
 notriton="--xla_gpu_enable_triton_gemm=false${XLA_FLAGS:+ $XLA_FLAGS}"
 stamp attention check
-python3 benchmarks/check_gpu_attention.py --impl "$attention" --out "$out/gpu_attention.txt" 2>&1 | log
+python3 benchmarks/check_gpu_attention.py --impl "$attention" --out "$out/gpu_attention.txt" 2>&1 \
+  | log || fail "attention check"
 stamp update, span masks
-bench "${update[@]}" --profile --out "$out/gpu_update.txt"
+bench "${update[@]}" --profile --out "$out/gpu_update.txt" || fail "update, span masks"
 stamp update, dense masks
-bench "${update[@]}" --update_mask dense --out "$out/gpu_update_dense.txt"
+bench "${update[@]}" --update_mask dense --out "$out/gpu_update_dense.txt" \
+  || fail "update, dense masks"
 if [ -n "${BASELINE:-}" ]; then
   stamp update, baseline tree "$BASELINE"
   (cd "$BASELINE" && python3 benchmarks/bench_gpu.py ${BENCH_ARGS:-} --sections update \
-    --attention "$attention" --remat none:1 --out "$out/gpu_update_baseline.txt" 2>&1) | log
+    --attention "$attention" --remat none:1 --out "$out/gpu_update_baseline.txt" 2>&1) | log \
+    || fail "update, baseline"
 fi
 stamp update, span masks, no Triton GEMMs
-XLA_FLAGS="$notriton" bench "${update[@]}" --out "$out/gpu_update_notriton.txt"
+XLA_FLAGS="$notriton" bench "${update[@]}" --out "$out/gpu_update_notriton.txt" \
+  || fail "update, span masks, no Triton"
 stamp update, dense masks, no Triton GEMMs
 XLA_FLAGS="$notriton" bench "${update[@]}" --update_mask dense \
-  --out "$out/gpu_update_dense_notriton.txt"
+  --out "$out/gpu_update_dense_notriton.txt" || fail "update, dense masks, no Triton"
 stamp sampler
-bench --profile --sections copy,sampler --sampler_fuse on --out "$out/gpu_sampler.txt"
+bench --profile --sections copy,sampler --sampler_fuse on --out "$out/gpu_sampler.txt" \
+  || fail "sampler"
 stamp done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "failed sections: ${failed[*]}" | log
+  exit 1
+fi
