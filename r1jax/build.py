@@ -23,12 +23,22 @@ def configure_devices(c: ml_collections.ConfigDict) -> None:
     import jax
 
     from r1jax import host_memory
+    from r1jax.config import ConfigError
     from r1jax.distributed import configure_cpu_devices
 
     kept = c.mesh.cpu_keep_memory and host_memory.keep_freed_memory()
-    configure_cpu_devices(c.mesh.cpu_devices)
-    if kept and jax.default_backend() != "cpu":
+    try:
+        configure_cpu_devices(c.mesh.cpu_devices)
+    except ValueError as e:  # a bad mesh.cpu_devices, before validate() could name it
+        raise ConfigError(f"config.{e}") from None
+    backend = jax.default_backend()
+    if kept and backend != "cpu":
         host_memory.restore_defaults()
+    if c.model.attention == "cudnn" and backend != "gpu":
+        raise ConfigError(
+            f"config.model.attention='cudnn' needs an NVIDIA GPU (this backend: {backend}); "
+            "use 'einsum' (any device) or 'splash' (TPU)"
+        )
 
 
 def tokenizer_source(c: ml_collections.ConfigDict) -> str:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -381,6 +382,13 @@ def main(argv: list[str] | None = None) -> None:
     def run(_: list[str]) -> None:
         if FLAGS.config is not None:
             FLAGS.config.get("run_dir")  # a recipe file that failed to load raises (OSError)
+        if FLAGS["config"].present and not isinstance(FLAGS.config, ml_collections.ConfigDict):
+            recipe = FLAGS["config"].config_filename
+            hint = " (missing `return c`?)" if FLAGS.config is None else ""
+            print(f"r1jax {name}: the recipe {recipe}: get_config() returned "
+                  f"{type(FLAGS.config).__name__}, not an ml_collections.ConfigDict{hint}",
+                  file=sys.stderr)  # fmt: skip
+            sys.exit(2)
         started.append(True)
         try:
             code = _run(name, fn)

@@ -52,7 +52,9 @@ def cpu_device_count(requested: int) -> int:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         return min(8, 1 << ((cores or 1).bit_length() - 1))
     if requested < 1:
-        raise ValueError(f"mesh.cpu_devices={requested}: must be >= 1, or -1 (one per core)")
+        raise ValueError(
+            f"mesh.cpu_devices={requested}: must be >= 1, 0 (JAX's default) or -1 (one per core)"
+        )
     return requested
 
 

@@ -347,3 +347,29 @@ def test_command_help_lists_the_commands_own_flags():
     assert flags_said == ["--all_steps", "--benchmark", "--config", "--dst", "--greedy",
                           "--num_prompts", "--sets", "--step"]  # fmt: skip
     assert "pairs" in _cli("traces", "-h").stdout
+
+
+def test_cli_names_device_settings_before_any_traceback():
+    r = _cli("info", "--config=configs/tiny_smoke.py", "--config.mesh.cpu_devices=-2")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "r1jax info: config.mesh.cpu_devices=-2: must be >= 1, 0 (JAX's default) or -1 (one per "
+        "core)"]  # fmt: skip
+    r = _cli("info", "--config=configs/tiny_smoke.py", "--config.model.attention=cudnn")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "r1jax info: config.model.attention='cudnn' needs an NVIDIA GPU (this backend: cpu); use "
+        "'einsum' (any device) or 'splash' (TPU)"]  # fmt: skip
+
+
+@pytest.mark.parametrize("body, said", [
+    ("    c = base_config()\n", "returned NoneType, not an ml_collections.ConfigDict (missing "
+                               "`return c`?)"),
+    ("    return {'run_dir': 'x'}\n", "returned dict, not an ml_collections.ConfigDict"),
+])  # fmt: skip
+def test_cli_names_a_recipe_that_returns_no_config(tmp_path, body, said):
+    recipe = tmp_path / "r.py"
+    recipe.write_text(f"from r1jax.config import base_config\n\n\ndef get_config():\n{body}")
+    r = _cli("info", f"--config={recipe}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert (
+        r.stderr.strip().splitlines()[-1] == f"r1jax info: the recipe {recipe}: get_config() {said}"
+    )

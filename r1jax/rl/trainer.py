@@ -102,8 +102,18 @@ class GRPOTrainer:
         self._build_optimizer(params)
         self._build_step()
         self._build_sampler(model)
-        self._build_rewards(scorer)
-        self._build_data(source, eval_source)
+        self.metrics: MetricsWriter | _NoMetrics = _NoMetrics()
+        try:  # a failure here stops what already started (reward workers, Orbax's threads)
+            self._build_rewards(scorer)
+            self._build_data(source, eval_source)
+            self._build_state()
+        except BaseException:
+            self.close()
+            raise
+
+    def _build_state(self) -> None:
+        """Checkpoints (resumed, or a fresh start) and the metrics writer."""
+        c = self.c
         self.run_dir = c.run_dir
         self.ckpt = RunCheckpointer(
             os.path.join(c.run_dir, "checkpoints"), keep=c.train.keep_checkpoints
@@ -115,7 +125,6 @@ class GRPOTrainer:
         self._cold_started = False  # set by _start_fresh: a step-0 checkpoint is then worth it
         if not self._resumed:
             self._start_fresh()
-        self.metrics: MetricsWriter | _NoMetrics = _NoMetrics()
         if dist.is_primary():
             self.metrics = MetricsWriter(
                 c.run_dir,
@@ -579,10 +588,10 @@ class GRPOTrainer:
         return history
 
     def close(self) -> None:
-        self.ckpt.close()
-        self.metrics.close()
-        self.scorer.close()
-        self.eval_scorers.close()
+        """Stops what the trainer started (also after a failed construction: what exists)."""
+        for part in ("ckpt", "metrics", "scorer", "eval_scorers"):
+            if hasattr(self, part):
+                getattr(self, part).close()
 
 
 def _changes_note(changed: str) -> str:
