@@ -128,12 +128,16 @@ def _info() -> int:
     import jax
     from flax import nnx
 
+    from r1jax import build
     from r1jax import config as cfgmod
     from r1jax import sharding as shd
     from r1jax.model import abstract_model
 
     c = _require_config()
-    cfg = cfgmod.validate(c, jax.device_count())
+    cfgmod.validate(c, jax.device_count())
+    has_tokenizer = c.tokenizer.path or c.tokenizer.chars or c.model.hf_path
+    # what training builds: a preset takes the tokenizer's vocabulary
+    cfg = build.resolve_model_config(c, build.build_tokenizer(c) if has_tokenizer else None)
     mesh = shd.make_mesh(c.mesh.shape)
     print(
         f"jax {jax.__version__} backend={jax.default_backend()} devices={jax.device_count()} "

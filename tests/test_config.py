@@ -373,3 +373,13 @@ def test_cli_names_a_recipe_that_returns_no_config(tmp_path, body, said):
     assert (
         r.stderr.strip().splitlines()[-1] == f"r1jax info: the recipe {recipe}: get_config() {said}"
     )
+
+
+def test_cli_info_describes_the_model_training_builds():
+    """The CPU demo's preset takes its character vocabulary (36 ids), as in training."""
+    r = _cli("info", "--config=configs/r1_zero_countdown_cpu.py")
+    assert r.returncode == 0, r.stderr
+    assert (
+        "params=0.40M" in r.stdout
+        and "embed                                    (36, 128)" in r.stdout
+    )
