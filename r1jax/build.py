@@ -226,7 +226,12 @@ def load_prompt_source(c: ml_collections.ConfigDict, cfg: dict[str, Any], source
     from r1jax.recipes import PromptMappedSource
 
     if source is None:
-        source = dist.primary_first(lambda: load_source(cfg))
+        try:
+            source = dist.primary_first(lambda: load_source(cfg))
+        except FileNotFoundError as e:  # name the field that gave the path
+            if "path" in cfg and str(e).startswith("data file not found"):
+                raise FileNotFoundError(f"config.data.path: {e}") from None
+            raise
     builder = c.data.prompt_builder
     return PromptMappedSource(source, builder) if builder else source
 
@@ -431,7 +436,7 @@ def with_reward_model(c: ml_collections.ConfigDict, scorer, mesh: Mesh, tokenize
     from r1jax.rm_scoring import RewardModelTerm, WithRewardModel
     from r1jax.tokenizer import load_tokenizer
 
-    cfg = read_hf_config(rm.path)
+    cfg = read_hf_config(rm.path, field="reward_model.path")
     if cfg.num_labels != 1:
         raise ConfigError(
             f"config.reward_model.path={rm.path!r}: num_labels={cfg.num_labels}, a reward model "

@@ -325,7 +325,7 @@ def model_config(c: ml_collections.ConfigDict) -> ModelConfig:
     if m.hf_path:
         from r1jax.model.hf import read_hf_config
 
-        return read_hf_config(m.hf_path, **common)
+        return read_hf_config(m.hf_path, field="model.hf_path", **common)
     try:
         return get_preset(m.preset, **common)
     except (ValueError, TypeError) as e:

@@ -77,7 +77,10 @@ def formatted_text_rows(
 
     section, key = path_field.split(".")
     path = c[section][key]
-    rows, bad = load_text_rows(path, prompt_field, text_fields, c.data.on_bad_row)
+    try:
+        rows, bad = load_text_rows(path, prompt_field, text_fields, c.data.on_bad_row)
+    except FileNotFoundError as e:  # name the field that gave the path
+        raise FileNotFoundError(f"config.{path_field}: {e}") from None
     if bad.count and is_primary():
         print(f"{path_field}: {bad.count} bad rows of {path} skipped ({dict(bad.by_field)})")
     if not rows:

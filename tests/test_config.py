@@ -178,7 +178,7 @@ def test_cli_train_names_bad_data_settings_and_missing_files(tmp_path):
     missing = tmp_path / "nope.jsonl"
     r = _cli(*common, "--config.data.name=jsonl", f"--config.data.path={missing}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip().endswith(f"data file not found: {missing}")
+    assert r.stderr.strip().endswith(f"config.data.path: data file not found: {missing}")
     r = _cli(*common, "--config.data.name=jsonl", "--config.data.path=x.csv")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "name='jsonl' but path(s) ['x.csv'] are not .jsonl" in r.stderr
@@ -383,3 +383,10 @@ def test_cli_info_describes_the_model_training_builds():
         "params=0.40M" in r.stdout
         and "embed                                    (36, 128)" in r.stdout
     )
+
+
+def test_cli_names_the_field_of_a_model_path_with_no_model(tmp_path):
+    r = _cli("info", "--config=configs/tiny_smoke.py", f"--config.model.hf_path={tmp_path}")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"r1jax info: config.model.hf_path={str(tmp_path)!r}: config.json not found (is this a "
+        "HF model directory?)")  # fmt: skip

@@ -272,11 +272,13 @@ def _open_checkpoint(path: str) -> dict[str, SafetensorsFile]:
     raise CheckpointError(f"{path}: no model.safetensors or {INDEX_FILE} found")
 
 
-def read_hf_config(path: str, **overrides: Any) -> ModelConfig:
-    """Reads ``path/config.json`` into a :class:`ModelConfig` (overrides e.g. dtype)."""
+def read_hf_config(path: str, field: str = "", **overrides: Any) -> ModelConfig:
+    """Reads ``path/config.json`` into a :class:`ModelConfig` (overrides e.g. dtype);
+    ``field``: the config field that gave ``path``, named when there is no model there."""
     cfg_path = os.path.join(path, "config.json")
     if not storage.exists(cfg_path):
-        raise CheckpointError(f"{path}: config.json not found (is this a HF model directory?)")
+        where = f"config.{field}={path!r}" if field else path
+        raise CheckpointError(f"{where}: config.json not found (is this a HF model directory?)")
     try:
         hf = json.loads(storage.read_text(cfg_path))
     except ValueError as e:
