@@ -347,3 +347,67 @@ def test_a_tokenizer_larger_than_the_model_vocabulary_is_refused(hf_dirs):
     with pytest.raises(ConfigError, match=f"has {vocab + 3} ids but model.hf_path=.* {vocab} "):
         build.build_model(c, mesh, CharTokenizer(chars))
     assert build.build_model(c, mesh, CharTokenizer(chars[:-3])).cfg.vocab_size == vocab
+
+
+def test_tied_config_with_a_different_stored_head_is_refused(hf_dirs, tmp_path):
+    """tie_word_embeddings=true plus an lm_head.weight that is not the embedding: transformers
+    5 uses the stored head, 4 tied them; r1jax used the embedding silently (logits off by 24
+    in the review). An lm_head equal to the embedding still loads."""
+    path = _copy(hf_dirs["qwen2_tied"], tmp_path)
+    embed = lambda t: t["model.embed_tokens.weight"]  # noqa: E731
+    _rewrite(path, lambda t: t.update({"lm_head.weight": embed(t).copy()}))
+    load_hf_model(path)
+    _rewrite(path, lambda t: t.update({"lm_head.weight": embed(t) + 1.0}))
+    with pytest.raises(CheckpointError, match=r"ties the output head to the embedding "
+                       r"\(tie_word_embeddings=true\) but the checkpoint stores a different "
+                       "lm_head.weight"):  # fmt: skip
+        load_hf_model(path)
+
+
+BASE_HF = dict(
+    model_type="llama",
+    vocab_size=64,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=256,
+)
+LLAMA3 = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0)
+
+
+@pytest.mark.parametrize("changes, check", [
+    # HF Qwen2 always has q/k/v biases and ignores attention_bias
+    (dict(model_type="qwen2", attention_bias=True), lambda c: c.qkv_bias),
+    (dict(hidden_act="swish"), lambda c: True),  # the same function as silu
+    # a sliding window no layer uses (from max_window_layers on: none)
+    (dict(model_type="qwen2", use_sliding_window=True, sliding_window=16, max_window_layers=2),
+     lambda c: True),
+    (dict(model_type="qwen2", use_sliding_window=True, sliding_window=None), lambda c: True),
+    # llama3 rope without original_max_position_embeddings: max_position_embeddings
+    (dict(rope_scaling=LLAMA3),
+     lambda c: c.rope_scaling.original_max_position_embeddings == 256),
+    # HF's Qwen3Config defaults head_dim to 128
+    (dict(model_type="qwen3"), lambda c: c.head_dim == 128),
+    # a legacy rope_scaling block replaces rope_parameters (theta from top level or 10000)
+    (dict(rope_parameters=dict(rope_type="default", rope_theta=5e5), rope_scaling=LLAMA3),
+     lambda c: c.rope_theta == 10000.0 and c.rope_scaling.factor == 8.0),
+    (dict(rope_parameters=dict(rope_type="default", rope_theta=5e5)),
+     lambda c: c.rope_theta == 5e5 and c.rope_scaling is None),
+])  # fmt: skip
+def test_config_json_settings_read_as_transformers_reads_them(changes, check):
+    from r1jax.model.hf import config_from_hf
+
+    assert check(config_from_hf(dict(BASE_HF, **changes)))
+
+
+def test_a_sliding_window_some_layer_uses_is_refused():
+    from r1jax.model.hf import config_from_hf
+
+    hf = dict(BASE_HF, model_type="qwen2", use_sliding_window=True, sliding_window=16,
+              max_window_layers=1)  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"sliding-window attention \(window 16\) on "
+                       r"layers \[1\] is not supported"):  # fmt: skip
+        config_from_hf(hf)
+    with pytest.raises(CheckpointError, match=r"on layers \[0\]"):
+        config_from_hf(dict(BASE_HF, layer_types=["sliding_attention", "full_attention"]))

@@ -65,14 +65,21 @@ def config_from_hf(
         raise CheckpointError(
             f"{source}: model_type={model_type!r} is not supported; supported: {sorted(FAMILIES)}"
         )
-    for flag in ("attention_bias", "mlp_bias", "use_sliding_window"):
+    # (HF Qwen2 always has q/k/v biases and reads no attention_bias)
+    flags = ("mlp_bias",) if model_type == "qwen2" else ("attention_bias", "mlp_bias")
+    for flag in flags:
         if hf.get(flag):
             raise CheckpointError(f"{source}: {flag}=true is not supported")
-    if hf.get("hidden_act", "silu") != "silu":
+    sliding = _sliding_layers(hf)
+    if sliding:
+        raise CheckpointError(
+            f"{source}: sliding-window attention (window {hf.get('sliding_window')}) on layers "
+            f"{sliding[:4]}{' ...' if len(sliding) > 4 else ''} is not supported"
+        )
+    if hf.get("hidden_act", "silu") not in ("silu", "swish"):  # the same function
         raise CheckpointError(f"{source}: hidden_act={hf['hidden_act']!r} is not supported")
-    rope = dict(hf.get("rope_parameters") or {})
-    if hf.get("rope_scaling"):
-        rope.update(hf["rope_scaling"])
+    # as transformers reads them: a legacy rope_scaling block replaces rope_parameters
+    rope = dict(hf.get("rope_scaling") or hf.get("rope_parameters") or {})
     theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     scaling = None
@@ -81,7 +88,9 @@ def config_from_hf(
             factor=float(rope["factor"]),
             low_freq_factor=float(rope["low_freq_factor"]),
             high_freq_factor=float(rope["high_freq_factor"]),
-            original_max_position_embeddings=int(rope["original_max_position_embeddings"]),
+            original_max_position_embeddings=int(
+                rope.get("original_max_position_embeddings", hf["max_position_embeddings"])
+            ),
         )
     elif rope_type != "default":
         raise CheckpointError(
@@ -98,7 +107,9 @@ def config_from_hf(
         num_layers=hf["num_hidden_layers"],
         num_heads=heads,
         num_kv_heads=hf.get("num_key_value_heads") or heads,
-        head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+        # (HF's Qwen3Config defaults head_dim to 128, not hidden_size / heads)
+        head_dim=hf.get("head_dim")
+        or (128 if model_type == "qwen3" else hf["hidden_size"] // heads),
         intermediate_size=hf["intermediate_size"],
         rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
         rope_theta=float(theta),
@@ -113,6 +124,17 @@ def config_from_hf(
     )
     kwargs.update(overrides)
     return ModelConfig(**kwargs)
+
+
+def _sliding_layers(hf: Mapping[str, Any]) -> list[int]:
+    """The layers a HF config makes attend through a sliding window (transformers' rule:
+    ``layer_types``, else layers from ``max_window_layers`` on when ``use_sliding_window``
+    and a ``sliding_window`` are set)."""
+    if hf.get("layer_types"):
+        return [i for i, t in enumerate(hf["layer_types"]) if t == "sliding_attention"]
+    if hf.get("use_sliding_window") and hf.get("sliding_window") is not None:
+        return list(range(int(hf.get("max_window_layers") or 0), int(hf["num_hidden_layers"])))
+    return []
 
 
 def architecture(cfg: ModelConfig) -> str:
@@ -322,6 +344,8 @@ def load_hf_model(
             new_flat.append((p, _load_param(p, var, tensors, flat_shardings, path)))
             bar.update(nbytes[p])
     extra = set(tensors) - {hf_name(p)[0] for p, _ in abstract}
+    if cfg.tie_word_embeddings and not cfg.num_labels and "lm_head.weight" in extra:
+        _check_tied_head(tensors, path)
     if cfg.tie_word_embeddings or cfg.num_labels:
         extra.discard("lm_head.weight")
     extra = {n for n in extra if not n.endswith("rotary_emb.inv_freq")}
@@ -333,6 +357,19 @@ def load_hf_model(
         )
     state = nnx.from_flat_state(new_flat)
     return nnx.merge(graphdef, state)
+
+
+def _check_tied_head(tensors: dict, path: str) -> None:
+    """A tied model (``tie_word_embeddings``) whose checkpoint also stores an ``lm_head``:
+    fine when it is the embedding; refused when it differs (transformers 5 then keeps the
+    two apart, transformers 4 tied them: the checkpoint is ambiguous)."""
+    head, embed = "lm_head.weight", "model.embed_tokens.weight"
+    if embed in tensors and not np.array_equal(tensors[head].get(head), tensors[embed].get(embed)):
+        raise CheckpointError(
+            f"{path}: config.json ties the output head to the embedding "
+            f"(tie_word_embeddings=true) but the checkpoint stores a different {head}; set "
+            "tie_word_embeddings to what the weights mean"
+        )
 
 
 def _load_param(p: tuple, var: Any, tensors: dict, shardings: dict, path: str) -> Any:
