@@ -411,6 +411,12 @@ def validate(
     _check(r.num_minibatches >= 1, "rl.num_minibatches", r.num_minibatches, "must be >= 1")
     _check(r.grad_accum >= 1, "rl.grad_accum", r.grad_accum, "must be >= 1")
     shape = tuple(c.mesh.shape)
+    _check(
+        all(isinstance(s, int) for s in shape),
+        "mesh.shape",
+        shape,
+        "entries must be integers (data, fsdp, tensor), e.g. --config.mesh.shape='(1,-1,1)'",
+    )
     _check(len(shape) == 3, "mesh.shape", shape, "needs 3 entries (data, fsdp, tensor)")
     _check(all(s == -1 or s > 0 for s in shape), "mesh.shape", shape, "entries must be >0 or -1")
     _check(shape.count(-1) <= 1, "mesh.shape", shape, "at most one entry may be -1 (the rest)")
@@ -430,9 +436,10 @@ def validate(
         ):
             _check(
                 val % tensor == 0,
-                f"model.{field}",
-                val,
-                f"not divisible by the mesh tensor axis ({tensor})",
+                "mesh.shape",
+                shape,
+                f"its tensor axis ({tensor}) does not divide the model's {field}={val} (a "
+                f"smaller tensor axis, or another model: model.preset / model.overrides.{field})",
             )
         rollouts = r.prompts_per_step * r.group_size
         parts = r.num_minibatches * r.grad_accum

@@ -54,7 +54,12 @@ def test_batch_not_divisible_by_mesh():
 def test_heads_not_divisible_by_tensor():
     c = base_config()
     c.mesh.shape = (1, 1, 8)
-    with pytest.raises(ConfigError, match=r"model.num_heads=4: not divisible by the mesh tensor"):
+    with pytest.raises(ConfigError, match=r"mesh.shape=\(1, 1, 8\): its tensor axis \(8\) does "
+                       r"not divide the model's num_heads=4 \(a smaller tensor axis, or another "
+                       r"model: model.preset / model.overrides.num_heads\)"):  # fmt: skip
+        validate(c, num_devices=8)
+    c.mesh.shape = ("(1,a,1)",)  # what --config.mesh.shape=(1,a,1) gives
+    with pytest.raises(ConfigError, match=r"mesh.shape=\('\(1,a,1\)',\): entries must be integers"):
         validate(c, num_devices=8)
 
 
