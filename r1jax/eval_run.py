@@ -108,7 +108,7 @@ def evaluate_prompts(
       keep_text: also return the completions' text.
       progress: called with the number of prompts done after each block (primary or not).
       done: the results of the first ``len(done)`` records, judged before (a resumed eval,
-        :mod:`r1jax.eval_partial`): sampling starts after them, at a block boundary.
+        :mod:`r1jax.eval_partial`): sampling starts after them.
       on_block: called on every process with each block's results (all processes' rows).
 
     Returns one dict per record, in record order: ``index``, ``correct`` (k bools),
