@@ -192,6 +192,24 @@ def test_two_processes_run_the_sft_like_one(tmp_path):
     written = open(tmp_path / "one.jsonl").read()
     assert len(written.splitlines()) > 0 and open(tmp_path / "two.jsonl").read() == written
 
+    # r1jax eval of those weights on two processes, blocks of 6 prompts gathered and kept by
+    # process 0 (r1jax.eval_partial): the samples one process writes, no kept blocks left
+    out = {n: tmp_path / f"eval_{n}" for n in ("one", "two")}
+    procs, logs = start_two_cli_processes(tmp_path, "eval", cfg, f"--dst={out['two']}",
+                                          "--nogreedy", "--num_prompts=10",
+                                          "--config.rl.prompts_per_step=6")  # fmt: skip
+    deadline = time.monotonic() + 240
+    try:
+        from r1jax.eval_command import eval_command
+
+        c.data.eval_path = c.data.path
+        eval_command(c, num_prompts=10, greedy=False, out_dir=str(out["one"]), emit=lambda _: None)
+    finally:
+        wait_all(procs, logs, deadline)
+    name = "sft_step_6_samples.jsonl"
+    assert (out["two"] / name).read_text() == (out["one"] / name).read_text()
+    assert sorted(os.listdir(out["two"])) == ["sft_step_6.json", name]
+
 
 def test_sigterm_to_one_of_two_processes_stops_both_after_the_same_step(tmp_path):
     """A preemption notice that reaches one host of two: both processes finish the same
