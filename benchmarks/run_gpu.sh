@@ -23,7 +23,7 @@ export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__,
 'optax', optax.__version__, jax.devices())"
-log() { grep -v "^\s*$" | tee -a "$out/gpu.log"; }
+log() { { grep -v "^\s*$" || true; } | tee -a "$out/gpu.log"; }  # (no output is no failure)
 bench() { python3 benchmarks/bench_gpu.py ${BENCH_ARGS:-} "$@" 2>&1 | log; }
 stamp() { echo "== $(date +%T) $*" | log; }
 failed=()  # every section runs; the script exits 1 at the end if any failed
@@ -56,6 +56,6 @@ bench --profile --sections copy,sampler --sampler_fuse on --out "$out/gpu_sample
   || fail "sampler"
 stamp done
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "failed sections: ${failed[*]}" | log
+  (IFS=";"; echo "failed sections: ${failed[*]}") | log
   exit 1
 fi

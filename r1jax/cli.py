@@ -38,7 +38,7 @@ flags.DEFINE_bool(
     "raw", False, "sample: give the --prompt text to the model as is (no config prompt template)."
 )
 flags.DEFINE_integer(
-    "step", None, "export, sample, eval: checkpoint step of the run (default: latest)."
+    "step", None, "export, sample, eval, traces: checkpoint step of the run (default: latest)."
 )
 flags.DEFINE_integer(
     "num_prompts",
@@ -73,6 +73,23 @@ flags.DEFINE_bool(
     "all_steps", False, "eval: every checkpoint of the run, oldest first (instead of --step)."
 )
 
+FLAG_COMMANDS = {  # the commands that read each flag (their --help lists it)
+    "src": ("convert",),
+    "dst": ("convert", "export", "eval", "traces"),
+    "dtype": ("convert", "export"),
+    "prompt": ("sample",),
+    "num_samples": ("sample", "traces"),
+    "raw": ("sample",),
+    "step": ("export", "sample", "eval", "traces"),
+    "num_prompts": ("eval", "traces"),
+    "sets": ("eval",),
+    "keep": ("traces",),
+    "max_per_prompt": ("traces",),
+    "benchmark": ("eval", "train", "sft"),
+    "greedy": ("eval",),
+    "all_steps": ("eval",),
+}
+
 COMMANDS: dict[str, tuple[Callable[[], int], str]] = {}
 
 
@@ -99,7 +116,6 @@ def _usage() -> str:
 def _command_help(name: str) -> str:
     """``r1jax <name> --help``: what the command does and the flags it reads (those whose
     help names it), not absl's and JAX's own (``--helpfull`` lists every flag)."""
-    import re
     import textwrap
 
     if name == "plot":
@@ -107,7 +123,7 @@ def _command_help(name: str) -> str:
     usage = "[--config=configs/<recipe>.py] [--config.<field>=<value>] [flags]"
     lines = [f"usage: r1jax {name} {usage}", "", COMMANDS[name][1], "", "flags:"]
     for flag in sorted(FLAGS.get_key_flags_for_module(sys.modules[__name__]), key=lambda f: f.name):
-        if flag.name == "config" or re.search(rf"\b{name}\b", flag.help or ""):
+        if flag.name == "config" or name in FLAG_COMMANDS.get(flag.name, ()):
             default = "" if flag.default in (None, [], False) else f" (default: {flag.default})"
             lines.append(f"  --{flag.name}")
             lines += textwrap.wrap(flag.help + default, 88, initial_indent="      ",
@@ -189,13 +205,17 @@ def _convert() -> int:
 def _export() -> int:
     import os
 
+    import jax
+
     from r1jax import build
+    from r1jax import config as cfgmod
     from r1jax.distributed import is_primary
     from r1jax.model.hf import save_hf_model
 
     c = _require_config()
     if not FLAGS.dst:
         raise app.UsageError("export needs --dst=<dir>")
+    cfgmod.validate(c, jax.device_count(), jax.process_count())
     mesh = build.build_mesh(c)
     tokenizer = build.build_tokenizer(c)
     model, step, weights = build.load_run_model(c, mesh, tokenizer, FLAGS.step)

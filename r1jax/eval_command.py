@@ -71,7 +71,7 @@ def eval_command(
     sampler = build.build_sampler(c, model, mesh, tokenizer)
     data_shard = shd.process_batch_shard(mesh)
     out_dir = out_dir or os.path.join(c.run_dir, "eval")
-    summaries = []
+    summaries, partials = [], []  # kept blocks go once every step's results are written
     with build.build_scorer(c) as run_scorer, EvalScorers(c, run_scorer) as scorers:
         for n in steps:
             if n != steps[0]:
@@ -79,9 +79,10 @@ def eval_command(
                 weights = weights_label(c.run_dir, restored)
             run = _Weights(model, restored, weights)
             say = emit if dist.is_primary() else None
-            summaries.append(
-                _evaluate_weights(c, run, sets, sampler, data_shard, scorers, greedy, out_dir, say)
-            )
+            summaries.append(_evaluate_weights(c, run, sets, sampler, data_shard, scorers, greedy,
+                                               out_dir, say, partials))  # fmt: skip
+    for partial in partials:  # (an --all_steps rerun resumes a finished step from its blocks)
+        partial.finish()
     if not all_steps:
         return summaries[0]
     if dist.is_primary():
@@ -109,9 +110,11 @@ def _evaluate_weights(
     greedy: bool,
     out_dir: str,
     emit: Callable[[str], None] | None,
+    partials: list,
 ) -> dict[str, Any]:
     """Every eval set on ``run``'s weights; writes and (``emit``: the primary process)
-    reports the results; returns the summary."""
+    reports the results; returns the summary. The kept blocks of each set
+    (:class:`r1jax.eval_partial.PartialResults`) are added to ``partials``."""
     from r1jax.checkpoint import from_sft_stage
 
     t = c.train
@@ -120,7 +123,6 @@ def _evaluate_weights(
     stem = "init" if run.step is None else f"step_{run.step}"
     if run.step is not None and from_sft_stage(c.run_dir):
         stem = f"sft_{stem}"
-    partials = []
     summary: dict[str, Any] = {
         "weights": run.label,
         "step": run.step,
@@ -152,8 +154,6 @@ def _evaluate_weights(
         paths = _write(out_dir, stem, summary, sets, results)
         emit(f"results: {', '.join(paths)}"
              + (" (replacing an earlier eval of these weights)" if earlier else ""))  # fmt: skip
-    for partial in partials:  # written above: the kept blocks are not needed any more
-        partial.finish()
     return summary
 
 
@@ -184,7 +184,8 @@ def _evaluate_set(c, s, run: _Weights, sampler, data_shard, scorer, greedy: bool
     )
     out = {}
     for mode, (sampling, samples) in modes.items():
-        settings = same | dict(mode=mode, samples=samples, draw=repr(sampling))
+        draw = {f"draw.{k}": v for k, v in dataclasses.asdict(sampling).items()}
+        settings = same | draw | dict(mode=mode, samples=samples)
         partial = PartialResults(f"{prefix}_{mode}.partial.jsonl", settings, emit)
         partials.append(partial)
         out[mode] = sample_set(c, s, sampler, run.model, scorer, sampling, samples, data_shard,

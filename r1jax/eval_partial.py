@@ -62,7 +62,8 @@ class PartialResults:
             head = {}
         head = head if isinstance(head, dict) else {}
         if head.get("settings") != self.settings:
-            old = head.get("settings") or {}
+            old = head.get("settings")
+            old = old if isinstance(old, dict) else {}
             changed = sorted(k for k in self.settings if old.get(k) != self.settings[k])
             note = f"(other {', '.join(changed)})" if old else "(unreadable)"
             self._say(emit, f"replacing the unfinished eval {self.path} {note}")

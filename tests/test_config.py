@@ -352,6 +352,18 @@ def test_command_help_lists_the_commands_own_flags():
     assert flags_said == ["--all_steps", "--benchmark", "--config", "--dst", "--greedy",
                           "--num_prompts", "--sets", "--step"]  # fmt: skip
     assert "pairs" in _cli("traces", "-h").stdout
+    said = [x.strip() for x in _cli("train", "-h").stdout.splitlines() if x.startswith("  --")]
+    assert said == ["--benchmark", "--config"]  # not the eval flags whose help names train.*
+
+
+def test_every_command_line_flag_names_its_commands():
+    import sys
+
+    from r1jax import cli
+
+    names = {f.name for f in cli.FLAGS.get_key_flags_for_module(sys.modules["r1jax.cli"])}
+    assert names - {"config"} == set(cli.FLAG_COMMANDS)
+    assert {c for cs in cli.FLAG_COMMANDS.values() for c in cs} <= set(cli.COMMANDS)
 
 
 def test_cli_names_device_settings_before_any_traceback():

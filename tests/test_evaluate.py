@@ -370,9 +370,10 @@ def test_an_interrupted_eval_resumes_where_it_stopped(trained_run, tmp_path, mon
     c = copy.deepcopy(trained_run)
     c.rl.prompts_per_step = 2  # blocks of 2 prompts
 
-    def run(out: str, **kw):
-        return eval_command(c, step=2, num_prompts=0, greedy=False, out_dir=str(tmp_path / out),
-                            only=["held_out"], **kw)  # fmt: skip
+    def run(out: str, all_steps: bool = False, **kw):
+        return eval_command(c, step=None if all_steps else 2, num_prompts=0, greedy=False,
+                            out_dir=str(tmp_path / out), only=["held_out"], all_steps=all_steps,
+                            **kw)  # fmt: skip
 
     whole = run("whole", emit=lambda _: None)
     real_add, real_evaluate = eval_partial.PartialResults.add, eval_run.evaluate_prompts
@@ -415,5 +416,35 @@ def test_an_interrupted_eval_resumes_where_it_stopped(trained_run, tmp_path, mon
     said, sampled[:] = [], []
     run("other", emit=said.append)
     assert sampled == [10]
-    assert any(line.startswith("replacing the unfinished eval ") and "(other draw)" in line
+    assert any(line.startswith("replacing the unfinished eval ") and "(other draw.temperature)" in line
                for line in said)  # fmt: skip
+
+    # --all_steps: a crash in step 4's eval; the rerun takes step 2 whole from its kept blocks
+    calls = []
+
+    def fail_in_step_4(self, results):
+        real_add(self, results)
+        calls.append(1)
+        if len(calls) == 7:  # step 2: 5 blocks of 2 prompts; step 4: the 2nd block
+            raise RuntimeError("died in step 4")
+
+    monkeypatch.setattr(eval_partial.PartialResults, "add", fail_in_step_4)
+    with pytest.raises(RuntimeError, match="died in step 4"):
+        run("every", all_steps=True, emit=lambda _: None)
+    monkeypatch.setattr(eval_partial.PartialResults, "add", real_add)
+    sampled[:] = []
+    run("every", all_steps=True, emit=lambda _: None)
+    assert sampled == [0, 6]
+    assert not [f for f in os.listdir(tmp_path / "every") if f.endswith(".partial.jsonl")]
+
+
+def test_kept_blocks_that_cannot_be_read_are_replaced(tmp_path):
+    from r1jax.eval_partial import PartialResults
+
+    path = tmp_path / "p.partial.jsonl"
+    for text in ('{"settings": "old"}\n', "[1, 2]\n", "garbage\n", ""):
+        path.write_text(text)
+        said = []
+        assert PartialResults(str(path), {"prompts": 3}, said.append).done == []
+        assert said == [f"replacing the unfinished eval {path} (unreadable)"] or not text
+        assert path.read_text() == '{"settings": {"prompts": 3}}\n'
