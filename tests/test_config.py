@@ -407,3 +407,14 @@ def test_cli_names_the_field_of_a_model_path_with_no_model(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
         f"r1jax info: config.model.hf_path={str(tmp_path)!r}: config.json not found (is this a "
         "HF model directory?)")  # fmt: skip
+
+
+def test_cli_export_checks_the_recipe_too(tmp_path):
+    recipe = tmp_path / "r.py"
+    body = "    c = base_config()\n    c.model.dtpye = 'bfloat16'\n    return c\n"
+    recipe.write_text(f"from r1jax.config import base_config\n\n\ndef get_config():\n{body}")
+    r = _cli("export", f"--config={recipe}", f"--dst={tmp_path / 'hf'}")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(
+        "r1jax export: the recipe sets a field r1jax does not have: config.model.dtpye"
+    )
+    assert not (tmp_path / "hf").exists()

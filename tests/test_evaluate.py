@@ -416,8 +416,8 @@ def test_an_interrupted_eval_resumes_where_it_stopped(trained_run, tmp_path, mon
     said, sampled[:] = [], []
     run("other", emit=said.append)
     assert sampled == [10]
-    assert any(line.startswith("replacing the unfinished eval ") and "(other draw.temperature)" in line
-               for line in said)  # fmt: skip
+    replaced = [line for line in said if line.startswith("replacing the unfinished eval ")]
+    assert len(replaced) == 1 and replaced[0].endswith("(other draw.temperature)")
 
     # --all_steps: a crash in step 4's eval; the rerun takes step 2 whole from its kept blocks
     calls = []
