@@ -114,8 +114,8 @@ def _usage() -> str:
 
 
 def _command_help(name: str) -> str:
-    """``r1jax <name> --help``: what the command does and the flags it reads (those whose
-    help names it), not absl's and JAX's own (``--helpfull`` lists every flag)."""
+    """``r1jax <name> --help``: what the command does and the flags it reads
+    (:data:`FLAG_COMMANDS`), not absl's and JAX's own (``--helpfull`` lists every flag)."""
     import textwrap
 
     if name == "plot":
