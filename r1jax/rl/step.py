@@ -147,30 +147,34 @@ def _shared_prompt_hidden(
     return jnp.concatenate([last_prompt, h_completion[:, :-1]], axis=1)
 
 
+def _token_shares(num_tokens: jax.Array) -> jax.Array:
+    return num_tokens / jnp.maximum(jnp.sum(num_tokens), 1.0)
+
+
+def part_weights(tokens: jax.Array, loss_type: str) -> jax.Array:
+    """``[A]`` weights of the gradients (and loss) of ``A`` parts of a batch with ``tokens
+    [A]`` loss tokens each, so that their weighted sum is the whole batch's: each part's share
+    of the tokens for the ``token`` loss (one mean over all the tokens), ``1 / A`` for the
+    losses whose normaliser counts rows (each part has as many)."""
+    if loss_type == "token":
+        return _token_shares(tokens)
+    return jnp.full(tokens.shape, 1.0 / tokens.shape[0], jnp.float32)
+
+
 def micro_batch_weights(loss_mask: jax.Array, loss_type: str) -> jax.Array:
-    """``[A]`` weights of the gradients (and metrics) of ``A`` micro-batches of one
-    minibatch (``loss_mask [A, rows, N]``), so that their sum is the full minibatch's: each
-    micro-batch's share of the tokens for the ``token`` loss (one mean over all the
-    minibatch's tokens), ``1 / A`` for the losses whose normaliser counts rows (each
-    micro-batch has as many)."""
+    """:func:`part_weights` of the ``A`` micro-batches of one minibatch (``loss_mask [A,
+    rows, N]``)."""
     a = loss_mask.shape[0]
-    if loss_type != "token":
-        return jnp.full((a,), 1.0 / a, jnp.float32)
-    tokens = jnp.sum(loss_mask.reshape(a, -1).astype(jnp.float32), axis=1)
-    return tokens / jnp.maximum(jnp.sum(tokens), 1.0)
+    return part_weights(jnp.sum(loss_mask.reshape(a, -1).astype(jnp.float32), axis=1), loss_type)
 
 
 LOSS_METRICS = ("loss", "pg_loss")  # reduced like the loss; the other means are over tokens
 
 
-def _token_shares(num_tokens: jax.Array) -> jax.Array:
-    return num_tokens / jnp.maximum(jnp.sum(num_tokens), 1.0)
-
-
 def _reduce_metrics(metrics: dict[str, jax.Array], loss_weights: jax.Array) -> dict:
     """Scalars of the whole batch from ``[A]`` metrics of ``A`` parts of it (micro-batches,
     or the optimizer updates of a step): the loss by ``loss_weights`` (see
-    :func:`micro_batch_weights`), per-token means (entropy, clip fractions, KL, ratio mean)
+    :func:`part_weights`), per-token means (entropy, clip fractions, KL, ratio mean)
     weighted by the parts' tokens, ``num_tokens`` summed and ``ratio_max`` the largest."""
     tokens = metrics["num_tokens"]
     shares = _token_shares(tokens)
@@ -254,14 +258,8 @@ def make_update_fn(
             all_metrics.append(metrics)
         # [mu * minibatches] per optimizer update
         stacked = {k: jnp.concatenate([m[k] for m in all_metrics]) for k in all_metrics[0]}
-        updates = stacked["num_tokens"].shape[0]
-        loss_weights = (
-            _token_shares(stacked["num_tokens"])
-            if cfg.loss.loss_type == "token"
-            else jnp.full((updates,), 1.0 / updates, jnp.float32)
-        )
         grad_norm = jnp.mean(stacked.pop("grad_norm"))
-        metrics = _reduce_metrics(stacked, loss_weights)
+        metrics = _reduce_metrics(stacked, part_weights(stacked["num_tokens"], cfg.loss.loss_type))
         # the tokens of one optimizer update (the same in every pass)
         metrics["num_tokens"] = metrics["num_tokens"] / cfg.num_iterations / cfg.num_minibatches
         metrics["grad_norm"] = grad_norm
