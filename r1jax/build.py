@@ -324,8 +324,11 @@ def eval_task(c: ml_collections.ConfigDict):
     for source, terms in c.rewards.routes.items():
         route = parse_specs(terms)
         chosen = next((s for s in route if s.label == label), route[0] if route else None)
-        task = None if chosen is None else accuracy_task(chosen, threshold)
-        routes[source] = None if task is None else (task.accuracy, task.answer_of)
+        if chosen is None:  # a route without terms: its rows cannot be judged
+            routes[source] = None
+        else:
+            task = accuracy_task(chosen, threshold)
+            routes[source] = (task.accuracy, task.answer_of)
     return dataclasses.replace(accuracy_task(spec, threshold), routes=routes)
 
 

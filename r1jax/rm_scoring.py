@@ -85,6 +85,9 @@ class RewardModelTerm:
         self.scope, self.input, self.max_len = scope, input, int(max_len)
         self.score, self.state = make_score_fn(model, mesh, rules)
         self.sharding = shd.batch_sharding(mesh, 2)
+        # where host_to_global puts this process's rows: its batch block, which need not be
+        # its process index (meshes whose devices are not in process order)
+        self.batch_block, _ = shd.process_batch_shard(mesh)
 
     def applies(self, row: Mapping[str, Any]) -> bool:
         return not self.sources or str(row.get("source")) in self.sources
@@ -131,11 +134,8 @@ class _Pending:
         n = len(res.total)
         total = res.total.astype(np.float32).copy()
         for term, scores, applied in self.model:
-            # this process's rows sit where host_to_global put them: at its batch block,
-            # which need not be its process index (meshes whose devices are not in process
-            # order)
-            index, _ = shd.process_batch_shard(term.mesh)
-            mine = np.asarray(jax.device_get(scores), np.float32)[index * n : (index + 1) * n]
+            rows = slice(term.batch_block * n, (term.batch_block + 1) * n)
+            mine = np.asarray(jax.device_get(scores), np.float32)[rows]
             bad = applied & ~np.isfinite(mine)
             values = np.where(applied & ~bad, mine, 0.0).astype(np.float32)
             total += term.weight * values
