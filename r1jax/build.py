@@ -223,15 +223,14 @@ def load_prompt_source(c: ml_collections.ConfigDict, cfg: dict[str, Any], source
     With several processes, process 0 prepares a missing TFDS dataset first (no race)."""
     from r1jax import distributed as dist
     from r1jax.data import load_source
+    from r1jax.data.files import DataFileNotFoundError
     from r1jax.recipes import PromptMappedSource
 
     if source is None:
         try:
             source = dist.primary_first(lambda: load_source(cfg))
-        except FileNotFoundError as e:  # name the field that gave the path
-            if "path" in cfg and str(e).startswith("data file not found"):
-                raise FileNotFoundError(f"config.data.path: {e}") from None
-            raise
+        except DataFileNotFoundError as e:  # name the field that gave the path
+            raise DataFileNotFoundError(f"config.data.path: {e}") from None
     builder = c.data.prompt_builder
     return PromptMappedSource(source, builder) if builder else source
 

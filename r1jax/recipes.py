@@ -73,14 +73,14 @@ def formatted_text_rows(
     follow ``c.data.on_bad_row`` (skipped ones are counted on stdout); no usable row at all is
     a :class:`ConfigError` naming the setting."""
     from r1jax.build import prompt_formatter
-    from r1jax.data.files import load_text_rows
+    from r1jax.data.files import DataFileNotFoundError, load_text_rows
 
     section, key = path_field.split(".")
     path = c[section][key]
     try:
         rows, bad = load_text_rows(path, prompt_field, text_fields, c.data.on_bad_row)
-    except FileNotFoundError as e:  # name the field that gave the path
-        raise FileNotFoundError(f"config.{path_field}: {e}") from None
+    except DataFileNotFoundError as e:  # name the field that gave the path
+        raise DataFileNotFoundError(f"config.{path_field}: {e}") from None
     if bad.count and is_primary():
         print(f"{path_field}: {bad.count} bad rows of {path} skipped ({dict(bad.by_field)})")
     if not rows:

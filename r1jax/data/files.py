@@ -46,6 +46,10 @@ SCHEMA_KEYS = (
 )  # fmt: skip
 
 
+class DataFileNotFoundError(FileNotFoundError):
+    """A data file (or glob) that names nothing; callers prefix the config field."""
+
+
 class RecordList(Sequence[dict]):
     """A random-access list of records plus the bad-row summary of the files they came from."""
 
@@ -77,7 +81,7 @@ def expand_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
         item = os.fspath(item)
         matches = storage.glob(item) if storage.has_magic(item) else [item]
         if not matches or not all(storage.isfile(m) for m in matches):
-            raise FileNotFoundError(f"data file not found: {item}")
+            raise DataFileNotFoundError(f"data file not found: {item}")
         out.extend(matches)
     return out
 
