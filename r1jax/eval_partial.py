@@ -46,9 +46,9 @@ class PartialResults:
         self.write = dist.is_primary()
         done = self._read(emit) if self.write else []
         self.done: list[dict] = dist.allgather_json(done)[0]  # process 0's file decides
-        if self.write and not done:
+        if self.write and not done:  # a new file: the settings line alone
             storage.makedirs(str(storage.path(path).parent))
-            storage.write_text(path, json.dumps({"settings": settings}) + "\n")
+            self._rewrite([])
 
     def _read(self, emit) -> list[dict]:
         """The kept results, or [] when there is no file (or one of other settings / one
@@ -85,6 +85,7 @@ class PartialResults:
         return done
 
     def _rewrite(self, done: list[dict]) -> None:
+        """The file anew: the settings line, then ``done``."""
         storage.write_text(self.path, self._lines([{"settings": self.settings}, *done]))
 
     @staticmethod
