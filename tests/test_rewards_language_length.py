@@ -24,11 +24,15 @@ LANGUAGE = [
     ("<think>naïve café über</think>", "en", 1.0),  # accented Latin letters
     ("<think>Привет мир ok</think>", "en", 1 / 3),
     ("<think>Привет мир ok</think>", "ru", 2 / 3),
-    ("<think>1 + 2 = 3 !!!</think>", "en", 0.0),  # no words at all
-    ("<think></think><answer>words here</answer>", "en", 0.0),  # empty CoT
+    ("<think>1 + 2 = 3 !!!</think>", "en", 1.0),  # no words: nothing in another language
+    ("<think></think><answer>words here</answer>", "en", 1.0),  # empty CoT
+    ("<think>8+2=10 10*3=30</think> <answer>(8+2)*3</answer>", "zh", 1.0),  # tags not words
+    ("<answer>3+9</answer>", "zh", 1.0),  # no think block, only tags: no words
+    ("<think>4-1=3</thinswer>我们", "zh", 1.0),  # a garbled tag is not a word either
+    ("<think>x=1 所以</think>", "zh", 2 / 3),  # 1 latin + 2 han
     ("no tags, plain English words", "en", 1.0),  # whole completion without tags
     ("reasoning in English</think><answer>答案</answer>", "en", 1.0),  # prefilled <think>
-    ("", "en", 0.0),
+    ("", "en", 1.0),
     ("<think>日本語のテキスト</think>", "ja", 1.0),
     ("<think>안녕하세요 world</think>", "ko", 0.5),
 ]
@@ -48,6 +52,8 @@ def test_language_defaults_and_errors():
 
 def test_word_scripts():
     assert word_scripts("Hi 世界 Мир 2+2") == ["latin", "han", "han", "cyrillic"]
+    assert word_scripts("<answer>答</answer><tool_call>") == ["han"]
+    assert word_scripts("a < b and c > d") == ["latin"] * 5  # not a tag
 
 
 OVERLONG = [

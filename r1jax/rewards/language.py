@@ -2,7 +2,8 @@
 
 Words are classified by script: each CJK ideograph or kana character counts as one word;
 runs of other letters form one word each and take the script of their first letter.
-Digits, punctuation and symbols are not words. The check is script-level: ``en`` (and the
+Digits, punctuation, symbols and markup tags (``<think>``, ``</answer>``, or a garbled
+``</thinswer>``) are not words. The check is script-level: ``en`` (and the
 other Latin-script languages) accepts any Latin-script word.
 """
 
@@ -19,6 +20,7 @@ _KANA = "\u3040-\u30ff\u31f0-\u31ff"
 _WORD_RE = re.compile(
     rf"(?P<han>[{_HAN}])|(?P<kana>[{_KANA}])|(?P<word>(?:(?![{_HAN}{_KANA}])[^\W\d_])+)"
 )
+_TAG_RE = re.compile(r"</?[A-Za-z_][\w-]*>")
 _SCRIPTS = (
     ("latin", re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]")),
     ("cyrillic", re.compile(r"[\u0400-\u052f]")),
@@ -39,9 +41,10 @@ LANGUAGE_SCRIPTS: dict[str, frozenset[str]] = {
 
 
 def word_scripts(text: str) -> list[str]:
-    """Script of every word of ``text`` (``han``, ``kana``, ``latin``, ..., ``other``)."""
+    """Script of every word of ``text`` (``han``, ``kana``, ``latin``, ..., ``other``); tags
+    such as ``<answer>`` are not words."""
     scripts = []
-    for m in _WORD_RE.finditer(text):
+    for m in _WORD_RE.finditer(_TAG_RE.sub(" ", text)):
         if m.group("han"):
             scripts.append("han")
         elif m.group("kana"):
@@ -58,8 +61,10 @@ def language_consistency(completion: str, row: dict[str, Any], language: str = "
     ``row["language"]`` where the data has that field, else ``language`` (the run's default,
     e.g. ``("language_consistency", 0.1, {"language": "zh"})``).
 
-    Without think tags the whole completion is used. No words at all scores 0.
-    Supported languages: ``LANGUAGE_SCRIPTS`` keys. Range [0, 1].
+    Without think tags the whole completion is used. A reasoning part without words (only
+    digits and symbols, or empty) scores 1: none of it is in another language (whether the
+    reasoning is there at all is for a format reward to judge). Supported languages:
+    ``LANGUAGE_SCRIPTS`` keys. Range [0, 1].
     """
     language = row.get("language") or language
     if language not in LANGUAGE_SCRIPTS:
@@ -69,6 +74,6 @@ def language_consistency(completion: str, row: dict[str, Any], language: str = "
     cot = think_block(completion)
     scripts = word_scripts(completion if cot is None else cot)
     if not scripts:
-        return 0.0
+        return 1.0
     wanted = LANGUAGE_SCRIPTS[language]
     return sum(s in wanted for s in scripts) / len(scripts)
