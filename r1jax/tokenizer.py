@@ -262,7 +262,22 @@ class HFTokenizer(Tokenizer):
         return self._tok.token_to_id(token)
 
     def _encode_text(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=False).ids)
+        try:
+            return list(self._tok.encode(text, add_special_tokens=False).ids)
+        except Exception as e:  # noqa: BLE001 - `tokenizers` raises plain Exception
+            # e.g. a WordLevel vocabulary without [UNK] (an exported char tokenizer) meeting
+            # a character it lacks: name that character, as CharTokenizer does
+            where = next((f"character {ch!r} at position {j} of {text[:40]!r}"
+                          for j, ch in enumerate(text) if not self._encodes(ch)),
+                         repr(text[:40]))  # fmt: skip
+            raise ValueError(f"{self.name}: cannot encode {where}: {e}") from None
+
+    def _encodes(self, text: str) -> bool:
+        try:
+            self._tok.encode(text, add_special_tokens=False)
+        except Exception:  # noqa: BLE001
+            return False
+        return True
 
     def _decode(self, ids: list[int], skip_special_tokens: bool) -> str:
         return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
