@@ -119,7 +119,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.prompt.style = "r1_zero"  # r1_zero | chat | plain
     c.prompt.system = ""
     c.prompt.suffix = ""  # appended to the question (e.g. the \\boxed{} instruction)
-    c.prompt.prefill = ""  # appended after the template (e.g. "<think>")
+    # appended after the template, e.g. "<think>": format rewards count a <think> that ends
+    # the prompt as the completion's, and SFT / RM texts that start with it lose it
+    c.prompt.prefill = ""
 
     c.sampling = ml_collections.ConfigDict()
     c.sampling.max_prompt_len = 128

@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 from r1jax.config import ConfigError
 from r1jax.distributed import is_primary
 from r1jax.model import Transformer
+from r1jax.prompts import continuation
 
 
 def _countdown_compact(record: dict[str, Any]) -> str:
@@ -86,7 +87,14 @@ def formatted_text_rows(
     if not rows:
         raise ConfigError(f"config.{path_field}={path!r}: no usable rows")
     fmt = prompt_formatter(c, tokenizer)
-    return [(fmt(row), *texts) for row, texts in rows]
+    out = [(prompt, *(continuation(prompt, t) for t in texts))
+           for prompt, texts in ((fmt(row), texts) for row, texts in rows)]  # fmt: skip
+    cut = sum(a != b for row, (_, *texts) in zip(rows, out, strict=True)
+              for a, b in zip(row[1], texts, strict=True))  # fmt: skip
+    if cut and is_primary():
+        print(f"{path_field}: the prompts end with <think> (the template or prompt.prefill); "
+              f"removed the <think> that starts {cut} of the texts")  # fmt: skip
+    return out
 
 
 def sft_examples(
@@ -123,7 +131,8 @@ def sft_examples(
     records = generate_countdown(spec, "cold_start_eval" if held_out else "cold_start", count)
     builder = prompt_builder(c.data.prompt_builder) if c.data.prompt_builder else None
     prompt_fn = (lambda r: fmt({**r, "prompt": builder(r)})) if builder else fmt
-    return make_countdown_sft_examples(records, prompt_fn, np.random.default_rng(c.seed))
+    examples = make_countdown_sft_examples(records, prompt_fn, np.random.default_rng(c.seed))
+    return [(prompt, continuation(prompt, text)) for prompt, text in examples]
 
 
 def cold_start(

@@ -1,6 +1,7 @@
 """Countdown solver and cold-start traces, checked by an independent evaluator and brute force."""
 
 import ast
+import json
 import re
 from collections import Counter
 from fractions import Fraction
@@ -224,3 +225,41 @@ def test_held_out_cold_start_traces_are_other_problems():
     with pytest.raises(ConfigError, match=r"config.data.prompt_builder='countdown_compat' is "
                        r"not one of \['countdown_compact'\]"):  # fmt: skip
         sft_examples(c, tok)
+
+
+def test_sft_data_drops_the_think_that_a_prefill_already_wrote(tmp_path, capsys):
+    """prompt.prefill="<think>" ends every prompt with the tag the traces start with: the SFT
+    completions (synthetic and from a file) and reward-model pairs continue after it."""
+    from r1jax.build import build_tokenizer
+    from r1jax.config import base_config
+    from r1jax.recipes import sft_examples
+    from r1jax.rm_command import load_pairs
+
+    c = base_config()
+    c.tokenizer.chars = COUNTDOWN_CHARS
+    c.cold_start.update(dict(task="countdown", steps=1, examples=20))
+    tok = build_tokenizer(c)
+    plain = sft_examples(c, tok)
+    c.prompt.prefill = "<think>"
+    prefilled = sft_examples(c, tok)
+    assert all(c.startswith("<think>") for _, c in plain)
+    for (p0, c0), (p1, c1) in zip(plain, prefilled, strict=True):
+        assert p1 == p0 + "<think>" and c1 == c0.removeprefix("<think>")
+        assert p1 + c1 == p0 + c0  # the same text, split after the prefill
+    rows = [
+        {
+            "prompt": "Using 1 2 make 3",
+            "completion": "<think>1+2=3</think> <answer>1+2</answer>",
+            "chosen": "<think>1+2=3</think>",
+            "rejected": "3</think>",
+        }
+    ]
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    c.cold_start.update(dict(task="file", path=str(path)))
+    c.reward_model.train_path = str(path)
+    [(prompt, completion)] = sft_examples(c, tok)
+    assert prompt.endswith("<think>") and completion == "1+2=3</think> <answer>1+2</answer>"
+    assert "removed the <think> that starts 1 of the texts" in capsys.readouterr().out
+    [(_, chosen, rejected)] = load_pairs(c, "train_path", tok)
+    assert (chosen, rejected) == ("1+2=3</think>", "3</think>")

@@ -258,3 +258,22 @@ def test_format_prompt_errors():
         format_prompt({"prompt": "q"}, style="chat", tokenizer=CharTokenizer("ab"))
     with pytest.raises(ValueError, match="must be a string for style 'r1_zero', got list"):
         format_prompt({"prompt": [{"role": "user", "content": "q"}]})
+
+
+@pytest.mark.parametrize(
+    ("prompt", "text", "expected"),
+    [
+        ("Q. Assistant: <think>", "<think>a</think>", "a</think>"),
+        ("Q. Assistant: <think>\n", "<think>\na</think>", "a</think>"),
+        ("Q. Assistant: <think>\n", " <think>a", "a"),
+        ("Q. Assistant: <think>", "<think>\na", "\na"),  # the prompt has no newline: keep it
+        ("Q. Assistant: <think>", "a</think>", "a</think>"),  # already a continuation
+        ("Q. Assistant:", "<think>a</think>", "<think>a</think>"),  # the prompt opens nothing
+        ("Q<think>x</think> Assistant:", " <think>a", " <think>a"),
+        ("Q. Assistant: <think>", "<thinking>a", "<thinking>a"),
+    ],
+)
+def test_continuation_drops_a_think_the_prompt_already_opened(prompt, text, expected):
+    from r1jax.prompts import continuation
+
+    assert continuation(prompt, text) == expected

@@ -81,3 +81,23 @@ def test_format_prefilled_think():
     assert format_strict(completion, {}, prefilled_think=True) == 1.0
     assert format_tags(completion, {}) == 0.75
     assert format_tags(completion, {}, prefilled_think=True) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("prompt", "completion", "strict", "tags"),
+    [
+        # the row's model input ends with <think> (prompt.prefill, R1-Distill's template)
+        ("Q. Assistant: <think>", "r</think><answer>1</answer>", 1.0, 1.0),
+        ("Q<|Assistant|><think>\n", "r</think><answer>1</answer>", 1.0, 1.0),
+        # twice: strict does not count tags (as its FORMAT row of duplicated tags); tags does
+        ("Q. Assistant: <think>", "<think>r</think><answer>1</answer>", 1.0, 0.75),
+        ("Q. Assistant:", "r</think><answer>1</answer>", 0.0, 0.75),
+        ("Q. Assistant:", "<think>r</think><answer>1</answer>", 1.0, 1.0),
+        ("Think with <think> tags. Assistant:", "r</think><answer>1</answer>", 0.0, 0.75),
+    ],
+)
+def test_format_reads_a_prefilled_think_from_the_prompt(prompt, completion, strict, tags):
+    row = {"text": prompt}
+    assert (format_strict(completion, row), format_tags(completion, row)) == (strict, tags)
+    # an explicit setting overrides what the prompt says
+    assert format_strict(completion, row, prefilled_think=False) == format_strict(completion, {})
