@@ -87,10 +87,12 @@ def formatted_text_rows(
     if not rows:
         raise ConfigError(f"config.{path_field}={path!r}: no usable rows")
     fmt = prompt_formatter(c, tokenizer)
-    out = [(prompt, *(continuation(prompt, t) for t in texts))
-           for prompt, texts in ((fmt(row), texts) for row, texts in rows)]  # fmt: skip
-    cut = sum(a != b for row, (_, *texts) in zip(rows, out, strict=True)
-              for a, b in zip(row[1], texts, strict=True))  # fmt: skip
+    out, cut = [], 0
+    for row, texts in rows:
+        prompt = fmt(row)
+        kept = [continuation(prompt, text) for text in texts]
+        cut += sum(a != b for a, b in zip(texts, kept, strict=True))
+        out.append((prompt, *kept))
     if cut and is_primary():
         print(f"{path_field}: the prompts end with <think> (the template or prompt.prefill); "
               f"removed the <think> that starts {cut} of the texts")  # fmt: skip
