@@ -150,15 +150,17 @@ def load_run_model(
 ) -> tuple[Transformer, int | None, str]:
     """``(model, step, label)``: the config's model with the weights of the run's checkpoint
     ``step`` (default: the newest; the SFT stage's when the run has no GRPO checkpoint), or
-    its own weights (``model.hf_path``, or the random init) when the run has none (step
-    None); ``label`` names them for the user."""
-    from r1jax.checkpoint import restore_run_params, weights_label
+    those the run starts from when it has none (step None): the newest of
+    ``train.init_checkpoint``, else its own (``model.hf_path``, or the random init);
+    ``label`` names them for the user."""
+    from r1jax.checkpoint import restore_init_checkpoint, restore_run_params, weights_label
 
     model = build_model(c, mesh, tokenizer)
     restored = restore_run_params(model, c.run_dir, step)
     if restored is not None:
         return model, restored, weights_label(c.run_dir, restored)
-    own = c.model.hf_path or f"random init (seed {c.seed})"
+    own = restore_init_checkpoint(model, c.train.init_checkpoint)
+    own = own or c.model.hf_path or f"random init (seed {c.seed})"
     return model, None, f"{own} (no checkpoint in {c.run_dir})"
 
 

@@ -316,6 +316,23 @@ def restore_run_params(model: nnx.Module, run_dir: str, step: int | None = None)
     return found[0]
 
 
+def restore_init_checkpoint(model: nnx.Module, path: str) -> str | None:
+    """The newest weights of ``path`` (``train.init_checkpoint``: a run directory or its
+    checkpoint folder; "" for none) written into ``model`` in place; returns how they are
+    named (:func:`weights_label`), or None when ``path`` is empty.
+
+    Raises:
+      CheckpointError: ``path`` holds no checkpoint (a missing ``path`` is not created).
+    """
+    if not path:
+        return None
+    step = restore_run_params(model, path)
+    if step is None:
+        raise CheckpointError(f"config.train.init_checkpoint={path!r}: no r1jax checkpoint there "
+                              "(give a run directory or its checkpoints/ folder)")  # fmt: skip
+    return weights_label(path, step)
+
+
 def from_sft_stage(run_dir: str) -> bool:
     """Whether :func:`checkpoint_dir` of ``run_dir`` is its SFT stage's (no GRPO checkpoint)."""
     return checkpoint_dir(run_dir) == sft_checkpoint_dir(run_dir)

@@ -49,7 +49,7 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     from r1jax import build
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
-    from r1jax.checkpoint import restore_run_params, saved_steps, weights_label
+    from r1jax.checkpoint import saved_steps
     from r1jax.metrics import MetricsWriter
     from r1jax.model import reward_model_from
     from r1jax.rm import evaluate_pairs, train_reward_model
@@ -68,14 +68,7 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     tokenizer = build.build_tokenizer(c)
     mesh = build.build_mesh(c)
     rules = build.sharding_rules(c)
-    lm, step, label = build.load_run_model(c, mesh, tokenizer)
-    if step is None and c.train.init_checkpoint:
-        restored = restore_run_params(lm, c.train.init_checkpoint)
-        if restored is None:
-            raise ConfigError(
-                f"config.train.init_checkpoint={c.train.init_checkpoint!r}: no r1jax checkpoint"
-            )
-        label = weights_label(c.train.init_checkpoint, restored)
+    lm, _, label = build.load_run_model(c, mesh, tokenizer)
     model = reward_model_from(lm, mesh, rules)
     del lm
     primary = dist.is_primary()

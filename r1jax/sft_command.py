@@ -1,8 +1,9 @@
 """``r1jax sft``: the SFT stage of a run alone (cold start, distillation of teacher traces).
 
-Trains ``config.cold_start`` (see :func:`r1jax.recipes.sft_examples`) from the config's model
-(``model.hf_path`` or the preset's random init). Checkpoints, resumable after a crash or
-Ctrl-C, go to ``<run_dir>/sft/checkpoints``, and the step metrics (``sft/loss``,
+Trains ``config.cold_start`` (see :func:`r1jax.recipes.sft_examples`) from the newest weights
+of the run ``train.init_checkpoint`` (e.g. R1's stage-3 SFT from the RL checkpoint), else the
+config's model (``model.hf_path`` or the preset's random init). Checkpoints, resumable after
+a crash or Ctrl-C, go to ``<run_dir>/sft/checkpoints``, and the step metrics (``sft/loss``,
 ``sft/accuracy``, ``sft/eval_loss``, ...) to ``<run_dir>/sft/metrics.jsonl`` (as in the
 cold start of ``r1jax train``). Afterwards ``r1jax eval`` /
 ``sample`` / ``export`` with the same config use those weights, and ``r1jax train`` restores
@@ -23,7 +24,7 @@ def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = prin
     from r1jax import build
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
-    from r1jax.checkpoint import saved_steps, sft_checkpoint_dir
+    from r1jax.checkpoint import restore_init_checkpoint, saved_steps, sft_checkpoint_dir
     from r1jax.recipes import cold_start
 
     cfgmod.validate(c, jax.device_count(), jax.process_count())
@@ -36,6 +37,9 @@ def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = prin
     tokenizer = build.build_tokenizer(c)
     mesh = build.build_mesh(c)
     model = build.build_model(c, mesh, tokenizer)
+    label = restore_init_checkpoint(model, c.train.init_checkpoint)
+    if label and not saved_steps(ckpt_dir) and dist.is_primary():
+        emit(f"sft: starting from {label}")
     cold_start(c, model, tokenizer, mesh)
     steps = saved_steps(ckpt_dir)[-1]  # cold_start.epochs sets the step count from the data
     if dist.is_primary():

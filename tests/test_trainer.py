@@ -176,7 +176,7 @@ def test_resume_with_a_changed_model_names_it_and_keeps_the_run(tmp_path, capsys
     assert sorted(os.listdir(ckpt)) == before
 
 
-def test_init_checkpoint_starts_from_another_runs_params(tmp_path):
+def test_init_checkpoint_starts_from_another_runs_params(tmp_path, monkeypatch):
     first = make_config(str(tmp_path), "first", train__steps=2)
     t = GRPOTrainer(first)
     t.train()
@@ -195,6 +195,44 @@ def test_init_checkpoint_starts_from_another_runs_params(tmp_path):
     with pytest.raises(CheckpointError, match="init_checkpoint=.*no r1jax checkpoint there"):
         GRPOTrainer(make_config(str(tmp_path), "third", train__init_checkpoint=missing))
     assert not os.path.exists(missing)
+    _check_init_checkpoint_feeds_sft_and_eval(tmp_path, first.run_dir, trained, monkeypatch)
+
+
+def _check_init_checkpoint_feeds_sft_and_eval(tmp_path, init, trained, monkeypatch):
+    """With no checkpoint of its own, a run with ``train.init_checkpoint`` starts its cold
+    start (in ``r1jax train`` and ``r1jax sft``) from those weights, and eval / sample /
+    export read them (R1's stage-3 SFT from the RL checkpoint)."""
+    import r1jax.recipes
+    from r1jax import build
+    from r1jax.sft_command import sft_command
+
+    started = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_cold_start(c, model, tokenizer, mesh):  # records what the SFT starts from
+        started.append([np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))])
+        if len(started) == 2:
+            raise Stop
+        return model
+
+    def assert_trained(leaves):
+        for a, b in zip(leaves, trained, strict=True):
+            np.testing.assert_array_equal(a, np.asarray(b))
+
+    monkeypatch.setattr(r1jax.recipes, "cold_start", fake_cold_start)
+    c = make_config(str(tmp_path), "fourth", train__init_checkpoint=init)
+    c.cold_start.update(dict(task="countdown", steps=1))
+    GRPOTrainer(c).close()
+    with pytest.raises(Stop):
+        sft_command(c)
+    assert len(started) == 2  # the old trainer skipped the cold start, r1jax sft ignored init
+    for leaves in started:
+        assert_trained(leaves)
+    model, step, label = build.load_run_model(c, build.build_mesh(c), build.build_tokenizer(c))
+    assert step is None and label == f"{init} step 2 (no checkpoint in {c.run_dir})"
+    assert_trained([np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))])
 
 
 def test_a_crash_after_the_cold_start_does_not_redo_it(tmp_path, monkeypatch):

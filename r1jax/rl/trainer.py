@@ -36,7 +36,7 @@ from flax import nnx
 from r1jax import build
 from r1jax import distributed as dist
 from r1jax import sharding as shd
-from r1jax.checkpoint import CheckpointError, RunCheckpointer, load_params
+from r1jax.checkpoint import CheckpointError, RunCheckpointer, restore_init_checkpoint
 from r1jax.config import config_changes, validate
 from r1jax.eval_sets import EvalScorers, EvalSet, best_metric, evaluate_sets, load_eval_sets
 from r1jax.interrupt import GracefulStop, Preempted
@@ -351,22 +351,16 @@ class GRPOTrainer:
 
     def _start_fresh(self) -> None:
         c = self.c
-        if c.train.init_checkpoint:
-            found = load_params(c.train.init_checkpoint, self.params)
-            if found is None:
-                raise CheckpointError(
-                    f"train.init_checkpoint={c.train.init_checkpoint!r}: no r1jax checkpoint "
-                    "there (give a run directory or its checkpoints/ folder)"
-                )
-            step, self.params = found
-            if dist.is_primary():
-                print(f"initialised from {c.train.init_checkpoint} step {step}")
-        elif c.cold_start.task:
+        model = nnx.merge(self.graphdef, self.params)
+        label = restore_init_checkpoint(model, c.train.init_checkpoint)
+        if label and dist.is_primary():
+            print(f"initialised from {label}")
+        if c.cold_start.task:  # from those weights, when init_checkpoint gave some
             from r1jax.recipes import cold_start
 
-            model = cold_start(c, nnx.merge(self.graphdef, self.params), self.tokenizer, self.mesh)
-            self.params = nnx.state(model)
+            model = cold_start(c, model, self.tokenizer, self.mesh)
             self._cold_started = True
+        self.params = nnx.state(model)
         if c.rl.beta > 0:
             self.ref_params = self._copy_params()
 
