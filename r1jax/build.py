@@ -198,6 +198,10 @@ def source_config(c: ml_collections.ConfigDict) -> dict[str, Any]:
     if d.name in ("jsonl", "parquet"):  # a recipe's tfds settings do not apply to files
         for key in ("split", "data_dir", "manual_dir"):
             cfg.pop(key, None)
+        cfg |= {k: v for k, v in dict(answer_parser=d.answer_parser, source=d.source).items() if v}
+        unjudged = sorted(src for src, terms in c.rewards.routes.items() if not terms)
+        if unjudged:  # rows no rule judges need no answer
+            cfg["no_answer_sources"] = unjudged
     if d.name == "countdown":
         cfg["countdown"] = d.countdown.to_dict()
     return cfg

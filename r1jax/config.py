@@ -151,7 +151,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.manual_dir = ""
     c.data.on_bad_row = "fail"
     c.data.drop_long_prompts = True  # skip prompts over sampling.max_prompt_len (else: error)
-    c.data.field_map = ml_collections.ConfigDict()
+    c.data.field_map = ml_collections.ConfigDict()  # schema key -> column (r1jax.data.files)
+    c.data.answer_parser = ""  # files: "raw" (default) | "gsm8k" | "boxed" | "integer"
+    c.data.source = ""  # files: the rows' `source` (default "custom"; or field_map a column)
     c.data.prompt_builder = ""  # e.g. "countdown_compact" (r1jax.recipes.PROMPT_BUILDERS)
     c.data.countdown = ml_collections.ConfigDict(
         dict(
@@ -459,6 +461,11 @@ def validate(
     _check(0.0 <= s.min_p < 1.0, "sampling.min_p", s.min_p, "must be in [0, 1)")
     _check(s.max_new_tokens > 0, "sampling.max_new_tokens", s.max_new_tokens, "must be > 0")
     _check(s.decode_segments >= 1, "sampling.decode_segments", s.decode_segments, "must be >= 1")
+    from r1jax.data.answers import ANSWER_PARSERS
+
+    parsers = sorted(ANSWER_PARSERS)
+    _check(c.data.answer_parser in ("", *parsers), "data.answer_parser", c.data.answer_parser,
+           f"one of {parsers}")  # fmt: skip
     total = s.max_prompt_len + s.max_new_tokens
     _check(
         total <= cfg.max_position_embeddings,

@@ -207,6 +207,39 @@ def test_a_mapped_source_column_missing_from_a_row_is_a_data_error(tmp_path):
         load_records(str(path), field_map={"source": "task"}, on_bad_row="fail")
 
 
+def test_rows_no_rule_judges_need_no_answer(tmp_path):
+    """All-scenario RL mixes reasoning prompts (gold answers) with general ones that only the
+    reward model scores: a run whose rewards.routes gives a source no rule terms loads that
+    source's rows without an answer; other rows still need one."""
+    from r1jax import build
+    from r1jax.config import ConfigError, base_config, validate
+
+    path = tmp_path / "mixed.jsonl"
+    rows = [
+        {"prompt": "1+1", "answer": "#### 2", "src": "math"},
+        {"prompt": "Write a poem", "src": "general"},
+        {"prompt": "Say hi", "answer": "", "src": "general"},
+        {"prompt": "2+2", "src": "math"},  # a math row without an answer stays bad
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    c = base_config()
+    c.data.update(dict(name="jsonl", path=str(path), on_bad_row="skip", answer_parser="gsm8k"))
+    c.data.field_map = ml_collections.ConfigDict({"source": "src"})
+    c.rewards.routes = ml_collections.ConfigDict({"general": ()})
+    records = load_source(build.source_config(c))
+    assert [(r["source"], r["answer"]) for r in records] == [
+        ("math", "2"), ("general", ""), ("general", "")]  # fmt: skip
+    assert records.skipped == 1 and records.bad_rows["by_field"] == {"answer": 1}
+    c.rewards.routes = ml_collections.ConfigDict()  # every row judged: answers needed
+    assert load_source(build.source_config(c)).skipped == 3
+    c.data.field_map = ml_collections.ConfigDict()
+    c.data.source = "gsm8k_mine"  # the source of every row of the file
+    assert {r["source"] for r in load_source(build.source_config(c))} == {"gsm8k_mine"}
+    c.data.answer_parser = "boxd"
+    with pytest.raises(ConfigError, match=r"data.answer_parser='boxd': one of \['boxed'"):
+        validate(c)
+
+
 def test_text_rows_of_a_config_file_are_formatted_and_bad_rows_counted(tmp_path, capsys):
     from r1jax.build import prompt_formatter
     from r1jax.config import ConfigError, base_config

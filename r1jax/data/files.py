@@ -19,7 +19,8 @@ name. Rules:
 - `answer` is required; `answer_parser` extracts the gold answer from it (e.g. map `answer` to a
   solution column with `answer_parser="boxed"`). If there is no answer but a `target`, the gold
   answer is ``str(target)`` (countdown-style files); a code row with `tests` and no answer
-  gets ``""``.
+  gets ``""``, and so does a row of one of the `no_answer_sources` (in a run: the sources
+  that `rewards.routes` gives no rule terms, e.g. general prompts for a reward model).
 - `solution` defaults to "", `id` to ``"<file name>:<row>"``, `source` to the `source` argument.
 - `numbers` (list of ints) and `target` (int) are kept when present, and so are the fields
   rewards read: `tests` (the `code_tests` reward's tests: Python source or a list of test
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from r1jax import storage
@@ -151,8 +152,10 @@ def row_to_record(
     field_map: Mapping[str, str],
     source: str,
     answer_parser: str,
+    no_answer_sources: Collection[str] = (),
 ) -> dict[str, Any]:
-    """Turns one file row into a schema record (see module docstring). Raises DataError."""
+    """Turns one file row into a schema record (see module docstring); rows of
+    ``no_answer_sources`` may lack an answer (it is then ""). Raises DataError."""
     col = {k: field_map.get(k, k) for k in SCHEMA_KEYS}
     record: dict[str, Any] = {
         "prompt": require_text(get_field(row, col["prompt"], file, line), col["prompt"], file, line)
@@ -167,8 +170,17 @@ def row_to_record(
     if row.get(col["target"]) is not None:
         record["target"] = require_int(row[col["target"]], col["target"], file, line)
     _add_reward_fields(record, row, col, file, line)
+    if "source" in field_map:
+        record["source"] = require_text(
+            get_field(row, col["source"], file, line), col["source"], file, line
+        )
+    else:
+        record["source"] = source
+    no_answer = row.get(col["answer"]) is None or not str(row[col["answer"]]).strip()
     if "tests" in record and row.get(col["answer"]) is None:
         record["answer"] = ""  # a code row: judged by its tests
+    elif no_answer and record["source"] in no_answer_sources:
+        record["answer"] = ""  # a row no rule judges (e.g. a general prompt for the RM)
     elif row.get(col["answer"]) is not None or "target" not in record:
         raw = require_text(get_field(row, col["answer"], file, line), col["answer"], file, line)
         try:
@@ -179,12 +191,6 @@ def row_to_record(
         record["answer"] = str(record["target"])
     solution = row.get(col["solution"])
     record["solution"] = "" if solution is None else str(solution)
-    if "source" in field_map:
-        record["source"] = require_text(
-            get_field(row, col["source"], file, line), col["source"], file, line
-        )
-    else:
-        record["source"] = source
     row_id = row.get(col["id"])
     record["id"] = str(row_id) if row_id is not None else f"{os.path.basename(file)}:{line}"
     return record
@@ -223,6 +229,7 @@ def load_records(
     source: str = "custom",
     answer_parser: str = "raw",
     on_bad_row: str = "skip",
+    no_answer_sources: Collection[str] = (),
 ) -> RecordList:
     """Loads JSONL/Parquet file(s) into a `RecordList` of schema records.
 
@@ -232,6 +239,8 @@ def load_records(
       source: value of the `source` field unless `field_map` maps `source` to a column.
       answer_parser: "raw", "gsm8k", "boxed" or "integer" (see `r1jax.data.answers`).
       on_bad_row: "skip" drops bad rows and counts them in `.bad_rows`; "fail" raises DataError.
+      no_answer_sources: sources whose rows may have no answer (``answer`` ""): those that
+        no rule reward judges, e.g. general prompts scored by a reward model only.
 
     Returns:
       RecordList with the good records in file order and `bad_rows` (count, by_field, examples).
@@ -257,6 +266,7 @@ def load_records(
                         field_map=field_map,
                         source=source,
                         answer_parser=answer_parser,
+                        no_answer_sources=frozenset(no_answer_sources),
                     )
                 )
             except DataError as e:

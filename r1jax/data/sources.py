@@ -15,6 +15,8 @@ Config keys (a dict or an `ml_collections.ConfigDict`)::
                    are those of `r1jax.data.files` (tests and language included)
     source:        jsonl/parquet: value of the records' `source` field (default "custom")
     answer_parser: jsonl/parquet: "raw" | "gsm8k" | "boxed" | "integer"
+    no_answer_sources: jsonl/parquet: sources whose rows may have no answer (see
+                   `r1jax.data.files`)
     on_bad_row:    "skip" (default) or "fail"; for tfds datasets it applies when the split is
                    built (a prepared dataset keeps the skip counts of its build)
 
@@ -49,9 +51,10 @@ CONFIG_KEYS = (
     "field_map",
     "source",
     "answer_parser",
+    "no_answer_sources",
     "on_bad_row",
 )
-FILE_KEYS = ("path", "field_map", "source", "answer_parser")
+FILE_KEYS = ("path", "field_map", "source", "answer_parser", "no_answer_sources")
 TFDS_KEYS = ("data_dir", "manual_dir", "download", "countdown")
 
 
@@ -120,6 +123,7 @@ def load_source(cfg: Mapping[str, Any] | Any) -> Sequence[dict]:
             source=cfg.get("source", "custom"),
             answer_parser=cfg.get("answer_parser", "raw"),
             on_bad_row=on_bad_row,
+            no_answer_sources=cfg.get("no_answer_sources", ()),
         )
         if len(records) == 0:
             raise ConfigError(
