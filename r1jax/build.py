@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -434,6 +435,30 @@ def reward_model_max_len(c: ml_collections.ConfigDict) -> int:
     return c.reward_model.max_len or s.max_prompt_len + s.max_new_tokens + 1
 
 
+def check_reward_layout(c: ml_collections.ConfigDict) -> None:
+    """A ConfigError when ``reward_model.input`` / ``scope`` differ from what the reward
+    model at ``reward_model.path`` was trained on (recorded by ``r1jax rm``; a reward model
+    from elsewhere records nothing): it would score text laid out as it never saw."""
+    import json
+
+    from r1jax import storage
+    from r1jax.rm_command import LAYOUT_FILE
+
+    rm = c.reward_model
+    path = os.path.join(rm.path, LAYOUT_FILE)
+    if not storage.exists(path):
+        return
+    trained = json.loads(storage.read_text(path))
+    for key in ("input", "scope"):
+        if key in trained and trained[key] != rm[key]:
+            raise ConfigError(
+                f"config.reward_model.{key}={rm[key]!r}, but the reward model at {rm.path!r} "
+                f"was trained by r1jax rm with {key}={trained[key]!r}: score what it learned "
+                f"(--config.reward_model.{key}={trained[key]}) or train it again with "
+                f"{key}={rm[key]!r}"
+            )
+
+
 def with_reward_model(c: ml_collections.ConfigDict, scorer, mesh: Mesh, tokenizer=None):
     """``scorer`` plus the learned reward of ``c.reward_model.path`` (loaded on ``mesh``), or
     ``scorer`` itself when the path is empty (see :mod:`r1jax.rm_scoring`)."""
@@ -451,6 +476,7 @@ def with_reward_model(c: ml_collections.ConfigDict, scorer, mesh: Mesh, tokenize
             "has one score (a *ForSequenceClassification with one label, e.g. written by "
             "`r1jax rm`)"
         )
+    check_reward_layout(c)
     try:
         rm_tokenizer = load_tokenizer(rm.path)
     except FileNotFoundError:

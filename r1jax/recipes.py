@@ -67,10 +67,12 @@ def formatted_text_rows(
     path_field: str,
     prompt_field: str,
     text_fields: Sequence[str],
+    template: bool = True,
 ) -> list[tuple[str, ...]]:
     """``(model input, *texts)`` of the JSONL/Parquet file(s) at ``config.<path_field>``: the
-    prompt formatted with the run's template (``c.prompt``), the ``text_fields`` as they are
-    (e.g. an SFT completion, or a preference pair's chosen and rejected responses). Bad rows
+    prompt formatted with the run's template (``c.prompt``; ``template=False``: the prompt
+    text as it is), the ``text_fields`` as they continue it (:func:`r1jax.prompts.continuation`:
+    e.g. an SFT completion, or a preference pair's chosen and rejected responses). Bad rows
     follow ``c.data.on_bad_row`` (skipped ones are counted on stdout); no usable row at all is
     a :class:`ConfigError` naming the setting."""
     from r1jax.build import prompt_formatter
@@ -86,7 +88,7 @@ def formatted_text_rows(
         print(f"{path_field}: {bad.count} bad rows of {path} skipped ({dict(bad.by_field)})")
     if not rows:
         raise ConfigError(f"config.{path_field}={path!r}: no usable rows")
-    fmt = prompt_formatter(c, tokenizer)
+    fmt = prompt_formatter(c, tokenizer) if template else (lambda row: row["prompt"])
     out, cut = [], 0
     for row, texts in rows:
         prompt = fmt(row)

@@ -45,12 +45,31 @@ TokenPair = tuple[list[int], list[int]]  # (prompt + chosen + EOS ids, prompt + 
 # ---------------------------------------------------------------- host side: batches
 
 
-def encode_scored(tokenizer: Tokenizer, prompt: str, response: str) -> list[int]:
-    """The ids a reward model scores: ``prompt (+ default BOS) + response + EOS``."""
+LAYOUTS = ("prompt", "chat")
+"""What text a reward model reads (``reward_model.input``), see :func:`encode_scored`."""
+
+
+def encode_scored(
+    tokenizer: Tokenizer, prompt: str | Sequence[Mapping[str, Any]], response: str,
+    layout: str = "prompt",
+) -> list[int]:  # fmt: skip
+    """The ids a reward model scores. ``layout="prompt"``: ``prompt`` (the policy's model
+    input, template applied; + default BOS) + ``response`` + EOS; ``"chat"``: the
+    tokenizer's chat template on ``[user: prompt (or a list of messages), assistant:
+    response]``, the layout of Hugging Face reward models."""
+    if layout == "chat":
+        from r1jax.prompts import render_chat
+
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [*prompt]
+        messages.append({"role": "assistant", "content": response})
+        text = render_chat(tokenizer.chat_template, messages, **tokenizer.special_tokens_map)
+        return tokenizer.encode(text)  # one BOS, also where the template writes one
     return tokenizer.encode(prompt) + tokenizer.encode(response, add_bos=False) + [tokenizer.eos_id]
 
 
-def tokenize_pairs(tokenizer: Tokenizer, pairs: Sequence[Pair]) -> list[TokenPair]:
+def tokenize_pairs(
+    tokenizer: Tokenizer, pairs: Sequence[Pair], layout: str = "prompt"
+) -> list[TokenPair]:
     """Token ids of each ``(prompt, chosen, rejected)`` (see :func:`encode_scored`)."""
     if isinstance(pairs, (str, bytes)) or not len(pairs):
         raise ValueError("reward-model pairs must be a non-empty list of (prompt, chosen, rejected)"
@@ -60,7 +79,7 @@ def tokenize_pairs(tokenizer: Tokenizer, pairs: Sequence[Pair]) -> list[TokenPai
         if not (isinstance(p, Sequence) and len(p) == 3 and all(isinstance(s, str) for s in p)):
             raise ValueError(f"pair {i} must be a (prompt, chosen, rejected) triple of str: {p!r}")
         try:
-            out.append((encode_scored(tokenizer, p[0], p[1]), encode_scored(tokenizer, p[0], p[2])))
+            out.append(tuple(encode_scored(tokenizer, p[0], r, layout) for r in p[1:]))
         except ValueError as e:  # e.g. a character outside a char vocabulary
             raise ConfigError(f"reward-model pair {i} (prompt {p[0][:60]!r}) cannot be tokenized: "
                               f"{e}") from None  # fmt: skip
@@ -224,12 +243,14 @@ def train_reward_model(
     checkpoint_every: int = 0,
     on_log: Callable[[dict[str, float]], None] | None = None,
     before_checkpoint: Callable[[], None] | None = None,
+    layout: str = "prompt",
 ) -> tuple[Transformer, list[dict[str, float]]]:
     """Trains the reward model ``model`` (``num_labels=1``) on ``(prompt, chosen, rejected)``
-    triples for ``steps`` steps of ``batch_size`` pairs (``2 * batch_size`` rows of
-    ``max_len``; one compile). Pairs are reshuffled each epoch from ``seed``. ``grad_accum``
-    > 1 runs each step as that many micro-batches of ``batch_size / grad_accum`` pairs and
-    one update (the same gradient as the full batch).
+    triples (read as ``layout`` says: :func:`encode_scored`) for ``steps`` steps of
+    ``batch_size`` pairs (``2 * batch_size`` rows of ``max_len``; one compile). Pairs are
+    reshuffled each epoch from ``seed``. ``grad_accum`` > 1 runs each step as that many
+    micro-batches of ``batch_size / grad_accum`` pairs and one update (the same gradient as
+    the full batch).
 
     ``optimizer``: further :func:`r1jax.optim.make_optimizer` arguments (``warmup_steps``,
     ``schedule``, ``weight_decay``, ``grad_clip``, ``b1``, ``b2``). Checkpointing, resuming
@@ -248,7 +269,8 @@ def train_reward_model(
     mesh = mesh if mesh is not None else model_mesh(nnx.state(model, nnx.Param))
     rows = f"2 * batch_size={2 * batch_size} rows"
     check_batch_fits(2 * batch_size, mesh, rows, grad_accum)
-    seqs, truncated, dropped = fit_pairs(tokenize_pairs(tokenizer, pairs), max_len, overlong)
+    seqs, truncated, dropped = fit_pairs(tokenize_pairs(tokenizer, pairs, layout), max_len,
+                                         overlong)  # fmt: skip
     if truncated or dropped:
         log.warning(
             "reward model: %d pairs truncated, %d dropped (max_len=%d)",
@@ -297,16 +319,18 @@ def evaluate_pairs(
     batch_size: int,
     mesh: Mesh | None = None,
     rules: Mapping[str, Any] = shd.DEFAULT_RULES,
+    layout: str = "prompt",
 ) -> dict[str, float]:
-    """Held-out preference metrics of a reward model: ``accuracy`` (fraction of pairs with
-    ``r_chosen > r_rejected``), ``loss`` (mean Bradley-Terry loss), ``margin``, ``chosen``,
-    ``rejected`` (means), ``pairs`` (number scored). Over-long rows keep their last
+    """Held-out preference metrics of a reward model (pairs read as ``layout`` says):
+    ``accuracy`` (fraction of pairs with ``r_chosen > r_rejected``), ``loss`` (mean
+    Bradley-Terry loss), ``margin``, ``chosen``, ``rejected`` (means), ``pairs`` (number
+    scored). Over-long rows keep their last
     ``max_len`` tokens. Pairs go ``batch_size`` at a time (the last batch padded with empty
     rows that are not counted), so this compiles once."""
     _check_reward_model(model)
     mesh = mesh if mesh is not None else model_mesh(nnx.state(model, nnx.Param))
     check_batch_fits(2 * batch_size, mesh, f"2 * batch_size={2 * batch_size} rows")
-    seqs, _, _ = fit_pairs(tokenize_pairs(tokenizer, pairs), max_len, "truncate")
+    seqs, _, _ = fit_pairs(tokenize_pairs(tokenizer, pairs, layout), max_len, "truncate")
     score, state = make_score_fn(model, mesh, rules)
     batch_sh = shd.batch_sharding(mesh, 2)
     chosen, rejected = [], []

@@ -32,13 +32,23 @@ def rm_dir(run_dir: str) -> str:
 
 
 def load_pairs(c: ml_collections.ConfigDict, path_field: str, tokenizer: Any) -> list[tuple]:
-    """``(model input, chosen, rejected)`` triples of the pair file(s) at
-    ``config.reward_model.<path_field>``."""
+    """``(prompt, chosen, rejected)`` triples of the pair file(s) at
+    ``config.reward_model.<path_field>``, as GRPO will score them (``reward_model.input``:
+    the prompt is the policy's model input, or the plain prompt for the chat layout;
+    ``reward_model.scope``: the whole responses, or their answers)."""
     from r1jax.recipes import formatted_text_rows
+    from r1jax.rm_scoring import scored_part
 
     rm = c.reward_model
     fields = (rm.chosen_field, rm.rejected_field)
-    return formatted_text_rows(c, tokenizer, f"reward_model.{path_field}", rm.prompt_field, fields)
+    rows = formatted_text_rows(c, tokenizer, f"reward_model.{path_field}", rm.prompt_field,
+                               fields, template=rm.input == "prompt")  # fmt: skip
+    return [(p, scored_part(a, rm.scope), scored_part(b, rm.scope)) for p, a, b in rows]
+
+
+LAYOUT_FILE = "r1jax_reward_layout.json"
+"""In a reward model directory written by ``r1jax rm``: the ``reward_model.input`` and
+``scope`` it was trained on, which GRPO's scoring must use too."""
 
 
 def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print) -> dict:
@@ -69,6 +79,9 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     mesh = build.build_mesh(c)
     rules = build.sharding_rules(c)
     lm, _, label = build.load_run_model(c, mesh, tokenizer)
+    if rm.input == "chat" and not tokenizer.chat_template:
+        raise ConfigError("config.reward_model.input='chat' needs a tokenizer with a "
+                          "chat_template (tokenizer.path)")  # fmt: skip
     model = reward_model_from(lm, mesh, rules)
     del lm
     primary = dist.is_primary()
@@ -82,7 +95,8 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     def evaluate() -> dict[str, float] | None:
         if held is None:
             return None
-        kw = dict(max_len=max_len, batch_size=rm.batch_size, mesh=mesh, rules=rules)
+        kw = dict(max_len=max_len, batch_size=rm.batch_size, mesh=mesh, rules=rules,
+                  layout=rm.input)  # fmt: skip
         return evaluate_pairs(model, tokenizer, held, **kw)
 
     before = evaluate() if not done else None
@@ -118,6 +132,7 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
             checkpoint_every=rm.checkpoint_every,
             on_log=log,
             before_checkpoint=writer.flush if writer is not None else None,
+            layout=rm.input,
         )
     finally:
         if writer is not None:
@@ -125,6 +140,9 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     after = evaluate()
     hf_dir = os.path.join(folder, "hf")
     export_reward_model(c, model, tokenizer, hf_dir, primary)  # every process; 0 writes
+    if primary:
+        layout = json.dumps({"input": rm.input, "scope": rm.scope})
+        storage.write_text(os.path.join(hf_dir, LAYOUT_FILE), layout)
     result = {"step": rm.steps, "hf_dir": hf_dir, "eval_before": before, "eval_after": after}
     if primary:
         storage.write_text(os.path.join(folder, "eval.json"), json.dumps(result, indent=2))

@@ -31,11 +31,11 @@ from jax.sharding import Mesh
 from r1jax import sharding as shd
 from r1jax.model import Transformer
 from r1jax.rewards.scorer import ScoreResult
-from r1jax.rm import encode_scored, make_score_fn, pad_rows
+from r1jax.rm import LAYOUTS, encode_scored, make_score_fn, pad_rows
 from r1jax.tokenizer import Tokenizer
 
 SCOPES = ("response", "answer")
-INPUTS = ("prompt", "chat")
+INPUTS = LAYOUTS
 THINK_END = "</think>"
 
 
@@ -94,20 +94,8 @@ class RewardModelTerm:
 
     def encode(self, completion: str, row: Mapping[str, Any]) -> list[int]:
         """The reward model's token ids for ``completion`` of ``row``, at most ``max_len``."""
-        response = scored_part(completion, self.scope)
-        if self.input == "chat":
-            from r1jax.prompts import render_chat
-
-            tok = self.tokenizer
-            prompt = row["prompt"]
-            messages = (
-                [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [*prompt]
-            )
-            messages.append({"role": "assistant", "content": response})
-            text = render_chat(tok.chat_template, messages, **tok.special_tokens_map)
-            ids = tok.encode(text)  # one BOS, also where the template writes one
-        else:
-            ids = encode_scored(self.tokenizer, row["text"], response)
+        prompt = row["prompt"] if self.input == "chat" else row["text"]
+        ids = encode_scored(self.tokenizer, prompt, scored_part(completion, self.scope), self.input)
         return ids[-self.max_len :]
 
     def dispatch(self, completions: Sequence[str], rows: Sequence[Mapping[str, Any]]):

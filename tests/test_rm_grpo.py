@@ -201,6 +201,36 @@ def test_chat_input_renders_the_question_and_the_scored_answer(mesh, char_rm):
         RewardModelTerm(model, CharTokenizer(WIDE_CHARS), mesh, input="chat")
 
 
+def test_rm_training_reads_pairs_as_grpo_scores_completions(tmp_path, mesh, char_rm):
+    """`r1jax rm` trains on the text that GRPO's scoring will show the model: with
+    reward_model.scope="answer" only the answers, with input="chat" the chat template on the
+    plain prompt (the pairs were prompt text + whole response + EOS whatever the settings)."""
+    from r1jax.rm import tokenize_pairs
+    from r1jax.rm_command import load_pairs
+
+    _, model, _ = char_rm
+    template = (
+        "{{ bos_token }}{% for m in messages %}{{ m['role'][0] }} {{ m['content'] }}/"
+        "{% endfor %}{{ eos_token }}"
+    )
+    tok = CharTokenizer(WIDE_CHARS, chat_template=template)
+    pair = {"prompt": "12", "chosen": "<think>ab</think>3", "rejected": "cd"}
+    path = _write_jsonl(tmp_path / "pairs.jsonl", [pair])
+    c = make_config(str(tmp_path), "rm_layout")
+    c.reward_model.train_path = path
+    c.reward_model.scope = "answer"
+    text = build.prompt_formatter(c, tok)({"prompt": "12"})
+    assert load_pairs(c, "train_path", tok) == [(text, "3", "cd")]
+    for layout in ("prompt", "chat"):
+        c.reward_model.input = layout
+        pairs = load_pairs(c, "train_path", tok)
+        assert pairs[0][0] == ("12" if layout == "chat" else text)
+        term = RewardModelTerm(model, tok, mesh, scope="answer", input=layout, max_len=40)
+        row = {"text": text, "prompt": "12"}
+        assert tokenize_pairs(tok, pairs, layout) == [
+            (term.encode("<think>ab</think>3", row), term.encode("cd", row))]  # fmt: skip
+
+
 def test_non_finite_scores_become_zero_and_are_counted(char_rm, general_term, monkeypatch):
     rows, completions = _rows(SOURCES), _completions(1)
     host = RewardScorer([(SEVENS, 1.0)], num_workers=0)
@@ -384,6 +414,14 @@ def test_rm_command_trains_then_grpo_learns_from_it(trained_rm):
     metrics = [json.loads(x) for x in open(os.path.join(folder, "metrics.jsonl"))]
     assert metrics[-1]["step"] == RM_STEPS and "rm/loss" in metrics[-1]
     assert os.listdir(os.path.join(folder, "checkpoints")) == [str(RM_STEPS)]
+    # the layout it was trained on goes with it; GRPO refuses to score another one
+    layout = json.load(open(os.path.join(hf_dir, "r1jax_reward_layout.json")))
+    assert layout == {"input": "prompt", "scope": "response"}
+    other = make_config(root, "other_scope")
+    other.reward_model.update(dict(path=hf_dir, scope="answer"))
+    with pytest.raises(ConfigError, match=r"config.reward_model.scope='answer', but the reward "
+                       r"model at .* was trained by r1jax rm with scope='response'"):  # fmt: skip
+        build.check_reward_layout(other)
 
     # GRPO with the learned reward only (the rule's weight is 0): the true objective rises
     from r1jax.rl.trainer import GRPOTrainer
