@@ -15,7 +15,9 @@ def get_config():
     c.mesh.shape = (1, -1, 1)
     c.tokenizer.path = ""
     c.data.name = "gsm8k"
-    c.rewards.functions = (("gsm8k_accuracy", 1.0), ("format_strict", 0.1))
+    # strict: the number in <answer> (the last number anywhere would pay "<answer>8</answer>
+    # so 7" for a gold 7), as R1's rule checks the answer where the template asks for it
+    c.rewards.functions = (("gsm8k_accuracy", 1.0, {"mode": "strict"}), ("format_strict", 0.1))
     c.sampling.max_prompt_len = 256
     c.sampling.max_new_tokens = 1024
     c.train.steps = 1000

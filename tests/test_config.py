@@ -271,6 +271,19 @@ def test_every_shipped_config_validates(name):
         c.cold_start.path = "traces.jsonl"  # a user names the traces on the command line
     cfg = validate(c, num_devices=8)
     assert cfg.num_params > 0
+    # a recipe whose template asks for <answer> pays only the number inside it (GSM8K's
+    # "flexible" mode took the last number anywhere: "<answer>8</answer> so 7" was correct)
+    from r1jax.build import eval_task
+    from r1jax.rewards.registry import RewardSpec, get_reward, parse_specs
+
+    task = eval_task(c)
+    spec = next(s for s in parse_specs(c.rewards.functions) if s.label == task.accuracy)
+    spec = RewardSpec.from_config(spec)
+    if c.prompt.style == "r1_zero" and spec.name in ("gsm8k_accuracy", "math_accuracy"):
+        fn = get_reward(spec.name)
+        row = {"answer": "#### 7" if spec.name == "gsm8k_accuracy" else "7"}
+        assert fn("<think>so 7</think> <answer>7</answer>", row, **spec.kwargs) == 1.0
+        assert fn("<think>so 7</think> <answer>8</answer> so 7", row, **spec.kwargs) == 0.0
 
 
 @pytest.mark.parametrize(
