@@ -166,7 +166,10 @@ def test_two_processes_run_the_sft_like_one(tmp_path):
     template = nnx.state(build.build_model(c, build.build_mesh(c), build.build_tokenizer(c)))
     one = nnx.to_flat_state(load_params(str(tmp_path / "one"), template)[1])
     two = dict(nnx.to_flat_state(load_params(str(tmp_path / "two"), template)[1]))
-    atol = 2e-3 * c.cold_start.lr  # AdamW amplifies rounding differences (test_multihost.py)
+    # AdamW amplifies the rounding differences of the collectives where a gradient is near 0
+    # (test_multihost.py): measured 2.6e-3 x lr at most (one element of 75,008, on an AVX-512
+    # EPYC; 99.99% under 8e-4 x lr); a wrong row or shard moves many elements by ~lr
+    atol = 1e-2 * c.cold_start.lr
     for path, v in one:
         np.testing.assert_allclose(two[path].get_value(), v.get_value(), rtol=1e-5, atol=atol,
                                    err_msg=str(path))  # fmt: skip
