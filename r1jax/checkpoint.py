@@ -43,6 +43,21 @@ log = logging.getLogger(__name__)
 EVAL_METRIC = "eval/pass@1"
 
 
+def _eval_score(metrics: dict[str, float]) -> float:
+    return metrics[EVAL_METRIC]
+
+
+class _QuietWithoutMetrics(logging.Filter):
+    """Drops Orbax's warning for a save without metrics (with ``best_fn`` set, it warns on
+    every save that is not an eval step, which is most of them and expected)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_QuietWithoutMetrics())
+
+
 def _flat_params(state: nnx.State) -> dict[str, jax.Array]:
     return {"/".join(map(str, p)): v.get_value() for p, v in nnx.to_flat_state(state)}
 
@@ -65,14 +80,17 @@ class RunCheckpointer:
             [
                 cm.preservation_policy.LatestN(n=keep),
                 cm.preservation_policy.BestN(
-                    get_metric_fn=lambda m: m[EVAL_METRIC],
+                    get_metric_fn=_eval_score,
                     n=1,
                     keep_checkpoints_without_metrics=False,
                 ),
             ]
         )
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy,
+            preservation_policy=policy,  # decides what is kept; best_fn makes Orbax write
+            # each save's metrics into its step, so that a resumed run knows the best one
+            best_fn=_eval_score,
+            best_mode="max",
             enable_async_checkpointing=async_save,
             create=not read_only,
             cleanup_tmp_directories=not read_only,

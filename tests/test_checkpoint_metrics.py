@@ -54,6 +54,23 @@ def test_keeps_last_n_plus_best(tmp_path):
     ck.close()
 
 
+def test_the_best_checkpoint_survives_a_restart(tmp_path, caplog):
+    """A resumed run (a new RunCheckpointer on the directory) still knows which step scored
+    best: Orbax kept the scores in memory only, and the first save after a restart deleted
+    the best checkpoint. Saves without a score log nothing."""
+    mesh = shd.make_mesh((2, 2, 2))
+    params, opt_state = _state(mesh)
+    directory = str(tmp_path / "ck")
+    scores = {1: 0.9, 2: 0.1, 3: None, 4: 0.3, 5: None, 6: 0.95, 7: None, 8: None}
+    kept = {3: [1, 2, 3], 4: [1, 3, 4], 5: [1, 4, 5], 6: [5, 6], 7: [6, 7], 8: [6, 7, 8]}
+    for step, score in scores.items():  # a restart before every save
+        ck = RunCheckpointer(directory, keep=2)
+        ck.save(step, params, opt_state, {"step": step}, eval_score=score)
+        ck.close()
+        assert step < 3 or ck.steps() == kept[step], step
+    assert "metrics" not in caplog.text
+
+
 def test_half_written_checkpoint_is_ignored(tmp_path, caplog):
     mesh = shd.make_mesh((8, 1, 1))
     params, opt_state = _state(mesh)
