@@ -30,8 +30,11 @@ def _scalar(v: Any) -> float | None:
 class MetricsWriter:
     """Appends per-step scalars to ``<run_dir>/metrics.jsonl`` and TensorBoard.
 
-    On resume, lines with a step greater than the restored step are dropped first, so the
-    file of a resumed run equals that of an uninterrupted one. In a bucket (``gs://...``,
+    On resume, lines with a step greater than the restored step ``resume_step`` are dropped
+    first, so the file of a resumed run equals that of an uninterrupted one. With
+    ``resume_step=None`` (a fresh start, or a caller that learns the restored step only as
+    the loop starts) the first row written decides: lines from its step on are dropped
+    then. In a bucket (``gs://...``,
     which cannot append) the rows are kept in memory and the file is rewritten at most every
     :data:`UPLOAD_EVERY_S` seconds and on :meth:`flush` (the trainer flushes before each
     checkpoint) and :meth:`close`.
@@ -44,25 +47,19 @@ class MetricsWriter:
     def __init__(
         self,
         run_dir: str,
-        resume_step: int = 0,
+        resume_step: int | None = None,
         tensorboard: bool = True,
         wandb_project: str | None = None,
         wandb_config: Mapping[str, Any] | None = None,
     ):
         storage.makedirs(run_dir)
         self.path = os.path.join(run_dir, "metrics.jsonl")
-        kept = self._rows_up_to(resume_step)
+        self._remote = storage.is_remote(run_dir)
+        self._tb_dir = os.path.join(run_dir, "tb") if tensorboard else None
         self._remote_rows: list[str] | None = None
-        self._file, self._tb = None, None
-        if storage.is_remote(run_dir):
-            self._remote_rows, self._uploaded = kept, time.monotonic()
-            self.flush()
-        else:
-            if storage.exists(self.path):
-                storage.write_text(self.path, "".join(kept))
-            self._file = open(self.path, "a", encoding="utf-8")
-        if tensorboard:
-            self._tb = _tensorboard(os.path.join(run_dir, "tb"), resume_step + 1)
+        self._file, self._tb, self._open = None, None, False
+        if resume_step is not None:
+            self._start(resume_step + 1)
         self._wandb = None
         if wandb_project:
             try:
@@ -76,15 +73,27 @@ class MetricsWriter:
             else:
                 self._wandb = _wandb_run(wandb, wandb_project, run_dir, wandb_config)
 
-    def _rows_up_to(self, step: int) -> list[str]:
-        """The lines of the existing file whose step is at most ``step`` (a line cut short by
-        a crash is dropped, with a warning)."""
-        if not storage.exists(self.path):
-            return []
-        rows = _parse_rows(self.path, storage.read_text(self.path))
-        return [json.dumps(row) + "\n" for row in rows if row["step"] <= step]
+    def _start(self, first: int) -> None:
+        """Drops the rows of steps ``first`` and later (a line cut short by a crash too, with
+        a warning), and opens the file and TensorBoard for the rows to come."""
+        kept = []
+        if storage.exists(self.path):
+            rows = _parse_rows(self.path, storage.read_text(self.path))
+            kept = [json.dumps(row) + "\n" for row in rows if row["step"] < first]
+        if self._remote:
+            self._remote_rows, self._uploaded = kept, time.monotonic()
+        else:
+            if storage.exists(self.path):
+                storage.write_text(self.path, "".join(kept))
+            self._file = open(self.path, "a", encoding="utf-8")
+        if self._tb_dir is not None:
+            self._tb = _tensorboard(self._tb_dir, first)
+        self._open = True
+        self.flush()
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+        if not self._open:
+            self._start(step)
         row = {"step": step}
         for k, v in sorted(metrics.items()):
             f = _scalar(v)

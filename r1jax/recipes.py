@@ -153,15 +153,13 @@ def cold_start(
     loses at most that many steps, and an SFT that has finished is restored, not redone. The
     step metrics (``sft/loss``, ``sft/eval_loss``, ...) go to ``<run_dir>/sft/metrics.jsonl``
     (and TensorBoard with ``train.tensorboard``), and to ``on_log``."""
-    from r1jax.checkpoint import saved_steps, sft_checkpoint_dir
+    from r1jax.checkpoint import sft_checkpoint_dir
     from r1jax.metrics import MetricsWriter
 
     ckpt_dir = sft_checkpoint_dir(c.run_dir)
     writer = None
-    done = saved_steps(ckpt_dir)  # every process: Orbax syncs them
-    if is_primary():
-        writer = MetricsWriter(os.path.dirname(ckpt_dir), resume_step=done[-1] if done else 0,
-                               tensorboard=c.train.tensorboard)  # fmt: skip
+    if is_primary():  # rewound at its first row: the loop alone knows the step it restores
+        writer = MetricsWriter(os.path.dirname(ckpt_dir), tensorboard=c.train.tensorboard)
 
     def log(entry: dict[str, float]) -> None:
         if writer is not None:

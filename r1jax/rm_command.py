@@ -46,6 +46,20 @@ def load_pairs(c: ml_collections.ConfigDict, path_field: str, tokenizer: Any) ->
     return [(p, scored_part(a, rm.scope), scored_part(b, rm.scope)) for p, a, b in rows]
 
 
+def _eval_before(folder: str, evaluate: Callable[[], dict | None], resumed: bool,
+                 primary: bool) -> dict | None:  # fmt: skip
+    """The held-out metrics of the reward model before training: measured at a fresh start
+    and kept in ``<folder>/eval_before.json``, read back from there by a resumed run."""
+    path = os.path.join(folder, "eval_before.json")
+    if resumed:
+        return json.loads(storage.read_text(path)) if storage.exists(path) else None
+    before = evaluate()
+    if primary:
+        storage.makedirs(folder)
+        storage.write_text(path, json.dumps(before))
+    return before
+
+
 LAYOUT_FILE = "r1jax_reward_layout.json"
 """In a reward model directory written by ``r1jax rm``: the ``reward_model.input`` and
 ``scope`` it was trained on, which GRPO's scoring must use too."""
@@ -99,12 +113,12 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
                   layout=rm.input)  # fmt: skip
         return evaluate_pairs(model, tokenizer, held, **kw)
 
-    before = evaluate() if not done else None
+    before = _eval_before(folder, evaluate, resumed=bool(done), primary=primary)
     writer = None
     if primary:
-        writer = MetricsWriter(
-            folder, resume_step=done[-1] if done else 0, tensorboard=c.train.tensorboard
-        )
+        # rewound at its first row: the loop alone knows the step it restores (the newest
+        # of `done` may be damaged)
+        writer = MetricsWriter(folder, tensorboard=c.train.tensorboard)
 
     def log(entry: dict[str, float]) -> None:
         if writer is not None:

@@ -16,6 +16,7 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 from flax import nnx
 
@@ -53,8 +54,11 @@ class SFTCheckpoints:
             h.update(np.asarray([len(ids), n_prompt, *ids], np.int64).tobytes())
         return h.hexdigest()[:16]
 
-    def restore(self, state: nnx.State, opt_state: Any) -> tuple[int, nnx.State, Any] | None:
-        """``(step, state, opt_state)`` of the newest checkpoint, or None when there is none.
+    def restore(
+        self, state: nnx.State, opt_state: Any
+    ) -> tuple[int, nnx.State, Any, list[dict[str, float]]] | None:
+        """``(step, state, opt_state, log_window)`` of the newest checkpoint, or None when
+        there is none; ``log_window``: the step metrics not yet logged when it was saved.
 
         Raises:
           CheckpointError: the checkpoint holds another model, or was written for other
@@ -75,19 +79,25 @@ class SFTCheckpoints:
             )
         if dist.is_primary():
             print(f"resumed {self.name} from {self.directory} step {step}")
-        return step, state, opt_state
+        return step, state, opt_state, meta.get("log_window", [])
 
-    def after_step(self, step: int, state: nnx.State, opt_state: Any, final: bool) -> None:
+    def after_step(
+        self, step: int, state: nnx.State, opt_state: Any, final: bool, window: Sequence = ()
+    ) -> None:
+        """Saves when ``step`` is due (``window``: see :meth:`save`)."""
         if final or (self.every and step % self.every == 0):
-            self.save(step, state, opt_state)
+            self.save(step, state, opt_state, window)
         if step == self.kill_at:
             self.ckpt.wait()
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def save(self, step: int, state: nnx.State, opt_state: Any) -> None:
+    def save(self, step: int, state: nnx.State, opt_state: Any, window: Sequence = ()) -> None:
+        """Saves ``step``; ``window``: the step metrics (dicts of scalars) that the next log
+        entry will average, so that a resumed run logs the entries an uninterrupted one does."""
         if self.before_save is not None:
             self.before_save()
-        meta = {"step": step, "stage": self.name, "sft": self.identity}
+        log_window = [{k: float(v) for k, v in m.items()} for m in jax.device_get(list(window))]
+        meta = {"step": step, "stage": self.name, "sft": self.identity, "log_window": log_window}
         self.ckpt.save(step, state, opt_state, meta, force=True)
 
     def close(self) -> None:

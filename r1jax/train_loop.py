@@ -248,12 +248,13 @@ def run_train_loop(
     opt_state = init_opt_state(state)
     ckpt = None
     first = 0
+    window: list[dict[str, Any]] = []  # the step metrics the next log entry averages
     if checkpoint_dir:
         ckpt = SFTCheckpoints(checkpoint_dir, checkpoint_every, dict(identity or {}), name=name,
                               before_save=before_checkpoint)  # fmt: skip
         restored = ckpt.restore(state, opt_state)
         if restored is not None:
-            first, state, opt_state = restored
+            first, state, opt_state, window = restored
             if first >= steps and jax.process_index() == 0:
                 print(f"{name}: {checkpoint_dir} is at step {first}, steps={steps}: nothing to "
                       "train (the model is that checkpoint's)")  # fmt: skip
@@ -262,7 +263,7 @@ def run_train_loop(
         on_log({"step": 0, **evaluate(state, 0)})  # the starting point of the curves
     source = batches(first)
     history: list[dict[str, float]] = []
-    window: list[dict[str, jax.Array]] = []
+    restored = len(window)  # of them, from before a resume: not timed here
     t0 = time.perf_counter()
     bar = tqdm(initial=first, total=steps, desc=name.lower().replace(" ", "_"),
                disable=not progress, dynamic_ncols=True)  # fmt: skip
@@ -286,7 +287,8 @@ def run_train_loop(
                     step == steps or (eval_every > 0 and step % eval_every == 0)
                 )
                 if at_eval or step == steps or step % log_every == 0:
-                    entry = _log_entry(window, step, time.perf_counter() - t0)
+                    timed, restored = len(window) - restored, 0
+                    entry = _log_entry(window, step, time.perf_counter() - t0, timed)
                     entry["lr"] = optim.applied_lr(lr_at, step, opt_state)
                     entry |= dict(extra_log or {})
                     entry["skipped_updates"] = float(optim.total_nonfinite(opt_state))
@@ -306,11 +308,11 @@ def run_train_loop(
                     bar.set_postfix({k: f"{entry[k]:.4f}" for k in postfix if k in entry})
                     window, t0 = [], time.perf_counter()
                 if ckpt is not None:  # after the log: the metrics cover what it saves
-                    ckpt.after_step(step, state, opt_state, final=step == steps)
+                    ckpt.after_step(step, state, opt_state, final=step == steps, window=window)
         # The loop ends early only when some process was interrupted: all save and stop.
         interrupted = step < steps
         if ckpt is not None and interrupted:
-            ckpt.save(step, state, opt_state)
+            ckpt.save(step, state, opt_state, window)
     finally:
         bar.close()
         if ckpt is not None:
@@ -325,11 +327,14 @@ def run_train_loop(
     return model, history
 
 
-def _log_entry(window: list[dict[str, jax.Array]], step: int, elapsed: float) -> dict[str, float]:
-    """Means of the window's step metrics, with ``step`` and the window's speed."""
+def _log_entry(window: list[dict[str, Any]], step: int, elapsed: float,
+               timed: int) -> dict[str, float]:  # fmt: skip
+    """Means of the window's step metrics, with ``step`` and the speed of its last ``timed``
+    steps (those run in ``elapsed`` seconds; earlier ones ran before a resume)."""
     fetched = jax.device_get(window)
-    entry = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-    entry |= {"step": step, "step_time_s": elapsed / len(fetched)}
+    # in float64: the same means whether a metric came from the device or from a checkpoint
+    entry = {k: float(np.mean(np.asarray([m[k] for m in fetched], np.float64))) for k in fetched[0]}
+    entry |= {"step": step, "step_time_s": elapsed / timed}
     if "tokens" in fetched[0]:
-        entry["target_tokens_per_s"] = float(sum(m["tokens"] for m in fetched)) / elapsed
+        entry["target_tokens_per_s"] = float(sum(m["tokens"] for m in fetched[-timed:])) / elapsed
     return entry

@@ -322,6 +322,30 @@ def test_a_metrics_line_cut_short_by_a_crash_is_left_out(tmp_path, caplog):
     assert len(plot_run(str(tmp_path))) == 1
 
 
+def test_without_a_resume_step_the_first_row_rewinds_the_file(tmp_path):
+    """A run that died before its first checkpoint, started again, writes its step-0 row
+    once (the old writer kept rows <= 0, so the file had two); a loop that learns only as it
+    starts which step it restored (SFT, reward model: the newest checkpoint may be damaged)
+    drops the rows from its first one on."""
+    w = MetricsWriter(str(tmp_path), tensorboard=True)
+    for step in (0, 1, 2):
+        w.write(step, {"loss": float(step)})
+    w.close()  # no checkpoint: the next run starts afresh
+    w = MetricsWriter(str(tmp_path), tensorboard=True)
+    assert [r["step"] for r in read_metrics(str(tmp_path))] == [0, 1, 2]  # until it writes
+    w.write(0, {"loss": 9.0})
+    w.write(1, {"loss": 8.0})
+    w.close()
+    assert [(r["step"], r["loss"]) for r in read_metrics(str(tmp_path))] == [(0, 9.0), (1, 8.0)]
+    w = MetricsWriter(str(tmp_path), tensorboard=False)  # resumed at step 0, logs step 1 next
+    w.close()  # nothing written (e.g. the stage had finished): the file is left as it was
+    assert [r["step"] for r in read_metrics(str(tmp_path))] == [0, 1]
+    w = MetricsWriter(str(tmp_path), tensorboard=False)
+    w.write(1, {"loss": 7.0})
+    w.close()
+    assert [(r["step"], r["loss"]) for r in read_metrics(str(tmp_path))] == [(0, 9.0), (1, 7.0)]
+
+
 def test_a_damaged_checkpoint_that_cannot_be_moved_stops_the_resume(tmp_path, monkeypatch):
     """Where the damaged checkpoint cannot be set aside (say, a store that cannot move
     folders), the resume stops and says so, rather than training on and never saving it."""

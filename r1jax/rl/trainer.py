@@ -128,7 +128,8 @@ class GRPOTrainer:
         if dist.is_primary():
             self.metrics = MetricsWriter(
                 c.run_dir,
-                resume_step=self.step,
+                resume_step=self.step if self._resumed else None,  # None: rows of a run that
+                # died before its first checkpoint go when this one writes its first
                 tensorboard=c.train.tensorboard,
                 wandb_project=c.train.wandb_project or None,
                 wandb_config=c.to_dict(),
