@@ -241,8 +241,12 @@ def _train() -> int:
         last = history[-1]
         evals = "".join(f" {k}={v:.3f}" for k, v in last.items()
                         if k.startswith("eval/") and k.endswith("pass@1"))  # fmt: skip
-        print(f"done: step {last['step']} reward/mean={last['reward/mean']:.3f}{evals} "
-              f"run_dir={c.run_dir}")  # fmt: skip
+        said = f"step {last['step']} reward/mean={last['reward/mean']:.3f}{evals}"
+        if last["step"] < c.train.steps:  # Ctrl-C: saved, not finished
+            print(f"stopped at {said} (of {c.train.steps} steps; saved, the same command "
+                  f"resumes) run_dir={c.run_dir}")  # fmt: skip
+        else:
+            print(f"done: {said} run_dir={c.run_dir}")
     return 0
 
 

@@ -328,6 +328,8 @@ def test_a_signal_saves_and_exits_cleanly(tmp_path, sig, code):
     assert str(last) in steps and 0 < last < 1000
     name = signal.Signals(sig).name
     assert f"{name}: finishing this GRPO step, saving a checkpoint, then exiting" in out
+    if sig == signal.SIGINT:  # not "done": the run is not finished
+        assert f"stopped at step {last} reward/mean=" in out and "of 1000 steps" in out
     if sig == signal.SIGTERM:
         said = f"GRPO stopped by SIGTERM at step {last}; saved step {last} to {run}/checkpoints"
         assert err.rstrip().endswith(f"r1jax train: {said}; the same command resumes")
