@@ -98,7 +98,7 @@ def make_train_step(
             return jax.tree.map(lambda a, g: a + w * g, acc, grads), metrics
 
         parts = {k: shd.deal_rows(v, grad_accum) for k, v in batch.items()}
-        zeros = jax.tree.map(jnp.zeros_like, state)
+        zeros = jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), state)  # sums in fp32
         total, per_micro = jax.lax.scan(micro, zeros, parts)
         weights = per_micro[weight_key] if weight_key else jnp.ones(grad_accum)
         denom = jnp.sum(weights)
@@ -107,7 +107,7 @@ def make_train_step(
             k: jnp.sum(v) if k in COUNT_METRICS else jnp.sum(weights * v) / denom
             for k, v in per_micro.items()
         }
-        return jax.tree.map(lambda g: (g / denom).astype(g.dtype), total), metrics
+        return jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), total, state), metrics
 
     def step(state, opt_state, batch):
         grads, metrics = grads_and_metrics(state, batch)

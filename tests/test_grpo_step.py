@@ -32,8 +32,8 @@ def _batch(seed=0):
     return {"tokens": tokens, "input_mask": input_mask, "loss_mask": loss_mask, "advantages": adv}
 
 
-def _setup(mesh, step_cfg, lr=1e-2, adam=True, extra_keys=()):
-    model = create_model(CFG, mesh, seed=1)
+def _setup(mesh, step_cfg, lr=1e-2, adam=True, extra_keys=(), model_cfg=CFG):
+    model = create_model(model_cfg, mesh, seed=1)
     graphdef, params = nnx.split(model)
     ps = shd.state_shardings(params, mesh)
     # Plain SGD for invariance checks: Adam's g/sqrt(v) turns float noise in near-zero
@@ -122,6 +122,34 @@ def test_grad_accumulation_matches_full_batch(loss_type):
     np.testing.assert_allclose(float(am["loss"]), float(fm["loss"]), rtol=1e-5, atol=1e-7)
     assert float(am["num_tokens"]) == float(fm["num_tokens"]) == batch["loss_mask"].sum()
     assert float(am["ratio_max"]) == pytest.approx(float(fm["ratio_max"]))
+
+
+def test_bfloat16_params_update_with_grad_accumulation():
+    """model.param_dtype=bfloat16, 2 micro-batches: the update compiles (the scan's carry was
+    bf16 and its sum float32), keeps the params bfloat16, and moves them as the float32
+    model's update moves the same weights (the same direction, to bf16 rounding)."""
+    single = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    cfg = StepConfig(loss=LossConfig("grpo"), prompt_len=P, grad_accum=2)
+    start, moved = None, {}
+
+    def flat(tree):
+        return np.concatenate([np.asarray(x, np.float32).ravel() for x in jax.tree.leaves(tree)])
+
+    for dtype in ("float32", "bfloat16"):
+        model_cfg = CFG.replace(param_dtype=dtype)
+        params, opt_state, update, _, bs = _setup(single, cfg, 0.5, False, model_cfg=model_cfg)
+        if start is None:  # a host copy: the update donates its params
+            start = jax.tree.map(lambda p: np.asarray(p, np.float32), params)
+        params = jax.tree.map(lambda p, s: jax.device_put(s.astype(p.dtype), p.sharding),
+                              params, start)  # the same weights  # fmt: skip
+        placed = {k: jax.device_put(v, bs[k]) for k, v in _batch(0).items()}
+        before = flat(params)
+        new, _, _ = update(params, opt_state, placed)
+        assert {x.dtype.name for x in jax.tree.leaves(new)} == {dtype}
+        moved[dtype] = flat(new) - before
+    a, b = moved["bfloat16"], moved["float32"]
+    assert np.all(np.isfinite(a)) and np.linalg.norm(a) > 0
+    assert float(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.95
 
 
 def test_mu2_first_pass_is_on_policy():

@@ -135,6 +135,23 @@ def test_train_functions_accumulate_and_check_the_split():
         train_reward_model(_rm_model(mesh), TOK, pairs, batch_size=6, grad_accum=4, **rm)
 
 
+def test_bfloat16_params_accumulate_in_float32():
+    """model.param_dtype=bfloat16 with grad_accum > 1 trains (the bf16 gradients summed into
+    a bf16 carry came out float32 and the scan refused: a 30-line JAX traceback); the
+    accumulated update stays close to the full batch's and the params stay bfloat16."""
+    mesh = shd.make_mesh(MESH)
+    kw = dict(steps=2, batch_size=16, lr=1e-2, max_len=16, mesh=mesh, progress=False)
+    out = {}
+    for k in (1, 2):
+        model = _sft_model(mesh)
+        model = create_model(model.cfg.replace(param_dtype="bfloat16"), mesh, seed=0)
+        model, history = train_sft(model, TOK, SFT_EXAMPLES, grad_accum=k, **kw)
+        state = nnx.state(model, nnx.Param)
+        assert {x.dtype.name for x in jax.tree.leaves(state)} == {"bfloat16"}
+        out[k] = history[-1]["loss"]
+    np.testing.assert_allclose(out[2], out[1], rtol=2e-2)
+
+
 def test_epochs_set_the_steps():
     seqs, _, _ = fit_sequences(tokenize_examples(TOK, SFT_EXAMPLES), 16)
     assert steps_for_epochs(seqs, 2, 5, 16, pack=False, seed=0) == 7  # ceil(2 * 16 / 5)

@@ -236,10 +236,11 @@ def make_update_fn(
             acc = jax.tree.map(lambda a, g: a + g * w, acc, grads)
             return acc, metrics
 
-        zeros = jax.tree.map(jnp.zeros_like, params)
+        zeros = jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), params)  # sums in fp32
         micro_batches = jax.tree.map(lambda x: shd.deal_rows(x, cfg.grad_accum, cfg.group_size), mb)
         weights = micro_batch_weights(micro_batches["loss_mask"], cfg.loss.loss_type)
         grads, metrics = jax.lax.scan(micro, zeros, (micro_batches, weights))
+        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
         metrics = _reduce_metrics(metrics, weights)
         metrics["grad_norm"] = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, opt_state, params)
