@@ -395,7 +395,39 @@ def main(argv: list[str] | None = None) -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax/jax INFO lines drown the progress
     from r1jax.distributed import maybe_initialize
 
-    maybe_initialize()
+    if not maybe_initialize():
+        _run_command(name, argv, fn)
+        return
+    from r1jax.interrupt import PREEMPTED_EXIT_CODE
+
+    try:  # several processes: one that fails must not wait for the others at exit
+        _run_command(name, argv, fn)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if code not in (0, PREEMPTED_EXIT_CODE):  # (those end every process together)
+            _exit_now(code)
+        raise
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        _exit_now(1)
+
+
+def _exit_now(code: int) -> None:
+    """Ends this process without ``jax.distributed.shutdown``'s barrier, which waits (5
+    minutes) for the other processes while they wait in a collective for this one; this
+    process gone, their collectives fail (gloo) or the coordination service stops them."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run_command(name: str, argv: list[str], fn: Callable[[], int]) -> None:
+    """Runs command ``name`` with the flags of ``argv``; exits (SystemExit) with its code,
+    one line naming the problem for the errors a user can fix."""
     if name == "plot" and len(argv) > 2 and not argv[2].startswith("-"):
         argv = [*argv[:2], f"--src={argv[2]}", *argv[3:]]
     from r1jax.checkpoint import CheckpointError

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from flax import nnx
 from trainer_fixtures import (
+    config_file,
     make_config,
     make_random_reward_model,
     multihost_trainer,
+    start_two_cli_processes,
     start_two_processes,
     wait_all,
 )
@@ -142,3 +144,28 @@ def test_single_process_helpers_are_plain_transfers():
     np.testing.assert_array_equal(shd.global_to_host(g), x)
     f = shd.global_from_full(x, shd.batch_sharding(mesh, 2))
     np.testing.assert_array_equal(np.asarray(f), x)
+
+
+def test_a_process_that_fails_alone_ends_both_at_once(tmp_path):
+    """A data file missing on process 1 only: it prints the one-line error and exits 2 at
+    once, and process 0, waiting for it in a collective, fails too; before, both sat in the
+    distributed runtime's shutdown barrier for 5 minutes and then aborted (SIGABRT)."""
+    import subprocess
+
+    extra = ("import os; c.data.path = '/nonexistent/prompts.jsonl' if "
+             "os.environ.get('R1JAX_PROCESS_ID') == '1' else c.data.path")  # fmt: skip
+    cfg = config_file(str(tmp_path), "fails_alone", extra, train__steps=3)
+    procs, logs = start_two_cli_processes(tmp_path, "train", cfg)
+    start = time.monotonic()
+    try:
+        codes = [p.wait(timeout=150) for p in procs]
+    except subprocess.TimeoutExpired:
+        codes = None
+    finally:
+        for p in procs:
+            p.kill()
+    took = time.monotonic() - start
+    said = open(logs[1]).read()
+    assert codes is not None, f"still running after {took:.0f} s:\n{said[-2000:]}"
+    assert codes[1] == 2 and codes[0] not in (0, -6), (codes, said[-2000:])
+    assert "r1jax train: config.data.path: data file not found: /nonexistent/prompts.jsonl" in said
