@@ -300,10 +300,13 @@ def _traces() -> int:
     "draw reward, accuracy, length, KL (and SFT loss) curves of a run: r1jax plot RUN_DIR",
 )
 def _plot() -> int:
+    from r1jax.distributed import is_primary
     from r1jax.metrics import plot_run
 
     if not FLAGS.src:
         raise app.UsageError("plot needs the run directory: r1jax plot --src=RUN_DIR")
+    if not is_primary():  # (a launcher may run it on every host: one writes the files)
+        return 0
     for path in plot_run(FLAGS.src):
         print(path)
     return 0

@@ -169,3 +169,31 @@ def test_a_process_that_fails_alone_ends_both_at_once(tmp_path):
     assert codes is not None, f"still running after {took:.0f} s:\n{said[-2000:]}"
     assert codes[1] == 2 and codes[0] not in (0, -6), (codes, said[-2000:])
     assert "r1jax train: config.data.path: data file not found: /nonexistent/prompts.jsonl" in said
+
+
+def test_sample_and_plot_on_two_processes_print_and_write_once(tmp_path):
+    """`r1jax sample` on 2 processes prints the completions once (process 0), the ones one
+    process samples (each process sampled and printed its own draws of the prompts), and
+    `r1jax plot` draws the files once."""
+    from r1jax.sampling.command import sample_command
+
+    cfg = config_file(str(tmp_path), "sampled", "c.sampling.temperature = 1.0")
+    procs, logs = start_two_cli_processes(tmp_path, "sample", cfg, "--prompt=3 4",
+                                          "--prompt=5 6", "--num_samples=2")  # fmt: skip
+    wait_all(procs, logs, time.monotonic() + 240)
+    lines: list[str] = []
+    sample_command(make_config(str(tmp_path), "sampled", sampling__temperature=1.0),
+                   ["3 4", "5 6"], 2, emit=lines.append)  # fmt: skip
+    printed = [open(p).read() for p in logs]
+    assert "--- prompt" not in printed[1]
+    assert all(line in printed[0] for line in lines[1:]) and printed[0].count("--- prompt") == 4
+
+    run = tmp_path / "plotted"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "reward/mean": 0.1 * s}) + "\n" for s in range(1, 4)))  # fmt: skip
+    procs, logs = start_two_processes(
+        tmp_path, [sys.executable, "-m", "r1jax.cli", "plot", str(run)], "plot"
+    )
+    wait_all(procs, logs, time.monotonic() + 120)
+    assert "reward.png" in open(logs[0]).read() and "png" not in open(logs[1]).read()

@@ -70,7 +70,11 @@ def sample_command(
 
     if not prompts:
         raise ConfigError("sample needs at least one --prompt")
-    cfgmod.validate(c, jax.device_count())
+    from r1jax.distributed import is_primary
+
+    cfgmod.validate(c, jax.device_count(), jax.process_count())
+    if not is_primary():  # several processes sample together; one prints
+        emit = _silent
     tokenizer = _tokenizer(c)
     fmt = None if raw else build.prompt_formatter(c, tokenizer)
     inputs = parse_prompts(prompts, tokenizer, fmt)
@@ -79,7 +83,9 @@ def sample_command(
     emit(f"weights: {weights}")
     sampler = build.build_sampler(c, model, mesh, tokenizer)
     params = build.sampling_params(c, c.seed)
-    out = sampler.generate(model, inputs, num_samples, params)
+    # prompt i draws with id i: every process holds the same prompts and samples the same
+    # completions (their rows are part of one batch), so what process 0 prints is the result
+    out = sampler.generate(model, inputs, num_samples, params, draw_ids=range(len(inputs)))
     for r, i in enumerate(out.prompt_index):
         body = (
             out.texts[r]
@@ -91,3 +97,7 @@ def sample_command(
             f"{out.lengths[r]} tokens)\n{body}"
         )
     return out
+
+
+def _silent(_: str) -> None:
+    """The ``emit`` of processes other than 0."""
