@@ -280,3 +280,23 @@ def test_workers_that_cannot_import_the_reward_break_the_pool_cleanly(monkeypatc
             scorer.submit(["a"], [{}])
     finally:
         scorer.close()
+
+
+def test_a_failing_reward_is_reported_once_with_an_example(caplog):
+    """A reward that raises scores 0 and was only counted in the metrics (a host whose
+    environment broke the term trained on silently): the trainer's rollouts warn the first
+    time each term fails, naming it with an example message."""
+    import logging
+
+    from r1jax.rl.rollout import warn_reward_failures
+
+    warned: set[str] = set()
+    with RewardScorer([("fixture_raises", 1.0), ("fixture_length", 1.0)], num_workers=0) as s:
+        for _ in range(2):
+            result = s.score(["ok", "boom", "boom"], [{}] * 3)
+            with caplog.at_level(logging.WARNING):
+                warn_reward_failures(result, 3, warned)
+    said = [r.getMessage() for r in caplog.records if "failed on" in r.getMessage()]
+    assert len(said) == 1 and warned == {"fixture_raises"}
+    assert said[0].startswith("reward 'fixture_raises' failed on 2 of 3 rows of this process")
+    assert "boom" in said[0]

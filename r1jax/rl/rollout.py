@@ -7,6 +7,7 @@ old log-probs of the same batch (async dispatch), so host and accelerator overla
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from r1jax.rl.advantages import select_groups_with_signal
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -142,6 +145,7 @@ class RolloutCollector:
         self.dynamic_sampling = dynamic_sampling
         self.max_refill_rounds = max_refill_rounds
         self.all_processes = all_processes
+        self.warned: set[str] = set()  # reward terms whose failures were reported
 
     def sample(self, params: Any, records: list[dict], seed: int) -> tuple[Any, Any, float]:
         """Samples completions and submits them for scoring (non-blocking)."""
@@ -182,6 +186,7 @@ class RolloutCollector:
         t0 = time.perf_counter()
         scores = handle.result()
         score_wait = time.perf_counter() - t0
+        warn_reward_failures(scores, len(records) * self.group_size, self.warned)
         tokens, input_mask = self.assemble(out)
         fails = {f"timeouts/{k}": v for k, v in scores.timeouts.items()}
         fails.update({f"errors/{k}": v for k, v in scores.errors.items()})
@@ -233,3 +238,19 @@ class RolloutCollector:
         return dataclasses.replace(
             result, sample_time=merged.sample_time, score_time=merged.score_time
         )
+
+
+def warn_reward_failures(scores: Any, rows: int, warned: set[str]) -> None:
+    """Logs a warning the first time a reward term raises or times out (its value is then 0
+    for the row, counted in ``reward/errors/<key>`` / ``reward/timeouts/<key>``), with an
+    example message; ``warned`` holds the terms already reported (this process's rows)."""
+    for key in sorted(set(scores.errors) | set(scores.timeouts)):
+        failed = scores.errors.get(key, 0) + scores.timeouts.get(key, 0)
+        if failed and key not in warned:
+            warned.add(key)
+            example = (scores.error_messages.get(key) or ["(timed out)"])[0]
+            log.warning(
+                "reward %r failed on %d of %d rows of this process (scored 0; counted in "
+                "reward/errors/%s and reward/timeouts/%s from now on), e.g. %s",
+                key, failed, rows, key, key, example,
+            )  # fmt: skip
