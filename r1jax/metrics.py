@@ -34,10 +34,9 @@ class MetricsWriter:
     first, so the file of a resumed run equals that of an uninterrupted one. With
     ``resume_step=None`` (a fresh start, or a caller that learns the restored step only as
     the loop starts) the first row written decides: lines from its step on are dropped
-    then. In a bucket (``gs://...``,
-    which cannot append) the rows are kept in memory and the file is rewritten at most every
-    :data:`UPLOAD_EVERY_S` seconds and on :meth:`flush` (the trainer flushes before each
-    checkpoint) and :meth:`close`.
+    then. In a bucket (``gs://...``, which cannot append) the rows are kept in memory and
+    the file is rewritten at most every :data:`UPLOAD_EVERY_S` seconds and on :meth:`flush`
+    (the trainer flushes before each checkpoint) and :meth:`close`.
     """
 
     UPLOAD_EVERY_S = 30.0

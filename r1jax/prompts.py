@@ -267,15 +267,14 @@ def format_prompt(
     return text + prefill
 
 
-THINK = "<think>"
-
-
 def continuation(prompt: str, text: str) -> str:
     """``text`` (an SFT completion, a preference pair's response) as the model writes it
     after ``prompt``: without its leading ``<think>`` when the prompt already ends with one
     (``prompt.prefill``, or a chat template that opens the reasoning, as R1-Distill's does),
     so the model does not learn to open the reasoning twice; whitespace after that tag is
     dropped too when the prompt ends with whitespace. Other texts are returned as they are."""
+    from r1jax.rewards.extract import THINK
+
     if not prompt.rstrip().endswith(THINK):
         return text
     body = text.lstrip()

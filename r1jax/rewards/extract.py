@@ -13,6 +13,9 @@ _BOX_COMMANDS = ("\\boxed", "\\fbox")
 # "x", not the text from the first mention on
 _ANSWER_RE = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL)
 
+THINK = "<think>"
+"""The tag that opens the reasoning (R1's template)."""
+
 
 def _balanced_group(text: str, start: int) -> int | None:
     """Index just past the ``}`` closing the ``{`` at ``text[start]``, or ``None``.
@@ -92,9 +95,9 @@ def think_block(text: str) -> str | None:
     * ``<think>X`` with no closing tag (a truncated completion) -> ``X``;
     * no tag at all -> ``None``.
     """
-    open_pos = text.find("<think>")
+    open_pos = text.find(THINK)
     if open_pos >= 0:
-        body_start = open_pos + len("<think>")
+        body_start = open_pos + len(THINK)
         close_pos = text.find("</think>", body_start)
         return text[body_start:] if close_pos < 0 else text[body_start:close_pos]
     close_pos = text.find("</think>")

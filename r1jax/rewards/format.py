@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from r1jax.rewards.extract import THINK
 from r1jax.rewards.registry import register_reward
 
-THINK = "<think>"
 _STRICT_RE = re.compile(r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*", re.DOTALL)
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
