@@ -282,3 +282,12 @@ def continuation(prompt: str, text: str) -> str:
         return text
     rest = body[len(THINK) :]
     return rest.lstrip() if prompt[-1:].isspace() else rest
+
+
+def opened_think(text: str) -> str:
+    """``text`` opening with exactly one ``<think>``: the whole assistant turn of a
+    completion sampled after a prompt that ends with ``<think>`` (what a chat-layout reward
+    model reads, :mod:`r1jax.rm_scoring`)."""
+    from r1jax.rewards.extract import THINK
+
+    return THINK + continuation(THINK, text)

@@ -13,7 +13,8 @@ while the host scores), ``result`` merges the score into the weighted total unde
 Texts scored, by ``input``: ``"prompt"``: the policy's prompt text (the record's ``text``,
 template applied) + the response + EOS, the layout :mod:`r1jax.rm` trains on; ``"chat"``: the
 reward model tokenizer's chat template on ``[user: the record's prompt, assistant: the
-response]``, the layout of Hugging Face reward models. ``scope``: ``"response"`` scores the
+response]`` (with the ``<think>`` the policy's prompt opened, when it ends with one), the
+layout of Hugging Face reward models. ``scope``: ``"response"`` scores the
 whole completion, ``"answer"`` only the text after its last ``</think>`` (R1 judges
 helpfulness on the summary only; a completion without ``</think>`` is scored whole).
 """
@@ -30,6 +31,8 @@ from jax.sharding import Mesh
 
 from r1jax import sharding as shd
 from r1jax.model import Transformer
+from r1jax.prompts import opened_think
+from r1jax.rewards.extract import THINK
 from r1jax.rewards.scorer import ScoreResult
 from r1jax.rm import LAYOUTS, encode_scored, make_score_fn, pad_rows
 from r1jax.tokenizer import Tokenizer
@@ -94,7 +97,12 @@ class RewardModelTerm:
 
     def encode(self, completion: str, row: Mapping[str, Any]) -> list[int]:
         """The reward model's token ids for ``completion`` of ``row``, at most ``max_len``."""
-        prompt = row["prompt"] if self.input == "chat" else row["text"]
+        if self.input == "chat":  # the assistant turn: with the <think> the prompt opened
+            prompt = row["prompt"]
+            if str(row.get("text", "")).rstrip().endswith(THINK):
+                completion = opened_think(completion)
+        else:  # the policy's model input, which holds that <think>
+            prompt = row["text"]
         ids = encode_scored(self.tokenizer, prompt, scored_part(completion, self.scope), self.input)
         return ids[-self.max_len :]
 

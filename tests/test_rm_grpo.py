@@ -229,6 +229,20 @@ def test_rm_training_reads_pairs_as_grpo_scores_completions(tmp_path, mesh, char
         row = {"text": text, "prompt": "12"}
         assert tokenize_pairs(tok, pairs, layout) == [
             (term.encode("<think>ab</think>3", row), term.encode("cd", row))]  # fmt: skip
+    # prompts that end with <think> (prompt.prefill): the pairs' responses start with it
+    # (written by hand) or not (sampled traces); GRPO scores completions sampled after it.
+    # Both layouts read one <think>: the prompt's, or the assistant turn's in the chat one.
+    c.prompt.prefill = "<think>"
+    c.reward_model.scope = "response"
+    text = build.prompt_formatter(c, tok)({"prompt": "12"})
+    row = {"text": text, "prompt": "12"}
+    for layout in ("prompt", "chat"):
+        c.reward_model.input = layout
+        term = RewardModelTerm(model, tok, mesh, input=layout, max_len=40)
+        pairs = load_pairs(c, "train_path", tok)
+        want = (term.encode("ab</think>3", row), term.encode("cd", row))
+        assert tokenize_pairs(tok, pairs, layout) == [want]
+        assert tok.decode(want[0]).count("<think>") == 1, (layout, tok.decode(want[0]))
 
 
 def test_non_finite_scores_become_zero_and_are_counted(char_rm, general_term, monkeypatch):
