@@ -62,7 +62,8 @@ FORMAT = [
     ("<think>r</think><answer>42</answer> extra", 0.0, 1.0),  # text after the answer
     ("prefix <think>r</think><answer>42</answer>", 0.0, 1.0),
     ("<answer>42</answer><think>r</think>", 0.0, 1.0),  # wrong order
-    ("<think>a</think><think>b</think><answer>1</answer>", 1.0, 0.5),  # duplicated tags
+    ("<think>a</think><think>b</think><answer>1</answer>", 0.0, 0.5),  # two think blocks
+    ("<think><think>a</think><answer>1</answer>", 0.0, 0.75),  # a think opened twice
     ("<think>r</think><answer>42", 0.0, 0.75),
     ("", 0.0, 0.0),
     ("<THINK>r</THINK><ANSWER>1</ANSWER>", 0.0, 0.0),
@@ -89,8 +90,7 @@ def test_format_prefilled_think():
         # the row's model input ends with <think> (prompt.prefill, R1-Distill's template)
         ("Q. Assistant: <think>", "r</think><answer>1</answer>", 1.0, 1.0),
         ("Q<|Assistant|><think>\n", "r</think><answer>1</answer>", 1.0, 1.0),
-        # twice: strict does not count tags (as its FORMAT row of duplicated tags); tags does
-        ("Q. Assistant: <think>", "<think>r</think><answer>1</answer>", 1.0, 0.75),
+        ("Q. Assistant: <think>", "<think>r</think><answer>1</answer>", 0.0, 0.75),  # twice
         ("Q. Assistant:", "r</think><answer>1</answer>", 0.0, 0.75),
         ("Q. Assistant:", "<think>r</think><answer>1</answer>", 1.0, 1.0),
         ("Think with <think> tags. Assistant:", "r</think><answer>1</answer>", 0.0, 0.75),

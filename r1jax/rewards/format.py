@@ -8,7 +8,10 @@ from typing import Any
 from r1jax.rewards.extract import THINK
 from r1jax.rewards.registry import register_reward
 
-_STRICT_RE = re.compile(r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*", re.DOTALL)
+# one reasoning block (no second <think> inside it), then the answer
+_STRICT_RE = re.compile(
+    r"\s*<think>(?:(?!<think>).)*?</think>\s*<answer>.*?</answer>\s*", re.DOTALL
+)
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
 
