@@ -17,6 +17,7 @@ config changed), :class:`CheckpointError` says so and the directory is left as i
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
@@ -133,7 +134,8 @@ class RunCheckpointer:
         )
         if ref_params is not None:
             items["ref_params"] = ocp.args.StandardSave(_flat_params(ref_params))
-        metrics = {EVAL_METRIC: float(eval_score)} if eval_score is not None else None
+        scored = eval_score is not None and math.isfinite(eval_score)  # (NaN: not a best)
+        metrics = {EVAL_METRIC: float(eval_score)} if scored else None
         self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=force)
 
     def wait(self) -> None:
@@ -344,7 +346,10 @@ def restore_init_checkpoint(model: nnx.Module, path: str) -> str | None:
     """
     if not path:
         return None
-    step = restore_run_params(model, path)
+    try:
+        step = restore_run_params(model, path)
+    except CheckpointError as e:  # e.g. another model's shapes: say which setting led there
+        raise CheckpointError(f"config.train.init_checkpoint={path!r}: {e}") from None
     if step is None:
         raise CheckpointError(f"config.train.init_checkpoint={path!r}: no r1jax checkpoint there "
                               "(give a run directory or its checkpoints/ folder)")  # fmt: skip

@@ -61,7 +61,7 @@ def test_the_best_checkpoint_survives_a_restart(tmp_path, caplog):
     mesh = shd.make_mesh((2, 2, 2))
     params, opt_state = _state(mesh)
     directory = str(tmp_path / "ck")
-    scores = {1: 0.9, 2: 0.1, 3: None, 4: 0.3, 5: None, 6: 0.95, 7: None, 8: None}
+    scores = {1: 0.9, 2: 0.1, 3: None, 4: 0.3, 5: float("nan"), 6: 0.95, 7: None, 8: None}
     kept = {3: [1, 2, 3], 4: [1, 3, 4], 5: [1, 4, 5], 6: [5, 6], 7: [6, 7], 8: [6, 7, 8]}
     for step, score in scores.items():  # a restart before every save
         ck = RunCheckpointer(directory, keep=2)

@@ -195,6 +195,11 @@ def test_init_checkpoint_starts_from_another_runs_params(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="init_checkpoint=.*no r1jax checkpoint there"):
         GRPOTrainer(make_config(str(tmp_path), "third", train__init_checkpoint=missing))
     assert not os.path.exists(missing)
+    other = make_config(str(tmp_path), "other_shape", train__init_checkpoint=first.run_dir)
+    other.model.overrides.num_layers = 1
+    with pytest.raises(CheckpointError, match=r"^config.train.init_checkpoint='.*first': .*"
+                       "holds a different model"):  # fmt: skip
+        GRPOTrainer(other)
     _check_init_checkpoint_feeds_sft_and_eval(tmp_path, first.run_dir, trained, monkeypatch)
 
 
