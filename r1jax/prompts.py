@@ -273,9 +273,9 @@ def continuation(prompt: str, text: str) -> str:
     (``prompt.prefill``, or a chat template that opens the reasoning, as R1-Distill's does),
     so the model does not learn to open the reasoning twice; whitespace after that tag is
     dropped too when the prompt ends with whitespace. Other texts are returned as they are."""
-    from r1jax.rewards.extract import THINK
+    from r1jax.rewards.extract import THINK, opens_think
 
-    if not prompt.rstrip().endswith(THINK):
+    if not opens_think(prompt):
         return text
     body = text.lstrip()
     if not body.startswith(THINK):

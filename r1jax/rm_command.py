@@ -39,7 +39,7 @@ def load_pairs(c: ml_collections.ConfigDict, path_field: str, tokenizer: Any) ->
     from r1jax.build import prompt_formatter
     from r1jax.prompts import opened_think
     from r1jax.recipes import formatted_text_rows
-    from r1jax.rewards.extract import THINK
+    from r1jax.rewards.extract import opens_think
     from r1jax.rm_scoring import scored_part
 
     rm = c.reward_model
@@ -47,7 +47,7 @@ def load_pairs(c: ml_collections.ConfigDict, path_field: str, tokenizer: Any) ->
     chat = rm.input == "chat"
     rows = formatted_text_rows(c, tokenizer, f"reward_model.{path_field}", rm.prompt_field,
                                fields, template=not chat)  # fmt: skip
-    whole = chat and prompt_formatter(c, tokenizer)({"prompt": "?"}).rstrip().endswith(THINK)
+    whole = chat and opens_think(prompt_formatter(c, tokenizer)({"prompt": "?"}))
     if whole:  # the chat layout reads the whole assistant turn, as scoring does
         rows = [(p, opened_think(a), opened_think(b)) for p, a, b in rows]
     return [(p, scored_part(a, rm.scope), scored_part(b, rm.scope)) for p, a, b in rows]

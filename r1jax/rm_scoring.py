@@ -32,7 +32,7 @@ from jax.sharding import Mesh
 from r1jax import sharding as shd
 from r1jax.model import Transformer
 from r1jax.prompts import opened_think
-from r1jax.rewards.extract import THINK
+from r1jax.rewards.extract import opens_think
 from r1jax.rewards.scorer import ScoreResult
 from r1jax.rm import LAYOUTS, encode_scored, make_score_fn, pad_rows
 from r1jax.tokenizer import Tokenizer
@@ -99,7 +99,7 @@ class RewardModelTerm:
         """The reward model's token ids for ``completion`` of ``row``, at most ``max_len``."""
         if self.input == "chat":  # the assistant turn: with the <think> the prompt opened
             prompt = row["prompt"]
-            if str(row.get("text", "")).rstrip().endswith(THINK):
+            if opens_think(str(row.get("text", ""))):
                 completion = opened_think(completion)
         else:  # the policy's model input, which holds that <think>
             prompt = row["text"]

@@ -17,6 +17,13 @@ THINK = "<think>"
 """The tag that opens the reasoning (R1's template)."""
 
 
+def opens_think(prompt: str) -> bool:
+    """Whether the model input ``prompt`` ends with ``<think>`` (``prompt.prefill``, or a
+    chat template that opens the reasoning, as R1-Distill's does): its completions continue
+    inside the reasoning block."""
+    return prompt.rstrip().endswith(THINK)
+
+
 def _balanced_group(text: str, start: int) -> int | None:
     """Index just past the ``}`` closing the ``{`` at ``text[start]``, or ``None``.
 

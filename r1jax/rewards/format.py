@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from r1jax.rewards.extract import THINK
+from r1jax.rewards.extract import THINK, opens_think
 from r1jax.rewards.registry import register_reward
 
 # one reasoning block (no second <think> inside it), then the answer
@@ -21,7 +21,7 @@ def with_prompt_think(completion: str, row: dict[str, Any], prefilled_think: boo
     prompt as the sampler saw it) ends with ``<think>`` (``prompt.prefill``, or a chat
     template that opens the reasoning, as R1-Distill's does)."""
     if prefilled_think is None:
-        prefilled_think = str(row.get("text", "")).rstrip().endswith(THINK)
+        prefilled_think = opens_think(str(row.get("text", "")))
     return THINK + completion if prefilled_think else completion
 
 
