@@ -442,7 +442,7 @@ def check_reward_layout(c: ml_collections.ConfigDict) -> None:
     import json
 
     from r1jax import storage
-    from r1jax.rm_command import LAYOUT_FILE
+    from r1jax.rm_export import LAYOUT_FILE
 
     rm = c.reward_model
     path = os.path.join(rm.path, LAYOUT_FILE)

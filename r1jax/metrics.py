@@ -56,7 +56,7 @@ class MetricsWriter:
         self._remote = storage.is_remote(run_dir)
         self._tb_dir = os.path.join(run_dir, "tb") if tensorboard else None
         self._remote_rows: list[str] | None = None
-        self._file, self._tb, self._open = None, None, False
+        self._file, self._tb = None, None
         if resume_step is not None:
             self._start(resume_step + 1)
         self._wandb = None
@@ -87,11 +87,10 @@ class MetricsWriter:
             self._file = open(self.path, "a", encoding="utf-8")
         if self._tb_dir is not None:
             self._tb = _tensorboard(self._tb_dir, first)
-        self._open = True
         self.flush()
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
-        if not self._open:
+        if self._file is None and self._remote_rows is None:  # (not started yet)
             self._start(step)
         row = {"step": step}
         for k, v in sorted(metrics.items()):

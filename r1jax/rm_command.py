@@ -67,11 +67,6 @@ def _eval_before(folder: str, evaluate: Callable[[], dict | None], resumed: bool
     return before
 
 
-LAYOUT_FILE = "r1jax_reward_layout.json"
-"""In a reward model directory written by ``r1jax rm``: the ``reward_model.input`` and
-``scope`` it was trained on, which GRPO's scoring must use too."""
-
-
 def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print) -> dict:
     """Trains (or resumes, or finds finished) the reward model of ``c``; exports it; returns
     ``{"step", "hf_dir", "eval_before", "eval_after"}`` (evals None without an eval_path)."""
@@ -161,9 +156,6 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     after = evaluate()
     hf_dir = os.path.join(folder, "hf")
     export_reward_model(c, model, tokenizer, hf_dir, primary)  # every process; 0 writes
-    if primary:
-        layout = json.dumps({"input": rm.input, "scope": rm.scope})
-        storage.write_text(os.path.join(hf_dir, LAYOUT_FILE), layout)
     result = {"step": rm.steps, "hf_dir": hf_dir, "eval_before": before, "eval_after": after}
     if primary:
         storage.write_text(os.path.join(folder, "eval.json"), json.dumps(result, indent=2))

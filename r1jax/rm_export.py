@@ -25,18 +25,26 @@ from r1jax import storage
 
 log = logging.getLogger(__name__)
 PAD_TOKEN = "<|r1jax_pad|>"
+LAYOUT_FILE = "r1jax_reward_layout.json"
+"""In an exported reward model: the ``reward_model.input`` and ``scope`` it was trained on,
+which GRPO's scoring must use too (:func:`r1jax.build.check_reward_layout`)."""
 
 
 def export_reward_model(
     c: ml_collections.ConfigDict, model: Any, tokenizer: Any, hf_dir: str, primary: bool
 ) -> None:
-    """Writes ``model`` (a one-label classifier) and its tokenizer to ``hf_dir``; every
-    process calls it (the tensors are gathered from all), ``primary`` (process 0) writes."""
+    """Writes ``model`` (a one-label classifier), its tokenizer and the text layout it was
+    trained on (:data:`LAYOUT_FILE`) to ``hf_dir``; every process calls it (the tensors are
+    gathered from all), ``primary`` (process 0) writes."""
     from r1jax import build
     from r1jax.model.hf import save_hf_model
 
     ids = build.token_ids(tokenizer)
     if primary:
+        rm = c.reward_model
+        storage.makedirs(hf_dir)
+        layout = json.dumps({"input": rm.input, "scope": rm.scope})
+        storage.write_text(os.path.join(hf_dir, LAYOUT_FILE), layout)
         names = build.save_tokenizer_files(c, tokenizer, hf_dir)
         if ids["pad_token_id"] is None or ids["pad_token_id"] in tokenizer.eos_ids:
             ids["pad_token_id"] = _own_pad_token(hf_dir, names, tokenizer.vocab_size,

@@ -263,7 +263,7 @@ def run_train_loop(
         on_log({"step": 0, **evaluate(state, 0)})  # the starting point of the curves
     source = batches(first)
     history: list[dict[str, float]] = []
-    restored = len(window)  # of them, from before a resume: not timed here
+    untimed = len(window)  # of them, from before a resume: not timed here
     t0 = time.perf_counter()
     bar = tqdm(initial=first, total=steps, desc=name.lower().replace(" ", "_"),
                disable=not progress, dynamic_ncols=True)  # fmt: skip
@@ -287,7 +287,7 @@ def run_train_loop(
                     step == steps or (eval_every > 0 and step % eval_every == 0)
                 )
                 if at_eval or step == steps or step % log_every == 0:
-                    timed, restored = len(window) - restored, 0
+                    timed, untimed = len(window) - untimed, 0
                     entry = _log_entry(window, step, time.perf_counter() - t0, timed)
                     entry["lr"] = optim.applied_lr(lr_at, step, opt_state)
                     entry |= dict(extra_log or {})
