@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -434,7 +433,7 @@ def _run_command(name: str, argv: list[str], fn: Callable[[], int]) -> None:
     if name == "plot" and len(argv) > 2 and not argv[2].startswith("-"):
         argv = [*argv[:2], f"--src={argv[2]}", *argv[3:]]
     from r1jax.checkpoint import CheckpointError
-    from r1jax.config import ConfigError
+    from r1jax.config import ConfigError, recipe_config
     from r1jax.data.records import DataError
     from r1jax.interrupt import PREEMPTED_EXIT_CODE, Preempted
     from r1jax.model.safetensors_io import SafetensorsError
@@ -445,13 +444,8 @@ def _run_command(name: str, argv: list[str], fn: Callable[[], int]) -> None:
     def run(_: list[str]) -> None:
         if FLAGS.config is not None:
             FLAGS.config.get("run_dir")  # a recipe file that failed to load raises (OSError)
-        if FLAGS["config"].present and not isinstance(FLAGS.config, ml_collections.ConfigDict):
-            recipe = FLAGS["config"].config_filename
-            hint = " (missing `return c`?)" if FLAGS.config is None else ""
-            print(f"r1jax {name}: the recipe {recipe}: get_config() returned "
-                  f"{type(FLAGS.config).__name__}, not an ml_collections.ConfigDict{hint}",
-                  file=sys.stderr)  # fmt: skip
-            sys.exit(2)
+        if FLAGS["config"].present:  # (a ConfigError: one line, exit 2)
+            recipe_config(FLAGS.config, FLAGS["config"].config_filename)
         started.append(True)
         try:
             code = _run(name, fn)

@@ -351,10 +351,16 @@ def load_recipe(path: str) -> ml_collections.ConfigDict:
     get_config = getattr(module, "get_config", None)
     if get_config is None:
         raise ConfigError(f"recipe file {path} has no get_config()")
-    c = get_config()
+    return recipe_config(get_config(), path)
+
+
+def recipe_config(c: Any, recipe: str) -> ml_collections.ConfigDict:
+    """``c``, what ``get_config()`` of the recipe file ``recipe`` returned, when it is a
+    ConfigDict; else a ConfigError saying what it returned."""
     if not isinstance(c, ml_collections.ConfigDict):
-        raise ConfigError(f"recipe file {path}: get_config() returned {type(c).__name__}, "
-                          "not an ml_collections.ConfigDict (missing `return c`?)")  # fmt: skip
+        hint = " (missing `return c`?)" if c is None else ""
+        raise ConfigError(f"the recipe {recipe}: get_config() returned {type(c).__name__}, "
+                          f"not an ml_collections.ConfigDict{hint}")  # fmt: skip
     return c
 
 
