@@ -37,9 +37,10 @@ def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = prin
     tokenizer = build.build_tokenizer(c)
     mesh = build.build_mesh(c)
     model = build.build_model(c, mesh, tokenizer)
-    label = restore_init_checkpoint(model, c.train.init_checkpoint)
-    if label and not saved_steps(ckpt_dir) and dist.is_primary():
-        emit(f"sft: starting from {label}")
+    if not saved_steps(ckpt_dir):  # (a resume restores its own checkpoint instead)
+        label = restore_init_checkpoint(model, c.train.init_checkpoint)
+        if label and dist.is_primary():
+            emit(f"sft: starting from {label}")
     cold_start(c, model, tokenizer, mesh)
     steps = saved_steps(ckpt_dir)[-1]  # cold_start.epochs sets the step count from the data
     if dist.is_primary():

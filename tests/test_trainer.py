@@ -218,7 +218,7 @@ def _check_init_checkpoint_feeds_sft_and_eval(tmp_path, init, trained, monkeypat
 
     def fake_cold_start(c, model, tokenizer, mesh):  # records what the SFT starts from
         started.append([np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))])
-        if len(started) == 2:
+        if len(started) >= 2:
             raise Stop
         return model
 
@@ -238,6 +238,17 @@ def _check_init_checkpoint_feeds_sft_and_eval(tmp_path, init, trained, monkeypat
     model, step, label = build.load_run_model(c, build.build_mesh(c), build.build_tokenizer(c))
     assert step is None and label == f"{init} step 2 (no checkpoint in {c.run_dir})"
     assert_trained([np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))])
+
+    # Resuming its own SFT checkpoint, r1jax sft neither loads nor needs the init weights.
+    from r1jax.checkpoint import RunCheckpointer, sft_checkpoint_dir
+
+    own = RunCheckpointer(sft_checkpoint_dir(c.run_dir), async_save=False)
+    own.save(1, nnx.state(model, nnx.Param), [np.zeros(1)], {"step": 1})
+    own.close()
+    c.train.init_checkpoint = str(tmp_path / "moved_away")
+    with pytest.raises(Stop):
+        sft_command(c)  # (old code: CheckpointError, no r1jax checkpoint at moved_away)
+    assert len(started) == 3
 
 
 def test_a_crash_after_the_cold_start_does_not_redo_it(tmp_path, monkeypatch):
