@@ -96,7 +96,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.preset = "tiny"  # a name in r1jax.model.config.PRESETS ...
     c.model.hf_path = ""  # ... or a Hugging Face checkpoint directory (wins)
     c.model.dtype = "float32"  # compute dtype
-    c.model.param_dtype = "float32"  # weight storage (keep float32 master weights to train)
+    c.model.param_dtype = "float32"  # weight storage (training needs float32; see optim.py)
     c.model.remat = "none"
     c.model.attention = "einsum"  # or "cudnn": fused attention for training/prefill on GPUs
     c.model.overrides = ml_collections.ConfigDict()  # extra ModelConfig fields for presets

@@ -78,10 +78,12 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     from r1jax.checkpoint import saved_steps
     from r1jax.metrics import MetricsWriter
     from r1jax.model import reward_model_from
+    from r1jax.optim import check_training_dtypes
     from r1jax.rm import evaluate_pairs, train_reward_model
     from r1jax.rm_export import export_reward_model
 
     cfgmod.validate(c, jax.device_count(), jax.process_count())
+    check_training_dtypes(c.model.dtype, c.model.param_dtype)
     rm = c.reward_model
     if not rm.train_path or rm.steps < 1:
         raise ConfigError(

@@ -25,9 +25,11 @@ def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = prin
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
     from r1jax.checkpoint import restore_init_checkpoint, saved_steps, sft_checkpoint_dir
+    from r1jax.optim import check_training_dtypes
     from r1jax.recipes import cold_start
 
     cfgmod.validate(c, jax.device_count(), jax.process_count())
+    check_training_dtypes(c.model.dtype, c.model.param_dtype)
     if not c.cold_start.task:
         raise cfgmod.ConfigError(
             "config.cold_start.task is empty: r1jax sft trains 'file' (the prompt/completion "

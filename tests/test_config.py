@@ -431,3 +431,34 @@ def test_cli_export_checks_the_recipe_too(tmp_path):
         "r1jax export: the recipe sets a field r1jax does not have: config.model.dtpye"
     )
     assert not (tmp_path / "hf").exists()
+
+
+@pytest.mark.parametrize(
+    "dtype, param_dtype, said",
+    [
+        ("bfloat16", "bfloat16", r"^config.model.param_dtype='bfloat16': training needs float32"),
+        ("float32", "float16", r"^config.model.param_dtype='float16': training needs float32"),
+        ("float16", "float32", r"^config.model.dtype='float16': training in float16 needs loss"),
+    ],
+)
+def test_training_commands_refuse_16_bit_weights_and_float16_compute(
+    tmp_path, dtype, param_dtype, said
+):
+    """bfloat16 weights round AdamW's lr-sized steps away and float16 underflows, so GRPO, SFT
+    and reward-model training refuse them before building anything (nothing written)."""
+    from r1jax.rl.trainer import GRPOTrainer
+    from r1jax.rm_command import rm_command
+    from r1jax.sft_command import sft_command
+
+    c = base_config()
+    c.run_dir = str(tmp_path / "run")
+    c.model.dtype, c.model.param_dtype = dtype, param_dtype
+    for start in (GRPOTrainer, sft_command, rm_command):
+        with pytest.raises(ConfigError, match=said):
+            start(c)
+    assert not os.path.exists(c.run_dir)
+    c.model.dtype, c.model.param_dtype = "bfloat16", "float32"  # bf16 matmuls, fp32 weights
+    validate(c, num_devices=8)
+    from r1jax.optim import check_training_dtypes
+
+    check_training_dtypes(c.model.dtype, c.model.param_dtype)

@@ -139,7 +139,7 @@ def einsum_attention(
     mask: Mask,
 ) -> jax.Array:
     """``q [B, T, H, Dh]`` over ``k, v [B, T, K, Dh]`` (or the whole written ``cache``) ->
-    ``[B, T, H, Dh]``. Scores and softmax in fp32."""
+    ``[B, T, H, Dh]``. The q.k dot in the compute dtype, scaling, mask and softmax in fp32."""
     b, t, h, hd = q.shape
     kv_heads = k.shape[2]
     # The batch dims (b, k) lead so that XLA's batched dots read the cache in place.

@@ -35,8 +35,8 @@ class ModelConfig:
     """Hyperparameters of a decoder-only transformer.
 
     ``dtype`` is the compute dtype of activations and matmuls; ``param_dtype`` is the storage
-    dtype of the weights (keep "float32" master weights for training, "bfloat16" for sampling
-    large models).
+    dtype of the weights ("float32" to train: r1jax's training commands refuse 16-bit weights and
+    float16 compute, :func:`r1jax.optim.check_training_dtypes`; any for sampling and eval).
     """
 
     family: str = "qwen2"  # "qwen2" | "qwen3" | "llama"

@@ -43,6 +43,7 @@ from r1jax.interrupt import GracefulStop, Preempted
 from r1jax.metrics import MetricsWriter
 from r1jax.optim import (
     applied_lr,
+    check_training_dtypes,
     consecutive_nonfinite,
     init_opt_state,
     make_optimizer,
@@ -88,6 +89,7 @@ class GRPOTrainer:
         self.c = c
         build.configure_devices(c)
         validate(c, jax.device_count(), jax.process_count())
+        check_training_dtypes(c.model.dtype, c.model.param_dtype)
         self.mesh = build.build_mesh(c)
         # (this process's index, number of processes) in the batch; (0, 1) with one process
         self.data_shard = shd.process_batch_shard(self.mesh)
