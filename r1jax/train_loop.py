@@ -288,7 +288,7 @@ def run_train_loop(
                 )
                 if at_eval or step == steps or step % log_every == 0:
                     timed, untimed = len(window) - untimed, 0
-                    entry = _log_entry(window, step, time.perf_counter() - t0, timed)
+                    entry = _log_entry(window, step, t0, timed)
                     entry["lr"] = optim.applied_lr(lr_at, step, opt_state)
                     entry |= dict(extra_log or {})
                     entry["skipped_updates"] = float(optim.total_nonfinite(opt_state))
@@ -327,11 +327,14 @@ def run_train_loop(
     return model, history
 
 
-def _log_entry(window: list[dict[str, Any]], step: int, elapsed: float,
+def _log_entry(window: list[dict[str, Any]], step: int, t0: float,
                timed: int) -> dict[str, float]:  # fmt: skip
     """Means of the window's step metrics, with ``step`` and the speed of its last ``timed``
-    steps (those run in ``elapsed`` seconds; earlier ones ran before a resume)."""
+    steps (those run since ``perf_counter()`` was ``t0``; earlier ones ran before a resume).
+    The time is taken after the fetch: JAX dispatches steps ahead of the devices, and the
+    fetch is where the host waits for them to finish."""
     fetched = jax.device_get(window)
+    elapsed = time.perf_counter() - t0
     # in float64: the same means whether a metric came from the device or from a checkpoint
     entry = {k: float(np.mean(np.asarray([m[k] for m in fetched], np.float64))) for k in fetched[0]}
     entry |= {"step": step, "step_time_s": elapsed / timed}

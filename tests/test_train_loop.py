@@ -206,3 +206,37 @@ def test_a_loop_whose_steps_are_all_non_finite_stops_with_a_training_error(tmp_p
                        checkpoint_every=1, on_log=logged.append, **kw)  # fmt: skip
     assert [h["skipped_updates"] for h in logged] == [2.0, 4.0]
     assert [h["lr"] for h in logged] == [0.0, 0.0]  # skipped updates leave the warmup at 0
+
+
+def test_step_time_counts_the_wait_for_the_devices():
+    """JAX dispatches steps ahead of the devices: the loop's step_time_s must include the wait
+    for the window's queued steps (its metrics fetch), not only their dispatch. Each step here
+    multiplies 512 x 512 matrices 8 times, which alone takes longer than dispatching it."""
+    import time
+
+    import jax.numpy as jnp
+
+    from r1jax.train_loop import run_train_loop
+
+    mesh = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    model = create_model(get_preset("tiny"), mesh, seed=0)
+
+    def loss_fn(graphdef, state, batch):
+        w = jax.tree.leaves(state)[0]
+        a = jnp.full((512, 512), jnp.mean(batch["x"]) / 512)
+        for _ in range(8):
+            a = jnp.tanh(a @ a) / 512
+        loss = jnp.mean(a) * jnp.sum(w) ** 2 * 1e-6
+        return loss, {"loss": loss}
+
+    def batches(first):
+        while True:
+            yield {"x": np.ones((4, 8), np.float32)}
+
+    kw = dict(optimizer=dict(lr=1e-3), mesh=mesh, log_every=4, progress=False)
+    run_train_loop(model, loss_fn, ["x"], batches, steps=4, **kw)  # compiles
+    start = time.perf_counter()
+    _, hist = run_train_loop(model, loss_fn, ["x"], batches, steps=8, **kw)
+    wall = time.perf_counter() - start
+    assert [h["step"] for h in hist] == [4, 8]
+    assert sum(h["step_time_s"] for h in hist) * 4 > 0.5 * wall, (hist, wall)
