@@ -246,6 +246,8 @@ def _train() -> int:
                   f"resumes) run_dir={c.run_dir}")  # fmt: skip
         else:
             print(f"done: {said} run_dir={c.run_dir}")
+    if history and history[-1]["step"] < c.train.steps:
+        return 130  # (128 + SIGINT, as sft and rm: `r1jax train && r1jax export` stops here)
     return 0
 
 
