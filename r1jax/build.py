@@ -403,10 +403,18 @@ def build_scorer(c: ml_collections.ConfigDict):
     r = c.rewards
     routes = {src: reward_terms(f"rewards.routes.{src}", terms) for src, terms in r.routes.items()}
     return RewardScorer(
-        reward_terms("rewards.functions", r.functions),
-        routes=routes,
+        reward_terms("rewards.functions", r.functions), routes=routes, **scorer_options(c)
+    )
+
+
+def scorer_options(c: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The :class:`r1jax.rewards.RewardScorer` keywords of ``c.rewards``' worker settings."""
+    r = c.rewards
+    return dict(
         num_workers=r.num_workers,
         timeout_s=r.timeout_s,
+        worker_memory_mb=r.worker_memory_mb or None,
+        max_calls_per_worker=r.worker_max_calls or None,
     )
 
 

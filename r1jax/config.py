@@ -171,8 +171,10 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.rewards = ml_collections.ConfigDict()
     c.rewards.functions = (("countdown", 1.0),)
-    c.rewards.num_workers = 2
-    c.rewards.timeout_s = 5.0
+    c.rewards.num_workers = 2  # reward worker processes (0: score in this process, no timeouts)
+    c.rewards.timeout_s = 5.0  # per call; a call past it scores 0 and is counted
+    c.rewards.worker_memory_mb = 0  # address-space limit of each worker (0: none)
+    c.rewards.worker_max_calls = 0  # replace a worker after this many results (0: never)
     c.rewards.accuracy = ""  # function that defines "correct" (default: the first)
     c.rewards.correct_threshold = 1.0
     # {source: ((name, weight), ...)}: the terms for rows of that source instead of
@@ -531,6 +533,10 @@ def validate(
     _check(t.eval_temperature >= 0, "train.eval_temperature", t.eval_temperature, "must be >= 0")
     _check(0.0 < t.eval_top_p <= 1.0, "train.eval_top_p", t.eval_top_p, "must be in (0, 1]")
     _validate_benchmarks(t.eval_benchmarks)
+    w = c.rewards
+    _check(w.timeout_s > 0, "rewards.timeout_s", w.timeout_s, "must be > 0")
+    for field in ("num_workers", "worker_memory_mb", "worker_max_calls"):
+        _check(w[field] >= 0, f"rewards.{field}", w[field], "must be >= 0 (0: see r1jax/config.py)")
     return cfg
 
 

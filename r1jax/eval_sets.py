@@ -354,12 +354,10 @@ class EvalScorers:
             return self.run_scorer
         key = repr(s.accuracy)
         if key not in self._own:
+            from r1jax.build import scorer_options
             from r1jax.rewards import RewardScorer
 
-            r = self.c.rewards
-            self._own[key] = RewardScorer(
-                [s.accuracy], num_workers=r.num_workers, timeout_s=r.timeout_s
-            )
+            self._own[key] = RewardScorer([s.accuracy], **scorer_options(self.c))
         return self._own[key]
 
     def close(self) -> None:

@@ -77,6 +77,17 @@ def alloc(completion: str, row: dict[str, Any]) -> float:
     return 1.0
 
 
+_SERVED: list[str] = []
+
+
+@register_reward("fixture_served")
+def served(completion: str, row: dict[str, Any]) -> float:
+    """How many calls this process has served, this one included (a reward that keeps state
+    in its worker, as a leaking cache does)."""
+    _SERVED.append(completion)
+    return float(len(_SERVED))
+
+
 def scaled(completion: str, row: dict[str, Any], factor: float = 1.0) -> float:
     """Unregistered reward reached by ``"reward_fixtures:scaled"``: factor * len(row['x'])."""
     return factor * len(row["x"])

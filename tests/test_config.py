@@ -33,6 +33,9 @@ def test_base_config_validates():
         ("train.eval_prompts", -1, r"config.train.eval_prompts=-1: must be >= 0 \(0: all\)"),
         ("train.eval_top_p", 0.0, r"config.train.eval_top_p=0.0: must be in \(0, 1\]"),
         ("train.eval_temperature", -0.1, r"config.train.eval_temperature=-0.1"),
+        ("rewards.timeout_s", 0.0, r"config.rewards.timeout_s=0.0: must be > 0"),
+        ("rewards.num_workers", -1, r"config.rewards.num_workers=-1: must be >= 0"),
+        ("rewards.worker_max_calls", -5, r"config.rewards.worker_max_calls=-5: must be >= 0"),
     ],
 )
 def test_bad_fields_are_named(field, value, message):

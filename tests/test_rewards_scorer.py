@@ -256,6 +256,21 @@ def test_worker_memory_limit():
     assert "MemoryError" in result.error_messages["fixture_alloc"][0]
 
 
+def test_workers_are_replaced_after_max_calls_per_worker():
+    """State a reward keeps in its worker (a leaking cache) lives for at most
+    max_calls_per_worker calls: the idle worker is replaced, and no call is lost or failed."""
+    kw = dict(num_workers=1, chunk_size=2)
+    with RewardScorer(["fixture_served"], max_calls_per_worker=4, **kw) as scorer:
+        served = [scorer.score(["x"] * 3, [{}] * 3).total for _ in range(6)]
+        recycled = scorer._pool.recycled
+    served = np.concatenate(served)
+    assert served.max() <= 4 + 2 and served.min() == 1, served  # (+ the chunk in flight)
+    assert recycled >= 3 and np.all(served > 0)
+    with RewardScorer(["fixture_served"], **kw) as scorer:  # default: never replaced
+        served = np.concatenate([scorer.score(["x"] * 3, [{}] * 3).total for _ in range(6)])
+    np.testing.assert_array_equal(served, np.arange(1, 19))
+
+
 def test_workers_that_cannot_import_the_reward_break_the_pool_cleanly(monkeypatch):
     """A module that exists only in the parent: workers fail to start, calls get errors."""
     import types

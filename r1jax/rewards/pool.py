@@ -75,6 +75,7 @@ class _Worker:
         self.tasks = Connection(task_w, readable=False)
         self.results = Connection(result_r, writable=False)
         self.inflight: deque[Call] = deque()
+        self.calls = 0  # results received
         self.ready = False
         self.last_event = time.monotonic()
 
@@ -102,6 +103,9 @@ class WorkerPool:
       startup_timeout_s: a worker not ready after this long is considered failed.
       spare_worker: keep one extra started worker that immediately replaces a killed or
         dead one, so a hang or crash does not also cost a worker start-up (~0.5-1 s).
+      max_calls_per_worker: replace a worker once it has returned this many results (when
+        idle; the spare takes its place), so that a reward that leaks memory or state in its
+        process cannot grow it for the whole run (``None``: never).
     """
 
     def __init__(
@@ -113,9 +117,11 @@ class WorkerPool:
         memory_mb: int | None = None,
         startup_timeout_s: float = 60.0,
         spare_worker: bool = True,
+        max_calls_per_worker: int | None = None,
     ) -> None:
         if num_workers < 1:
             raise ValueError(f"WorkerPool needs num_workers >= 1, got {num_workers}")
+        self._max_calls = max_calls_per_worker
         self._config = {"preload": list(preload), "memory_mb": memory_mb}
         self._grace = kill_grace_s
         self._chunk_size = max(1, chunk_size)
@@ -126,7 +132,8 @@ class WorkerPool:
         self._closing = False
         self._failed_starts = 0
         self.broken: str | None = None
-        self.restarts = 0
+        self.restarts = 0  # workers replaced after a hang, crash or failed start
+        self.recycled = 0  # workers replaced after max_calls_per_worker results
         self._wake_r, self._wake_w = os.pipe()
         self._workers = [_Worker(self._config) for _ in range(num_workers)]
         self._spare = _Worker(self._config) if spare_worker else None
@@ -180,11 +187,25 @@ class WorkerPool:
         if worker is self._spare:
             self._spare = _Worker(self._config)
             return
+        self._swap_in_spare(worker)
+
+    def _swap_in_spare(self, worker: _Worker) -> None:
+        """The spare (or a new worker) takes the place of the killed ``worker``."""
         i = self._workers.index(worker)
         if self._spare is not None:
             self._workers[i], self._spare = self._spare, _Worker(self._config)
         else:
             self._workers[i] = _Worker(self._config)
+
+    def _recycle_worn(self) -> None:
+        """Replaces the idle workers that have returned ``max_calls_per_worker`` results."""
+        if not self._max_calls:
+            return
+        for worker in list(self._workers):
+            if worker.ready and not worker.inflight and worker.calls >= self._max_calls:
+                worker.kill()
+                self._swap_in_spare(worker)
+                self.recycled += 1
 
     def _receive(self, worker: _Worker) -> None:
         try:
@@ -197,11 +218,13 @@ class WorkerPool:
                 elif message[0] == "fatal":
                     self.broken = message[1]
                 elif worker.inflight and message[0] == worker.inflight[0].call_id:
+                    worker.calls += 1
                     worker.inflight.popleft().on_done(*message[1:])
         except (EOFError, OSError):
             self._replace(worker, "crash", "reward worker died")
 
     def _assign(self) -> None:
+        self._recycle_worn()
         with self._lock:
             idle = deque(w for w in self._workers if w.ready and not w.inflight)
             while idle and self._pending:

@@ -155,7 +155,9 @@ class RewardScorer:
       timeout_s: default per-call timeout (a spec's ``timeout_s`` overrides it).
       kill_grace_s: time after a timeout before a stuck worker is killed.
       chunk_size: most calls sent to a worker at once.
-      worker_memory_mb: optional address-space limit of each worker.
+      worker_memory_mb: optional address-space limit of each worker (a call past it fails
+        with MemoryError: scored 0 and counted as an error).
+      max_calls_per_worker: results after which an idle worker is replaced (None: never).
       spare_worker: keep one extra started worker to replace a killed or crashed one
         without a start-up delay.
     """
@@ -170,6 +172,7 @@ class RewardScorer:
         chunk_size: int = 16,
         worker_memory_mb: int | None = None,
         spare_worker: bool = True,
+        max_calls_per_worker: int | None = None,
     ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"RewardScorer: timeout_s must be > 0, got {timeout_s}")
@@ -200,6 +203,7 @@ class RewardScorer:
                 chunk_size=chunk_size,
                 memory_mb=worker_memory_mb,
                 spare_worker=spare_worker,
+                max_calls_per_worker=max_calls_per_worker,
             )
             self._finalizer = weakref.finalize(self, self._pool.close)
 
