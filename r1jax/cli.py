@@ -29,7 +29,8 @@ flags.DEFINE_string(
 )
 flags.DEFINE_enum(
     "dtype", None, ["float32", "bfloat16", "float16"],
-    "convert, export: dtype of the written weights (default: the model's)."
+    "convert, export: dtype of the written weights (default: convert the source's; export "
+    "the compute dtype, config.model.dtype, e.g. bfloat16 for the GPU/TPU recipes).",
 )  # fmt: skip
 flags.DEFINE_multi_string("prompt", [], "sample: prompt text (repeatable).")
 flags.DEFINE_integer("num_samples", 1, "sample, traces: completions per prompt.", lower_bound=1)
@@ -183,7 +184,7 @@ def _info() -> int:
 )
 def _convert() -> int:
     from r1jax import storage
-    from r1jax.model.hf import copy_tokenizer_files, load_hf_model, save_hf_model
+    from r1jax.model.hf import copy_tokenizer_files, load_hf_model, save_hf_model, saved_dtype
 
     if not FLAGS.src or not FLAGS.dst:
         raise app.UsageError("convert needs --src=<dir> and --dst=<dir>")
@@ -193,7 +194,7 @@ def _convert() -> int:
             "files would be overwritten while they are read; write to another directory"
         )
     model = load_hf_model(FLAGS.src)
-    save_hf_model(model, FLAGS.dst, dtype=FLAGS.dtype)
+    save_hf_model(model, FLAGS.dst, dtype=FLAGS.dtype or saved_dtype(FLAGS.src))
     copied = copy_tokenizer_files(FLAGS.src, FLAGS.dst) if storage.isdir(FLAGS.src) else []
     print(f"wrote {FLAGS.dst} ({model.cfg.num_params / 1e6:.2f}M params; tokenizer files: "
           f"{', '.join(copied) or 'none'})")  # fmt: skip
@@ -221,11 +222,13 @@ def _export() -> int:
     if step is None:
         raise app.UsageError(f"no checkpoints in {os.path.join(c.run_dir, 'checkpoints')}")
     ids = build.token_ids(tokenizer)
-    save_hf_model(model, FLAGS.dst, dtype=FLAGS.dtype, token_ids=ids)  # every process; 0 writes
+    dtype = FLAGS.dtype or c.model.dtype  # (training keeps float32 master weights)
+    save_hf_model(model, FLAGS.dst, dtype=dtype, token_ids=ids)  # every process; 0 writes
     if not is_primary():
         return 0
     written = build.save_tokenizer_files(c, tokenizer, FLAGS.dst)
-    print(f"wrote {weights} to {FLAGS.dst} (tokenizer files: {', '.join(written) or 'none'})")
+    print(f"wrote {weights} to {FLAGS.dst} in {dtype} (tokenizer files: "
+          f"{', '.join(written) or 'none'})")  # fmt: skip
     return 0
 
 

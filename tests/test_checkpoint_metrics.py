@@ -217,7 +217,7 @@ def test_train_then_export_to_transformers(tmp_path):
             timeout=600,
         )
         assert r.returncode == 0, r.stdout + r.stderr
-    assert "run step 2 to" in r.stdout
+    assert "run step 2 to" in r.stdout and " in float32 " in r.stdout  # model.dtype's
     # the run's character vocabulary goes along as HF files, its ids in config.json
     assert "tokenizer files: tokenizer.json, tokenizer_config.json" in r.stdout
     config = json.load(open(tmp_path / "hf" / "config.json"))
@@ -246,6 +246,18 @@ def test_train_then_export_to_transformers(tmp_path):
     # and the exported weights are the trained ones, not a fresh init
     init = create_model(ours.cfg, seed=3)
     assert np.abs(np.asarray(init.embed[...]) - np.asarray(ours.embed[...])).max() > 0
+    # a run computing in bfloat16 exports bfloat16 weights (its float32 master weights rounded)
+    r = subprocess.run(
+        [sys.executable, "-m", "r1jax.cli", "export", f"--dst={tmp_path / 'hf16'}",
+         f"--config={cfg_file}", "--config.model.dtype=bfloat16"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.load(open(tmp_path / "hf16" / "config.json"))["dtype"] == "bfloat16"
+    half = load_hf_model(str(tmp_path / "hf16"))
+    np.testing.assert_array_equal(
+        np.asarray(half.embed[...]), np.asarray(ours.embed[...].astype(jnp.bfloat16), np.float32)
+    )
 
 
 def test_wandb_logs_when_installed_and_warns_when_not(tmp_path, monkeypatch, caplog):

@@ -310,8 +310,12 @@ def test_convert_and_copy_tokenizer_files(hf_dirs, tmp_path):
     assert r.returncode != 0 and "--src and --dst are the same directory" in r.stderr
     r = convert(f"--src={src}", f"--dst={tmp_path / 'b'}", "--dtype=int8")
     assert r.returncode != 0 and "--dtype" in r.stderr and not (tmp_path / "b").exists()
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps(dict(config, dtype="bfloat16")))
     r = convert(f"--src={src}", f"--dst={tmp_path / 'b'}")
     assert r.returncode == 0, r.stderr
+    written = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert written["dtype"] == "bfloat16"  # the source's (old code: float32, twice the size)
     assert "tokenizer files: tokenizer_config.json, generation_config.json" in r.stdout
     assert (tmp_path / "b" / "generation_config.json").read_text() == '{"eos_token_id": 1}'
     assert not (tmp_path / "b" / "notes.txt").exists()

@@ -294,6 +294,14 @@ def _open_checkpoint(path: str) -> dict[str, SafetensorsFile]:
     raise CheckpointError(f"{path}: no model.safetensors or {INDEX_FILE} found")
 
 
+def saved_dtype(path: str) -> str | None:
+    """The dtype that ``path/config.json`` says the weights are stored in (``dtype``, or the
+    older ``torch_dtype``) when it is one of :data:`EXPORT_DTYPES`, else None."""
+    hf = json.loads(storage.read_text(os.path.join(path, "config.json")))
+    dtype = hf.get("dtype") or hf.get("torch_dtype")
+    return dtype if dtype in EXPORT_DTYPES else None
+
+
 def read_hf_config(path: str, field: str = "", **overrides: Any) -> ModelConfig:
     """Reads ``path/config.json`` into a :class:`ModelConfig` (overrides e.g. dtype);
     ``field``: the config field that gave ``path``, named when there is no model there."""
