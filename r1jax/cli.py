@@ -215,6 +215,7 @@ def _export() -> int:
     c = _require_config()
     if not FLAGS.dst:
         raise app.UsageError("export needs --dst=<dir>")
+    _refuse_dst_over_run_files(c, FLAGS.dst)
     cfgmod.validate(c, jax.device_count(), jax.process_count())
     mesh = build.build_mesh(c)
     tokenizer = build.build_tokenizer(c)
@@ -230,6 +231,28 @@ def _export() -> int:
     print(f"wrote {weights} to {FLAGS.dst} in {dtype} (tokenizer files: "
           f"{', '.join(written) or 'none'})")  # fmt: skip
     return 0
+
+
+def _refuse_dst_over_run_files(c: Any, dst: str) -> None:
+    """``export --dst`` must not be a directory the run reads (its model, tokenizer, reward
+    model) or the run directory and its checkpoints: the export would overwrite them."""
+    from r1jax import storage
+    from r1jax.config import field_value
+
+    def norm(p: str) -> str:
+        return storage.absolute(p).rstrip("/")
+
+    target = norm(dst)
+    for field in ("model.hf_path", "tokenizer.path", "reward_model.path", "train.init_checkpoint"):
+        value = field_value(c, field)
+        if value and norm(value) == target:
+            raise app.UsageError(f"--dst={dst} is config.{field}: the export would overwrite "
+                                 "what the run reads; write to another directory")  # fmt: skip
+    run = norm(c.run_dir)
+    managed = [run] + [f"{run}/{d}" for d in ("checkpoints", "sft", "rm")]
+    if any(target == d or (d != run and target.startswith(d + "/")) for d in managed):
+        raise app.UsageError(f"--dst={dst} is the run directory or holds its checkpoints; "
+                             f"write to another directory (e.g. {run}/hf)")  # fmt: skip
 
 
 @command("train", "[cold-start SFT, then] GRPO; resumes automatically from the run directory")

@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_collections
 
+from r1jax.config_ranges import out_of_range
 from r1jax.model.config import ATTENTION_IMPLS, DTYPES, REMAT_POLICIES, ModelConfig, get_preset
 
 LOSS_TYPES = ("grpo", "token", "dr_grpo", "gspo")
@@ -517,6 +518,12 @@ def validate(
         _check(not cs.eval_examples or cs.task == "countdown", "cold_start.eval_examples",
                cs.eval_examples, "synthetic held-out traces are for task 'countdown' (file: "
                "cold_start.eval_path)")  # fmt: skip
+    if cs.task:
+        _check(cs.max_len <= cfg.max_position_embeddings, "cold_start.max_len", cs.max_len,
+               f"exceeds the model context {cfg.max_position_embeddings}")  # fmt: skip
+    bad = out_of_range(c)
+    if bad:
+        _check(False, *bad)
     _validate_reward_model(c)
     t = c.train
     _check(t.steps >= 0, "train.steps", t.steps, "must be >= 0")

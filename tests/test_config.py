@@ -36,12 +36,30 @@ def test_base_config_validates():
         ("rewards.timeout_s", 0.0, r"config.rewards.timeout_s=0.0: must be > 0"),
         ("rewards.num_workers", -1, r"config.rewards.num_workers=-1: must be >= 0"),
         ("rewards.worker_max_calls", -5, r"config.rewards.worker_max_calls=-5: must be >= 0"),
+        # each of these ran before: SFT ascended at lr=-1, b1=1.5 diverged, warmup -5 and
+        # grad_clip -1 were ignored, ref_update_every=-1 reset the reference every step
+        ("optim.b1", 1.5, r"config.optim.b1=1.5: must be in \[0, 1\)"),
+        ("optim.warmup_steps", -5, r"config.optim.warmup_steps=-5: must be >= 0"),
+        ("optim.grad_clip", -1.0, r"config.optim.grad_clip=-1.0: must be >= 0"),
+        ("rl.ref_update_every", -1, r"config.rl.ref_update_every=-1: must be >= 0 \(0: never"),
+        ("rl.max_refill_rounds", -2, r"config.rl.max_refill_rounds=-2: must be >= 0"),
+        ("rl.logprob_chunk", 0, r"config.rl.logprob_chunk=0: must be >= 1"),
+        ("sampling.max_prompt_len", 0, r"config.sampling.max_prompt_len=0: must be >= 1"),
+        ("sampling.cache_dtype", "foo", r"config.sampling.cache_dtype='foo': one of"),
+        ("cold_start.lr", -1.0, r"config.cold_start.lr=-1.0: must be > 0"),
+        ("cold_start.examples", 0, r"config.cold_start.examples=0: must be >= 1"),
+        ("cold_start.max_len", 100000, r"config.cold_start.max_len=100000: exceeds the model"),
+        ("data.countdown.min_numbers", 5, r"data.countdown.min_numbers=5: must be in \[1, max_n"),
     ],
 )
 def test_bad_fields_are_named(field, value, message):
     c = base_config()
-    section, name = field.split(".")
-    c[section][name] = value
+    c.cold_start.update(task="countdown", steps=1)  # (its fields count only with a task)
+    *sections, name = field.split(".")
+    node = c
+    for section in sections:
+        node = node[section]
+    node[name] = value
     with pytest.raises(ConfigError, match=message):
         validate(c, num_devices=8)
 
@@ -434,6 +452,31 @@ def test_cli_export_checks_the_recipe_too(tmp_path):
         "r1jax export: the recipe sets a field r1jax does not have: config.model.dtpye"
     )
     assert not (tmp_path / "hf").exists()
+
+
+def test_export_refuses_a_destination_that_the_run_reads_or_writes(tmp_path):
+    """export --dst=<the base model> replaced its weights and deleted its other shards; the
+    run directory and its checkpoint folders are refused too (an HF dir beside them is not)."""
+    from absl import app
+
+    from r1jax.cli import _refuse_dst_over_run_files
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "model.safetensors").write_bytes(b"weights")
+    recipe = tmp_path / "r.py"
+    body = f"    c = base_config()\n    c.model.hf_path = {str(base)!r}\n    return c\n"
+    recipe.write_text(f"from r1jax.config import base_config\n\n\ndef get_config():\n{body}")
+    r = _cli("export", f"--config={recipe}", f"--dst={base}/")
+    assert r.returncode == 2, r.stderr
+    assert f"--dst={base}/ is config.model.hf_path: the export would overwrite" in r.stderr
+    assert (base / "model.safetensors").read_bytes() == b"weights"
+    c = base_config()
+    c.run_dir = str(tmp_path / "run")
+    for dst in ("run", "run/checkpoints", "run/checkpoints/4", "run/sft/checkpoints", "run/rm"):
+        with pytest.raises(app.UsageError, match="is the run directory or holds its checkpoints"):
+            _refuse_dst_over_run_files(c, str(tmp_path / dst))
+    _refuse_dst_over_run_files(c, str(tmp_path / "run" / "hf"))
 
 
 @pytest.mark.parametrize(
