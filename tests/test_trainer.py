@@ -360,6 +360,27 @@ def test_invalid_config_fails_before_compile(tmp_path, bad):
         GRPOTrainer(make_config(str(tmp_path), **{bad: 1}))
 
 
+def test_user_errors_are_named_before_the_model_is_built(tmp_path, monkeypatch):
+    """A misspelt reward, a missing data file and greedy sampling are named before any model
+    loads (old code: after the model, the optimizer's compile and the sampler; with a 7B HF
+    model that is a minute of loading)."""
+    from r1jax import build
+    from r1jax.config import ConfigError
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the error")
+
+    monkeypatch.setattr(build, "build_model", no_model)
+    bad = [
+        (dict(rewards__functions=(("countdwn", 1.0),)), "countdwn"),
+        (dict(data__path=str(tmp_path / "missing.jsonl")), "missing.jsonl"),
+        (dict(sampling__temperature=0.0), "sampling.temperature=0: the G samples"),
+    ]
+    for changes, said in bad:
+        with pytest.raises((ConfigError, FileNotFoundError), match=said):
+            GRPOTrainer(make_config(str(tmp_path), **changes))
+
+
 def test_all_options_run_and_resume(tmp_path):
     """mu > 1, minibatches, KL to a reference that is refreshed, dynamic sampling, masking
     truncated completions, DAPO loss; the reference params are checkpointed and restored."""

@@ -37,7 +37,7 @@ from r1jax import build
 from r1jax import distributed as dist
 from r1jax import sharding as shd
 from r1jax.checkpoint import CheckpointError, RunCheckpointer, restore_init_checkpoint
-from r1jax.config import config_changes, validate
+from r1jax.config import ConfigError, config_changes, validate
 from r1jax.eval_sets import EvalScorers, EvalSet, best_metric, evaluate_sets, load_eval_sets
 from r1jax.interrupt import GracefulStop, Preempted
 from r1jax.metrics import MetricsWriter
@@ -90,24 +90,32 @@ class GRPOTrainer:
         build.configure_devices(c)
         validate(c, jax.device_count(), jax.process_count())
         check_training_dtypes(c.model.dtype, c.model.param_dtype)
+        if c.sampling.temperature == 0:
+            raise ConfigError(
+                "config.sampling.temperature=0: the G samples of a prompt would all be its "
+                "greedy completion, so every advantage is 0 and GRPO learns nothing; sample with "
+                "temperature > 0 (R1: 1.0; train.eval_temperature sets the eval's)"
+            )
         self.mesh = build.build_mesh(c)
         # (this process's index, number of processes) in the batch; (0, 1) with one process
         self.data_shard = shd.process_batch_shard(self.mesh)
         self.tokenizer = tokenizer or build.build_tokenizer(c)
-        model = build.build_model(c, self.mesh, self.tokenizer)
-        self.model_cfg = model.cfg
-        peak = peak_tflops(jax.devices()[0].device_kind)  # all chips' bf16 peak, for perf/mfu
-        self._peak_tflops = peak * jax.device_count() if peak else None
-        self.graphdef, params = nnx.split(model)
-        rules = build.sharding_rules(c)
-        self.param_shardings = shd.state_shardings(params, self.mesh, rules)
-        self._build_optimizer(params)
-        self._build_step()
-        self._build_sampler(model)
         self.metrics: MetricsWriter | _NoMetrics = _NoMetrics()
         try:  # a failure here stops what already started (reward workers, Orbax's threads)
+            # the reward terms and the data files first: their errors before a model loads
             self._build_rewards(scorer)
-            self._build_data(source, eval_source)
+            self._load_data(source, eval_source)
+            model = build.build_model(c, self.mesh, self.tokenizer)
+            self.model_cfg = model.cfg
+            peak = peak_tflops(jax.devices()[0].device_kind)  # all chips' bf16 peak: perf/mfu
+            self._peak_tflops = peak * jax.device_count() if peak else None
+            self.graphdef, params = nnx.split(model)
+            rules = build.sharding_rules(c)
+            self.param_shardings = shd.state_shardings(params, self.mesh, rules)
+            self._build_optimizer(params)
+            self._build_step()
+            self._build_sampler(model)
+            self._build_collector()
             self._build_state()
         except BaseException:
             self.close()
@@ -242,7 +250,7 @@ class GRPOTrainer:
         )
         self.eval_task = build.eval_task(self.c)
 
-    def _build_data(self, source, eval_source) -> None:
+    def _load_data(self, source, eval_source) -> None:
         from r1jax.data import PromptIterator
 
         c = self.c
@@ -270,6 +278,8 @@ class GRPOTrainer:
             )
         self.best_metric = best_metric(c, self.eval_sets)
         self.eval_scorers = EvalScorers(c, self.scorer)
+
+    def _build_collector(self) -> None:
         self.collector = RolloutCollector(
             self.sampler,
             self.rollout_scorer,
@@ -467,7 +477,8 @@ class GRPOTrainer:
                 f"good checkpoint is in {self.ckpt.directory}. Lower optim.lr or check the "
                 "data/rewards."
             )
-        if self.c.rl.ref_update_every and self.step % self.c.rl.ref_update_every == 0:
+        every = self.c.rl.ref_update_every
+        if self.ref_params is not None and every and self.step % every == 0:
             self.ref_params = self._copy_params()
         return self._step_metrics(roll, m, t0, t1, t2, flops)
 
