@@ -414,6 +414,17 @@ def test_sample_command_formats_prompts_like_the_run_unless_raw(tmp_path):
 
     assert prompt_ids(raw=False) == tok.encode("1+2\n=")  # the run's suffix is appended
     assert prompt_ids(raw=True) == tok.encode("1+2")
+    # a prompt too long, or with a character the vocabulary lacks: one line, before any model
+    import r1jax.build
+    from r1jax.config import ConfigError
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(r1jax.build, "load_run_model", lambda *a, **k: pytest.fail("model loaded"))
+        with pytest.raises(ConfigError, match=r"--prompt 1 is 2\d tokens .* > config.sampling."
+                           "max_prompt_len=16"):  # fmt: skip
+            sample_command(c, ["1", "1+2+3+4+5+6+7+8+9+10"], 1, raw=True)
+        with pytest.raises(ConfigError, match="^--prompt 0: .*'x'"):
+            sample_command(c, ["1x"], 1, raw=True)
 
 
 def test_sample_command_uses_the_runs_checkpoint(tmp_path):

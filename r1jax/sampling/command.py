@@ -46,6 +46,21 @@ def parse_prompts(
     return out
 
 
+def check_prompt_lengths(inputs: Sequence[Any], tokenizer: Any, max_prompt_len: int) -> None:
+    """Raises a :class:`ConfigError` naming the first ``--prompt`` that cannot be encoded or
+    is longer than ``sampling.max_prompt_len`` tokens (before any model loads)."""
+    for i, p in enumerate(inputs):
+        try:
+            n = len(tokenizer.encode(p)) if isinstance(p, str) else len(p)
+        except ValueError as e:  # e.g. a character outside a char vocabulary
+            raise ConfigError(f"--prompt {i}: {e}") from None
+        if n > max_prompt_len:
+            raise ConfigError(
+                f"--prompt {i} is {n} tokens (as the model reads it) > config.sampling."
+                f"max_prompt_len={max_prompt_len}: shorten it or raise that setting"
+            )
+
+
 def sample_command(
     c: ml_collections.ConfigDict,
     prompts: Sequence[str],
@@ -78,6 +93,7 @@ def sample_command(
     tokenizer = _tokenizer(c)
     fmt = None if raw else build.prompt_formatter(c, tokenizer)
     inputs = parse_prompts(prompts, tokenizer, fmt)
+    check_prompt_lengths(inputs, tokenizer, c.sampling.max_prompt_len)
     mesh = build.build_mesh(c)
     model, _, weights = build.load_run_model(c, mesh, tokenizer, step)
     emit(f"weights: {weights}")
