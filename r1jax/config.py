@@ -475,6 +475,10 @@ def validate(
     parsers = sorted(ANSWER_PARSERS)
     _check(c.data.answer_parser in ("", *parsers), "data.answer_parser", c.data.answer_parser,
            f"one of {parsers}")  # fmt: skip
+    if c.data.name not in ("jsonl", "parquet"):  # (a dataset's builder sets these itself)
+        for field in ("answer_parser", "source", "eval_path"):
+            _check(not c.data[field], f"data.{field}", c.data[field],
+                   f"is for jsonl/parquet files, not data.name={c.data.name!r}")  # fmt: skip
     total = s.max_prompt_len + s.max_new_tokens
     _check(
         total <= cfg.max_position_embeddings,

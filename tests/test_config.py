@@ -50,6 +50,9 @@ def test_base_config_validates():
         ("cold_start.examples", 0, r"config.cold_start.examples=0: must be >= 1"),
         ("cold_start.max_len", 100000, r"config.cold_start.max_len=100000: exceeds the model"),
         ("data.countdown.min_numbers", 5, r"data.countdown.min_numbers=5: must be in \[1, max_n"),
+        # ignored before: countdown's held-out split was evaluated instead of the file
+        ("data.eval_path", "held.jsonl", r"data.eval_path='held.jsonl': is for jsonl/parquet"),
+        ("data.answer_parser", "boxed", r"data.answer_parser='boxed': is for jsonl/parquet"),
     ],
 )
 def test_bad_fields_are_named(field, value, message):
