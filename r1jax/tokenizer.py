@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -45,6 +46,10 @@ class SpecialTokens:
     extra_eos_ids: tuple[int, ...] = ()
     add_bos: bool | None = None
     chat_template: str | None = None
+
+
+_FINGERPRINT_TEXTS = (*map(chr, range(32, 127)), "\n", " the", "Hello world", "12 + 7 = 19",
+                      "<think>", "</think>", "<answer>", "\u00c4", "\u6570")  # fmt: skip
 
 
 class Tokenizer(abc.ABC):
@@ -135,6 +140,20 @@ class Tokenizer(abc.ABC):
         These are passed to chat templates as variables, as `transformers` does.
         """
         return {k: v for k, v in self._tokens.items() if v is not None}
+
+    def fingerprint(self) -> str:
+        """A short hash of how this tokenizer maps text to ids (each printable ASCII character
+        and a few words and tags, the special ids, the vocabulary size): another vocabulary,
+        or the same characters in another order, gives another (a checkpoint's weights mean
+        nothing under it)."""
+        h = hashlib.sha256(repr((self.vocab_size, self._ids, self._eos_ids)).encode())
+        for text in _FINGERPRINT_TEXTS:
+            try:
+                ids: list[int] | None = self._encode_text(text)
+            except Exception:  # noqa: BLE001 - a text this vocabulary cannot encode
+                ids = None
+            h.update(repr(ids).encode())
+        return h.hexdigest()[:16]
 
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
         """Token ids `[T]` of `text`; prepends BOS if `add_bos`.

@@ -432,3 +432,12 @@ def test_load_errors(tmp_path, hf_dir):
         _ = HFTokenizer(RustTokenizer.from_file(str(hf_dir / "tokenizer.json"))).eos_id
     with pytest.raises(ValueError, match=r"duplicate chars \['a'\]"):
         CharTokenizer("aba")
+
+
+def test_fingerprints_tell_vocabularies_apart(hf_dir, sp_dir):
+    """A resumed run compares them: equal for the same vocabulary loaded twice, different for
+    the same characters in another order or another kind of tokenizer."""
+    assert CharTokenizer("0123 +").fingerprint() == CharTokenizer("0123 +").fingerprint()
+    assert CharTokenizer("0123 +").fingerprint() != CharTokenizer("3210 +").fingerprint()
+    hf, sp = load_tokenizer(hf_dir), load_tokenizer(sp_dir)
+    assert hf.fingerprint() == load_tokenizer(hf_dir).fingerprint() != sp.fingerprint()

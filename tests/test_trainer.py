@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from trainer_fixtures import config_file, make_config
+from trainer_fixtures import CHARS, config_file, make_config
 
 from r1jax.checkpoint import CheckpointError, load_params, saved_steps
 from r1jax.config import ConfigError
@@ -173,6 +173,13 @@ def test_resume_with_a_changed_model_names_it_and_keeps_the_run(tmp_path, capsys
     assert f"checkpoint {ckpt}/2 was written for other training data" in said
     assert "'num_records': (64, 32)" in said
     assert f"data.path: {str(tmp_path / 'prompts.jsonl')!r} -> {str(fewer)!r}" in said
+    assert sorted(os.listdir(ckpt)) == before
+    # the same characters in another order: every id means another character (old code
+    # resumed and trained on, saying only that tokenizer.chars changed)
+    c = make_config(str(tmp_path), train__steps=3, tokenizer__chars=CHARS[::-1])
+    with pytest.raises(CheckpointError, match=f"^checkpoint {ckpt}/2 was trained with another "
+                       "tokenizer .*tokenizer.chars: '0123456789 \\+' -> "):  # fmt: skip
+        GRPOTrainer(c)
     assert sorted(os.listdir(ckpt)) == before
 
 

@@ -313,6 +313,14 @@ class GRPOTrainer:
         if meta.get("best_metric", "eval/pass@1") != self.best_metric:
             self.best_eval = None  # train.best_metric changed: the old best is another metric
         changed = self._changes_since(meta.get("config"))
+        saved = meta.get("tokenizer")  # (checkpoints from before r1jax stored it have none)
+        if saved and saved != self._tokenizer_fingerprint():
+            raise CheckpointError(
+                f"checkpoint {self.ckpt.directory}/{step} was trained with another tokenizer "
+                "(its weights would read other text for the same ids): resume with the run's "
+                "own tokenizer (tokenizer.*, model.hf_path), or start a new run_dir; nothing was "
+                f"changed there.{_changes_note(changed)}"
+            )
         try:
             self.data.set_state(self._own_data_state(meta))
         except ValueError as e:  # the prompts, their batching or the seed changed
@@ -377,6 +385,10 @@ class GRPOTrainer:
         if c.rl.beta > 0:
             self.ref_params = self._copy_params()
 
+    def _tokenizer_fingerprint(self) -> str | None:
+        fingerprint = getattr(self.tokenizer, "fingerprint", None)  # (tests pass their own)
+        return fingerprint() if fingerprint else None
+
     def _copy_params(self) -> nnx.State:
         return jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=self.param_shardings)(
             self.params
@@ -390,6 +402,7 @@ class GRPOTrainer:
             "best_eval": self.best_eval,
             "best_metric": self.best_metric,
             "config": self.c.to_json_best_effort(),
+            "tokenizer": self._tokenizer_fingerprint(),
         }
         if self.data_shard[1] > 1:  # process 0 writes the metadata: it holds every state,
             states = dist.allgather_json([self.data_shard[0], meta["data_state"]])
