@@ -61,6 +61,8 @@ def eval_command(
     cfgmod.validate(c, jax.device_count(), jax.process_count())
     if num_prompts is not None and num_prompts < 0:
         raise cfgmod.ConfigError(f"--num_prompts={num_prompts} must be >= 0 (0: all prompts)")
+    if out_dir and storage.exists(out_dir) and not storage.isdir(out_dir):
+        raise cfgmod.ConfigError(f"--dst={out_dir} is a file: eval writes a directory there")
     steps = saved_steps(checkpoint_dir(c.run_dir)) if all_steps else [step]
     if not steps:
         raise cfgmod.ConfigError(f"--all_steps: {c.run_dir} has no checkpoint to evaluate")

@@ -229,6 +229,9 @@ def traces_command(
     ):
         if not ok:
             raise ConfigError(f"traces: {name}={value!r} is not valid (see r1jax traces --help)")
+    if keep == "pairs" and num_samples < 2:
+        raise ConfigError(f"traces: --keep=pairs needs --num_samples >= 2 (a correct and a "
+                          f"wrong sample of one prompt), got {num_samples}")  # fmt: skip
     if storage.exists(dst) and not storage.exists(dst + ".partial.json"):
         raise ConfigError(f"--dst={dst} exists: give another file, or delete it first")
     primary = dist.is_primary()

@@ -138,6 +138,7 @@ def trained_run(tmp_path_factory):
 
 
 def test_eval_command_reproduces_the_runs_eval_and_writes_every_sample(trained_run):
+    from r1jax.config import ConfigError
     from r1jax.eval_command import eval_command
     from r1jax.eval_sets import add_benchmarks
 
@@ -150,6 +151,10 @@ def test_eval_command_reproduces_the_runs_eval_and_writes_every_sample(trained_r
             if "eval/pass@1" in row:
                 logged[row["step"]] = row
     assert sorted(logged) == [0, 2, 4]
+    (tmp_path / "a_file").write_text("kept")  # found before the model loads, nothing written
+    with pytest.raises(ConfigError, match="--dst=.*a_file is a file: eval writes a directory"):
+        eval_command(c, step=2, out_dir=str(tmp_path / "a_file"))
+    assert (tmp_path / "a_file").read_text() == "kept"
     lines: list[str] = []
     summary = eval_command(c, step=2, emit=lines.append)
     # same checkpoint, prompts, seed and sampler as the trainer's eval at step 2

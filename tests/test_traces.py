@@ -149,6 +149,9 @@ def test_traces_settings_errors_name_the_flag(tmp_path):
         traces_command(_config(tmp_path), str(tmp_path / "t.jsonl"), keep="best")
     with pytest.raises(ConfigError, match="--max_per_prompt=0 is not valid"):
         traces_command(_config(tmp_path), str(tmp_path / "t.jsonl"), max_per_prompt=0)
+    with pytest.raises(ConfigError, match="--keep=pairs needs --num_samples >= 2"):
+        traces_command(_config(tmp_path), str(tmp_path / "t.jsonl"), keep="pairs", num_samples=1)
+    assert not (tmp_path / "t.jsonl").exists()
 
 
 def test_an_unreadable_progress_file_is_named(tmp_path):
