@@ -49,6 +49,7 @@ class PromptMappedSource(Sequence):
         self, source: Sequence[dict], builder: str, field: str = "data.prompt_builder"
     ) -> None:
         self.source, self.fn = source, prompt_builder(builder, field)
+        self.name, self.field = builder, field
 
     def __len__(self) -> int:
         return len(self.source)
@@ -57,7 +58,13 @@ class PromptMappedSource(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         record = dict(self.source[i])
-        record["prompt"] = self.fn(record)
+        try:
+            record["prompt"] = self.fn(record)
+        except KeyError as e:  # e.g. a file whose rows lack the builder's fields
+            raise ConfigError(
+                f"config.{self.field}={self.name!r} reads the field {e} that record {i} lacks "
+                f"(its fields: {sorted(record)})"
+            ) from None
         return record
 
 

@@ -263,3 +263,17 @@ def test_sft_data_drops_the_think_that_a_prefill_already_wrote(tmp_path, capsys)
     assert "removed the <think> that starts 1 of the texts" in capsys.readouterr().out
     [(_, chosen, rejected)] = load_pairs(c, "train_path", tok)
     assert (chosen, rejected) == ("1+2=3</think>", "3</think>")
+
+
+def test_a_prompt_builder_names_the_field_a_record_lacks():
+    """data.prompt_builder=countdown_compact on a file of plain prompts: one line naming the
+    builder, the missing field and the record (a KeyError traceback before)."""
+    from r1jax.config import ConfigError
+    from r1jax.recipes import PromptMappedSource
+
+    source = PromptMappedSource([{"numbers": [1, 2], "target": 3}, {"prompt": "hi"}],
+                                "countdown_compact")  # fmt: skip
+    assert "3" in source[0]["prompt"]
+    said = r"^config.data.prompt_builder='countdown_compact' reads the field 'numbers' that "
+    with pytest.raises(ConfigError, match=said + r"record 1 lacks \(its fields: \['prompt'\]"):
+        source[1]
