@@ -229,6 +229,10 @@ def test_unsupported_architecture(hf_dirs, tmp_path):
     json.dump(cfg, open(os.path.join(path, "config.json"), "w"))
     with pytest.raises(CheckpointError, match="model_type='gpt2' is not supported"):
         load_hf_model(path)
+    cfg.update(model_type="qwen2", num_attention_heads="four")  # a TypeError traceback before
+    json.dump(cfg, open(os.path.join(path, "config.json"), "w"))
+    with pytest.raises(CheckpointError, match="config.json: num_attention_heads='four' is not an"):
+        load_hf_model(path)
 
 
 def test_missing_weights_file(hf_dirs, tmp_path):

@@ -56,6 +56,11 @@ def _bytes_bar(total: int, desc: str) -> Any:
 # ----------------------------------------------------------------------------- config
 
 
+SIZE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+               "intermediate_size", "num_key_value_heads", "head_dim",
+               "max_position_embeddings")  # fmt: skip
+
+
 def config_from_hf(
     hf: Mapping[str, Any], source: str = "config.json", **overrides: Any
 ) -> ModelConfig:
@@ -96,6 +101,10 @@ def config_from_hf(
         raise CheckpointError(
             f"{source}: rope type {rope_type!r} is not supported (supported: default, llama3)"
         )
+    for key in SIZE_FIELDS:
+        value = hf.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise CheckpointError(f"{source}: {key}={value!r} is not an integer")
     heads = hf["num_attention_heads"]
     num_labels = 0
     if any(str(a).endswith(CLASSIFIER_SUFFIX) for a in hf.get("architectures") or ()):
