@@ -193,6 +193,11 @@ def test_load_source_names(data_dir):
         {**cfg, "countdown": {"seed": 3, "train_size": 6, "test_size": 4, "max_numbers": 3}}
     )
     assert list(head) == cd[:2] and head.skipped == 0
+    from r1jax.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^data name='countdown' split='tset': Unknown split"):
+        load_source({**cfg, "split": "tset", "countdown": {"seed": 3, "train_size": 6,
+                                                           "test_size": 4, "max_numbers": 3}})  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -163,6 +163,10 @@ def load_source(cfg: Mapping[str, Any] | Any) -> Sequence[dict]:
             "files in data.manual_dir (default <data_dir>/downloads/manual), or prepare it "
             "where there is access and copy data_dir over."
         ) from e
+    except ValueError as e:  # tfds: "Unknown split 'x'. Should be one of [...]"
+        if "split" not in str(e).lower():
+            raise
+        raise ConfigError(f"data name={name!r} split={split!r}: {e}") from None
     metadata = ds.dataset_info.metadata or {}
     bad_rows = metadata.get("bad_rows", {}).get(split.split("[")[0], {"count": 0})
     return TfdsSource(ds, bad_rows)
