@@ -196,8 +196,8 @@ def test_load_source_names(data_dir):
     from r1jax.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"^data name='countdown' split='tset': Unknown split"):
-        load_source({**cfg, "split": "tset", "countdown": {"seed": 3, "train_size": 6,
-                                                           "test_size": 4, "max_numbers": 3}})  # fmt: skip
+        small = {"seed": 3, "train_size": 6, "test_size": 4, "max_numbers": 3}
+        load_source({**cfg, "split": "tset", "countdown": small})
 
 
 @pytest.mark.parametrize(
