@@ -94,18 +94,18 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     ckpt_dir = os.path.join(folder, "checkpoints")
     done = saved_steps(ckpt_dir)
     tokenizer = build.build_tokenizer(c)
-    mesh = build.build_mesh(c)
-    rules = build.sharding_rules(c)
-    lm, _, label = build.load_run_model(c, mesh, tokenizer)
     if rm.input == "chat" and not tokenizer.chat_template:
         raise ConfigError("config.reward_model.input='chat' needs a tokenizer with a "
                           "chat_template (tokenizer.path)")  # fmt: skip
+    pairs = load_pairs(c, "train_path", tokenizer)  # (the files' errors before a model loads)
+    held = load_pairs(c, "eval_path", tokenizer) if rm.eval_path else None
+    mesh = build.build_mesh(c)
+    rules = build.sharding_rules(c)
+    lm, _, label = build.load_run_model(c, mesh, tokenizer)
     model = reward_model_from(lm, mesh, rules)
     del lm
     primary = dist.is_primary()
     max_len = build.reward_model_max_len(c)
-    pairs = load_pairs(c, "train_path", tokenizer)
-    held = load_pairs(c, "eval_path", tokenizer) if rm.eval_path else None
     if primary:
         start = f"resuming {ckpt_dir} at step {done[-1]}" if done else f"from {label}"
         emit(f"reward model: {len(pairs)} pairs, {rm.steps} steps, {start}")

@@ -347,6 +347,12 @@ def test_rm_command_needs_train_path(tmp_path):
     with pytest.raises(ConfigError, match=r"reward_model\.train_path"):
         rm_command(c, emit=lambda s: None)
     assert not os.path.exists(os.path.join(c.run_dir, "rm"))
+    # a missing pairs file is named before any model loads (old code: after the model)
+    c.reward_model.train_path = str(tmp_path / "no_pairs.jsonl")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(build, "load_run_model", lambda *a, **k: pytest.fail("model loaded first"))
+        with pytest.raises((ConfigError, FileNotFoundError), match="no_pairs.jsonl"):
+            rm_command(c, emit=lambda s: None)
 
 
 # ---------------------------------------------------------------- r1jax rm -> GRPO
