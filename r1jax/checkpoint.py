@@ -351,8 +351,11 @@ def restore_init_checkpoint(model: nnx.Module, path: str) -> str | None:
     except CheckpointError as e:  # e.g. another model's shapes: say which setting led there
         raise CheckpointError(f"config.train.init_checkpoint={path!r}: {e}") from None
     if step is None:
-        raise CheckpointError(f"config.train.init_checkpoint={path!r}: no r1jax checkpoint there "
-                              "(give a run directory or its checkpoints/ folder)")  # fmt: skip
+        hf = storage.exists(f"{path.rstrip('/')}/config.json")
+        hint = ("; it is a Hugging Face model directory: give it as model.hf_path" if hf else
+                " (give a run directory or its checkpoints/ folder)")  # fmt: skip
+        raise CheckpointError(f"config.train.init_checkpoint={path!r}: no r1jax checkpoint there"
+                              f"{hint}")  # fmt: skip
     return weights_label(path, step)
 
 

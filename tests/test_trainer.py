@@ -202,6 +202,11 @@ def test_init_checkpoint_starts_from_another_runs_params(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="init_checkpoint=.*no r1jax checkpoint there"):
         GRPOTrainer(make_config(str(tmp_path), "third", train__init_checkpoint=missing))
     assert not os.path.exists(missing)
+    hf_dir = tmp_path / "a_hf_model"
+    hf_dir.mkdir()
+    (hf_dir / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="a Hugging Face model directory: give it as model"):
+        GRPOTrainer(make_config(str(tmp_path), "third", train__init_checkpoint=str(hf_dir)))
     other = make_config(str(tmp_path), "other_shape", train__init_checkpoint=first.run_dir)
     other.model.overrides.num_layers = 1
     with pytest.raises(CheckpointError, match=r"^config.train.init_checkpoint='.*first': .*"
