@@ -77,6 +77,23 @@ def alloc(completion: str, row: dict[str, Any]) -> float:
     return 1.0
 
 
+@register_reward("fixture_forge")
+def forge(completion: str, row: dict[str, Any]) -> float:
+    """Writes to its worker's result pipe (as a program a reward runs could, through
+    /proc) a pickle that would create ``row["marker"]`` if the trainer unpickled it."""
+    import pickle
+    import struct
+    import sys
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (row["marker"], "w"))
+
+    data = pickle.dumps(("ready", 0)) if row.get("plain") else pickle.dumps(Payload())
+    os.write(int(sys.argv[2]), struct.pack("!i", len(data)) + data)
+    return 0.5
+
+
 _SERVED: list[str] = []
 
 

@@ -256,6 +256,19 @@ def test_worker_memory_limit():
     assert "MemoryError" in result.error_messages["fixture_alloc"][0]
 
 
+def test_what_reaches_a_result_pipe_is_parsed_not_unpickled(tmp_path):
+    """A worker's answers are JSON: a pickle written to its result pipe (code that a reward
+    runs can reach it) runs nothing in the trainer; the call fails, the worker is replaced and
+    the next calls score (old code: the pickle ran, creating the marker file)."""
+    marker = tmp_path / "ran_in_the_trainer"
+    with RewardScorer(["fixture_forge", "fixture_length"], num_workers=1) as scorer:
+        result = scorer.score(["abc"], [{"marker": str(marker)}])
+        again = scorer.score(["abcd"], [{"marker": str(marker), "plain": True}])
+    assert not marker.exists()
+    assert result.errors["fixture_forge"] == 1 and again.errors["fixture_forge"] == 1
+    assert (result.total[0], again.total[0]) == (3.0, 4.0)  # (fixture_length's)
+
+
 def test_workers_are_replaced_after_max_calls_per_worker():
     """State a reward keeps in its worker (a leaking cache) lives for at most
     max_calls_per_worker calls: the idle worker is replaced, and no call is lost or failed."""

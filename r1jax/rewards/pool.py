@@ -31,6 +31,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 DoneFn = Callable[[str, float, str], None]
+STATUSES = ("ok", "error", "timeout")  # what a worker answers for a call
 
 
 @dataclasses.dataclass
@@ -51,6 +52,27 @@ class Call:
     def payload(self) -> tuple[Any, ...]:
         """What the worker receives for this call."""
         return (self.call_id, self.ref, self.completion, self.row, self.kwargs, self.timeout_s)
+
+
+MAX_ANSWER_BYTES = 1 << 20
+
+
+def _answer(data: bytes) -> tuple:
+    """A worker's JSON answer (:func:`r1jax.rewards._worker.send`): ``("ready", pid)``,
+    ``("fatal", message)`` or ``(call_id, status, value, message)``.
+
+    Raises:
+      ValueError: anything else.
+    """
+    message = json.loads(data)
+    ok = isinstance(message, list) and message and (
+        message[0] in ("ready", "fatal")
+        or (len(message) == 4 and isinstance(message[0], int) and message[1] in STATUSES
+            and isinstance(message[2], int | float) and isinstance(message[3], str))
+    )  # fmt: skip
+    if not ok:
+        raise ValueError(f"{data[:80]!r}")
+    return tuple(message)
 
 
 class _Worker:
@@ -210,7 +232,7 @@ class WorkerPool:
     def _receive(self, worker: _Worker) -> None:
         try:
             while worker.results.poll():
-                message = worker.results.recv()
+                message = _answer(worker.results.recv_bytes(MAX_ANSWER_BYTES))
                 worker.last_event = time.monotonic()
                 if message[0] == "ready":
                     worker.ready = True
@@ -222,6 +244,8 @@ class WorkerPool:
                     worker.inflight.popleft().on_done(*message[1:])
         except (EOFError, OSError):
             self._replace(worker, "crash", "reward worker died")
+        except ValueError as e:  # not one of the worker's answers: whoever wrote it, replace
+            self._replace(worker, "crash", f"reward worker sent a malformed answer ({e})")
 
     def _assign(self) -> None:
         self._recycle_worn()
