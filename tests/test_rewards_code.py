@@ -43,6 +43,16 @@ CASES = [
         0.0,
     ),
     ("import subprocess\nsubprocess.run(['true'])\ndef add(a, b):\n    return a + b", 0.0),
+    (  # (os.fork is denied; posix.fork, the same function, forked before)
+        "import posix\ntry:\n    posix.fork()\nexcept PermissionError:\n"
+        "    def add(a, b):\n        return a + b",
+        1.0,
+    ),
+    (  # a raw socket type (the socket functions were denied, the type was not)
+        "import _socket\ntry:\n    _socket.SocketType(2, 1)\nexcept PermissionError:\n"
+        "    def add(a, b):\n        return a + b",
+        1.0,
+    ),
     (  # empty environment (Python itself may only add LC_CTYPE)
         "import os\nassert set(os.environ) <= {'LC_CTYPE'}\ndef add(a, b):\n    return a + b",
         1.0,
@@ -74,6 +84,19 @@ def test_code_tests_string_tests_with_setup():
     assert (
         code_tests(block("import math\ndef area(r):\n    return math.pi * r * r"), tests) == 2 / 3
     )
+
+
+def test_tests_in_a_function_and_many_tests_count():
+    """HumanEval-style tests (asserts inside check(candidate)) are one test (scored 0.0 before:
+    no top-level assert, no test), and 2,000 tests all count (0.7745 before: the result file
+    was read up to 64 KB)."""
+    humaneval = "def check(candidate):\n    assert candidate(1, 2) == 3\n\ncheck(add)"
+    assert split_tests(humaneval) == ([], [humaneval])
+    right, wrong = block("def add(a, b):\n    return a + b"), block("def add(a, b):\n    return 0")
+    assert code_tests(right, {"tests": humaneval}) == 1.0
+    assert code_tests(wrong, {"tests": humaneval}) == 0.0
+    many = {"tests": [f"assert add({i}, 1) == {i + 1}" for i in range(2000)]}
+    assert code_tests(right, many, timeout_s=20.0) == 1.0
 
 
 def test_code_tests_infinite_loop_keeps_earlier_passes():

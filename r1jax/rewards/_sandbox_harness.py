@@ -48,21 +48,26 @@ def _isolate() -> None:
         raise PermissionError("disabled in the r1jax code sandbox")
 
     import _socket
+    import posix
     import socket
     import subprocess
 
+    processes = ("fork", "forkpty", "system", "popen", "posix_spawn", "posix_spawnp", "kill",
+                 "killpg", "setsid", "setpgid")  # fmt: skip
     for mod, names in (
         (socket, ("socket", "create_connection", "getaddrinfo", "socketpair", "fromfd")),
-        (_socket, ("socket", "getaddrinfo", "socketpair")),
+        (_socket, ("socket", "SocketType", "getaddrinfo", "socketpair")),
         (subprocess, ("Popen", "run", "call", "check_call", "check_output")),
-        (os, ("fork", "forkpty", "system", "popen", "posix_spawn", "posix_spawnp", "kill")),
+        (os, processes),
+        (posix, processes),  # (os's functions are posix's: patch both names)
     ):
         for name in names:
             if hasattr(mod, name):
                 setattr(mod, name, denied)
-    for name in dir(os):
-        if name.startswith(("exec", "spawn")):
-            setattr(os, name, denied)
+    for mod in (os, posix):
+        for name in dir(mod):
+            if name.startswith(("exec", "spawn")):
+                setattr(mod, name, denied)
 
 
 def _main() -> None:

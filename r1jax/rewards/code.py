@@ -4,9 +4,21 @@ The candidate runs in a fresh ``python -I`` subprocess in a temporary directory 
 empty environment, resource limits (address space, CPU time, file size, process count,
 no core dumps), a wall-clock timeout, stdin/stdout/stderr on /dev/null, sockets,
 ``subprocess`` and ``os.fork``/``exec*`` replaced by functions that raise, and
-``PR_SET_PDEATHSIG`` so it dies with its parent. This is best-effort isolation for
-*model-written* code, not a security boundary against a determined attacker (run the
-trainer in a container for that). As root, ``RLIMIT_NPROC`` is not enforced by Linux.
+``PR_SET_PDEATHSIG`` so it dies with its parent. The reward workers answer the trainer in
+JSON (never pickles) and are non-dumpable.
+
+This is not a security boundary, and a policy under RL pressure searches for holes. The
+program runs as the trainer's user, in the same filesystem and ``/proc``, in the process
+that checks it. Measured ways a completion scores 1.0 without solving the task: reading
+``config.json`` (which holds the tests), replacing builtins or an imported module the tests
+use, defining an object whose ``__eq__`` is always true, reaching the harness's frame.
+Measured escapes: writing files anywhere the user may (the harness is copied from the
+package on each call, so a program can rewrite it for every later call), reading the
+trainer's environment through ``/proc`` (same user), forking through ``ctypes``, opening
+sockets through other modules. Use it only where a run's host and credentials have
+nothing to protect, with a rollout inspection of high-reward samples, or put a real sandbox
+(another user, namespaces, seccomp; e.g. nsjail, gVisor) behind a reward of your own.
+As root, ``RLIMIT_NPROC`` is not enforced by Linux.
 """
 
 from __future__ import annotations
@@ -46,7 +58,9 @@ def split_tests(tests: Any) -> tuple[list[str], list[str]]:
 
     A list gives one test per element. A string is split into top-level statements:
     each ``assert`` is a test, every other statement (imports, helpers) is setup run
-    before the tests. A string that does not parse is a single test.
+    before the tests. A string without a top-level ``assert`` (its asserts in a function
+    or a loop, e.g. HumanEval's ``def check(candidate): ...`` then ``check(f)``), or that
+    does not parse, is a single test.
     """
     if isinstance(tests, str):
         try:
@@ -55,6 +69,8 @@ def split_tests(tests: Any) -> tuple[list[str], list[str]]:
             return [], [tests]
         setup = [ast.unparse(s) for s in module.body if not isinstance(s, ast.Assert)]
         asserts = [ast.unparse(s) for s in module.body if isinstance(s, ast.Assert)]
+        if not asserts:  # asserts inside a function or loop (HumanEval's check(candidate)):
+            return [], [tests]  # the whole string is one test
         return setup, asserts
     if isinstance(tests, list | tuple) and all(isinstance(t, str) for t in tests):
         return [], list(tests)
@@ -112,13 +128,13 @@ def run_tests(
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write(nonce.encode() + b"\n")
-            proc.stdin.close()
-        except OSError:
-            pass
-        try:
+        try:  # (from here on: a timeout signal in the worker still kills the group)
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(nonce.encode() + b"\n")
+                proc.stdin.close()
+            except OSError:
+                pass
             timed_out = not _wait_unreaped(proc.pid, timeout_s)
         finally:
             # The leader is not reaped yet, so its process group id cannot be reused.
@@ -126,11 +142,8 @@ def run_tests(
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         results = Path(tmp, "results.txt")
-        text = (
-            results.open("rb").read(MAX_RESULT_BYTES).decode(errors="replace")
-            if results.exists()
-            else ""
-        )
+        size = MAX_RESULT_BYTES + 64 * len(tests)  # ("<32 hex> PASS <i>" lines)
+        text = results.open("rb").read(size).decode(errors="replace") if results.exists() else ""
         pass_re = re.compile(rf"{nonce} PASS (\d+)")
         passed = {int(m.group(1)) for m in map(pass_re.fullmatch, text.splitlines()) if m}
         return len(passed & set(range(len(tests)))), timed_out
