@@ -258,22 +258,28 @@ def _refuse_dst_over_run_files(c: Any, dst: str) -> None:
 @command("train", "[cold-start SFT, then] GRPO; resumes automatically from the run directory")
 def _train() -> int:
     from r1jax.distributed import is_primary
-    from r1jax.rl.trainer import train
+    from r1jax.rl.trainer import GRPOTrainer
 
     c = _require_config()
-    history = train(c)
-    if history and is_primary():
+    trainer = GRPOTrainer(c)
+    try:
+        history = trainer.train(keep_history=False)  # (the last step's metrics)
+        step = trainer.step
+    finally:
+        trainer.close()
+    said = f"step {step}"
+    if history:
         last = history[-1]
         evals = "".join(f" {k}={v:.3f}" for k, v in last.items()
                         if k.startswith("eval/") and k.endswith("pass@1"))  # fmt: skip
-        said = f"step {last['step']} reward/mean={last['reward/mean']:.3f}{evals}"
-        if last["step"] < c.train.steps:  # Ctrl-C: saved, not finished
+        said += f" reward/mean={last['reward/mean']:.3f}{evals}"
+    if step < c.train.steps:  # Ctrl-C (also before the first step): saved, not finished
+        if is_primary():
             print(f"stopped at {said} (of {c.train.steps} steps; saved, the same command "
                   f"resumes) run_dir={c.run_dir}")  # fmt: skip
-        else:
-            print(f"done: {said} run_dir={c.run_dir}")
-    if history and history[-1]["step"] < c.train.steps:
         return 130  # (128 + SIGINT, as sft and rm: `r1jax train && r1jax export` stops here)
+    if history and is_primary():
+        print(f"done: {said} run_dir={c.run_dir}")
     return 0
 
 

@@ -283,7 +283,8 @@ def base_config() -> ml_collections.ConfigDict:
     # {name: {data keys (name, split, path, ...), prompts, samples, accuracy, ...}}, see
     # r1jax.eval_sets (e.g. dict(math500=dict(name="math500"), aime2024=dict(name="aime2024")))
     c.train.eval_benchmarks = ml_collections.ConfigDict()
-    c.train.best_metric = ""  # eval metric of the best checkpoint (default: first set's pass@1)
+    c.train.best_metric = ""  # eval metric of the best checkpoint (default: held_out's
+    # pass@1, else that of the benchmark first by name)
     c.train.progress = True
     c.train.tensorboard = True
     c.train.wandb_project = ""
@@ -291,7 +292,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def r1_zero_settings(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Sets R1-Zero's published GRPO hyperparameters (DeepSeekMath / R1, see R1_NOTES.md) on
+    """Sets R1-Zero's published GRPO hyperparameters (the DeepSeekMath and DeepSeek-R1 papers) on
     ``c`` and returns it: G = 16 samples of 32 prompts (512 rollouts) per step in 16
     minibatches, temperature 1, lr 3e-6 after 10 warmup steps, KL beta 0.001 to a reference
     reset every 400 steps, the ``r1_zero`` prompt template; bf16 compute over fp32 master

@@ -1,7 +1,7 @@
 """Independent NumPy / Python-loop reference for GRPO advantages and losses.
 
-Written from the formulas in R1_NOTES.md, deliberately without vectorised
-tricks: loops over groups, sequences and tokens, float64 throughout. The
+Written from the GRPO formulas of the DeepSeekMath / DeepSeek-R1 papers, deliberately
+without vectorised tricks: loops over groups, sequences and tokens, float64 throughout. The
 gradient reference is central finite differences of the float64 loss, so it
 shares no code path (and no autodiff) with r1jax.
 """

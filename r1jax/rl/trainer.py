@@ -638,7 +638,8 @@ class _NoMetrics:
 
 
 def train(c: ml_collections.ConfigDict) -> list[dict[str, Any]]:
-    """Entry point of ``r1jax train``: the metrics of the last step run (none: nothing to run)."""
+    """Runs (or resumes) the GRPO run of ``c`` as ``r1jax train`` does; returns the metrics of
+    the last step run (none: nothing to run)."""
     trainer = GRPOTrainer(c)
     try:
         return trainer.train(keep_history=False)
