@@ -66,7 +66,8 @@ def _answer(data: bytes) -> tuple:
     """
     message = json.loads(data)
     ok = isinstance(message, list) and message and (
-        message[0] in ("ready", "fatal")
+        (len(message) == 2 and message[0] == "ready")
+        or (len(message) == 2 and message[0] == "fatal" and isinstance(message[1], str))
         or (len(message) == 4 and isinstance(message[0], int) and message[1] in STATUSES
             and isinstance(message[2], int | float) and isinstance(message[3], str))
     )  # fmt: skip
