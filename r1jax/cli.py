@@ -243,6 +243,8 @@ def _refuse_dst_over_run_files(c: Any, dst: str) -> None:
         return storage.absolute(p).rstrip("/")
 
     target = norm(dst)
+    if storage.exists(dst) and not storage.isdir(dst):
+        raise app.UsageError(f"--dst={dst} is a file: export writes a directory there")
     for field in ("model.hf_path", "tokenizer.path", "reward_model.path", "train.init_checkpoint"):
         value = field_value(c, field)
         if value and norm(value) == target:
@@ -340,8 +342,12 @@ def _plot() -> int:
         raise app.UsageError("plot needs the run directory: r1jax plot --src=RUN_DIR")
     if not is_primary():  # (a launcher may run it on every host: one writes the files)
         return 0
-    for path in plot_run(FLAGS.src):
+    paths = plot_run(FLAGS.src)
+    for path in paths:
         print(path)
+    if not paths:  # (an empty metrics.jsonl: a run killed before its first logged step)
+        raise app.UsageError(f"{FLAGS.src}: nothing to plot yet (no logged step has a plotted "
+                             "metric)")  # fmt: skip
     return 0
 
 

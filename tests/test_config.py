@@ -480,6 +480,14 @@ def test_export_refuses_a_destination_that_the_run_reads_or_writes(tmp_path):
         with pytest.raises(app.UsageError, match="is the run directory or holds its checkpoints"):
             _refuse_dst_over_run_files(c, str(tmp_path / dst))
     _refuse_dst_over_run_files(c, str(tmp_path / "run" / "hf"))
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(app.UsageError, match="a_file is a file: export writes a directory"):
+        _refuse_dst_over_run_files(c, str(tmp_path / "a_file"))
+    empty = tmp_path / "killed_early"  # plot of a run with no logged step yet: one line, rc 2
+    empty.mkdir()
+    (empty / "metrics.jsonl").write_text("")
+    r = _cli("plot", str(empty))
+    assert r.returncode == 2 and "killed_early: nothing to plot yet" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize(

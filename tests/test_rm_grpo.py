@@ -315,6 +315,19 @@ def test_routes_send_general_rows_to_the_model_only(tmp_path, mesh, char_rm, cha
     host.close()
 
 
+def test_reward_model_sources_that_no_prompt_has_are_refused(tmp_path, char_rm_dir, monkeypatch):
+    """reward_model.sources naming no training prompt's source: the learned reward would
+    score no rollout (old code: it ran, reward/fn/reward_model 0 throughout)."""
+    from r1jax.rl.trainer import GRPOTrainer
+
+    monkeypatch.setattr(build, "build_model", lambda *a, **k: pytest.fail("model built first"))
+    c = make_config(str(tmp_path), rewards__num_workers=0)
+    c.reward_model.path, c.reward_model.sources = char_rm_dir, ("general", "chat")
+    said = r"^config.reward_model.sources=\('general', 'chat'\): no training prompt has any "
+    with pytest.raises(ConfigError, match=said + r"of these sources \(theirs: \['custom'\]"):
+        GRPOTrainer(c)
+
+
 @pytest.mark.parametrize(
     "field, value",
     [("scope", "summary"), ("input", "raw"), ("batch_size", 0)],

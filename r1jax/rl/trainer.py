@@ -258,6 +258,7 @@ class GRPOTrainer:
         cfg = None if source is not None else build.source_config(c)
         source = build.load_prompt_source(c, cfg, source)
         source = build.fitting_prompts(c, source, self.tokenizer, fmt, "training")
+        _check_reward_model_sources(c, source)
         index, count = self.data_shard
         self.data = PromptIterator(
             source,
@@ -617,6 +618,24 @@ class GRPOTrainer:
         for part in ("ckpt", "metrics", "scorer", "eval_scorers"):
             if hasattr(self, part):
                 getattr(self, part).close()
+
+
+def _check_reward_model_sources(c: ml_collections.ConfigDict, records) -> None:
+    """``reward_model.sources`` must name the source of some training prompt: otherwise the
+    learned reward scores no rollout (silently, before). Names no prompt has are warned of."""
+    rm = c.reward_model
+    if not (rm.path and rm.sources):
+        return
+    present = {record.get("source") for record in records}
+    missing = [s for s in rm.sources if s not in present]
+    if len(missing) == len(rm.sources):
+        raise ConfigError(
+            f"config.reward_model.sources={tuple(rm.sources)!r}: no training prompt has any of "
+            f"these sources (theirs: {sorted(map(str, present))}), so the reward model would "
+            "score nothing"
+        )
+    if missing:
+        log.warning("reward_model.sources %s: no training prompt has them", missing)
 
 
 def _changes_note(changed: str) -> str:
