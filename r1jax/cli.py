@@ -188,7 +188,7 @@ def _convert() -> int:
 
     if not FLAGS.src or not FLAGS.dst:
         raise app.UsageError("convert needs --src=<dir> and --dst=<dir>")
-    if storage.absolute(FLAGS.src).rstrip("/") == storage.absolute(FLAGS.dst).rstrip("/"):
+    if _dir_key(FLAGS.src) == _dir_key(FLAGS.dst):
         raise app.UsageError(
             f"convert --src and --dst are the same directory ({FLAGS.dst}): the source's weight "
             "files would be overwritten while they are read; write to another directory"
@@ -233,24 +233,28 @@ def _export() -> int:
     return 0
 
 
+def _dir_key(path: str) -> str:
+    """``path`` absolute and without a trailing ``/``: equal for two names of one directory."""
+    from r1jax import storage
+
+    return storage.absolute(path).rstrip("/")
+
+
 def _refuse_dst_over_run_files(c: Any, dst: str) -> None:
     """``export --dst`` must not be a directory the run reads (its model, tokenizer, reward
     model) or the run directory and its checkpoints: the export would overwrite them."""
     from r1jax import storage
     from r1jax.config import field_value
 
-    def norm(p: str) -> str:
-        return storage.absolute(p).rstrip("/")
-
-    target = norm(dst)
+    target = _dir_key(dst)
     if storage.exists(dst) and not storage.isdir(dst):
         raise app.UsageError(f"--dst={dst} is a file: export writes a directory there")
     for field in ("model.hf_path", "tokenizer.path", "reward_model.path", "train.init_checkpoint"):
         value = field_value(c, field)
-        if value and norm(value) == target:
+        if value and _dir_key(value) == target:
             raise app.UsageError(f"--dst={dst} is config.{field}: the export would overwrite "
                                  "what the run reads; write to another directory")  # fmt: skip
-    run = norm(c.run_dir)
+    run = _dir_key(c.run_dir)
     managed = [run] + [f"{run}/{d}" for d in ("checkpoints", "sft", "rm")]
     if any(target == d or (d != run and target.startswith(d + "/")) for d in managed):
         raise app.UsageError(f"--dst={dst} is the run directory or holds its checkpoints; "

@@ -545,10 +545,6 @@ def validate(
     _check(t.eval_temperature >= 0, "train.eval_temperature", t.eval_temperature, "must be >= 0")
     _check(0.0 < t.eval_top_p <= 1.0, "train.eval_top_p", t.eval_top_p, "must be in (0, 1]")
     _validate_benchmarks(t.eval_benchmarks)
-    w = c.rewards
-    _check(w.timeout_s > 0, "rewards.timeout_s", w.timeout_s, "must be > 0")
-    for field in ("num_workers", "worker_memory_mb", "worker_max_calls"):
-        _check(w[field] >= 0, f"rewards.{field}", w[field], "must be >= 0 (0: see r1jax/config.py)")
     return cfg
 
 
