@@ -31,6 +31,7 @@ from r1jax.model.attention import (
     library_attention,
 )
 from r1jax.model.config import ModelConfig
+from r1jax.model.lora import merge_lora, project
 from r1jax.model.ops import Rope, apply_rope, dense, rope_table, swiglu
 from r1jax.model.splash import splash_attention
 
@@ -121,10 +122,9 @@ class Attention(nnx.Module):
             self.k_norm = RMSNorm(hd, cfg.rms_norm_eps, cfg, axis_name="head_dim")
 
     def _project(self, x: jax.Array, name: str) -> jax.Array:
-        dt = x.dtype
-        y = dense(x, getattr(self, name)[...].astype(dt))
+        y = project(self, name, x)
         if self.cfg.qkv_bias:
-            y = y + getattr(self, f"{name}_bias")[...].astype(dt)
+            y = y + getattr(self, f"{name}_bias")[...].astype(x.dtype)
         return y
 
     def _project_fused(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -161,7 +161,7 @@ class Attention(nnx.Module):
             out = splash_attention(q, k, v, cache, attn_mask)
         else:
             out = library_attention(q, k, v, cache, attn_mask, cfg.attention)
-        return dense(out, self.o[...].astype(x.dtype), contract=2), cache
+        return project(self, "o", out), cache
 
 
 def write_cache(
@@ -195,9 +195,8 @@ class MLP(nnx.Module):
             gu = dense(x, self.gate_up[...].astype(dt))
             g, u = gu[..., 0, :], gu[..., 1, :]
         else:
-            g = dense(x, self.gate[...].astype(dt))
-            u = dense(x, self.up[...].astype(dt))
-        return dense(swiglu(g, u), self.down[...].astype(dt))
+            g, u = project(self, "gate", x), project(self, "up", x)
+        return project(self, "down", swiglu(g, u))
 
 
 class Block(nnx.Module):
@@ -327,11 +326,13 @@ class Transformer(nnx.Module):
 def prepare_for_decoding(model: Transformer, *, fuse_qkv: bool, fuse_mlp: bool) -> None:
     """Rewrites a model's weights in place for a decode loop.
 
-    Weight matrices are cast to the compute dtype once (instead of at every step), and the
-    projections that read the same input become one GEMM each: ``gate``/``up`` ->
-    ``gate_up [D, 2, I]`` (with ``fuse_mlp``) and ``q``/``k``/``v`` -> ``qkv [D, H + 2K,
-    Dh]`` plus ``qkv_bias`` (with ``fuse_qkv``; only where heads are not split over a mesh
-    axis, since the concatenation would mix shards). The results equal the unfused model's.
+    LoRA adapters are folded into their weights, stored in the compute dtype
+    (:func:`~r1jax.model.lora.merge_lora`). Weight matrices are cast to the compute dtype once
+    (instead of at every step), and the projections that read the same input become one GEMM
+    each: ``gate``/``up`` -> ``gate_up [D, 2, I]`` (with ``fuse_mlp``) and ``q``/``k``/``v``
+    -> ``qkv [D, H + 2K, Dh]`` plus ``qkv_bias`` (with ``fuse_qkv``; only where heads are not
+    split over a mesh axis, since the concatenation would mix shards). The results equal the
+    unfused model's.
 
     Call it on a model merged inside the jitted program, before the ``while_loop``: XLA does
     not hoist the concatenations out of the loop, so built in the step they cost a copy of
@@ -339,6 +340,7 @@ def prepare_for_decoding(model: Transformer, *, fuse_qkv: bool, fuse_mlp: bool) 
     the q/k/v/gate/up weights in the compute dtype); the original weights stay, unused.
     """
     dt = model.cfg.dtype
+    merge_lora(model, dtype=dt)
 
     def cast(x: jax.Array) -> nnx.Param:
         return nnx.Param(x.astype(dt))
