@@ -122,7 +122,8 @@ def resolve_model_config(c: ml_collections.ConfigDict, tokenizer=None) -> ModelC
 
 def build_model(c: ml_collections.ConfigDict, mesh: Mesh, tokenizer=None) -> Transformer:
     """Loads ``model.hf_path`` or randomly initialises the preset, sharded over ``mesh``; the
-    ``model`` fields and ``model.overrides`` apply to both, as in :func:`model_config`."""
+    ``model`` fields and ``model.overrides`` apply to both, as in :func:`model_config`. With
+    ``lora.rank`` > 0 the model gets fresh LoRA adapters (:func:`r1jax.model.lora.add_lora`)."""
     rules = sharding_rules(c)
     if c.model.hf_path:
         from r1jax.model.hf import load_hf_model
@@ -143,7 +144,17 @@ def build_model(c: ml_collections.ConfigDict, mesh: Mesh, tokenizer=None) -> Tra
             "Use the model's own tokenizer (config.tokenizer.path / chars), or a model with a "
             "vocabulary at least as large"
         )
+    add_lora_adapters(c, model, mesh)
     return model
+
+
+def add_lora_adapters(c: ml_collections.ConfigDict, model: Transformer, mesh: Mesh) -> None:
+    """Fresh LoRA adapters of ``c.lora`` on ``model`` in place (none with ``lora.rank=0``)."""
+    if c.lora.rank:
+        from r1jax.model.lora import add_lora
+
+        lora = c.lora
+        add_lora(model, lora.rank, lora.alpha, tuple(lora.targets), c.seed, mesh, sharding_rules(c))
 
 
 def load_run_model(

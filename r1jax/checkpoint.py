@@ -29,6 +29,7 @@ from orbax.checkpoint import checkpoint_managers as cm
 from r1jax import distributed as dist
 from r1jax import storage
 from r1jax.model.hf import CheckpointError
+from r1jax.model.lora import LORA_MARK, LoRAParam, has_lora
 
 __all__ = [
     "CheckpointError",
@@ -241,12 +242,23 @@ class RunCheckpointer:
             new_ref = _unflat_params(ref_params, out["ref_params"])
         return new_params, new_opt, new_ref, meta
 
-    def restore_params(self, template: nnx.State, step: int | None = None) -> nnx.State:
-        """Only the policy params (e.g. to export or to initialise another stage)."""
+    def restore_params(
+        self, template: nnx.State, step: int | None = None, fresh_adapters: bool = False
+    ) -> nnx.State:
+        """Only the policy params (e.g. to export or to initialise another stage). With
+        ``fresh_adapters``, a checkpoint without LoRA adapters fills the base weights of a
+        ``template`` with adapters and keeps the template's adapters."""
         step = self.steps()[-1] if step is None else step
-        _check_shapes(
-            self.read_meta(step).get("param_shapes"), template, f"{self.directory}/{step}"
-        )
+        saved = self.read_meta(step).get("param_shapes")
+        if (
+            fresh_adapters
+            and saved is not None
+            and has_lora(template)
+            and not any(LORA_MARK in name for name in saved)
+        ):  # a checkpoint without adapters: its base weights, the template's adapters
+            adapters, base = nnx.split_state(template, LoRAParam, ...)
+            return nnx.merge_state(self.restore_params(base, step), adapters)
+        _check_shapes(saved, template, f"{self.directory}/{step}")
         out = self.manager.restore(
             step,
             args=ocp.args.Composite(
@@ -285,7 +297,7 @@ def checkpoint_dir(path: str) -> str:
 
 
 def load_params(
-    path: str, template: nnx.State, step: int | None = None
+    path: str, template: nnx.State, step: int | None = None, fresh_adapters: bool = False
 ) -> tuple[int, nnx.State] | None:
     """The policy params of checkpoint ``step`` (default: the newest) under ``path``: a run
     directory (see :func:`checkpoint_dir`) or a checkpoint folder itself. Returns
@@ -293,6 +305,7 @@ def load_params(
     ``step`` was asked for. Without ``step``, a newest checkpoint that cannot be read
     (damaged) is skipped with a warning for the one before.
     Reads only: a missing ``path`` is not created, a save in progress is left alone.
+    ``fresh_adapters``: see :meth:`RunCheckpointer.restore_params`.
 
     Raises:
       CheckpointError: ``step`` is not there or cannot be read, none can be read, or the
@@ -311,7 +324,7 @@ def load_params(
         tried, failures = [], []
         for candidate in [step] if step is not None else reversed(steps):
             try:
-                return candidate, ck.restore_params(template, candidate)
+                return candidate, ck.restore_params(template, candidate, fresh_adapters)
             except CheckpointError:
                 raise
             except Exception as e:  # noqa: BLE001 - a damaged checkpoint: try the previous one
@@ -326,10 +339,12 @@ def load_params(
             ck.close()
 
 
-def restore_run_params(model: nnx.Module, run_dir: str, step: int | None = None) -> int | None:
+def restore_run_params(
+    model: nnx.Module, run_dir: str, step: int | None = None, fresh_adapters: bool = False
+) -> int | None:
     """:func:`load_params` of the run in ``run_dir`` written into ``model`` in place; returns
     the step, or None when the run has no checkpoint."""
-    found = load_params(run_dir, nnx.state(model), step)
+    found = load_params(run_dir, nnx.state(model), step, fresh_adapters)
     if found is None:
         return None
     nnx.update(model, found[1])
@@ -339,7 +354,9 @@ def restore_run_params(model: nnx.Module, run_dir: str, step: int | None = None)
 def restore_init_checkpoint(model: nnx.Module, path: str) -> str | None:
     """The newest weights of ``path`` (``train.init_checkpoint``: a run directory or its
     checkpoint folder; "" for none) written into ``model`` in place; returns how they are
-    named (:func:`weights_label`), or None when ``path`` is empty.
+    named (:func:`weights_label`), or None when ``path`` is empty. A model with LoRA adapters
+    keeps its fresh ones when the checkpoint has none (e.g. LoRA RL after a full SFT), and
+    takes the checkpoint's when it has them (the same ``lora`` settings are then needed).
 
     Raises:
       CheckpointError: ``path`` holds no checkpoint (a missing ``path`` is not created).
@@ -347,7 +364,7 @@ def restore_init_checkpoint(model: nnx.Module, path: str) -> str | None:
     if not path:
         return None
     try:
-        step = restore_run_params(model, path)
+        step = restore_run_params(model, path, fresh_adapters=True)
     except CheckpointError as e:  # e.g. another model's shapes: say which setting led there
         raise CheckpointError(f"config.train.init_checkpoint={path!r}: {e}") from None
     if step is None:
@@ -389,10 +406,14 @@ def _check_shapes(saved: dict[str, list[int]] | None, template: nnx.State, where
     diffs += [f"{k}: in the checkpoint only" for k in saved if k not in now]
     if diffs:
         more = f" (+{len(diffs) - 4} more)" if len(diffs) > 4 else ""
+        lora = any(LORA_MARK in d for d in diffs)
+        lora = (
+            " (LoRA adapters differ: use the lora.* settings it was trained with)" if lora else ""
+        )
         raise CheckpointError(
             f"checkpoint {where} holds a different model than this config builds: "
-            f"{'; '.join(diffs[:4])}{more}. Resume with the run's own config (saved in the "
-            "checkpoint's meta) or start a new run_dir; nothing was changed there."
+            f"{'; '.join(diffs[:4])}{more}{lora}. Resume with the run's own config (saved in "
+            "the checkpoint's meta) or start a new run_dir; nothing was changed there."
         )
 
 

@@ -211,6 +211,7 @@ def _export() -> int:
     from r1jax import config as cfgmod
     from r1jax.distributed import is_primary
     from r1jax.model.hf import save_hf_model
+    from r1jax.model.lora import merge_lora
 
     c = _require_config()
     if not FLAGS.dst:
@@ -224,6 +225,7 @@ def _export() -> int:
         raise app.UsageError(f"no checkpoints in {os.path.join(c.run_dir, 'checkpoints')}")
     ids = build.token_ids(tokenizer)
     dtype = FLAGS.dtype or c.model.dtype  # (training keeps float32 master weights)
+    merge_lora(model)  # a LoRA run: the adapters folded into the weights they adapt
     save_hf_model(model, FLAGS.dst, dtype=dtype, token_ids=ids)  # every process; 0 writes
     if not is_primary():
         return 0

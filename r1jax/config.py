@@ -102,6 +102,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.attention = "einsum"  # or "cudnn": fused attention for training/prefill on GPUs
     c.model.overrides = ml_collections.ConfigDict()  # extra ModelConfig fields for presets
 
+    # LoRA adapters (r1jax.model.lora): rank > 0 trains only them (GRPO, SFT) on a frozen base;
+    # the reference policy is the base with the starting adapters (no second model copy)
+    c.lora = ml_collections.ConfigDict()
+    c.lora.rank = 0  # 0: train every weight
+    c.lora.alpha = 16.0  # the update is scaled by alpha / rank
+    c.lora.targets = ("q", "k", "v", "o", "gate", "up", "down")
+
     c.mesh = ml_collections.ConfigDict()
     c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); one -1 takes the remaining devices
     c.mesh.rules = ml_collections.ConfigDict()  # overrides of r1jax.sharding.DEFAULT_RULES
@@ -398,6 +405,8 @@ def validate(
 
     _check_known_fields(c)
     cfg = model_config(c)
+    if c.lora.rank:
+        _check_lora(c.lora)
     r = c.rl
     _check(
         r.prompts_per_step >= 1 and r.prompts_per_step % num_processes == 0,
@@ -590,3 +599,12 @@ def _validate_reward_model(c: ml_collections.ConfigDict) -> None:
     sources = tuple(rm.sources)
     _check(all(isinstance(x, str) and x for x in sources), "reward_model.sources", sources,
            "must be a tuple of source names")  # fmt: skip
+
+
+def _check_lora(lora: ml_collections.ConfigDict) -> None:
+    from r1jax.model.lora import check_targets
+
+    try:
+        check_targets(tuple(lora.targets))
+    except ValueError as e:
+        raise ConfigError(f"config.{e}") from None

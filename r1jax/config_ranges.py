@@ -22,6 +22,8 @@ _FRACTION = ((lambda v: 0 <= v < 1), "must be in [0, 1)")
 
 # field -> (test, why); fields of cold_start only when a cold_start.task is set
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "lora.rank": ((lambda v: v >= 0), "must be >= 0 (0: no adapters, train every weight)"),
+    "lora.alpha": _POSITIVE,
     "optim.b1": _FRACTION,
     "optim.b2": _FRACTION,
     "optim.warmup_steps": _at_least(0),

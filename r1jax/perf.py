@@ -31,10 +31,16 @@ def peak_tflops(device_kind: str) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device_kind), None)
 
 
-def update_flops(cfg: ModelConfig, prompts: int, group: int, prompt_len: int, new: int) -> float:
+def update_flops(
+    cfg: ModelConfig, prompts: int, group: int, prompt_len: int, new: int, frozen: bool = False
+) -> float:
     """Model FLOPs of one forward + backward pass of the GRPO update over ``prompts`` prompts
     of ``prompt_len`` tokens, each run once for its ``group`` completions of ``new`` tokens
-    (``rl.share_prompt``; without it pass the rows as ``prompts`` and ``group=1``)."""
+    (``rl.share_prompt``; without it pass the rows as ``prompts`` and ``group=1``).
+
+    The backward pass of a weight matmul is two matmuls (input and weight gradients);
+    ``frozen`` weights (under LoRA adapters, whose own small matmuls are not counted) need
+    only the input gradient: 2x the forward's matmul FLOPs instead of 3x."""
     d, hd = cfg.hidden_size, cfg.head_dim
     per_layer = d * hd * (cfg.num_heads * 2 + cfg.num_kv_heads * 2) + 3 * d * cfg.intermediate_size
     rows = prompts * group
@@ -43,4 +49,4 @@ def update_flops(cfg: ModelConfig, prompts: int, group: int, prompt_len: int, ne
     attn_pairs = prompts * prompt_len * prompt_len / 2 + rows * new * (prompt_len + new / 2)
     attn = cfg.num_layers * cfg.num_heads * 4 * hd * attn_pairs
     dense = 2 * (cfg.num_layers * per_layer * tokens + d * cfg.vocab_size * rows * new)
-    return 3 * (dense + attn)
+    return (2 if frozen else 3) * dense + 3 * attn

@@ -71,6 +71,7 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     """Trains (or resumes, or finds finished) the reward model of ``c``; exports it; returns
     ``{"step", "hf_dir", "eval_before", "eval_after"}`` (evals None without an eval_path)."""
     import jax
+    from flax import nnx
 
     from r1jax import build
     from r1jax import config as cfgmod
@@ -78,6 +79,8 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     from r1jax.checkpoint import saved_steps
     from r1jax.metrics import MetricsWriter
     from r1jax.model import reward_model_from
+    from r1jax.model.lora import merge_lora
+    from r1jax.model.lora import summary as lora_summary
     from r1jax.optim import check_training_dtypes
     from r1jax.rm import evaluate_pairs, train_reward_model
     from r1jax.rm_export import export_reward_model
@@ -102,13 +105,18 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     mesh = build.build_mesh(c)
     rules = build.sharding_rules(c)
     lm, _, label = build.load_run_model(c, mesh, tokenizer)
+    merge_lora(lm)  # adapters the policy was trained with are part of its weights
     model = reward_model_from(lm, mesh, rules)
     del lm
+    build.add_lora_adapters(c, model, mesh)  # lora.rank > 0: trains them and the score head
+    said = lora_summary(nnx.state(model))
     primary = dist.is_primary()
     max_len = build.reward_model_max_len(c)
     if primary:
         start = f"resuming {ckpt_dir} at step {done[-1]}" if done else f"from {label}"
         emit(f"reward model: {len(pairs)} pairs, {rm.steps} steps, {start}")
+        if said:
+            emit(f"reward model: {said} (with the score head)")
 
     def evaluate() -> dict[str, float] | None:
         if held is None:

@@ -33,12 +33,15 @@ which GRPO's scoring must use too (:func:`r1jax.build.check_reward_layout`)."""
 def export_reward_model(
     c: ml_collections.ConfigDict, model: Any, tokenizer: Any, hf_dir: str, primary: bool
 ) -> None:
-    """Writes ``model`` (a one-label classifier), its tokenizer and the text layout it was
-    trained on (:data:`LAYOUT_FILE`) to ``hf_dir``; every process calls it (the tensors are
-    gathered from all), ``primary`` (process 0) writes."""
+    """Writes ``model`` (a one-label classifier; LoRA adapters are merged into it in place),
+    its tokenizer and the text layout it was trained on (:data:`LAYOUT_FILE`) to ``hf_dir``;
+    every process calls it (the tensors are gathered from all), ``primary`` (process 0)
+    writes."""
     from r1jax import build
     from r1jax.model.hf import save_hf_model
+    from r1jax.model.lora import merge_lora
 
+    merge_lora(model)  # LoRA adapters (lora.rank > 0) folded into their weights, in place
     ids = build.token_ids(tokenizer)
     if primary:
         rm = c.reward_model

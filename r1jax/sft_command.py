@@ -20,11 +20,13 @@ import ml_collections
 def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print) -> int:
     """Runs (or resumes, or finds finished) the SFT stage of ``c``; returns its last step."""
     import jax
+    from flax import nnx
 
     from r1jax import build
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
     from r1jax.checkpoint import restore_init_checkpoint, saved_steps, sft_checkpoint_dir
+    from r1jax.model.lora import summary as lora_summary
     from r1jax.optim import check_training_dtypes
     from r1jax.recipes import cold_start
 
@@ -39,6 +41,9 @@ def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = prin
     tokenizer = build.build_tokenizer(c)
     mesh = build.build_mesh(c)
     model = build.build_model(c, mesh, tokenizer)
+    said = lora_summary(nnx.state(model))
+    if said and dist.is_primary():
+        emit(f"sft: {said}")
     if not saved_steps(ckpt_dir):  # (a resume restores its own checkpoint instead)
         label = restore_init_checkpoint(model, c.train.init_checkpoint)
         if label and dist.is_primary():

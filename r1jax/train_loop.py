@@ -29,6 +29,7 @@ from r1jax import optim
 from r1jax import sharding as shd
 from r1jax.model import Transformer
 from r1jax.model import check_model_fits_mesh as _check_model_fits_mesh
+from r1jax.model.lora import split_trainable
 
 LossFn = Callable[[nnx.GraphDef, nnx.State, Mapping[str, jax.Array]], tuple[jax.Array, dict]]
 Batches = Callable[[int], Iterator[dict[str, np.ndarray]]]
@@ -70,7 +71,9 @@ def make_train_step(
     ``train_step(state, opt_state, batch) -> (state, opt_state, metrics)`` donates ``state``
     and ``opt_state``; ``batch`` is a dict of the ``[B, L]`` arrays named by ``device_keys``
     (B divisible by the mesh's data * fsdp); metrics are ``loss_fn``'s replicated scalars plus
-    ``grad_norm`` (before clipping).
+    ``grad_norm`` (before clipping). Only the trainable part of ``state``
+    (:func:`r1jax.model.lora.split_trainable`: its LoRA adapters when it has any) is updated
+    and has optimizer state.
 
     ``grad_accum`` > 1 runs the batch as that many micro-batches in a ``lax.scan`` (memory of
     one micro-batch's activations) and makes one optimizer update of their combined gradient.
@@ -83,22 +86,27 @@ def make_train_step(
     """
     check_positive(grad_accum=grad_accum)
     state_sh = shd.state_shardings(state, mesh, rules)
-    opt_sh = opt_state_shardings(tx, state, mesh, rules)
+    opt_sh = opt_state_shardings(tx, split_trainable(state)[0], mesh, rules)
     batch_sh = {k: shd.batch_sharding(mesh, 2) for k in device_keys}
-    grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
+    grad_fn = jax.value_and_grad(
+        lambda trainable, frozen, batch: loss_fn(
+            graphdef, nnx.merge_state(trainable, frozen), batch
+        ),
+        has_aux=True,
+    )
 
-    def grads_and_metrics(state, batch):
+    def grads_and_metrics(trainable, frozen, batch):
         if grad_accum == 1:
-            (_, metrics), grads = grad_fn(graphdef, state, batch)
+            (_, metrics), grads = grad_fn(trainable, frozen, batch)
             return grads, metrics
 
         def micro(acc, mb):
-            (_, metrics), grads = grad_fn(graphdef, state, mb)
+            (_, metrics), grads = grad_fn(trainable, frozen, mb)
             w = metrics[weight_key] if weight_key else 1.0
             return jax.tree.map(lambda a, g: a + w * g, acc, grads), metrics
 
         parts = {k: shd.deal_rows(v, grad_accum) for k, v in batch.items()}
-        zeros = jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), state)  # sums in fp32
+        zeros = jax.tree.map(lambda p: jnp.zeros_like(p, jnp.float32), trainable)  # sums in fp32
         total, per_micro = jax.lax.scan(micro, zeros, parts)
         weights = per_micro[weight_key] if weight_key else jnp.ones(grad_accum)
         denom = jnp.sum(weights)
@@ -107,13 +115,15 @@ def make_train_step(
             k: jnp.sum(v) if k in COUNT_METRICS else jnp.sum(weights * v) / denom
             for k, v in per_micro.items()
         }
-        return jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), total, state), metrics
+        return jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), total, trainable), metrics
 
     def step(state, opt_state, batch):
-        grads, metrics = grads_and_metrics(state, batch)
+        trainable, frozen = split_trainable(state)
+        grads, metrics = grads_and_metrics(trainable, frozen, batch)
         metrics["grad_norm"] = optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, opt_state, state)
-        return optax.apply_updates(state, updates), opt_state, metrics
+        updates, opt_state = tx.update(grads, opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        return nnx.merge_state(trainable, frozen), opt_state, metrics
 
     train_step = jax.jit(
         shd.on_mesh(step, mesh),
@@ -121,7 +131,11 @@ def make_train_step(
         out_shardings=(state_sh, opt_sh, shd.replicated(mesh)),
         donate_argnums=(0, 1),
     )
-    init_opt_state = jax.jit(tx.init, in_shardings=(state_sh,), out_shardings=opt_sh)
+    init_opt_state = jax.jit(
+        lambda state: tx.init(split_trainable(state)[0]),
+        in_shardings=(state_sh,),
+        out_shardings=opt_sh,
+    )
     return train_step, init_opt_state, state_sh
 
 

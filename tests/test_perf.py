@@ -22,6 +22,8 @@ def test_update_flops_hand_count():
     attn = 1 * 2 * 4 * 4 * (2 * 2 / 2 + 2 * 3 * (2 + 3 / 2))
     expected = 3 * (2 * (576 * tokens + 80 * 2 * 3) + attn)
     assert update_flops(cfg, 1, 2, 2, 3) == expected
+    # frozen weights (LoRA): their backward is the input gradient alone
+    assert update_flops(cfg, 1, 2, 2, 3, frozen=True) == 2 * 2 * (576 * tokens + 80 * 6) + 3 * attn
     # without a shared prompt every row runs its own: rows as prompts, group 1
     unshared = 2 * (2 + 3)
     attn1 = 1 * 2 * 4 * 4 * (2 * (2 * 2 / 2) + 2 * 3 * (2 + 3 / 2))

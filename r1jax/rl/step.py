@@ -30,6 +30,7 @@ as the per-row forward pass, with ``(G-1)/G`` of the prompt positions' FLOPs sav
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,7 @@ from flax import nnx
 
 from r1jax import sharding as shd
 from r1jax.model import RowSpan, positions_from_mask
+from r1jax.model.lora import split_trainable
 from r1jax.rl.logprobs import compute_dtype_head, token_logprobs
 from r1jax.rl.losses import LossConfig, policy_loss
 from r1jax.sampling.decode import shared_prompt_cache
@@ -189,9 +191,14 @@ def _reduce_metrics(metrics: dict[str, jax.Array], loss_weights: jax.Array) -> d
 def make_update_fn(
     graphdef: nnx.GraphDef, cfg: StepConfig, optimizer: optax.GradientTransformation
 ) -> Callable:
-    """Returns ``update(params, opt_state, batch) -> (params, opt_state, metrics)`` (unjitted)."""
+    """Returns ``update(params, opt_state, batch) -> (params, opt_state, metrics)`` (unjitted).
 
-    def loss_fn(params, mb):
+    ``params`` is the whole model state; only its trainable part
+    (:func:`r1jax.model.lora.split_trainable`: the LoRA adapters when it has any, else every
+    weight) gets gradients, and ``opt_state`` is the optimizer's state of that part."""
+
+    def loss_fn(trainable, frozen, mb):
+        params = nnx.merge_state(trainable, frozen)
         logp, ent = completion_logprobs(
             graphdef,
             params,
@@ -227,12 +234,12 @@ def make_update_fn(
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def minibatch_update(carry, mb):
-        params, opt_state = carry
+    def minibatch_update(frozen, carry, mb):
+        params, opt_state = carry  # the trainable part
 
         def micro(acc, xw):
             x, w = xw
-            (_, metrics), grads = grad_fn(params, x)
+            (_, metrics), grads = grad_fn(params, frozen, x)
             acc = jax.tree.map(lambda a, g: a + g * w, acc, grads)
             return acc, metrics
 
@@ -251,12 +258,14 @@ def make_update_fn(
         minibatches = jax.tree.map(
             lambda x: shd.deal_rows(x, cfg.num_minibatches, cfg.group_size), batch
         )
+        trainable, frozen = split_trainable(params)
         all_metrics = []
         for _ in range(cfg.num_iterations):
-            (params, opt_state), metrics = jax.lax.scan(
-                minibatch_update, (params, opt_state), minibatches
+            (trainable, opt_state), metrics = jax.lax.scan(
+                functools.partial(minibatch_update, frozen), (trainable, opt_state), minibatches
             )
             all_metrics.append(metrics)
+        params = nnx.merge_state(trainable, frozen)
         # [mu * minibatches] per optimizer update
         stacked = {k: jnp.concatenate([m[k] for m in all_metrics]) for k in all_metrics[0]}
         grad_norm = jnp.mean(stacked.pop("grad_norm"))

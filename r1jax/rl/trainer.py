@@ -4,7 +4,9 @@ The host loop only moves batches, calls the reward scorer and logs; everything o
 a jitted pure function (:mod:`r1jax.rl.step`, the sampler). Every PRNG key is derived from
 (seed, step), and checkpoints hold params, optimizer state, reference params, the data
 iterator position and the metrics step, so a run killed at any moment resumes on the same
-trajectory.
+trajectory. With LoRA adapters (``lora.rank`` > 0) only they train: the optimizer state and the
+reference copy hold just them (the reference policy is the frozen base with the adapters the
+run started from).
 
 Multi-process (``R1JAX_DISTRIBUTED=1``, one JAX process per host): each process reads its
 share of the prompts (``rl.prompts_per_step / processes``), samples and scores their G
@@ -41,6 +43,8 @@ from r1jax.config import ConfigError, config_changes, validate
 from r1jax.eval_sets import EvalScorers, EvalSet, best_metric, evaluate_sets, load_eval_sets
 from r1jax.interrupt import GracefulStop, Preempted
 from r1jax.metrics import MetricsWriter
+from r1jax.model.lora import split_trainable
+from r1jax.model.lora import summary as lora_summary
 from r1jax.optim import (
     applied_lr,
     check_training_dtypes,
@@ -117,6 +121,9 @@ class GRPOTrainer:
             self._build_sampler(model)
             self._build_collector()
             self._build_state()
+            said = lora_summary(self.params)
+            if said and dist.is_primary():
+                print(said)
         except BaseException:
             self.close()
             raise
@@ -164,8 +171,8 @@ class GRPOTrainer:
             o.b1,
             o.b2,
         )
-        self.params = params
-        self.opt_state = init_opt_state(self.optimizer, params, self.mesh)
+        self.params = params  # the whole model; the optimizer holds its trainable part's state
+        self.opt_state = init_opt_state(self.optimizer, split_trainable(params)[0], self.mesh)
         self.opt_shardings = jax.tree.map(lambda x: x.sharding, self.opt_state)
 
     def _build_step(self) -> None:
@@ -298,9 +305,8 @@ class GRPOTrainer:
 
     def _resume(self) -> bool:
         try:
-            restored = self.ckpt.restore_latest(
-                self.params, self.opt_state, self.params if self.c.rl.beta > 0 else None
-            )
+            ref = split_trainable(self.params)[0] if self.c.rl.beta > 0 else None
+            restored = self.ckpt.restore_latest(self.params, self.opt_state, ref)
         except CheckpointError as e:
             raise CheckpointError(f"{e}{self._config_changes_hint()}") from None
         if restored is None:
@@ -308,7 +314,7 @@ class GRPOTrainer:
         step, self.params, self.opt_state, ref, meta = restored
         self.step = step
         if ref is None and self.c.rl.beta > 0:  # a copy: the update donates the policy's buffers
-            ref = self._copy_params()
+            ref = self._copy_trainable()
         self.ref_params = ref
         self.best_eval = meta.get("best_eval")
         if meta.get("best_metric", "eval/pass@1") != self.best_metric:
@@ -384,16 +390,23 @@ class GRPOTrainer:
             self._cold_started = True
         self.params = nnx.state(model)
         if c.rl.beta > 0:
-            self.ref_params = self._copy_params()
+            self.ref_params = self._copy_trainable()
 
     def _tokenizer_fingerprint(self) -> str | None:
         fingerprint = getattr(self.tokenizer, "fingerprint", None)  # (tests pass their own)
         return fingerprint() if fingerprint else None
 
-    def _copy_params(self) -> nnx.State:
-        return jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=self.param_shardings)(
-            self.params
-        )
+    def _copy_trainable(self) -> nnx.State:
+        """A copy of the policy's trainable part (every weight, or its LoRA adapters): the
+        reference policy is the frozen part with this copy (:meth:`_reference`)."""
+        trainable = split_trainable(self.params)[0]
+        shardings = jax.tree.map(lambda x: x.sharding, trainable)
+        return jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=shardings)(trainable)
+
+    def _reference(self) -> nnx.State:
+        """The reference policy's whole state: the reference copy of the trainable part and
+        the policy's own frozen part (the base weights under LoRA adapters; none otherwise)."""
+        return nnx.merge_state(self.ref_params, split_trainable(self.params)[1])
 
     def save(self, eval_score: float | None = None, force: bool = False) -> None:
         """Starts a checkpoint save (every process must call it; Orbax writes together)."""
@@ -434,7 +447,7 @@ class GRPOTrainer:
         if "old_logp" in self.batch_keys:
             batch["old_logp"] = logprob_fn(self.params, batch["tokens"], batch["input_mask"])
         if "ref_logp" in self.batch_keys:
-            batch["ref_logp"] = logprob_fn(self.ref_params, batch["tokens"], batch["input_mask"])
+            batch["ref_logp"] = logprob_fn(self._reference(), batch["tokens"], batch["input_mask"])
         return batch
 
     def _device_batch(self, roll: Rollouts, batch: dict | None = None) -> dict[str, jax.Array]:
@@ -493,14 +506,15 @@ class GRPOTrainer:
             )
         every = self.c.rl.ref_update_every
         if self.ref_params is not None and every and self.step % every == 0:
-            self.ref_params = self._copy_params()
+            self.ref_params = self._copy_trainable()
         return self._step_metrics(roll, m, t0, t1, t2, flops)
 
     def _update_flops(self, rows: int, prompt_len: int) -> float:
         """Model FLOPs of one update (:func:`r1jax.perf.update_flops`, ``rl.num_iterations``
         passes) over ``rows`` global rows whose prompts are padded to ``prompt_len``."""
         g = self._shared_group_size()
-        one = update_flops(self.model_cfg, rows // g, g, prompt_len, self.c.sampling.max_new_tokens)
+        new, frozen = self.c.sampling.max_new_tokens, self.c.lora.rank > 0
+        one = update_flops(self.model_cfg, rows // g, g, prompt_len, new, frozen)
         return one * self.c.rl.num_iterations
 
     def _step_metrics(self, roll, m, t0, t1, t2, flops: float) -> dict[str, float]:
