@@ -35,7 +35,7 @@ from jax.sharding import Mesh
 from r1jax import sharding as shd
 from r1jax.config import ConfigError
 from r1jax.model import Segments, Transformer
-from r1jax.rl.logprobs import compute_dtype_head, token_logprobs
+from r1jax.rl.logprobs import model_head, token_logprobs
 from r1jax.tokenizer import Tokenizer
 from r1jax.train_loop import (
     check_batch_fits,
@@ -254,7 +254,7 @@ def sft_loss(
     hidden, targets = hidden[:, :-1], tokens[:, 1:]  # hidden t predicts token t + 1
     weights = batch["loss_mask"][:, 1:].astype(jnp.float32)
     lm_head = model.lm_head_weight()  # master weights; projected in the compute dtype
-    logp, _ = token_logprobs(hidden, compute_dtype_head(lm_head), targets, chunk_size)
+    logp, _ = token_logprobs(hidden, model_head(model), targets, chunk_size)
     count = jnp.sum(weights)
     denom = jnp.maximum(count, 1.0)
     loss = -jnp.sum(logp * weights) / denom

@@ -43,6 +43,23 @@ def make_hf_model(family: str, path: str, seed: int = 0, **overrides):
         kw.setdefault("rope_theta", 500000.0)
         cfg = transformers.LlamaConfig(**kw)
         model = transformers.LlamaForCausalLM(cfg)
+    elif family == "gemma":
+        cfg = transformers.GemmaConfig(head_dim=8, **kw)
+        model = transformers.GemmaForCausalLM(cfg)
+    elif family == "gemma2":  # small window and caps, so that both change the logits
+        kw = dict(head_dim=8, sliding_window=4, query_pre_attn_scalar=12,
+                  attn_logit_softcapping=5.0, final_logit_softcapping=3.0, **kw)  # fmt: skip
+        cfg = transformers.Gemma2Config(**kw)
+        model = transformers.Gemma2ForCausalLM(cfg)
+    elif family == "gemma3":
+        rope = {"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}  # fmt: skip
+        kw = dict(kw, num_hidden_layers=3)
+        kw = dict(head_dim=8, sliding_window=4, query_pre_attn_scalar=8, rope_parameters=rope,
+                  layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                  **kw)  # fmt: skip
+        cfg = transformers.Gemma3TextConfig(**kw)
+        model = transformers.Gemma3ForCausalLM(cfg)
     else:
         raise ValueError(family)
     # Random (not zero) biases and norm weights so every tensor matters for parity.

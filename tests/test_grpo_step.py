@@ -183,17 +183,24 @@ def test_nonfinite_step_is_skipped_and_counted():
     assert consecutive_nonfinite(opt_state) == 0 and total_nonfinite(opt_state) == 2
 
 
-def test_logprobs_match_full_forward():
-    """Completion log-probs equal log_softmax of the plain forward pass."""
+GEMMA2 = get_preset("tiny-gemma2").replace(
+    num_heads=8, num_kv_heads=8, head_dim=8, final_softcap=2.0
+)  # soft-capped logits (a cap of 2 changes them), sliding windows of 4 keys
+
+
+@pytest.mark.parametrize("model_cfg", [CFG, GEMMA2], ids=["qwen2", "gemma2"])
+def test_logprobs_match_full_forward(model_cfg):
+    """Completion log-probs equal log_softmax of the plain forward pass (a Gemma 2 model's
+    soft-capped logits too: the update's chunked head caps them as the model does)."""
     from r1jax.model import causal_mask, positions_from_mask
 
     mesh = shd.make_mesh((2, 2, 2))
-    params, _, _, logprob, _ = _setup(mesh, ON_POLICY)
+    params, _, _, logprob, _ = _setup(mesh, ON_POLICY, model_cfg=model_cfg)
     b = _batch()
     lp = np.asarray(logprob(params, jnp.asarray(b["tokens"]), jnp.asarray(b["input_mask"])))
     mask = jnp.asarray(b["input_mask"])
     logits = nnx.jit(lambda m, t: m(t, positions_from_mask(mask), causal_mask(mask))[0])(
-        create_model(CFG, seed=1), jnp.asarray(b["tokens"])
+        create_model(model_cfg, seed=1), jnp.asarray(b["tokens"])
     )
     full = np.asarray(jax.nn.log_softmax(logits, -1))
     ref = np.take_along_axis(full[:, P - 1 : -1], b["tokens"][:, P:, None], -1)[..., 0]

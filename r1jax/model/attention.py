@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -137,9 +136,17 @@ def einsum_attention(
     v: jax.Array,
     cache: dict[str, jax.Array] | None,
     mask: Mask,
+    scale: float | None = None,
+    softcap: float | None = None,
+    window: tuple[int, jax.Array | int] | None = None,
 ) -> jax.Array:
     """``q [B, T, H, Dh]`` over ``k, v [B, T, K, Dh]`` (or the whole written ``cache``) ->
-    ``[B, T, H, Dh]``. The q.k dot in the compute dtype, scaling, mask and softmax in fp32."""
+    ``[B, T, H, Dh]``. The q.k dot in the compute dtype, scaling, mask and softmax in fp32.
+
+    ``scale``: of the scores (default ``Dh**-0.5``); ``softcap``: scores -> ``cap * tanh(
+    scores / cap)`` after scaling (Gemma 2); ``window = (w, first)``: query t, at slot
+    ``first + t``, sees only the keys of the last ``w`` slots up to its own (sliding-window
+    layers; a row's real tokens are contiguous slots, so slots count positions)."""
     b, t, h, hd = q.shape
     kv_heads = k.shape[2]
     # The batch dims (b, k) lead so that XLA's batched dots read the cache in place.
@@ -152,7 +159,13 @@ def einsum_attention(
         scores = jnp.einsum("bkgth,bkhs->bkgts", q, keys.astype(q.dtype))
     if isinstance(mask, (RowSpan, Segments)):
         mask = mask.dense(t, scores.shape[-1])
-    scores = scores.astype(jnp.float32) / math.sqrt(hd)
+    if window is not None:
+        size, first = window
+        back = first + jnp.arange(t)[:, None] - jnp.arange(scores.shape[-1])[None, :]  # [T, S]
+        mask = mask & (back < size)[None]
+    scores = scores.astype(jnp.float32) * (hd**-0.5 if scale is None else scale)
+    if softcap is not None:
+        scores = softcap * jnp.tanh(scores / softcap)
     scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
     out = jnp.einsum("bkgts,bksh->bkgth", probs, values.astype(q.dtype))  # no out transpose

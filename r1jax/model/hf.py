@@ -24,11 +24,29 @@ from r1jax import sharding as shd
 from r1jax import storage
 from r1jax.model import abstract_model, check_model_fits_mesh, new_score_head
 from r1jax.model.config import ModelConfig, RopeScaling
+from r1jax.model.hf_gemma import (
+    ARCHITECTURES as GEMMA_ARCHITECTURES,
+)
+from r1jax.model.hf_gemma import (
+    MODEL_TYPES as GEMMA_TYPES,
+)
+from r1jax.model.hf_gemma import (
+    SANDWICH_NAMES,
+    family_mismatch,
+    gemma_fields,
+    gemma_to_hf,
+)
 from r1jax.model.safetensors_io import SafetensorsError, SafetensorsFile, save_file
 from r1jax.model.transformer import Transformer
 from r1jax.tokenizer import TOKENIZER_FILES
 
-FAMILIES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}
+FAMILIES = {
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "llama": "LlamaForCausalLM",
+    **GEMMA_ARCHITECTURES,
+}
+QK_NORMED = ("qwen3", "gemma3")
 CLASSIFIER_SUFFIX = "ForSequenceClassification"  # reward models: Qwen2ForSequenceClassification ...
 INDEX_FILE = "model.safetensors.index.json"
 EXPORT_DTYPES = ("float32", "bfloat16", "float16")
@@ -66,10 +84,23 @@ def config_from_hf(
 ) -> ModelConfig:
     """Translates a HF ``config.json`` dict into a :class:`ModelConfig`."""
     model_type = hf.get("model_type")
-    if model_type not in FAMILIES:
+    if model_type == "gemma3":
         raise CheckpointError(
-            f"{source}: model_type={model_type!r} is not supported; supported: {sorted(FAMILIES)}"
+            f"{source}: a multimodal Gemma 3 checkpoint (model_type gemma3); r1jax loads the text "
+            "models (model_type gemma3_text, Gemma3ForCausalLM)"
         )
+    gemma = model_type in GEMMA_TYPES
+    if model_type not in FAMILIES and not gemma:
+        supported = sorted({*FAMILIES, *GEMMA_TYPES} - {"gemma3"})
+        raise CheckpointError(
+            f"{source}: model_type={model_type!r} is not supported; supported: {supported}"
+        )
+    for key in SIZE_FIELDS:
+        value = hf.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise CheckpointError(f"{source}: {key}={value!r} is not an integer")
+    if gemma:
+        return _config(hf, gemma_fields(hf, source), overrides)
     # (HF Qwen2 always has q/k/v biases and reads no attention_bias)
     flags = ("mlp_bias",) if model_type == "qwen2" else ("attention_bias", "mlp_bias")
     for flag in flags:
@@ -101,16 +132,25 @@ def config_from_hf(
         raise CheckpointError(
             f"{source}: rope type {rope_type!r} is not supported (supported: default, llama3)"
         )
-    for key in SIZE_FIELDS:
-        value = hf.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise CheckpointError(f"{source}: {key}={value!r} is not an integer")
+    family = dict(
+        family=model_type,
+        rope_theta=float(theta),
+        rope_scaling=scaling,
+        qkv_bias=model_type == "qwen2",
+        qk_norm=model_type == "qwen3",
+        tie_word_embeddings=hf.get("tie_word_embeddings", False),
+    )
+    return _config(hf, family, overrides)
+
+
+def _config(hf: Mapping[str, Any], family: dict[str, Any], overrides: dict) -> ModelConfig:
+    """The :class:`ModelConfig` of the sizes every family's ``config.json`` shares, the
+    ``family`` fields and ``overrides`` (last)."""
     heads = hf["num_attention_heads"]
     num_labels = 0
     if any(str(a).endswith(CLASSIFIER_SUFFIX) for a in hf.get("architectures") or ()):
         num_labels = len(hf["id2label"]) if hf.get("id2label") else int(hf.get("num_labels", 2))
     kwargs = dict(
-        family=model_type,
         vocab_size=hf["vocab_size"],
         hidden_size=hf["hidden_size"],
         num_layers=hf["num_hidden_layers"],
@@ -118,18 +158,14 @@ def config_from_hf(
         num_kv_heads=hf.get("num_key_value_heads") or heads,
         # (HF's Qwen3Config defaults head_dim to 128, not hidden_size / heads)
         head_dim=hf.get("head_dim")
-        or (128 if model_type == "qwen3" else hf["hidden_size"] // heads),
+        or (128 if family["family"] == "qwen3" else hf["hidden_size"] // heads),
         intermediate_size=hf["intermediate_size"],
         rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
-        rope_theta=float(theta),
-        rope_scaling=scaling,
-        qkv_bias=model_type == "qwen2",
-        qk_norm=model_type == "qwen3",
-        tie_word_embeddings=hf.get("tie_word_embeddings", False),
         max_position_embeddings=hf.get("max_position_embeddings", 2048),
         bos_token_id=hf.get("bos_token_id"),
         eos_token_id=hf.get("eos_token_id"),
         num_labels=num_labels,
+        **family,
     )
     kwargs.update(overrides)
     return ModelConfig(**kwargs)
@@ -206,6 +242,11 @@ def config_to_hf(
         out["pad_token_id"] = pad_token_id
     if cfg.family == "llama":
         out.update(attention_bias=False, mlp_bias=False)
+    if cfg.family in GEMMA_ARCHITECTURES:
+        out.pop("rope_scaling", None)
+        out.update(gemma_to_hf(cfg))
+        if cfg.num_labels:
+            out["architectures"] = [architecture(cfg)]
     return out
 
 
@@ -247,10 +288,14 @@ _TOP_MAP: dict[tuple[str, ...], tuple[str, _T]] = {
 }
 
 
-def hf_name(path: tuple[Any, ...]) -> tuple[str, _T]:
-    """HF tensor name and HF->ours transform of our parameter ``path``."""
+def hf_name(path: tuple[Any, ...], sandwich: bool = False) -> tuple[str, _T]:
+    """HF tensor name and HF->ours transform of our parameter ``path`` (``sandwich``: a model
+    with ``sandwich_norms``, whose norms HF names as Gemma 2 / 3 do)."""
     if path[0] == "layers":
-        name, fn = _LAYER_MAP[tuple(path[2:])]
+        key = tuple(path[2:])
+        if sandwich and key in SANDWICH_NAMES:
+            return f"model.layers.{path[1]}.{SANDWICH_NAMES[key]}", _IDENT
+        name, fn = _LAYER_MAP[key]
         return f"model.layers.{path[1]}.{name}", fn
     return _TOP_MAP[tuple(path)]
 
@@ -358,9 +403,10 @@ def load_hf_model(
     new_flat = []
     with _bytes_bar(sum(nbytes.values()), f"loading {path}") as bar:
         for p, var in abstract:
-            new_flat.append((p, _load_param(p, var, tensors, flat_shardings, path)))
+            param = _load_param(p, var, tensors, flat_shardings, path, cfg.sandwich_norms)
+            new_flat.append((p, param))
             bar.update(nbytes[p])
-    extra = set(tensors) - {hf_name(p)[0] for p, _ in abstract}
+    extra = set(tensors) - {hf_name(p, cfg.sandwich_norms)[0] for p, _ in abstract}
     if cfg.tie_word_embeddings and not cfg.num_labels and "lm_head.weight" in extra:
         _check_tied_head(tensors, path)
     if cfg.tie_word_embeddings or cfg.num_labels:
@@ -389,10 +435,12 @@ def _check_tied_head(tensors: dict, path: str) -> None:
         )
 
 
-def _load_param(p: tuple, var: Any, tensors: dict, shardings: dict, path: str) -> Any:
+def _load_param(
+    p: tuple, var: Any, tensors: dict, shardings: dict, path: str, sandwich: bool
+) -> Any:
     """The parameter ``p`` (abstract ``var``) placed on its shards from its checkpoint tensor
     (or a new score head for a language model loaded as a reward model)."""
-    name, fn = hf_name(p)
+    name, fn = hf_name(p, sandwich)
     if name == "score.weight" and name not in tensors:  # a language model -> reward model
         return var.replace(new_score_head(var.shape, var.dtype, shardings[p]))
     if name not in tensors:
@@ -485,11 +533,14 @@ def save_hf_model(
             f"{path}: cannot export weights as dtype={dtype!r} (one of {EXPORT_DTYPES})"
         )
     np_dtype = np.dtype(jax.numpy.dtype(dtype))
-    if cfg.qkv_bias and cfg.family != "qwen2" or cfg.qk_norm != (cfg.family == "qwen3"):
+    if cfg.qkv_bias and cfg.family != "qwen2" or cfg.qk_norm != (cfg.family in QK_NORMED):
         raise CheckpointError(
             f"{path}: a {cfg.family!r} model with qkv_bias={cfg.qkv_bias}, qk_norm={cfg.qk_norm} "
-            "has no Hugging Face architecture (qkv_bias is Qwen2's, qk_norm is Qwen3's)"
+            "has no Hugging Face architecture (qkv_bias is Qwen2's, qk_norm Qwen3's and Gemma 3's)"
         )
+    mismatch = family_mismatch(cfg)
+    if mismatch:
+        raise CheckpointError(f"{path}: {mismatch} has no Hugging Face architecture")
     if cfg.num_labels and pad_token_id is None:
         log.warning(
             "%s: a classifier saved without pad_token_id: transformers will refuse batches of "
@@ -498,7 +549,7 @@ def save_hf_model(
         )
     entries = []
     for p, var in nnx.to_flat_state(nnx.state(model)):
-        name, _ = hf_name(p)
+        name, _ = hf_name(p, cfg.sandwich_norms)
         value = var.get_value()
         shape = to_hf_array(p, np.empty(value.shape, dtype=np.bool_)).shape
         produce = lambda p=p, v=value: to_hf_array(p, shd.gather_to_host(v)).astype(np_dtype)

@@ -137,3 +137,9 @@ def _rotate_bwd(res, g):
 
 
 _rotate.defvjp(_rotate_fwd, _rotate_bwd)
+
+
+def softcap(x: jax.Array, cap: float | None) -> jax.Array:
+    """``cap * tanh(x / cap)`` (Gemma 2's soft-capping of scores and logits); ``x`` when
+    ``cap`` is None."""
+    return x if cap is None else cap * jnp.tanh(x / cap)

@@ -1,4 +1,4 @@
-"""Decoder-only transformer (Qwen2/2.5, Qwen3, Llama 3.x) in Flax NNX.
+"""Decoder-only transformer (Qwen2/2.5, Qwen3, Llama 3.x, Gemma 1/2/3) in Flax NNX.
 
 Every parameter is an ``nnx.Param`` carrying ``logical_axes`` metadata (names such as
 ``embed``, ``heads``, ``mlp``, ``vocab``); :mod:`r1jax.sharding` maps them onto mesh axes.
@@ -32,7 +32,7 @@ from r1jax.model.attention import (
 )
 from r1jax.model.config import ModelConfig
 from r1jax.model.lora import merge_lora, project
-from r1jax.model.ops import Rope, apply_rope, dense, rope_table, swiglu
+from r1jax.model.ops import Rope, apply_rope, dense, rope_table, softcap, swiglu
 from r1jax.model.splash import splash_attention
 
 KVCache = list[dict[str, jax.Array]]  # per layer {"k": [B, K, Dh, S], "v": [B, K, S, Dh]}
@@ -63,10 +63,16 @@ def positions_from_mask(input_mask: jax.Array) -> jax.Array:
     return jnp.maximum(jnp.cumsum(input_mask.astype(jnp.int32), axis=-1) - 1, 0)
 
 
-def rope_inv_freq(cfg: ModelConfig) -> jax.Array:
-    """Inverse rotary frequencies ``[Dh/2]`` in float32, with Llama-3 scaling when configured."""
+def rope_inv_freq(cfg: ModelConfig, sliding: bool = False) -> jax.Array:
+    """Inverse rotary frequencies ``[Dh/2]`` in float32, with Llama-3 or linear scaling when
+    configured; ``sliding``: those of the sliding-window layers (``rope_local_theta``,
+    unscaled)."""
     dim = cfg.head_dim
-    inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+    theta = cfg.rope_local_theta if sliding and cfg.rope_local_theta else cfg.rope_theta
+    inv = 1.0 / (theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+    if sliding and cfg.rope_local_theta:
+        return inv
+    inv = inv / cfg.rope_linear_factor
     rs = cfg.rope_scaling
     if rs is None:
         return inv
@@ -87,19 +93,23 @@ class RMSNorm(nnx.Module):
 
     def __init__(self, dim: int, eps: float, cfg: ModelConfig, *, axis_name: str = "norm"):
         self.eps = eps
-        self.weight = nnx.Param(jnp.ones((dim,), cfg.param_dtype), logical_axes=(axis_name,))
+        self.offset = cfg.norm_offset  # Gemma stores w with the scale 1 + w (initially 0)
+        init = jnp.full((dim,), 1.0 - cfg.norm_offset, cfg.param_dtype)
+        self.weight = nnx.Param(init, logical_axes=(axis_name,))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         xf = x.astype(jnp.float32)
         xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
-        return (self.weight[...].astype(jnp.float32) * xf).astype(x.dtype)
+        return ((self.offset + self.weight[...].astype(jnp.float32)) * xf).astype(x.dtype)
 
 
 class Attention(nnx.Module):
-    """Grouped-query attention with rotary embeddings, optional qkv bias and q/k norm."""
+    """Grouped-query attention with rotary embeddings, optional qkv bias and q/k norm; layer
+    ``layer`` of a model with sliding-window layers attends within the window if it is one."""
 
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, layer: int = 0):
         self.cfg = cfg
+        self.window = cfg.sliding_window if cfg.is_sliding(layer) else None
         d, h, k, hd, pd = (
             cfg.hidden_size,
             cfg.num_heads,
@@ -156,7 +166,11 @@ class Attention(nnx.Module):
         if cache is not None:
             cache = write_cache(cache, k, v, cache_slot)
         if cfg.attention == "einsum" or q.shape[1] == 1:  # decode steps always use einsum
-            out = einsum_attention(q, k, v, cache, attn_mask)
+            scale = (cfg.query_pre_attn_scalar or cfg.head_dim) ** -0.5
+            window = None
+            if self.window is not None:  # query t sits at slot cache_slot + t
+                window = (self.window, 0 if cache is None else cache_slot)
+            out = einsum_attention(q, k, v, cache, attn_mask, scale, cfg.attn_softcap, window)
         elif cfg.attention == "splash":
             out = splash_attention(q, k, v, cache, attn_mask)
         else:
@@ -181,10 +195,12 @@ def write_cache(
 
 
 class MLP(nnx.Module):
-    """SwiGLU feed-forward: ``down(silu(gate(x)) * up(x))``."""
+    """Gated feed-forward: ``down(act(gate(x)) * up(x))``, SwiGLU (silu) or GeGLU (tanh
+    GELU, Gemma)."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         d, i, pd = cfg.hidden_size, cfg.intermediate_size, cfg.param_dtype
+        self.activation = cfg.mlp_activation
         self.gate = _param(rngs, _normal(), (d, i), ("embed", "mlp"), pd)
         self.up = _param(rngs, _normal(), (d, i), ("embed", "mlp"), pd)
         self.down = _param(rngs, _normal(), (i, d), ("mlp", "embed"), pd)
@@ -196,22 +212,39 @@ class MLP(nnx.Module):
             g, u = gu[..., 0, :], gu[..., 1, :]
         else:
             g, u = project(self, "gate", x), project(self, "up", x)
+        if self.activation == "gelu_tanh":
+            return project(self, "down", jax.nn.gelu(g, approximate=True) * u)
         return project(self, "down", swiglu(g, u))
 
 
 class Block(nnx.Module):
-    """Pre-norm decoder block: attention and MLP with residual connections."""
+    """Pre-norm decoder block: attention and MLP with residual connections (``post_attn_norm``
+    is the MLP's input norm); with ``sandwich_norms`` (Gemma 2, 3) their outputs are normed
+    too (``attn_out_norm``, ``mlp_out_norm``) before the residual adds."""
 
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        self.input_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
-        self.attn = Attention(cfg, rngs=rngs)
-        self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, layer: int = 0):
+        d, eps = cfg.hidden_size, cfg.rms_norm_eps
+        self.input_norm = RMSNorm(d, eps, cfg)
+        self.attn = Attention(cfg, rngs=rngs, layer=layer)
+        self.post_attn_norm = RMSNorm(d, eps, cfg)
         self.mlp = MLP(cfg, rngs=rngs)
+        self.sliding = cfg.is_sliding(layer)
+        if cfg.sandwich_norms:
+            self.attn_out_norm = RMSNorm(d, eps, cfg)
+            self.mlp_out_norm = RMSNorm(d, eps, cfg)
 
-    def __call__(self, x, rope, attn_mask, cache=None, cache_slot=None):
+    def __call__(self, x, ropes, attn_mask, cache=None, cache_slot=None):
+        """``ropes``: the rotary tables of the full and the sliding layers (``(full,
+        sliding)``; the same table twice when they share one)."""
+        rope = ropes[1] if self.sliding else ropes[0]
         h, cache = self.attn(self.input_norm(x), rope, attn_mask, cache, cache_slot)
+        if hasattr(self, "attn_out_norm"):
+            h = self.attn_out_norm(h)
         x = x + h
-        return x + self.mlp(self.post_attn_norm(x)), cache
+        h = self.mlp(self.post_attn_norm(x))
+        if hasattr(self, "mlp_out_norm"):
+            h = self.mlp_out_norm(h)
+        return x + h, cache
 
 
 class Transformer(nnx.Module):
@@ -225,7 +258,7 @@ class Transformer(nnx.Module):
             rngs, _normal(), (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pd
         )
         n = cfg.num_layers if build_layers else 0
-        self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(n)])
+        self.layers = nnx.List([Block(cfg, rngs=rngs, layer=i) for i in range(n)])
         self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg)
         if cfg.num_labels:  # a reward model / classifier: no language-model head
             shape = (cfg.hidden_size, cfg.num_labels)
@@ -247,9 +280,11 @@ class Transformer(nnx.Module):
         return self.lm_head[...]
 
     def logits(self, hidden: jax.Array) -> jax.Array:
-        """``[B, T, D]`` final hidden states -> ``[B, T, V]`` float32 logits."""
+        """``[B, T, D]`` final hidden states -> ``[B, T, V]`` float32 logits (soft-capped with
+        ``final_softcap``)."""
         w = self.lm_head_weight().astype(hidden.dtype)
-        return jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32)
+        logits = jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32)
+        return softcap(logits, self.cfg.final_softcap)
 
     def sequence_scores(self, tokens: jax.Array, input_mask: jax.Array) -> jax.Array:
         """Classifier / reward-model output: ``score`` applied to the final hidden state of
@@ -306,15 +341,20 @@ class Transformer(nnx.Module):
         cfg = self.cfg
         table = shd.gather_rows_of(self.embed[...])
         x = shd.constrain_batch(jnp.take(table, tokens, axis=0).astype(cfg.dtype))
+        if cfg.embed_scale:  # (the factor rounded to the compute dtype, as Gemma does)
+            x = x * jnp.asarray(math.sqrt(cfg.hidden_size), cfg.dtype)
         rope = rope_table(positions, rope_inv_freq(cfg), max_position)
+        ropes = (rope, rope)
+        if cfg.rope_local_theta and any(cfg.is_sliding(i) for i in range(cfg.num_layers)):
+            ropes = (rope, rope_table(positions, rope_inv_freq(cfg, sliding=True), max_position))
         new_cache: KVCache | None = [] if cache is not None else None
         for i, block in enumerate(self.layers):
             layer_cache = cache[i] if cache is not None else None
             if cfg.remat != "none":
                 fn = nnx.remat(lambda blk, *a: blk(*a), policy=_REMAT_POLICIES[cfg.remat])
-                x, layer_cache = fn(block, x, rope, attn_mask, layer_cache, cache_slot)
+                x, layer_cache = fn(block, x, ropes, attn_mask, layer_cache, cache_slot)
             else:
-                x, layer_cache = block(x, rope, attn_mask, layer_cache, cache_slot)
+                x, layer_cache = block(x, ropes, attn_mask, layer_cache, cache_slot)
             if new_cache is not None:
                 new_cache.append(layer_cache)
         x = self.final_norm(x)

@@ -53,6 +53,17 @@ def compute_dtype_head(w: jax.Array) -> CastHead:
     return CastHead(w)
 
 
+def model_head(model) -> LmHead:
+    """The lm head of ``model`` for :func:`token_logprobs`: :func:`compute_dtype_head` of its
+    output weights, soft-capped like the model's own logits when it has ``final_softcap``
+    (Gemma 2: a callable head, differentiated by autodiff)."""
+    head = compute_dtype_head(model.lm_head_weight())
+    cap = model.cfg.final_softcap
+    if cap is None:
+        return head
+    return lambda h: cap * jnp.tanh(head(h) / cap)
+
+
 def _chunk_logits(h: jax.Array, w: jax.Array, temperature: float, dtype: jnp.dtype) -> jax.Array:
     """``h [B, C, D] @ w [D, V] / temperature`` with both cast to ``dtype``: float32 logits."""
     x = jnp.einsum(

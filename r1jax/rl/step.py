@@ -43,7 +43,7 @@ from flax import nnx
 from r1jax import sharding as shd
 from r1jax.model import RowSpan, positions_from_mask
 from r1jax.model.lora import split_trainable
-from r1jax.rl.logprobs import compute_dtype_head, token_logprobs
+from r1jax.rl.logprobs import model_head, token_logprobs
 from r1jax.rl.losses import LossConfig, policy_loss
 from r1jax.sampling.decode import shared_prompt_cache
 
@@ -94,7 +94,7 @@ def completion_logprobs(
             max_position=tokens.shape[1],
         )
         h = hidden[:, prompt_len - 1 : -1]
-    head = compute_dtype_head(model.lm_head_weight())  # like the sampler's logits
+    head = model_head(model)  # like the sampler's logits
     return token_logprobs(h, head, tokens[:, prompt_len:], chunk, entropy)
 
 
