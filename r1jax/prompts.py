@@ -259,7 +259,21 @@ def format_prompt(
             messages = [{"role": "system", "content": system}] if system is not None else []
             messages.append({"role": "user", "content": question})
         kwargs = {**tokenizer.special_tokens_map, **(chat_kwargs or {})}
-        text = render_chat(tokenizer.chat_template, messages, add_generation_prompt=True, **kwargs)
+        try:
+            text = render_chat(
+                tokenizer.chat_template, messages, add_generation_prompt=True, **kwargs
+            )
+        except jinja2.exceptions.TemplateError as e:  # the template's own raise_exception
+            from r1jax.config import ConfigError
+
+            hint = ""
+            if system is not None:
+                hint = ("; prompt.system is set: this template may take no system message "
+                        "(Gemma 2's does not), leave it empty")  # fmt: skip
+            raise ConfigError(
+                f"config.prompt.style='chat': the tokenizer's chat template refused the "
+                f"prompt: {e}{hint}"
+            ) from None
     else:
         text = r1_zero_prompt(question, template, tags) if style == "r1_zero" else question
         if system is not None:

@@ -8,6 +8,7 @@ import transformers
 from tokenizers import Tokenizer as RustTokenizer
 from tokenizers import models, pre_tokenizers
 
+from r1jax.config import ConfigError
 from r1jax.prompts import (
     MATH_BOXED_SUFFIX,
     TagConfig,
@@ -258,6 +259,14 @@ def test_format_prompt_errors():
         format_prompt({"prompt": "q"}, style="chat", tokenizer=CharTokenizer("ab"))
     with pytest.raises(ValueError, match="must be a string for style 'r1_zero', got list"):
         format_prompt({"prompt": [{"role": "user", "content": "q"}]})
+    # Gemma 2's template refuses a system message: one line naming the setting
+    gemma2 = ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception("
+              "'System role not supported') }}{% endif %}{% for m in messages %}"
+              "{{ '<start_of_turn>' + m['role'] + '\n' + m['content'] }}{% endfor %}")  # fmt: skip
+    tok = CharTokenizer("ab", chat_template=gemma2)
+    assert format_prompt({"prompt": "q"}, "chat", tok).endswith("<start_of_turn>user\nq")
+    with pytest.raises(ConfigError, match="System role not supported; prompt.system is set"):
+        format_prompt({"prompt": "q"}, "chat", tok, system="S")
 
 
 @pytest.mark.parametrize(
