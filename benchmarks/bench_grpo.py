@@ -88,6 +88,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="extra NAME=VALUE environment (space separated) for the TRL runs (experiments, "
         "e.g. the malloc settings r1jax's mesh.cpu_keep_memory makes, as MALLOC_* variables)",
     )
+    ap.add_argument(
+        "--lora_rank",
+        type=int,
+        default=0,
+        help="> 0: both train LoRA adapters of this rank on q/k/v/o/gate/up/down (r1jax "
+        "lora.rank, TRL peft_config); 0: full fine-tuning",
+    )
+    ap.add_argument("--lora_alpha", type=float, default=32.0)
     ap.add_argument("--lr", type=float, default=1e-5)
     add_model_args(ap)
     ap.add_argument("--num_prompts", type=int, default=256, help="prompts in the data set")
@@ -201,6 +209,10 @@ def report(args, argv, facts, runs: dict[str, list[dict]], load: list[str]) -> s
         f"step: {args.prompts} prompts x G={args.group} = {rows} rollouts of {args.new_tokens} "
         f"new tokens (forced full length), temperature 1, grpo loss, beta 0, eps 0.2, 1 AdamW "
         f"update/step, lr {args.lr}, reward = fraction of 'e' (python)",
+        f"trained: LoRA adapters rank {args.lora_rank}, alpha {args.lora_alpha:g}, on q/k/v/o/"
+        "gate/up/down (r1jax lora.*, TRL peft_config; base frozen)"
+        if args.lora_rank
+        else "trained: every weight",
         f"prompts: {facts['prompt_tokens_min']}-{facts['prompt_tokens_max']} tokens (mean "
         f"{facts['prompt_tokens_mean']:.1f}); r1jax pads to a fixed {args.max_prompt_len}, TRL "
         "to the longest prompt of the batch",

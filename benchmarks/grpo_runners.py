@@ -53,6 +53,7 @@ def run_r1jax(assets: str, args) -> dict[str, Any]:
     c.optim.b2 = 0.99
     c.optim.weight_decay = 0.0
     c.optim.grad_clip = 1.0
+    c.lora.rank, c.lora.alpha = args.lora_rank, args.lora_alpha
     c.train.steps = args.warmup + args.steps
     c.train.checkpoint_every = 0
     c.train.progress = False
@@ -190,6 +191,17 @@ def run_trl(assets: str, args) -> dict[str, Any]:
     model = transformers.AutoModelForCausalLM.from_pretrained(assets, dtype=torch.float32)
     tok = hf_tokenizer(assets)
     clock = StepClock()
+    peft_config = None
+    if args.lora_rank:  # the same adapters as r1jax's lora.targets
+        import peft
+
+        peft_config = peft.LoraConfig(
+            r=args.lora_rank,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=0.0,
+            target_modules=[f"{n}_proj" for n in ("q", "k", "v", "o", "gate", "up", "down")],
+            task_type="CAUSAL_LM",
+        )
     trainer = TimedGRPOTrainer(
         model=model,
         reward_funcs=trl_char_fraction,
@@ -197,6 +209,7 @@ def run_trl(assets: str, args) -> dict[str, Any]:
         train_dataset=dataset,
         processing_class=tok,
         callbacks=[clock],
+        peft_config=peft_config,
     )
     build_s = time.perf_counter() - t0
     try:
