@@ -172,12 +172,12 @@ def test_tensor_shapes_that_disagree_with_config_json_are_named(hf_dirs, tmp_pat
 
 def test_large_loads_and_exports_show_progress(hf_dirs, tmp_path, capsys, monkeypatch):
     """A bar of bytes for models of at least PROGRESS_MIN_BYTES (none for small ones)."""
-    import r1jax.model.hf as hf_module
+    import r1jax.model.hf_names as hf_names
 
     model = load_hf_model(hf_dirs["qwen2"])
     save_hf_model(model, str(tmp_path / "small"))
     assert capsys.readouterr().err == ""
-    monkeypatch.setattr(hf_module, "PROGRESS_MIN_BYTES", 0)
+    monkeypatch.setattr(hf_names, "PROGRESS_MIN_BYTES", 0)
     out = str(tmp_path / "big")
     save_hf_model(model, out, max_shard_bytes=20_000)  # several shards, one bar
     load_hf_model(out)

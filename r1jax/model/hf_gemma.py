@@ -33,7 +33,7 @@ _WINDOW_EVERY = {"gemma2": 2, "gemma3": 6}
 
 
 def _error(source: str, message: str) -> Exception:
-    from r1jax.model.hf import CheckpointError
+    from r1jax.model.hf_config import CheckpointError
 
     return CheckpointError(f"{source}: {message}")
 
