@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from trainer_fixtures import make_config
+from trainer_fixtures import make_config, write_config_file
 
 from r1jax import sharding as shd
 from r1jax.build import build_tokenizer
@@ -198,14 +198,7 @@ def test_train_then_export_to_transformers(tmp_path):
     import torch
     import transformers
 
-    cfg_file = tmp_path / "cfg.py"
-    cfg_file.write_text(
-        "import sys\n"
-        f"sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
-        "from trainer_fixtures import make_config\n"
-        "def get_config():\n"
-        f"    return make_config({str(tmp_path)!r}, 'run', train__steps=2)\n"
-    )
+    cfg_file = write_config_file(tmp_path, train__steps=2)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     for args in (["train"], ["export", f"--dst={tmp_path / 'hf'}"]):
         r = subprocess.run(

@@ -17,7 +17,7 @@ import optax
 import pytest
 from flax import nnx
 from test_sampler import PieceTokenizer, recompute_greedy
-from trainer_fixtures import make_config
+from trainer_fixtures import make_config, write_config_file
 
 from r1jax import build
 from r1jax import sharding as shd
@@ -289,15 +289,7 @@ def test_train_with_adapters_then_export_to_transformers(tmp_path):
     import torch
     import transformers
 
-    cfg_file = tmp_path / "cfg.py"
-    cfg_file.write_text(
-        "import sys\n"
-        f"sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
-        "from trainer_fixtures import make_config\n"
-        "def get_config():\n"
-        f"    return make_config({str(tmp_path)!r}, 'run', train__steps=2, lora__rank=4,\n"
-        "                       optim__lr=5e-2)\n"
-    )
+    cfg_file = write_config_file(tmp_path, train__steps=2, lora__rank=4, optim__lr=5e-2)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     said = []
     for args in (["train"], ["export", f"--dst={tmp_path / 'hf'}"]):

@@ -61,6 +61,21 @@ def make_config(tmp_path, run_name: str = "run", **changes):
     return c
 
 
+def write_config_file(tmp_path, **changes) -> str:
+    """A recipe file for `r1jax --config=...` whose get_config() is :func:`make_config` of
+    ``tmp_path``, run "run", with ``changes`` (``section__field=value``, repr-able values)."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    args = "".join(f", {k}={v!r}" for k, v in changes.items())
+    path = os.path.join(tmp_path, "cfg.py")
+    with open(path, "w") as f:
+        f.write(
+            f"import sys\nsys.path.insert(0, {tests!r})\nfrom trainer_fixtures import "
+            f"make_config\ndef get_config():\n    return make_config({str(tmp_path)!r}, 'run'"
+            f"{args})\n"
+        )
+    return path
+
+
 def multihost_config(tmp_path, run_name: str = "run", **changes):
     """The run of tests/test_multihost.py: 8 devices (one process of 8, or two of 4), a
     one-layer tiny model, 8 prompts x 4 samples per step (the prompt batch fills the mesh, so
