@@ -130,7 +130,7 @@ def test_presets_and_unsupported_settings_are_named(tmp_path):
     ):  # fmt: skip
         with pytest.raises(CheckpointError, match=words):
             config_from_hf({**base, **bad})
-    with pytest.raises(ValueError, match="only model.attention='einsum'"):
+    with pytest.raises(ValueError, match="cannot soft-cap attention scores"):
         get_preset("tiny-gemma2").replace(attention="cudnn", dtype="bfloat16")
     get_preset("tiny").replace(attention="cudnn", dtype="bfloat16")  # unchanged for Qwen
     mixed = get_preset("tiny").replace(embed_scale=True)

@@ -130,6 +130,14 @@ def cached_kv(cache: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
     return cache["k"].transpose(0, 3, 1, 2), cache["v"].transpose(0, 2, 1, 3)
 
 
+def window_mask(window: tuple[int, jax.Array | int], queries: int, slots: int) -> jax.Array:
+    """``[T, S]`` bool: query t (at slot ``first + t``) may see key slot s, for ``window =
+    (w, first)``: s within the last ``w`` slots up to the query's own."""
+    size, first = window
+    back = first + jnp.arange(queries)[:, None] - jnp.arange(slots)[None, :]
+    return back < size
+
+
 def einsum_attention(
     q: jax.Array,
     k: jax.Array,
@@ -160,9 +168,7 @@ def einsum_attention(
     if isinstance(mask, (RowSpan, Segments)):
         mask = mask.dense(t, scores.shape[-1])
     if window is not None:
-        size, first = window
-        back = first + jnp.arange(t)[:, None] - jnp.arange(scores.shape[-1])[None, :]  # [T, S]
-        mask = mask & (back < size)[None]
+        mask = mask & window_mask(window, t, scores.shape[-1])[None]
     scores = scores.astype(jnp.float32) * (hd**-0.5 if scale is None else scale)
     if softcap is not None:
         scores = softcap * jnp.tanh(scores / softcap)
@@ -179,10 +185,14 @@ def library_attention(
     cache: dict[str, jax.Array] | None,
     mask: Mask,
     implementation: str,
+    scale: float | None = None,
+    window: tuple[int, jax.Array | int] | None = None,
 ) -> jax.Array:
     """The same through ``jax.nn.dot_product_attention``: ``"cudnn"`` is cuDNN's fused
     (flash) attention on NVIDIA GPUs, which never writes the ``[B, H, T, S]`` scores;
-    ``"xla"`` is JAX's reference lowering (CPU tests of this path).
+    ``"xla"`` is JAX's reference lowering (CPU tests of this path). ``scale`` of the scores
+    (default ``Dh**-0.5``); ``window``: as :func:`einsum_attention`'s (no soft-capping here,
+    which ``jax.nn.dot_product_attention`` lacks).
 
     With a :class:`RowSpan`, each row is shifted so that its real slots start at slot 0 and
     its queries sit at their own slots (``[B, S, H, Dh]``, zero elsewhere): the mask is then
@@ -199,18 +209,22 @@ def library_attention(
     if isinstance(mask, Segments):
         mask = mask.dense(q.shape[1], k.shape[1])
     if not isinstance(mask, RowSpan):
+        if window is not None:
+            mask = mask & window_mask(window, q.shape[1], k.shape[1])[None]
         mask = mask | ~jnp.any(mask, axis=-1, keepdims=True)
         return jax.nn.dot_product_attention(
-            q, k, v, mask=mask[:, None], implementation=implementation
+            q, k, v, mask=mask[:, None], scale=scale, implementation=implementation
         )
     slots, start, length = k.shape[1], mask.start, mask.length
     out = jax.nn.dot_product_attention(
         shift_rows(q, start - mask.offset, slots),
         shift_rows(k, start, slots),
         shift_rows(v, start, slots),
+        scale=scale,
         is_causal=True,
         query_seq_lengths=length,
         key_value_seq_lengths=length,
+        local_window_size=None if window is None else (window[0] - 1, 0),
         implementation=implementation,
     )
     return shift_rows(out, mask.offset - start, q.shape[1])

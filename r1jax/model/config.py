@@ -90,16 +90,6 @@ class ModelConfig:
         """True when layer ``layer`` attends within ``sliding_window`` only."""
         return self.layer_types is not None and self.layer_types[layer] == "sliding"
 
-    @property
-    def kernel_compatible(self) -> bool:
-        """True when the fused attention kernels (cudnn, xla, splash) compute this model's
-        attention: no soft-capped scores, no sliding window, the default 1/sqrt(head_dim)."""
-        return (
-            self.attn_softcap is None
-            and not any(self.is_sliding(i) for i in range(self.num_layers))
-            and self.query_pre_attn_scalar in (None, self.head_dim)
-        )
-
     def __post_init__(self) -> None:
         errors = []
         for name in (
@@ -163,11 +153,11 @@ class ModelConfig:
             errors.append(f"model.attention={self.attention!r} is not one of {ATTENTION_IMPLS}")
         elif self.attention == "cudnn" and self.dtype == "float32":
             errors.append("model.attention='cudnn' needs model.dtype bfloat16 or float16")
-        if self.attention != "einsum" and not errors and not self.kernel_compatible:
+        if self.attention in ("cudnn", "xla") and self.attn_softcap is not None:
             errors.append(
-                f"model.attention={self.attention!r}: this {self.family} model soft-caps its "
-                "attention scores, uses sliding windows or a query_pre_attn_scalar other than "
-                "head_dim, which only model.attention='einsum' computes"
+                f"model.attention={self.attention!r} cannot soft-cap attention scores "
+                f"(model.attn_softcap={self.attn_softcap}, Gemma 2): use 'einsum' (or 'splash' "
+                "on TPUs)"
             )
         if errors:
             raise ValueError("; ".join(errors))

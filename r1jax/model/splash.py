@@ -65,12 +65,25 @@ def _pad(x: jax.Array, length: int, value: int = 0) -> jax.Array:
     return jnp.pad(x, pad, constant_values=value)
 
 
-def _kernel(heads: int, queries: int, slots: int, offset: int, interpret: bool):
-    """The splash kernel for one row: ``(q [H, T, Dh], k/v [K, S, Dh], SegmentIds) -> out``."""
+def _kernel(
+    heads: int,
+    queries: int,
+    slots: int,
+    offset: int,
+    interpret: bool,
+    softcap: float | None = None,
+    window: int | None = None,
+):
+    """The splash kernel for one row: ``(q [H, T, Dh], k/v [K, S, Dh], SegmentIds) -> out``;
+    ``window``: the last ``w`` slots up to the query's own (a sliding-window layer),
+    ``softcap``: of the scores (Gemma 2)."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
-    causal = sm.CausalMask((queries, slots), offset=offset)
+    if window is None:
+        causal = sm.CausalMask((queries, slots), offset=offset)
+    else:
+        causal = sm.LocalMask((queries, slots), window_size=(window - 1, 0), offset=offset)
     bq, bkv = _block(queries), _block(slots)
     blocks = sk.BlockSizes(
         block_q=bq, block_kv=bkv, block_kv_compute=bkv,
@@ -80,18 +93,19 @@ def _kernel(heads: int, queries: int, slots: int, offset: int, interpret: bool):
     return sk.make_splash_mha(
         sm.MultiHeadMask([causal] * heads),
         block_sizes=blocks,
+        attn_logits_soft_cap=softcap,
         head_shards=1,
         q_seq_shards=1,
         interpret=interpret,
     )
 
 
-def _rows(q, k, v, q_ids, kv_ids, offset: int, interpret: bool) -> jax.Array:
+def _rows(q, k, v, q_ids, kv_ids, offset: int, interpret: bool, softcap, window) -> jax.Array:
     """Splash attention of local rows: ``q [b, Tp, h, Dh]``, ``k, v [b, Sp, k, Dh]``, ids
     ``[b, Tp]`` / ``[b, Sp]`` -> ``[b, Tp, h, Dh]``."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
 
-    kernel = _kernel(q.shape[2], q.shape[1], k.shape[1], offset, interpret)
+    kernel = _kernel(q.shape[2], q.shape[1], k.shape[1], offset, interpret, softcap, window)
     heads_first = lambda x: x.transpose(0, 2, 1, 3)
     out = jax.vmap(kernel)(
         heads_first(q), heads_first(k), heads_first(v), segment_ids=sk.SegmentIds(q_ids, kv_ids)
@@ -105,9 +119,14 @@ def splash_attention(
     v: jax.Array,
     cache: dict[str, jax.Array] | None,
     mask: Mask,
+    scale: float | None = None,
+    softcap: float | None = None,
+    window: int | None = None,
 ) -> jax.Array:
     """``q [B, T, H, Dh]`` over ``k, v [B, T, K, Dh]`` (or the whole ``cache``) ->
-    ``[B, T, H, Dh]``, through the splash kernel (see the module docstring)."""
+    ``[B, T, H, Dh]``, through the splash kernel (see the module docstring). ``scale`` of the
+    scores (default ``Dh**-0.5``), ``softcap`` of the scaled scores and ``window`` (the last
+    ``w`` slots up to the query's own) as in :func:`r1jax.model.attention.einsum_attention`."""
     backend = jax.default_backend()
     if backend == "gpu":
         raise ValueError("model.attention='splash' is the TPU kernel; on GPUs use 'cudnn'")
@@ -120,12 +139,16 @@ def splash_attention(
         raise ValueError(f"splash attention: queries at slots {offset}..{offset + t - 1} must "
                          f"end at the last of {slots} key slots")  # fmt: skip
     tp = _round_up(t, LANES)
-    sp = _round_up(slots + (tp > t), LANES)  # appended queries need an appended key to attend
-    # The appended queries sit after every key slot and attend the appended keys.
+    # The appended queries sit after every key slot and attend the appended keys, each its own
+    # slot's at least (a sliding window may hide the others): as many keys as queries appended.
+    sp = _round_up(slots + (tp - t), LANES)
     q_ids, kv_ids = _pad(q_ids, tp, _PAD_SEGMENT), _pad(kv_ids, sp, _PAD_SEGMENT)
-    q = _pad(q * jnp.asarray(1.0 / math.sqrt(hd), q.dtype), tp)
+    scale = 1.0 / math.sqrt(hd) if scale is None else scale
+    q = _pad(q * jnp.asarray(scale, q.dtype), tp)
     k, v = _pad(k.astype(q.dtype), sp), _pad(v.astype(q.dtype), sp)
-    run = functools.partial(_rows, offset=offset, interpret=backend != "tpu")
+    run = functools.partial(
+        _rows, offset=offset, interpret=backend != "tpu", softcap=softcap, window=window
+    )
     mesh = jax.sharding.get_abstract_mesh()
     if not mesh.empty and mesh.size > 1:
         batch = shd.BATCH_AXES if b % shd.batch_divisor(mesh) == 0 else None

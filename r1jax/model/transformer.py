@@ -165,16 +165,16 @@ class Attention(nnx.Module):
         k = apply_rope(k, rope)
         if cache is not None:
             cache = write_cache(cache, k, v, cache_slot)
+        scale = (cfg.query_pre_attn_scalar or cfg.head_dim) ** -0.5
+        window = None
+        if self.window is not None:  # query t sits at slot cache_slot + t
+            window = (self.window, 0 if cache is None else cache_slot)
         if cfg.attention == "einsum" or q.shape[1] == 1:  # decode steps always use einsum
-            scale = (cfg.query_pre_attn_scalar or cfg.head_dim) ** -0.5
-            window = None
-            if self.window is not None:  # query t sits at slot cache_slot + t
-                window = (self.window, 0 if cache is None else cache_slot)
             out = einsum_attention(q, k, v, cache, attn_mask, scale, cfg.attn_softcap, window)
         elif cfg.attention == "splash":
-            out = splash_attention(q, k, v, cache, attn_mask)
+            out = splash_attention(q, k, v, cache, attn_mask, scale, cfg.attn_softcap, self.window)
         else:
-            out = library_attention(q, k, v, cache, attn_mask, cfg.attention)
+            out = library_attention(q, k, v, cache, attn_mask, cfg.attention, scale, window)
         return project(self, "o", out), cache
 
 
