@@ -139,9 +139,9 @@ def splash_attention(
         raise ValueError(f"splash attention: queries at slots {offset}..{offset + t - 1} must "
                          f"end at the last of {slots} key slots")  # fmt: skip
     tp = _round_up(t, LANES)
-    # The appended queries sit after every key slot and attend the appended keys, each its own
-    # slot's at least (a sliding window may hide the others): as many keys as queries appended.
-    sp = _round_up(slots + (tp - t), LANES)
+    # The appended queries sit after every key slot and attend the appended keys; under a
+    # sliding window, which may hide the others, each needs its own slot's key.
+    sp = _round_up(slots + (tp - t if window else tp > t), LANES)
     q_ids, kv_ids = _pad(q_ids, tp, _PAD_SEGMENT), _pad(kv_ids, sp, _PAD_SEGMENT)
     scale = 1.0 / math.sqrt(hd) if scale is None else scale
     q = _pad(q * jnp.asarray(scale, q.dtype), tp)
