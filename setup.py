@@ -38,6 +38,7 @@ EXTRAS = {
         "ruff>=0.6",
         "transformers>=4.56",
         "torch==2.13.0",
+        "peft>=0.13",  # LoRA adapters exported by `r1jax export --adapters` load in PEFT
     ],
     "tpu": ["jax[tpu]"],
     "gpu": ["jax[cuda12]"],

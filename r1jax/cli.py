@@ -32,6 +32,12 @@ flags.DEFINE_enum(
     "convert, export: dtype of the written weights (default: convert the source's; export "
     "the compute dtype, config.model.dtype, e.g. bfloat16 for the GPU/TPU recipes).",
 )  # fmt: skip
+flags.DEFINE_bool(
+    "adapters", False,
+    "export: write only the LoRA adapters of a run with lora.rank > 0, as a PEFT adapter "
+    "directory (adapter_config.json, adapter_model.safetensors; float32 unless --dtype) for its "
+    "base model, instead of the merged model.",
+)  # fmt: skip
 flags.DEFINE_multi_string("prompt", [], "sample: prompt text (repeatable).")
 flags.DEFINE_integer("num_samples", 1, "sample, traces: completions per prompt.", lower_bound=1)
 flags.DEFINE_bool(
@@ -216,6 +222,8 @@ def _export() -> int:
     c = _require_config()
     if not FLAGS.dst:
         raise app.UsageError("export needs --dst=<dir>")
+    if FLAGS.adapters and not c.lora.rank:
+        raise app.UsageError("export --adapters needs a LoRA run (config.lora.rank > 0)")
     _refuse_dst_over_run_files(c, FLAGS.dst)
     cfgmod.validate(c, jax.device_count(), jax.process_count())
     mesh = build.build_mesh(c)
@@ -223,6 +231,8 @@ def _export() -> int:
     model, step, weights = build.load_run_model(c, mesh, tokenizer, FLAGS.step)
     if step is None:
         raise app.UsageError(f"no checkpoints in {os.path.join(c.run_dir, 'checkpoints')}")
+    if FLAGS.adapters:
+        return _export_adapters(c, model, weights)
     ids = build.token_ids(tokenizer)
     dtype = FLAGS.dtype or c.model.dtype  # (training keeps float32 master weights)
     merge_lora(model)  # a LoRA run: the adapters folded into the weights they adapt
@@ -232,6 +242,26 @@ def _export() -> int:
     written = build.save_tokenizer_files(c, tokenizer, FLAGS.dst)
     print(f"wrote {weights} to {FLAGS.dst} in {dtype} (tokenizer files: "
           f"{', '.join(written) or 'none'})")  # fmt: skip
+    return 0
+
+
+def _export_adapters(c, model, weights: str) -> int:
+    """``export --adapters``: the run's LoRA adapters as a PEFT adapter directory."""
+    from r1jax.distributed import is_primary
+    from r1jax.model.lora_export import save_peft_adapters
+
+    dtype = FLAGS.dtype or "float32"
+    save_peft_adapters(model, FLAGS.dst, c.model.hf_path, dtype)  # every process; 0 writes
+    if is_primary():
+        base = c.model.hf_path or f"the random {c.model.preset!r} init (seed {c.seed})"
+        print(f"wrote the LoRA adapters of {weights} to {FLAGS.dst} in {dtype} (PEFT) for "
+              f"the base model {base}")  # fmt: skip
+        if c.train.init_checkpoint:
+            print(
+                f"note: the base weights of this run are train.init_checkpoint's "
+                f"({c.train.init_checkpoint}), not model.hf_path's: load the adapters on "
+                "those, or export the merged model (export without --adapters)"
+            )
     return 0
 
 

@@ -285,34 +285,51 @@ def test_init_checkpoint_without_adapters_gives_the_base_weights(tmp_path):
         restore_init_checkpoint(plain, lora_run.c.run_dir)
 
 
-def test_train_with_adapters_then_export_to_transformers(tmp_path):
+def test_train_with_adapters_then_export_merged_and_as_peft_adapters(tmp_path):
+    """A LoRA run on a HF base: `export` writes the merged model (transformers' logits equal
+    the policy's) and `export --adapters` a PEFT adapter directory (PEFT on the base: the
+    same logits)."""
+    import peft
     import torch
     import transformers
+    from hf_fixtures import make_hf_model
 
-    cfg_file = write_config_file(tmp_path, train__steps=2, lora__rank=4, optim__lr=5e-2)
+    base = str(tmp_path / "base")
+    make_hf_model("qwen2", base)
+    cfg_file = write_config_file(
+        tmp_path, train__steps=2, lora__rank=4, optim__lr=5e-2, model__hf_path=base
+    )
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     said = []
-    for args in (["train"], ["export", f"--dst={tmp_path / 'hf'}"]):
+    for args in (["train"], ["export", f"--dst={tmp_path / 'hf'}"],
+                 ["export", "--adapters", f"--dst={tmp_path / 'adapters'}"]):  # fmt: skip
         r = subprocess.run(
             [sys.executable, "-m", "r1jax.cli", *args, f"--config={cfg_file}"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert r.returncode == 0, r.stdout + r.stderr
         said.append(r.stdout)
-    # rank 4, per layer: q 64*4 + 4*4*16, k and v 64*4 + 4*2*16, o 4*16*4 + 4*64, gate and
-    # up 64*4 + 4*128, down 128*4 + 4*64: 4,096; two layers
-    assert "LoRA adapters: 8,192 trainable parameters" in said[0], said[0]
+    # rank 4 on the base (hidden 32, 4 heads of 8, 2 kv heads, MLP 64), per layer: q 32*4 +
+    # 4*32, k and v 32*4 + 4*16, o 32*4 + 4*32, gate and up 32*4 + 4*64, down 64*4 + 4*32:
+    # 2,048; two layers
+    assert "LoRA adapters: 4,096 trainable parameters" in said[0], said[0]
+    assert f"(PEFT) for the base model {base}" in said[2], said[2]
     assert json.load(open(tmp_path / "hf" / "config.json"))["model_type"] == "qwen2"
-    c = make_config(str(tmp_path), "run", lora__rank=4)
+    c = make_config(str(tmp_path), "run", lora__rank=4, model__hf_path=base)
     policy, step, _ = build.load_run_model(c, shd.make_mesh((8, 1, 1)), build.build_tokenizer(c))
     assert step == 2 and has_lora(nnx.state(policy))
     b = np.asarray(policy.layers[0].attn.q_lora_b[...])
     assert np.abs(b).max() > 0  # the run trained its adapters
     ids = np.array([[1, 2, 3, 4, 5, 6]])
-    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+    ours = _logits(policy, ids)
     with torch.no_grad():
-        ref = hf(torch.tensor(ids)).logits.numpy()
-    np.testing.assert_allclose(_logits(policy, ids), ref, rtol=1e-4, atol=1e-4)
+        merged = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+        np.testing.assert_allclose(ours, merged(torch.tensor(ids)).logits.numpy(), atol=1e-4)
+        plain = transformers.AutoModelForCausalLM.from_pretrained(base).eval()
+        before = plain(torch.tensor(ids)).logits.numpy()
+        adapted = peft.PeftModel.from_pretrained(plain, str(tmp_path / "adapters")).eval()
+        np.testing.assert_allclose(ours, adapted(torch.tensor(ids)).logits.numpy(), atol=1e-4)
+    assert np.abs(ours - before).max() > 1e-3  # the adapters are what makes the difference
 
 
 def test_reward_model_with_adapters_trains_them_and_its_score_head():
@@ -338,3 +355,14 @@ def test_reward_model_with_adapters_trains_them_and_its_score_head():
     for x, y in zip(jax.tree.leaves(frozen), jax.tree.leaves(now_frozen), strict=True):
         np.testing.assert_array_equal(x, np.asarray(y))
     assert np.abs(np.asarray(now_trainable["score"][...]) - trainable["score"][...]).max() > 0
+
+
+def test_export_adapters_of_a_run_without_them_is_refused(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "r1jax.cli", "export", "--adapters", f"--dst={tmp_path / 'a'}",
+         f"--config={write_config_file(tmp_path)}"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "export --adapters needs a LoRA run (config.lora.rank > 0)" in r.stderr
+    assert not os.path.exists(tmp_path / "a")
