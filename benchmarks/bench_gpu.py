@@ -254,11 +254,11 @@ def dense_span_masks() -> Iterator[None]:
 
     real = transformer.library_attention
 
-    def dense(q, k, v, cache, mask, implementation):
+    def dense(q, k, v, cache, mask, *rest):  # rest: implementation, scale, window
         if isinstance(mask, RowSpan):
             slots = k.shape[1] if cache is None else cache["v"].shape[2]
             mask = mask.dense(q.shape[1], slots)
-        return real(q, k, v, cache, mask, implementation)
+        return real(q, k, v, cache, mask, *rest)
 
     transformer.library_attention = dense
     try:
