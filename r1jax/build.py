@@ -158,17 +158,22 @@ def add_lora_adapters(c: ml_collections.ConfigDict, model: Transformer, mesh: Me
 
 
 def load_run_model(
-    c: ml_collections.ConfigDict, mesh: Mesh, tokenizer=None, step: int | None = None
+    c: ml_collections.ConfigDict,
+    mesh: Mesh,
+    tokenizer=None,
+    step: int | None = None,
+    fresh_adapters: bool = False,
 ) -> tuple[Transformer, int | None, str]:
     """``(model, step, label)``: the config's model with the weights of the run's checkpoint
     ``step`` (default: the newest; the SFT stage's when the run has no GRPO checkpoint), or
     those the run starts from when it has none (step None): the newest of
     ``train.init_checkpoint``, else its own (``model.hf_path``, or the random init);
-    ``label`` names them for the user."""
+    ``label`` names them for the user. ``fresh_adapters``: a run checkpoint without LoRA
+    adapters fills a LoRA model's base (:func:`r1jax.checkpoint.restore_init_checkpoint`)."""
     from r1jax.checkpoint import restore_init_checkpoint, restore_run_params, weights_label
 
     model = build_model(c, mesh, tokenizer)
-    restored = restore_run_params(model, c.run_dir, step)
+    restored = restore_run_params(model, c.run_dir, step, fresh_adapters)
     if restored is not None:
         return model, restored, weights_label(c.run_dir, restored)
     own = restore_init_checkpoint(model, c.train.init_checkpoint)

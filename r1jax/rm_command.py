@@ -104,7 +104,8 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     held = load_pairs(c, "eval_path", tokenizer) if rm.eval_path else None
     mesh = build.build_mesh(c)
     rules = build.sharding_rules(c)
-    lm, _, label = build.load_run_model(c, mesh, tokenizer)
+    # (lora.rank > 0 for the reward model takes a policy trained without adapters too)
+    lm, _, label = build.load_run_model(c, mesh, tokenizer, fresh_adapters=True)
     merge_lora(lm)  # adapters the policy was trained with are part of its weights
     model = reward_model_from(lm, mesh, rules)
     del lm

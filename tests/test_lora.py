@@ -276,6 +276,15 @@ def test_init_checkpoint_without_adapters_gives_the_base_weights(tmp_path):
     trained = nnx.state(build.load_run_model(c, mesh, build.build_tokenizer(c))[0])
     for x, y in zip(jax.tree.leaves(trained), jax.tree.leaves(base), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # the same run read by a LoRA config (`r1jax rm` training adapters on a full policy)
+    lora.run_dir = c.run_dir
+    with pytest.raises(CheckpointError, match="LoRA adapters differ"):
+        build.load_run_model(lora, mesh, build.build_tokenizer(lora))
+    read, step, _ = build.load_run_model(lora, mesh, build.build_tokenizer(lora), None, True)
+    assert step == 2 and has_lora(nnx.state(read))
+    _, read_base = split_trainable(nnx.state(read))
+    for x, y in zip(jax.tree.leaves(trained), jax.tree.leaves(read_base), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     # and the other way round: a run's adapters need the lora settings it was trained with
     plain = build.build_model(c, mesh, build.build_tokenizer(c))
     lora_run = _trainer(tmp_path, "lora2", 1)
