@@ -170,8 +170,14 @@ def _info() -> int:
         f"model {cfg.family} layers={cfg.num_layers} d={cfg.hidden_size} "
         f"params={cfg.num_params / 1e6:.2f}M dtype={cfg.dtype} param_dtype={cfg.param_dtype}"
     )
-    _, state = nnx.split(abstract_model(cfg))
+    model = abstract_model(cfg)
     rules = {**shd.DEFAULT_RULES, **c.mesh.rules.to_dict()}
+    if c.lora.rank:  # (the adapters are small: made for real, on the abstract base)
+        from r1jax.model.lora import add_lora, summary
+
+        add_lora(model, c.lora.rank, c.lora.alpha, tuple(c.lora.targets), c.seed, mesh, rules)
+        print(summary(nnx.state(model)))
+    _, state = nnx.split(model)
     specs = dict(nnx.to_flat_state(shd.state_specs(state, rules, mesh)))
     for path, var in nnx.to_flat_state(state):
         if path[0] == "layers" and path[1] != 0:

@@ -366,12 +366,18 @@ def test_reward_model_with_adapters_trains_them_and_its_score_head():
     assert np.abs(np.asarray(now_trainable["score"][...]) - trainable["score"][...]).max() > 0
 
 
-def test_export_adapters_of_a_run_without_them_is_refused(tmp_path):
-    r = subprocess.run(
-        [sys.executable, "-m", "r1jax.cli", "export", "--adapters", f"--dst={tmp_path / 'a'}",
-         f"--config={write_config_file(tmp_path)}"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )  # fmt: skip
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "r1jax.cli", *args], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)  # fmt: skip
+
+
+def test_export_adapters_of_a_run_without_them_is_refused_and_info_shows_them(tmp_path):
+    cfg_file = write_config_file(tmp_path)
+    r = _cli("export", "--adapters", f"--dst={tmp_path / 'a'}", f"--config={cfg_file}")
     assert r.returncode == 2, r.stdout + r.stderr
     assert "export --adapters needs a LoRA run (config.lora.rank > 0)" in r.stderr
     assert not os.path.exists(tmp_path / "a")
+    r = _cli("info", f"--config={cfg_file}", "--config.lora.rank=4")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "LoRA adapters: 8,192 trainable parameters" in r.stdout  # as `train` counts them
+    assert "layers/0/attn/o_lora_a" in r.stdout and "layers/0/mlp/down_lora_b" in r.stdout
