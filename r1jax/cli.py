@@ -83,6 +83,7 @@ FLAG_COMMANDS = {  # the commands that read each flag (their --help lists it)
     "src": ("convert",),
     "dst": ("convert", "export", "eval", "traces"),
     "dtype": ("convert", "export"),
+    "adapters": ("export",),
     "prompt": ("sample",),
     "num_samples": ("sample", "traces"),
     "raw": ("sample",),
