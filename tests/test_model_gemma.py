@@ -121,6 +121,14 @@ def test_presets_and_unsupported_settings_are_named(tmp_path):
     assert get_preset("gemma-2-2b").num_params == 2_614_341_888  # Gemma 2 2B
     base = dict(model_type="gemma3_text", vocab_size=96, hidden_size=32, num_hidden_layers=2,
                 num_attention_heads=4, intermediate_size=64, head_dim=8)  # fmt: skip
+    # the older config.json of Gemma 3 on the Hub (gemma-3-4b's text part): flat rope fields
+    legacy = dict(base, num_hidden_layers=12, rope_theta=1e6, rope_local_base_freq=1e4,
+                  rope_scaling={"rope_type": "linear", "factor": 8.0}, sliding_window=1024,
+                  sliding_window_pattern=6, query_pre_attn_scalar=256)  # fmt: skip
+    cfg = config_from_hf(legacy)
+    assert (cfg.rope_theta, cfg.rope_local_theta, cfg.rope_linear_factor) == (1e6, 1e4, 8.0)
+    assert cfg.layer_types == (("sliding",) * 5 + ("full",)) * 2 and cfg.sliding_window == 1024
+    assert (cfg.attn_softcap, cfg.final_softcap, cfg.tie_word_embeddings) == (None, None, True)
     for bad, words in (
         (dict(model_type="gemma3"), "multimodal Gemma 3"),
         (dict(hidden_activation="relu"), "hidden_activation='relu'"),

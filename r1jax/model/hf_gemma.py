@@ -101,13 +101,10 @@ def _rope(hf: Mapping[str, Any], layer_type: str) -> dict[str, Any]:
         return dict(params[layer_type] or {})
     if layer_type == "sliding_attention":
         return {"rope_theta": hf.get("rope_local_base_freq", 10000.0)}
-    legacy = dict(hf.get("rope_scaling") or {})
-    out = dict(params) if "rope_theta" in params else {}
-    out.setdefault("rope_theta", hf.get("rope_theta", out.get("rope_theta")))
-    if out["rope_theta"] is None:
-        del out["rope_theta"]
-    if legacy:
-        out.update(legacy)
+    out = {k: v for k, v in params.items() if k not in ("full_attention", "sliding_attention")}
+    if "rope_theta" not in out and hf.get("rope_theta") is not None:
+        out["rope_theta"] = hf["rope_theta"]
+    out.update(hf.get("rope_scaling") or {})  # (legacy: what transformers reads first)
     return out
 
 
