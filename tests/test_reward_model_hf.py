@@ -32,7 +32,8 @@ from r1jax.model.safetensors_io import SafetensorsFile  # noqa: E402
 PAD = TINY["vocab_size"] - 1  # the HF pad id; never drawn as a real token
 LENGTHS = (10, 7, 3, 1)  # a full row, two padded rows and a one-token row
 T = 10
-CLASS_NAMES = {"qwen2": "Qwen2", "qwen3": "Qwen3", "llama": "Llama"}
+CLASS_NAMES = {"qwen2": "Qwen2", "qwen3": "Qwen3", "llama": "Llama", "gemma2": "Gemma2",
+               "gemma3": "Gemma3Text"}  # fmt: skip
 
 
 def _make_hf_classifier(family: str, path: str, num_labels: int = 1, seed: int = 0):
@@ -86,7 +87,7 @@ def _mesh():
     return shd.make_mesh((2, 2, 2))  # data 2, fsdp 2 (splits score's embed dim), tensor 2
 
 
-@pytest.mark.parametrize("family", ["qwen2", "qwen3", "llama"])
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "llama", "gemma2", "gemma3"])
 def test_scores_match_transformers(family, tmp_path):
     path = str(tmp_path / "clf")
     hf = _make_hf_classifier(family, path)
@@ -123,7 +124,7 @@ def test_three_label_classifier_matches_transformers(tmp_path):
     np.testing.assert_allclose(scores(left, lmask), ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("family,num_labels", [("qwen2", 1), ("llama", 3)])
+@pytest.mark.parametrize("family,num_labels", [("qwen2", 1), ("llama", 3), ("gemma3", 1)])
 def test_export_roundtrip_loads_in_transformers(family, num_labels, tmp_path):
     src = str(tmp_path / "clf")
     hf = _make_hf_classifier(family, src, num_labels=num_labels, seed=5)

@@ -12,6 +12,7 @@ from typing import Any
 from r1jax import storage
 from r1jax.model.config import ModelConfig, RopeScaling
 from r1jax.model.hf_gemma import ARCHITECTURES as GEMMA_ARCHITECTURES
+from r1jax.model.hf_gemma import CLASSIFIERS as GEMMA_CLASSIFIERS
 from r1jax.model.hf_gemma import MODEL_TYPES as GEMMA_TYPES
 from r1jax.model.hf_gemma import gemma_fields, gemma_to_hf
 
@@ -144,7 +145,9 @@ def architecture(cfg: ModelConfig) -> str:
     """The ``transformers`` class of ``cfg``: ``Qwen2ForCausalLM``, or for a classifier
     (reward model) ``Qwen2ForSequenceClassification``, and so on."""
     causal = FAMILIES[cfg.family]
-    return causal.replace("ForCausalLM", CLASSIFIER_SUFFIX) if cfg.num_labels else causal
+    if not cfg.num_labels:
+        return causal
+    return GEMMA_CLASSIFIERS.get(cfg.family, causal.replace("ForCausalLM", CLASSIFIER_SUFFIX))
 
 
 def config_to_hf(

@@ -20,6 +20,9 @@ ARCHITECTURES = {
     "gemma2": "Gemma2ForCausalLM",
     "gemma3": "Gemma3ForCausalLM",
 }
+# reward models: Gemma 3's text classifier is not "Gemma3ForSequenceClassification"
+# (transformers' multimodal one)
+CLASSIFIERS = {"gemma3": "Gemma3TextForSequenceClassification"}
 # HF layer tensor names where Gemma 2 / 3 (sandwich norms) differ from Llama's
 SANDWICH_NAMES = {
     ("post_attn_norm", "weight"): "pre_feedforward_layernorm.weight",
