@@ -49,9 +49,9 @@ def _targets(model):
             yield (block.attn if name in ("q", "k", "v", "o") else block.mlp), name
 
 
-def _lora_model(mesh=None, seed=5):
+def _lora_model(mesh=None, seed=5, cfg=CFG):
     """The tiny model with adapters whose ``B`` is random (a fresh ``B`` is zero)."""
-    model = create_model(CFG, mesh, seed=1)
+    model = create_model(cfg, mesh, seed=1)
     add_lora(model, RANK, ALPHA, seed=2, mesh=mesh)
     rng = np.random.default_rng(seed)
     for module, name in _targets(model):
@@ -145,9 +145,9 @@ def _grpo_batch(mesh):
     return {k: jax.device_put(v, shd.batch_sharding(mesh, v.ndim)) for k, v in batch.items()}
 
 
-def _grpo_steps(shape, steps=2):
+def _grpo_steps(shape, steps=2, cfg=CFG):
     mesh = shd.make_mesh(shape)
-    graphdef, params = nnx.split(_lora_model(mesh))
+    graphdef, params = nnx.split(_lora_model(mesh, cfg=cfg))
     opt = optax.adamw(1e-2)
     opt_state = init_opt_state(opt, split_trainable(params)[0], mesh)
     batch = _grpo_batch(mesh)
@@ -181,6 +181,27 @@ def test_grpo_update_trains_only_the_adapters_and_sharding_changes_nothing():
     _, single, _, _ = _grpo_steps((8, 1, 1))
     for x, y in zip(jax.tree.leaves(after), jax.tree.leaves(single), strict=True):
         np.testing.assert_allclose(x, y, atol=2e-5)
+
+
+@pytest.mark.parametrize("policy", ["full", "dots_no_batch"])
+def test_remat_changes_nothing_in_the_update_and_the_sampler(policy):
+    """Rematerialised blocks (whose frozen base weights come from outside jax.grad, and whose
+    model the sampler merges outside its while_loop) give the same update and the same
+    samples (nnx.remat crashed in both: "Cannot mutate Param from a different trace level")."""
+    from r1jax.sampler import Sampler, SamplingParams
+
+    _, plain, _, _ = _grpo_steps((2, 2, 2), steps=1)
+    _, remat, _, metrics = _grpo_steps((2, 2, 2), steps=1, cfg=CFG.replace(remat=policy))
+    assert np.isfinite(float(metrics["loss"]))
+    for x, y in zip(jax.tree.leaves(plain), jax.tree.leaves(remat), strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-6)
+    prompts = [[5, 17, 3], [40, 2, 9, 11, 60, 7, 8]]
+    outs = []
+    for cfg in (CFG, CFG.replace(remat=policy)):
+        model = _lora_model(cfg=cfg)
+        sampler = Sampler(model, tokenizer=PieceTokenizer(), max_prompt_len=8, max_new_tokens=4)
+        outs.append(sampler.generate(model, prompts, params=SamplingParams(0, ignore_eos=True)))
+    np.testing.assert_array_equal(outs[0].tokens, outs[1].tokens)
 
 
 def test_the_sampler_decodes_the_adapted_model():

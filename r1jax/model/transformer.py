@@ -351,8 +351,14 @@ class Transformer(nnx.Module):
         for i, block in enumerate(self.layers):
             layer_cache = cache[i] if cache is not None else None
             if cfg.remat != "none":
-                fn = nnx.remat(lambda blk, *a: blk(*a), policy=_REMAT_POLICIES[cfg.remat])
-                x, layer_cache = fn(block, x, ropes, attn_mask, layer_cache, cache_slot)
+                # jax.checkpoint of the block's state, not nnx.remat of the block: nnx.remat
+                # writes the variables back, which Flax refuses when they come from an outer
+                # trace (frozen LoRA bases outside jax.grad, a model merged outside the
+                # sampler's while_loop)
+                graph, state = nnx.split(block)
+                fn = jax.checkpoint(lambda st, *a, g=graph: nnx.merge(g, st)(*a),
+                                    policy=_REMAT_POLICIES[cfg.remat])  # fmt: skip
+                x, layer_cache = fn(state, x, ropes, attn_mask, layer_cache, cache_slot)
             else:
                 x, layer_cache = block(x, ropes, attn_mask, layer_cache, cache_slot)
             if new_cache is not None:
