@@ -29,7 +29,7 @@ from orbax.checkpoint import checkpoint_managers as cm
 from r1jax import distributed as dist
 from r1jax import storage
 from r1jax.model.hf import CheckpointError
-from r1jax.model.lora import LORA_MARK, LoRAParam, has_lora
+from r1jax.model.lora import ADAPTER_STATE, LORA_MARK, check_scales, has_lora
 
 __all__ = [
     "CheckpointError",
@@ -177,6 +177,8 @@ class RunCheckpointer:
                 failures.append(self._skip(step, e))
                 damaged.append(step)
                 continue
+            # (outside the try: adapters of another alpha are not a damaged checkpoint)
+            _check_lora_scales(params, restored[1], f"checkpoint {self.directory}/{step}")
             self._set_aside(damaged)
             return restored
         if steps:
@@ -256,7 +258,7 @@ class RunCheckpointer:
             and has_lora(template)
             and not any(LORA_MARK in name for name in saved)
         ):  # a checkpoint without adapters: its base weights, the template's adapters
-            adapters, base = nnx.split_state(template, LoRAParam, ...)
+            adapters, base = nnx.split_state(template, ADAPTER_STATE, ...)
             return nnx.merge_state(self.restore_params(base, step), adapters)
         _check_shapes(saved, template, f"{self.directory}/{step}")
         out = self.manager.restore(
@@ -265,7 +267,9 @@ class RunCheckpointer:
                 params=ocp.args.StandardRestore(_abstract(_flat_params(template)))
             ),
         )
-        return _unflat_params(template, out["params"])
+        restored = _unflat_params(template, out["params"])
+        _check_lora_scales(template, restored, f"checkpoint {self.directory}/{step}")
+        return restored
 
     def close(self) -> None:
         self.manager.wait_until_finished()
@@ -415,6 +419,14 @@ def _check_shapes(saved: dict[str, list[int]] | None, template: nnx.State, where
             f"{'; '.join(diffs[:4])}{more}{lora}. Resume with the run's own config (saved in "
             "the checkpoint's meta) or start a new run_dir; nothing was changed there."
         )
+
+
+def _check_lora_scales(template: nnx.State, restored: nnx.State, where: str) -> None:
+    """:func:`r1jax.model.lora.check_scales` as a :class:`CheckpointError`."""
+    try:
+        check_scales(template, restored, where)
+    except ValueError as e:
+        raise CheckpointError(f"{e}; nothing was changed there") from None
 
 
 def _unflat_params(template: nnx.State, flat: dict[str, jax.Array]) -> nnx.State:

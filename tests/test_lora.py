@@ -25,6 +25,7 @@ from r1jax.checkpoint import CheckpointError, restore_init_checkpoint
 from r1jax.config import ConfigError, validate
 from r1jax.model import causal_mask, create_model, get_preset, positions_from_mask
 from r1jax.model.lora import (
+    ADAPTER_STATE,
     TARGETS,
     LoRAParam,
     add_lora,
@@ -277,6 +278,19 @@ def test_grpo_run_with_adapters_keeps_the_base_as_reference_and_resumes_exactly(
     assert history[-1]["loss/kl"] > 0  # the policy left its reference
     for t in (resumed, straight):
         t.close()
+    # the same adapters under another alpha are another model: refused, nothing moved
+    said = "trained with alpha / rank = 2, this config gives 8"
+    with pytest.raises(CheckpointError, match=said):
+        _trainer(tmp_path, "a", 6, lora__alpha=32.0)
+    other = make_config(tmp_path, "a", lora__rank=4, lora__alpha=32.0)
+    with pytest.raises(CheckpointError, match=said):
+        build.load_run_model(other, shd.make_mesh((8, 1, 1)), build.build_tokenizer(other))
+    assert sorted(os.listdir(tmp_path / "a" / "checkpoints")) == ["2", "4"]
+
+
+def _base_of(model) -> nnx.State:
+    """The base weights of a model with adapters (without the adapters and their scales)."""
+    return nnx.split_state(nnx.state(model), ADAPTER_STATE, ...)[1]
 
 
 def test_init_checkpoint_without_adapters_gives_the_base_weights(tmp_path):
@@ -291,7 +305,8 @@ def test_init_checkpoint_without_adapters_gives_the_base_weights(tmp_path):
     model = build.build_model(lora, mesh, build.build_tokenizer(lora))
     fresh = jax.device_get(split_trainable(nnx.state(model))[0])
     assert restore_init_checkpoint(model, c.run_dir)
-    adapters, base = split_trainable(nnx.state(model))
+    adapters = split_trainable(nnx.state(model))[0]
+    base = _base_of(model)
     for x, y in zip(jax.tree.leaves(fresh), jax.tree.leaves(adapters), strict=True):
         np.testing.assert_array_equal(x, np.asarray(y))
     trained = nnx.state(build.load_run_model(c, mesh, build.build_tokenizer(c))[0])
@@ -303,8 +318,7 @@ def test_init_checkpoint_without_adapters_gives_the_base_weights(tmp_path):
         build.load_run_model(lora, mesh, build.build_tokenizer(lora))
     read, step, _ = build.load_run_model(lora, mesh, build.build_tokenizer(lora), None, True)
     assert step == 2 and has_lora(nnx.state(read))
-    _, read_base = split_trainable(nnx.state(read))
-    for x, y in zip(jax.tree.leaves(trained), jax.tree.leaves(read_base), strict=True):
+    for x, y in zip(jax.tree.leaves(trained), jax.tree.leaves(_base_of(read)), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     # and the other way round: a run's adapters need the lora settings it was trained with
     plain = build.build_model(c, mesh, build.build_tokenizer(c))

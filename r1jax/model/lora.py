@@ -6,8 +6,9 @@ A target weight ``W [K1..Kc, N1..Nm]`` (``c`` input axes: 1 for q/k/v/gate/up/do
 default), ``B`` at zero, so a fresh adapter leaves the model unchanged.
 
 The adapters are :class:`LoRAParam` variables (an ``nnx.Param`` subclass) stored on the
-attention / MLP modules as ``<name>_lora_a`` / ``<name>_lora_b``, with the scale as the
-module's static ``lora_scale``. Training code splits a model's state with
+attention / MLP modules as ``<name>_lora_a`` / ``<name>_lora_b``, next to their scale
+``<name>_lora_scale`` (a frozen :class:`LoRAScale` scalar, so that checkpoints carry the alpha
+their adapters were trained with). Training code splits a model's state with
 :func:`split_trainable`: only the adapters get gradients and optimizer state when a model has
 any, so RL keeps no optimizer moments for the base weights and the reference policy is the
 same base weights with the reference adapters (no second copy of the model). The sampler and
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from r1jax import sharding as shd
 from r1jax.model.ops import dense
@@ -40,6 +42,13 @@ class LoRAParam(nnx.Param):
     """A LoRA adapter matrix: the only parameters a model with adapters trains."""
 
 
+class LoRAScale(nnx.Param):
+    """An adapter's ``alpha / rank`` (a float32 scalar): saved with the adapters, not trained."""
+
+
+ADAPTER_STATE = nnx.Any(LoRAParam, LoRAScale)  # the filter of everything add_lora adds
+
+
 def project(module: nnx.Module, name: str, x: jax.Array) -> jax.Array:
     """``x @ W`` for the weight ``module.<name>`` (in ``x``'s dtype), plus its adapter's
     ``scale * (x @ A) @ B`` when the module has one. ``x [..., K1..Kc]`` -> ``[..., N1..Nm]``."""
@@ -49,7 +58,8 @@ def project(module: nnx.Module, name: str, x: jax.Array) -> jax.Array:
     a = getattr(module, f"{name}{LORA_MARK}a", None)
     if a is None:
         return y
-    b = getattr(module, f"{name}{LORA_MARK}b")[...] * module.lora_scale
+    scale = getattr(module, f"{name}{LORA_MARK}scale")[...]
+    b = getattr(module, f"{name}{LORA_MARK}b")[...] * scale
     return y + dense(dense(x, a[...].astype(dt), contract), b.astype(dt))
 
 
@@ -105,7 +115,8 @@ def add_lora(
                 sharding = jax.sharding.NamedSharding(mesh, spec)
                 array = jax.make_array_from_callback(value.shape, sharding, lambda i, v=value: v[i])
                 setattr(module, f"{name}{LORA_MARK}{suffix}", LoRAParam(array, logical_axes=names))
-            module.lora_scale = alpha / rank
+            scale = jax.device_put(jnp.float32(alpha / rank), jax.sharding.NamedSharding(mesh, P()))
+            setattr(module, f"{name}{LORA_MARK}scale", LoRAScale(scale, logical_axes=()))
 
 
 def merge_lora(model: nnx.Module, dtype: Any = None) -> None:
@@ -120,11 +131,12 @@ def merge_lora(model: nnx.Module, dtype: Any = None) -> None:
                 continue
             w = getattr(module, name)
             b = getattr(module, f"{name}{LORA_MARK}b")[...].astype(jnp.float32)
-            delta = dense(a[...].astype(jnp.float32), b, 1) * module.lora_scale
+            scale = getattr(module, f"{name}{LORA_MARK}scale")[...]
+            delta = dense(a[...].astype(jnp.float32), b, 1) * scale
             merged = w[...].astype(jnp.float32) + delta  # [K1..Kc, N1..Nm]
             setattr(module, name, nnx.Param(merged.astype(dtype or w.dtype), **w.get_metadata()))
-            delattr(module, f"{name}{LORA_MARK}a")
-            delattr(module, f"{name}{LORA_MARK}b")
+            for suffix in ("a", "b", "scale"):
+                delattr(module, f"{name}{LORA_MARK}{suffix}")
 
 
 def has_lora(state: nnx.State) -> bool:
@@ -155,3 +167,18 @@ def summary(state: nnx.State) -> str | None:
     count = lambda s: sum(x.size for x in jax.tree.leaves(s))
     n, total = count(trainable), count(trainable) + count(frozen)
     return f"LoRA adapters: {n:,} trainable parameters ({100 * n / total:.2f}% of {total:,})"
+
+
+def check_scales(before: nnx.State, after: nnx.State, where: str) -> None:
+    """Raises ``ValueError`` when restored adapters (``after``) were trained with another
+    ``alpha / rank`` than the config builds (``before``: the fresh model's scales), naming
+    both: the same adapters under another scale are another model."""
+    fresh = {p: float(v.get_value()) for p, v in nnx.to_flat_state(before)
+             if isinstance(v, LoRAScale)}  # fmt: skip
+    for path, var in nnx.to_flat_state(after):
+        if path in fresh and not np.isclose(float(var.get_value()), fresh[path]):
+            raise ValueError(
+                f"{where}: its LoRA adapters were trained with alpha / rank = "
+                f"{float(var.get_value()):g}, this config gives {fresh[path]:g} "
+                f"({'/'.join(map(str, path))}): set lora.alpha as the run that wrote them"
+            )

@@ -48,7 +48,8 @@ def peft_tensors(model, dtype: str = "float32") -> tuple[list[tuple[str, np.ndar
                 continue
             a = shd.gather_to_host(a[...])
             b = shd.gather_to_host(getattr(module, f"{name}{LORA_MARK}b")[...])
-            rank, scale = a.shape[-1], module.lora_scale
+            rank = a.shape[-1]
+            scale = float(shd.gather_to_host(getattr(module, f"{name}{LORA_MARK}scale")[...]))
             if name not in targets:
                 targets.append(name)
             prefix = f"base_model.model.model.layers.{i}.{HF_MODULES[name]}"
