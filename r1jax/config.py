@@ -102,8 +102,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.attention = "einsum"  # or "cudnn": fused attention for training/prefill on GPUs
     c.model.overrides = ml_collections.ConfigDict()  # extra ModelConfig fields for presets
 
-    # LoRA adapters (r1jax.model.lora): rank > 0 trains only them (GRPO, SFT) on a frozen base;
-    # the reference policy is the base with the starting adapters (no second model copy)
+    # LoRA adapters (r1jax.model.lora): rank > 0 trains only them (GRPO, SFT; rm: with the
+    # score head) on a frozen base; the reference policy is the base with the starting
+    # adapters (no second model copy); checkpoints keep each adapter's alpha / rank
     c.lora = ml_collections.ConfigDict()
     c.lora.rank = 0  # 0: train every weight
     c.lora.alpha = 16.0  # the update is scaled by alpha / rank
