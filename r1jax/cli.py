@@ -172,11 +172,11 @@ def _info() -> int:
         f"params={cfg.num_params / 1e6:.2f}M dtype={cfg.dtype} param_dtype={cfg.param_dtype}"
     )
     model = abstract_model(cfg)
-    rules = {**shd.DEFAULT_RULES, **c.mesh.rules.to_dict()}
+    rules = build.sharding_rules(c)
     if c.lora.rank:  # (the adapters are small: made for real, on the abstract base)
-        from r1jax.model.lora import add_lora, summary
+        from r1jax.model.lora import summary
 
-        add_lora(model, c.lora.rank, c.lora.alpha, tuple(c.lora.targets), c.seed, mesh, rules)
+        build.add_lora_adapters(c, model, mesh)
         print(summary(nnx.state(model)))
     _, state = nnx.split(model)
     specs = dict(nnx.to_flat_state(shd.state_specs(state, rules, mesh)))

@@ -20,6 +20,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from r1jax.model.ops import softcap as cap
+
 
 def causal_mask(input_mask: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
     """Boolean attention mask ``[B, T, T]`` for a full (uncached) forward pass.
@@ -170,8 +172,7 @@ def einsum_attention(
     if window is not None:
         mask = mask & window_mask(window, t, scores.shape[-1])[None]
     scores = scores.astype(jnp.float32) * (hd**-0.5 if scale is None else scale)
-    if softcap is not None:
-        scores = softcap * jnp.tanh(scores / softcap)
+    scores = cap(scores, softcap)
     scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
     out = jnp.einsum("bkgts,bksh->bkgth", probs, values.astype(q.dtype))  # no out transpose

@@ -55,15 +55,23 @@ def project(module: nnx.Module, name: str, x: jax.Array) -> jax.Array:
     contract = _CONTRACT.get(name, 1)
     dt = x.dtype
     y = dense(x, getattr(module, name)[...].astype(dt), contract)
-    a = getattr(module, f"{name}{LORA_MARK}a", None)
-    if a is None:
+    adapter = adapter_of(module, name)
+    if adapter is None:
         return y
-    scale = getattr(module, f"{name}{LORA_MARK}scale")[...]
-    b = getattr(module, f"{name}{LORA_MARK}b")[...] * scale
+    a, b, scale = adapter
+    b = b[...] * scale[...]
     return y + dense(dense(x, a[...].astype(dt), contract), b.astype(dt))
 
 
-def _targets_of(block: nnx.Module, targets: Sequence[str]) -> list[tuple[nnx.Module, str]]:
+def adapter_of(module: nnx.Module, name: str) -> tuple[nnx.Variable, ...] | None:
+    """The ``(A, B, scale)`` variables of the adapter on ``module.<name>``, or None."""
+    if not hasattr(module, f"{name}{LORA_MARK}a"):
+        return None
+    return tuple(getattr(module, f"{name}{LORA_MARK}{part}") for part in ("a", "b", "scale"))
+
+
+def targets_of(block: nnx.Module, targets: Sequence[str] = TARGETS) -> list[tuple[nnx.Module, str]]:
+    """``(module, name)`` of each of ``targets`` in a decoder block (its attention or MLP)."""
     return [(block.attn if t in ATTENTION_TARGETS else block.mlp, t) for t in targets]
 
 
@@ -99,7 +107,7 @@ def add_lora(
         mesh = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
     rng = np.random.default_rng(seed)
     for block in model.layers:
-        for module, name in _targets_of(block, targets):
+        for module, name in targets_of(block, targets):
             w = getattr(module, name)
             contract = _CONTRACT.get(name, 1)
             axes = w.get_metadata().get("logical_axes") or (None,) * w.ndim
@@ -125,14 +133,13 @@ def merge_lora(model: nnx.Module, dtype: Any = None) -> None:
     adapters is left as it is. Works inside ``jax.jit`` (the sampler merges there, into the
     compute dtype) and outside (export)."""
     for block in model.layers:
-        for module, name in _targets_of(block, TARGETS):
-            a = getattr(module, f"{name}{LORA_MARK}a", None)
-            if a is None:
+        for module, name in targets_of(block):
+            adapter = adapter_of(module, name)
+            if adapter is None:
                 continue
+            a, b, scale = adapter
             w = getattr(module, name)
-            b = getattr(module, f"{name}{LORA_MARK}b")[...].astype(jnp.float32)
-            scale = getattr(module, f"{name}{LORA_MARK}scale")[...]
-            delta = dense(a[...].astype(jnp.float32), b, 1) * scale
+            delta = dense(a[...].astype(jnp.float32), b[...].astype(jnp.float32), 1) * scale[...]
             merged = w[...].astype(jnp.float32) + delta  # [K1..Kc, N1..Nm]
             setattr(module, name, nnx.Param(merged.astype(dtype or w.dtype), **w.get_metadata()))
             for suffix in ("a", "b", "scale"):

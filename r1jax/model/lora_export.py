@@ -19,7 +19,7 @@ import numpy as np
 
 from r1jax import sharding as shd
 from r1jax import storage
-from r1jax.model.lora import LORA_MARK, TARGETS
+from r1jax.model.lora import adapter_of, targets_of
 from r1jax.model.safetensors_io import save_file
 
 HF_MODULES = {
@@ -41,15 +41,12 @@ def peft_tensors(model, dtype: str = "float32") -> tuple[list[tuple[str, np.ndar
     tensors, targets, rank, scale = [], [], None, None
     np_dtype = np.dtype(jax.numpy.dtype(dtype))
     for i, block in enumerate(model.layers):
-        for name in TARGETS:
-            module = block.attn if name in ("q", "k", "v", "o") else block.mlp
-            a = getattr(module, f"{name}{LORA_MARK}a", None)
-            if a is None:
+        for module, name in targets_of(block):
+            adapter = adapter_of(module, name)
+            if adapter is None:
                 continue
-            a = shd.gather_to_host(a[...])
-            b = shd.gather_to_host(getattr(module, f"{name}{LORA_MARK}b")[...])
-            rank = a.shape[-1]
-            scale = float(shd.gather_to_host(getattr(module, f"{name}{LORA_MARK}scale")[...]))
+            a, b, scale = (shd.gather_to_host(v[...]) for v in adapter)
+            rank, scale = a.shape[-1], float(scale)
             if name not in targets:
                 targets.append(name)
             prefix = f"base_model.model.model.layers.{i}.{HF_MODULES[name]}"

@@ -31,6 +31,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from r1jax.model.ops import softcap
+
 LmHead = jax.Array | Callable[[jax.Array], jax.Array]
 
 
@@ -61,7 +63,7 @@ def model_head(model) -> LmHead:
     cap = model.cfg.final_softcap
     if cap is None:
         return head
-    return lambda h: cap * jnp.tanh(head(h) / cap)
+    return lambda h: softcap(head(h), cap)
 
 
 def _chunk_logits(h: jax.Array, w: jax.Array, temperature: float, dtype: jnp.dtype) -> jax.Array:
