@@ -5,9 +5,10 @@
 # BENCH_ARGS=--smoke ATTENTION=xla runs it all on tiny sizes (CPU, where cuDNN is absent).
 # BASELINE=DIR also times the update of the r1jax tree in DIR (e.g. `git archive REV`), in
 # the same run, right after the first timing of this tree.
-# Ordered by what is still open (the update's 35% MFU goal); each step prints as it ends, so
-# a run cut short keeps what it measured. Writes JSON reports and a log to $OUT (the device
-# tool's folder) or benchmarks/results/:
+# Ordered by what mattered most (the update's 35% MFU goal, reached on an H200 in run 10 of
+# benchmarks/RESULTS.md); each step prints as it ends, so a run cut short keeps what it
+# measured. Writes JSON reports and a log to $OUT (the device tool's folder) or
+# benchmarks/results/:
 #   gpu_attention.txt             cuDNN attention vs einsum (bf16): logits, log-probs, gradients
 #   gpu_update.txt                GRPO update MFU: cuDNN attention with RowSpan masks, no
 #                                 remat, 1 micro-batch; top kernels

@@ -202,7 +202,8 @@ def library_attention(
 
     A dense mask's query rows with no key at all (padding queries, whose outputs nothing
     uses) attend every key instead: on an H200, cuDNN returned NaN gradients for batches
-    with such rows (``benchmarks/check_gpu_attention.py``).
+    with such rows, and finite ones within the bf16 error with this fix
+    (``benchmarks/check_gpu_attention.py``).
     """
     if cache is not None:
         k, v = cached_kv(cache)
