@@ -418,9 +418,12 @@ def build_scorer(c: ml_collections.ConfigDict):
 
     r = c.rewards
     routes = {src: reward_terms(f"rewards.routes.{src}", terms) for src, terms in r.routes.items()}
-    return RewardScorer(
-        reward_terms("rewards.functions", r.functions), routes=routes, **scorer_options(c)
-    )
+    try:
+        return RewardScorer(
+            reward_terms("rewards.functions", r.functions), routes=routes, **scorer_options(c)
+        )
+    except ValueError as e:  # (bad kwargs or a failed start-up check, naming the spec)
+        raise ConfigError(f"config.rewards: {e}") from None
 
 
 def scorer_options(c: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -256,6 +256,11 @@ def test_cli_errors_of_a_running_command(monkeypatch, capsys):
         ((("nosuch", 1.0),), "config.rewards.functions[0]=('nosuch', 1.0): unknown reward"),
         ((("os:nosuchfn", 1.0),), "[0]=('os:nosuchfn', 1.0): module 'os' has no attribute"),
         ((("countdown", 1.0), ("countdown", "x")), "[1]=('countdown', 'x'): RewardSpec"),
+        ((("countdown", 1.0, {"nope": 1}),), "config.rewards: reward spec 'countdown': bad kw"),
+        (
+            (("code_tests", 1.0, {"isolation": "strict"}),),
+            "config.rewards: reward spec 'code_tests': code_tests: isolation must be one of",
+        ),
     ],
 )
 def test_bad_reward_terms_name_the_field(terms, said):

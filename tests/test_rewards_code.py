@@ -1,10 +1,13 @@
 """The code-test reward: sandboxed execution of the last ```python block."""
 
+import dataclasses
+import os
+import socket
 import time
 
 import pytest
 
-from r1jax.rewards import code_tests
+from r1jax.rewards import RewardScorer, code, code_tests, registry
 from r1jax.rewards.code import extract_code, split_tests
 
 ADD_TESTS = {"tests": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2) == 4"]}
@@ -116,3 +119,112 @@ def test_code_tests_runs_in_a_temp_dir_with_file_size_limit(tmp_path):
     )
     assert code_tests(block(code), ADD_TESTS, file_size_mb=16) == 1.0
     assert code_tests(block(code), ADD_TESTS, file_size_mb=1) == 0.0  # write fails: EFBIG
+
+
+# Kernel-level confinement (isolation="auto"): each check passes with isolation="off" and
+# fails confined, so it shows both that the probe works and that the confinement holds.
+OPEN_PYTHON = "/usr/bin/python3"  # an interpreter the sandbox user can read (not under /root)
+
+
+def _confined() -> code.Isolation:
+    got = code.sandbox_isolation()
+    if not got.network_cut:
+        pytest.skip("this kernel or container allows no network namespace here")
+    return got
+
+
+def test_network_is_cut_even_through_ctypes():
+    _confined()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        connect = block(
+            "import ctypes, struct\n"
+            "def connects():\n"
+            "    libc = ctypes.CDLL(None)\n"
+            "    fd = libc.socket(2, 1, 0)\n"
+            f"    addr = struct.pack('<H', 2) + struct.pack('!H', {port}) + bytes([127, 0, 0, 1])\n"
+            "    return libc.connect(fd, addr + bytes(8), 16) == 0"
+        )
+        tests = {"tests": ["assert connects()"]}
+        assert code_tests(connect, tests, isolation="off") == 1.0
+        assert code_tests(connect, tests) == 0.0
+
+
+root_only = pytest.mark.skipif(
+    os.geteuid() != 0 or code._stdlib_blocker(OPEN_PYTHON) is not None,
+    reason="the sandbox user needs root and an interpreter others can read",
+)
+
+
+@root_only
+def test_as_root_candidates_run_as_nobody_and_cannot_read_tests_or_fork(tmp_path):
+    assert code.sandbox_isolation(python=OPEN_PYTHON) == code.Isolation(code.SANDBOX_UID, True)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
+    os.chmod(tmp_path, 0o755)
+    os.chmod(secret, 0o600)
+    probe = block(
+        "import ctypes, os\n"
+        "def reads_tests():\n"
+        "    return 'assert' in open('../config.json').read()\n"
+        f"def reads_secret():\n    return open({str(secret)!r}).read() == 's3cret'\n"
+        f"def writes_next_to_it():\n    open({str(tmp_path / 'planted')!r}, 'w').close()\n"
+        "    return True\n"
+        "def forks():\n"
+        "    pid = ctypes.CDLL(None).fork()\n"
+        "    if pid == 0:\n"
+        "        os._exit(0)\n"
+        "    return pid > 0\n"
+        "def is_root():\n    return os.getuid() == 0"
+    )
+    checks = ["reads_tests", "reads_secret", "writes_next_to_it", "forks", "is_root"]
+    each = [{"tests": [f"assert {name}()"]} for name in checks]
+    as_trainer = [code_tests(probe, t, isolation="off", python=OPEN_PYTHON) for t in each]
+    confined = [code_tests(probe, t, python=OPEN_PYTHON) for t in each]
+    assert dict(zip(checks, as_trainer, strict=True)) == dict.fromkeys(checks, 1.0)
+    assert dict(zip(checks, confined, strict=True)) == dict.fromkeys(checks, 0.0)
+    os.remove(tmp_path / "planted")  # (written by the unconfined run only)
+    solved = block("import heapq, collections\ndef add(a, b):\n    return a + b")
+    assert code_tests(solved, ADD_TESTS, python=OPEN_PYTHON) == 1.0  # stdlib still imports
+
+
+def test_start_up_check_warns_or_refuses_what_is_missing(monkeypatch):
+    with pytest.raises(ValueError, match="isolation must be one of"):
+        code.check_sandbox(isolation="strict")
+    with pytest.raises(ValueError, match="python='/no/such/python' is not an executable"):
+        code.check_sandbox(python="/no/such/python")
+    assert code.check_sandbox(isolation="off") is None
+    monkeypatch.setattr(code, "sandbox_isolation", lambda *a: code.Isolation(0, False))
+    monkeypatch.setattr(code, "_stdlib_blocker", lambda python: "closed at /root")
+    monkeypatch.setattr(code.os, "geteuid", lambda: 0)
+    warning = code.check_sandbox()
+    assert "with the host's network" in warning and "a network namespace" in warning
+    assert "uid 65534: closed at /root" in warning
+    with pytest.raises(ValueError, match="missing: a network namespace.*'require'"):
+        code.check_sandbox(isolation="require")
+    monkeypatch.setattr(code, "sandbox_isolation", lambda *a: code.Isolation(65534, True))
+    assert code.check_sandbox(isolation="require") is None
+
+
+def test_scorer_runs_the_check_once_per_spec_and_names_it(monkeypatch, caplog):
+    with pytest.raises(ValueError, match="reward spec 'code_tests': .*isolation must be one of"):
+        RewardScorer([("code_tests", 1.0, {"isolation": "strict"})], num_workers=0)
+    calls = []
+
+    def check(**kwargs):
+        calls.append(kwargs)
+        return "half confined"
+
+    monkeypatch.setattr(code, "check_sandbox", check)
+    monkeypatch.setitem(
+        registry._REGISTRY,
+        "code_tests",
+        dataclasses.replace(registry._REGISTRY["code_tests"], check=check),
+    )
+    spec = ("code_tests", 1.0, {"timeout_s": 3.0})
+    with caplog.at_level("WARNING"):
+        RewardScorer([spec], routes={"code": [spec]}, num_workers=0).close()
+    assert calls == [{"timeout_s": 3.0}]
+    assert "reward 'code_tests': half confined" in caplog.text

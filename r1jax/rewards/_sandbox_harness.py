@@ -1,10 +1,13 @@
 """Runs inside the code-test sandbox subprocess (``python -I _harness.py`` in a temp dir).
 
-Reads ``config.json`` (limits, tests) and ``solution.py`` from the working directory and a
-secret nonce from stdin, applies resource limits and best-effort isolation, executes the
-solution and then each test, and appends ``<nonce> PASS i`` / ``<nonce> FAIL i`` lines to
-``results.txt``. User output goes to /dev/null. This file is copied verbatim into the
-sandbox; it must only use the standard library.
+Reads ``config.json`` (limits, tests, isolation) and ``solution.py`` from the working
+directory and a secret nonce from stdin, opens ``results.txt``, then confines itself: a
+network namespace of its own (no interfaces up), the sandbox user (``config["uid"]``, when
+started as root), the ``work/`` directory, resource limits and best-effort Python-level
+isolation. It appends ``<nonce> ISOLATION uid=U net=0|1``, then (unless isolation was
+required and is missing) executes the solution and each test, appending ``<nonce> PASS i`` /
+``<nonce> FAIL i`` lines. User output goes to /dev/null. This file is copied verbatim into
+the sandbox; it must only use the standard library.
 """
 
 import contextlib
@@ -41,6 +44,36 @@ def _limit(config: dict) -> None:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(res, (value, value))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail instead of killing
+
+
+CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
+
+
+def _unshare(flags: int) -> bool:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).unshare(flags) == 0
+    except Exception:
+        return False
+
+
+def _confine(config: dict) -> tuple[int, bool]:
+    """A network namespace of its own and the sandbox user, as far as the kernel allows:
+    ``(uid, network cut)``. As root the namespace needs no user namespace; otherwise (or
+    where a container denies it) one is made, after the drop, as the sandbox user."""
+    net = bool(config["isolate"]) and _unshare(CLONE_NEWNET)
+    uid = config.get("uid")
+    if uid is not None:
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+        except OSError:  # (e.g. a uid the container does not map: reported, not fatal)
+            pass
+    if config["isolate"] and not net:
+        net = _unshare(CLONE_NEWUSER | CLONE_NEWNET)
+    return os.getuid(), net
 
 
 def _isolate() -> None:
@@ -81,12 +114,18 @@ def _main() -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    _limit(config)
-    _isolate()
 
     def report(message: str) -> None:
         with contextlib.suppress(Exception):
             results.write(f"{nonce} {message}\n")
+
+    uid, net = _confine(config)
+    os.chdir("work")
+    report(f"ISOLATION uid={uid} net={int(net)}")
+    if config["require"] and not (net and (config.get("uid") is None or uid == config["uid"])):
+        return
+    _limit(config)
+    _isolate()
 
     namespace = {"__name__": "solution", "__builtins__": __builtins__}
     for i, setup in enumerate([source, *config["setup"]]):

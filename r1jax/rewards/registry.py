@@ -23,12 +23,15 @@ RewardFn = Callable[..., float]
 
 @dataclasses.dataclass(frozen=True)
 class RewardInfo:
-    """A registered reward: its name, function, import reference and documented range."""
+    """A registered reward: its name, function, import reference, documented range and
+    start-up check (``check(**kwargs)``, run once per spec when a scorer is built: raises
+    ``ValueError`` for settings that cannot work, returns a warning to log or None)."""
 
     name: str
     fn: RewardFn
     ref: str
     value_range: tuple[float, float] | None = None
+    check: Callable[..., str | None] | None = None
 
 
 _REGISTRY: dict[str, RewardInfo] = {}
@@ -57,9 +60,11 @@ def register_reward(
     fn: RewardFn | None = None,
     *,
     value_range: tuple[float, float] | None = None,
+    check: Callable[..., str | None] | None = None,
     overwrite: bool = False,
 ) -> Any:
     """Register ``fn`` under ``name``; usable as ``@register_reward("name")`` or directly.
+    ``check``: see :class:`RewardInfo`.
 
     Registering the same function (same ``module:qualname``) again is a no-op, so a module
     may be imported by both the trainer and the scorer's workers. A different function
@@ -78,7 +83,7 @@ def register_reward(
                 f"reward {name!r} is already registered as {old.ref}; pass overwrite=True "
                 f"to replace it with {ref}"
             )
-        _REGISTRY[name] = RewardInfo(name, f, ref, value_range)
+        _REGISTRY[name] = RewardInfo(name, f, ref, value_range, check)
         return f
 
     return decorator if fn is None else decorator(fn)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import os
 import sys
 import threading
@@ -38,6 +39,8 @@ from r1jax.rewards.registry import (
     parse_specs,
     reward_info,
 )
+
+logger = logging.getLogger(__name__)
 
 MAX_ERROR_MESSAGES = 3
 
@@ -224,6 +227,13 @@ class RewardScorer:
         if self.num_workers > 0:
             check_worker_importable(info)
         _check_kwargs(spec, info)
+        if info.check is not None:
+            try:
+                warning = info.check(**spec.kwargs)
+            except ValueError as e:
+                raise ValueError(f"reward spec {spec.label!r}: {e}") from None
+            if warning:
+                logger.warning("reward %r: %s", spec.label, warning)
         self.keys.append(spec.label)
         self._terms[spec.label] = spec
         self._infos[spec.label] = info
