@@ -16,6 +16,7 @@ config changed), :class:`CheckpointError` says so and the directory is left as i
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -41,6 +42,9 @@ __all__ = [
     "sft_checkpoint_dir",
     "weights_label",
 ]
+
+META_FILE = "metadata"  # (what orbax's JsonSave names the file of an item)
+OTHER_PROCESS = "another process could not read its metadata"
 log = logging.getLogger(__name__)
 EVAL_METRIC = "eval/pass@1"
 
@@ -165,9 +169,13 @@ class RunCheckpointer:
         failures, damaged = [], []
         for step in reversed(steps):
             try:
-                meta = self.read_meta(step)
+                meta, unreadable = self.read_meta(step), None
             except Exception as e:  # noqa: BLE001 - unreadable metadata: a damaged checkpoint
-                failures.append(self._skip(step, e))
+                unreadable = e
+            # Every process takes the same step: one that any process cannot read is skipped
+            # by all, before any Orbax call (whose barriers would pair off by one otherwise).
+            if not dist.all_true(unreadable is None):
+                failures.append(self._skip(step, unreadable or OSError(OTHER_PROCESS)))
                 damaged.append(step)
                 continue
             _check_shapes(meta.get("param_shapes"), params, f"{self.directory}/{step}")
@@ -224,7 +232,12 @@ class RunCheckpointer:
         return why
 
     def read_meta(self, step: int) -> dict[str, Any]:
-        """The JSON metadata saved with ``step`` (step, config, data state, param shapes)."""
+        """The JSON metadata saved with ``step`` (step, config, data state, param shapes),
+        read by this process alone: the file Orbax's ``JsonSave`` wrote, without Orbax's
+        restore (which ends in a barrier of all processes); through it for another layout."""
+        path = f"{self.directory}/{step}/meta/{META_FILE}"
+        if storage.exists(path):
+            return json.loads(storage.read_text(path))
         out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return out["meta"]
 
