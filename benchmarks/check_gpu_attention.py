@@ -12,6 +12,10 @@ checks cuDNN itself. Compared, each against the same model in fp32 with einsum a
 - GRPO completion log-probs and their gradients, shared prompt (G=4: prefill into a cache,
   then the completions over it) and full rows (G=1).
 
+``--model gemma3`` checks the same on a Gemma 3-shaped model: sliding-window layers
+(window 12, shorter than the 64-slot rows, so the window masks real keys), a full layer, a
+``query_pre_attn_scalar`` that is not the head dim, QK norms.
+
 The error of ``--impl`` must stay within ``--slack`` x the error of bf16 einsum attention
 (the same rounding, no library kernel) plus ``--atol``; prints one JSON line per comparison
 and PASS/FAIL. ``--impl xla`` runs it on CPU (``tests/test_bench_gpu.py``).
@@ -32,6 +36,7 @@ import numpy as np
 from flax import nnx
 
 from r1jax.model import ModelConfig, RowSpan, causal_mask, create_model, positions_from_mask
+from r1jax.model.config import get_preset
 from r1jax.rl.step import completion_logprobs
 
 CFG = ModelConfig(
@@ -45,6 +50,22 @@ CFG = ModelConfig(
     qkv_bias=True,
     param_dtype="float32",
 )
+MODELS = {
+    "qwen2": CFG,
+    "gemma3": get_preset("tiny-gemma3").replace(
+        vocab_size=512,
+        hidden_size=256,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=64,
+        intermediate_size=512,
+        sliding_window=12,
+        layer_types=("sliding", "full"),
+        num_layers=2,
+        query_pre_attn_scalar=48.0,
+        param_dtype="float32",
+    ),  # fmt: skip
+}
 P, N, G, ROWS = 24, 40, 4, 16
 
 
@@ -64,10 +85,12 @@ def grouped_batch(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return tokens, mask
 
 
-def run(impl: str, dtype: str, tokens: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+def run(
+    cfg: ModelConfig, impl: str, dtype: str, tokens: np.ndarray, mask: np.ndarray
+) -> dict[str, np.ndarray]:
     """One implementation's logits (dense mask, span), the dense forward's gradients, and
     the update's log-probs and gradients (G and 1)."""
-    model = create_model(CFG.replace(attention=impl, dtype=dtype), seed=3)
+    model = create_model(cfg.replace(attention=impl, dtype=dtype), seed=3)
     graphdef, params = nnx.split(model)
     weights = np.random.RandomState(1).randn(ROWS, N).astype(np.float32) * mask[:, P:]
     pos = positions_from_mask(jnp.asarray(mask))
@@ -111,17 +134,20 @@ def error(x: np.ndarray, ref: np.ndarray, where: np.ndarray | None) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--impl", default="cudnn", help="the attention checked: cudnn or xla")
+    ap.add_argument("--model", default="qwen2", choices=sorted(MODELS))
     ap.add_argument("--slack", type=float, default=2.0)
     ap.add_argument("--atol", type=float, default=1e-3)
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
     tokens, mask = grouped_batch()
-    ref = run("einsum", "float32", tokens, mask)
-    base = run("einsum", "bfloat16", tokens, mask)
-    got = run(args.impl, "bfloat16", tokens, mask)
+    cfg = MODELS[args.model]
+    ref = run(cfg, "einsum", "float32", tokens, mask)
+    base = run(cfg, "einsum", "bfloat16", tokens, mask)
+    got = run(cfg, args.impl, "bfloat16", tokens, mask)
     logits_at = np.broadcast_to(mask[..., None], (ROWS, P + N, CFG.vocab_size))
     where = {"logits": logits_at, "logp": mask[:, P:], "grad": None}
-    lines, ok = [f"device: {jax.devices()[0].device_kind}, impl: {args.impl}"], True
+    lines = [f"device: {jax.devices()[0].device_kind}, impl: {args.impl}, model: {args.model}"]
+    ok = True
     for name in ref:
         w = where[name.split("_")[0]]
         err, err_base = error(got[name], ref[name], w), error(base[name], ref[name], w)

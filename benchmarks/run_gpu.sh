@@ -10,6 +10,7 @@
 # measured. Writes JSON reports and a log to $OUT (the device tool's folder) or
 # benchmarks/results/:
 #   gpu_attention.txt             cuDNN attention vs einsum (bf16): logits, log-probs, gradients
+#   gpu_attention_gemma3.txt      the same on a Gemma 3 shape (sliding windows, query scale)
 #   gpu_update.txt                GRPO update MFU: cuDNN attention with RowSpan masks, no
 #                                 remat, 1 micro-batch; top kernels
 #   gpu_update_dense.txt          the same with dense masks (no per-row shifts)
@@ -35,6 +36,8 @@ notriton="--xla_gpu_enable_triton_gemm=false${XLA_FLAGS:+ $XLA_FLAGS}"
 stamp attention check
 python3 benchmarks/check_gpu_attention.py --impl "$attention" --out "$out/gpu_attention.txt" 2>&1 \
   | log || fail "attention check"
+python3 benchmarks/check_gpu_attention.py --impl "$attention" --model gemma3 \
+  --out "$out/gpu_attention_gemma3.txt" 2>&1 | log || fail "attention check, Gemma 3 windows"
 stamp update, span masks
 bench "${update[@]}" --profile --out "$out/gpu_update.txt" || fail "update, span masks"
 stamp update, dense masks

@@ -37,10 +37,11 @@ def test_attention_check_runs_and_passes_on_cpu(tmp_path):
     """The device's cuDNN check, run with XLA's attention: every comparison is reported."""
     from benchmarks.check_gpu_attention import main as check
 
-    out = tmp_path / "att.txt"
-    assert check(["--impl", "xla", "--out", str(out)]) == 0
-    lines = out.read_text().splitlines()
-    assert lines[-1] == "PASS" and len(lines) == 9  # header, 7 comparisons, verdict
+    for model in ("qwen2", "gemma3"):
+        out = tmp_path / f"att_{model}.txt"
+        assert check(["--impl", "xla", "--model", model, "--out", str(out)]) == 0
+        lines = out.read_text().splitlines()
+        assert lines[-1] == "PASS" and len(lines) == 9  # header, 7 comparisons, verdict
 
 
 def test_dense_update_masks_reach_the_attention_and_change_nothing(monkeypatch):
