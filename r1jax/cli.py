@@ -201,7 +201,7 @@ def _convert() -> int:
 
     if not FLAGS.src or not FLAGS.dst:
         raise app.UsageError("convert needs --src=<dir> and --dst=<dir>")
-    if _dir_key(FLAGS.src) == _dir_key(FLAGS.dst):
+    if storage.dir_key(FLAGS.src) == storage.dir_key(FLAGS.dst):
         raise app.UsageError(
             f"convert --src and --dst are the same directory ({FLAGS.dst}): the source's weight "
             "files would be overwritten while they are read; write to another directory"
@@ -216,88 +216,12 @@ def _convert() -> int:
 
 @command("export", "write a checkpoint of a run as a HF directory: --config=... --dst=DIR")
 def _export() -> int:
-    import os
-
-    import jax
-
-    from r1jax import build
-    from r1jax import config as cfgmod
-    from r1jax.distributed import is_primary
-    from r1jax.model.hf import save_hf_model
-    from r1jax.model.lora import merge_lora
+    from r1jax.export_command import export_command
 
     c = _require_config()
     if not FLAGS.dst:
         raise app.UsageError("export needs --dst=<dir>")
-    if FLAGS.adapters and not c.lora.rank:
-        raise app.UsageError("export --adapters needs a LoRA run (config.lora.rank > 0)")
-    _refuse_dst_over_run_files(c, FLAGS.dst)
-    cfgmod.validate(c, jax.device_count(), jax.process_count())
-    mesh = build.build_mesh(c)
-    tokenizer = build.build_tokenizer(c)
-    model, step, weights = build.load_run_model(c, mesh, tokenizer, FLAGS.step)
-    if step is None:
-        raise app.UsageError(f"no checkpoints in {os.path.join(c.run_dir, 'checkpoints')}")
-    if FLAGS.adapters:
-        return _export_adapters(c, model, weights)
-    ids = build.token_ids(tokenizer)
-    dtype = FLAGS.dtype or c.model.dtype  # (training keeps float32 master weights)
-    merge_lora(model)  # a LoRA run: the adapters folded into the weights they adapt
-    save_hf_model(model, FLAGS.dst, dtype=dtype, token_ids=ids)  # every process; 0 writes
-    if not is_primary():
-        return 0
-    written = build.save_tokenizer_files(c, tokenizer, FLAGS.dst)
-    print(f"wrote {weights} to {FLAGS.dst} in {dtype} (tokenizer files: "
-          f"{', '.join(written) or 'none'})")  # fmt: skip
-    return 0
-
-
-def _export_adapters(c, model, weights: str) -> int:
-    """``export --adapters``: the run's LoRA adapters as a PEFT adapter directory."""
-    from r1jax.distributed import is_primary
-    from r1jax.model.lora_export import save_peft_adapters
-
-    dtype = FLAGS.dtype or "float32"
-    save_peft_adapters(model, FLAGS.dst, c.model.hf_path, dtype)  # every process; 0 writes
-    if is_primary():
-        base = c.model.hf_path or f"the random {c.model.preset!r} init (seed {c.seed})"
-        print(f"wrote the LoRA adapters of {weights} to {FLAGS.dst} in {dtype} (PEFT) for "
-              f"the base model {base}")  # fmt: skip
-        if c.train.init_checkpoint:
-            print(
-                f"note: the base weights of this run are train.init_checkpoint's "
-                f"({c.train.init_checkpoint}), not model.hf_path's: load the adapters on "
-                "those, or export the merged model (export without --adapters)"
-            )
-    return 0
-
-
-def _dir_key(path: str) -> str:
-    """``path`` absolute and without a trailing ``/``: equal for two names of one directory."""
-    from r1jax import storage
-
-    return storage.absolute(path).rstrip("/")
-
-
-def _refuse_dst_over_run_files(c: Any, dst: str) -> None:
-    """``export --dst`` must not be a directory the run reads (its model, tokenizer, reward
-    model) or the run directory and its checkpoints: the export would overwrite them."""
-    from r1jax import storage
-    from r1jax.config import field_value
-
-    target = _dir_key(dst)
-    if storage.exists(dst) and not storage.isdir(dst):
-        raise app.UsageError(f"--dst={dst} is a file: export writes a directory there")
-    for field in ("model.hf_path", "tokenizer.path", "reward_model.path", "train.init_checkpoint"):
-        value = field_value(c, field)
-        if value and _dir_key(value) == target:
-            raise app.UsageError(f"--dst={dst} is config.{field}: the export would overwrite "
-                                 "what the run reads; write to another directory")  # fmt: skip
-    run = _dir_key(c.run_dir)
-    managed = [run] + [f"{run}/{d}" for d in ("checkpoints", "sft", "rm")]
-    if any(target == d or (d != run and target.startswith(d + "/")) for d in managed):
-        raise app.UsageError(f"--dst={dst} is the run directory or holds its checkpoints; "
-                             f"write to another directory (e.g. {run}/hf)")  # fmt: skip
+    return export_command(c, FLAGS.dst, FLAGS.step, FLAGS.dtype, FLAGS.adapters)
 
 
 @command("train", "[cold-start SFT, then] GRPO; resumes automatically from the run directory")

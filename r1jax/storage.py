@@ -86,6 +86,11 @@ def absolute(p: str) -> str:
     return p if is_remote(p) else os.path.abspath(p)
 
 
+def dir_key(p: str) -> str:
+    """``p`` absolute and without a trailing ``/``: equal for two names of one directory."""
+    return absolute(p).rstrip("/")
+
+
 def exists(p: str) -> bool:
     return path(p).exists()
 

@@ -467,7 +467,7 @@ def test_export_refuses_a_destination_that_the_run_reads_or_writes(tmp_path):
     run directory and its checkpoint folders are refused too (an HF dir beside them is not)."""
     from absl import app
 
-    from r1jax.cli import _refuse_dst_over_run_files
+    from r1jax.export_command import refuse_dst_over_run_files
 
     base = tmp_path / "base"
     base.mkdir()
@@ -483,11 +483,11 @@ def test_export_refuses_a_destination_that_the_run_reads_or_writes(tmp_path):
     c.run_dir = str(tmp_path / "run")
     for dst in ("run", "run/checkpoints", "run/checkpoints/4", "run/sft/checkpoints", "run/rm"):
         with pytest.raises(app.UsageError, match="is the run directory or holds its checkpoints"):
-            _refuse_dst_over_run_files(c, str(tmp_path / dst))
-    _refuse_dst_over_run_files(c, str(tmp_path / "run" / "hf"))
+            refuse_dst_over_run_files(c, str(tmp_path / dst))
+    refuse_dst_over_run_files(c, str(tmp_path / "run" / "hf"))
     (tmp_path / "a_file").write_text("")
     with pytest.raises(app.UsageError, match="a_file is a file: export writes a directory"):
-        _refuse_dst_over_run_files(c, str(tmp_path / "a_file"))
+        refuse_dst_over_run_files(c, str(tmp_path / "a_file"))
     empty = tmp_path / "killed_early"  # plot of a run with no logged step yet: one line, rc 2
     empty.mkdir()
     (empty / "metrics.jsonl").write_text("")
