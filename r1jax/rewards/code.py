@@ -261,20 +261,10 @@ def _write_private(path: str, text: str) -> None:
 def _stdlib_blocker(python: str) -> str | None:
     """Why the sandbox user could not import ``python``'s standard library (a directory on
     the way that others may not enter or read, e.g. an interpreter under /root), or None."""
-    out = subprocess.run(
-        [
-            python,
-            "-I",
-            "-c",
-            "import sysconfig as s; print(s.get_path('stdlib'));print(s.get_path('platstdlib'))",
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        check=True,
-        env={},
-        timeout=60,
-    ).stdout.split()
-    for lib in dict.fromkeys(out):
+    paths = "import sysconfig as s; print(s.get_path('stdlib')); print(s.get_path('platstdlib'))"
+    run = subprocess.run([python, "-I", "-c", paths], capture_output=True, text=True, check=True,
+                         env={}, timeout=60)  # fmt: skip
+    for lib in dict.fromkeys(run.stdout.splitlines()):
         path = Path(lib)
         for d in [path, *path.parents]:
             needs = stat.S_IXOTH | (stat.S_IROTH if d == path else 0)
