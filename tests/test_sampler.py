@@ -376,6 +376,14 @@ def test_bad_settings_fail_before_compiling(hf_model):
     assert s.compile_count() == 0
 
 
+def test_text_prompts_without_a_tokenizer_say_where_none_was_found():
+    from r1jax.sampling.command import parse_prompts
+
+    with pytest.raises(ValueError, match="model.hf_path='/m' holds no tokenizer.json or tok"):
+        parse_prompts(["hello"], None, hf_path="/m")
+    assert parse_prompts(["1 2", "3"], None, hf_path="/m") == [[1, 2], [3]]
+
+
 def test_sample_command_prints_ids_without_tokenizer(tmp_path):
     from r1jax.config import base_config
     from r1jax.sampling.command import sample_command
@@ -383,7 +391,7 @@ def test_sample_command_prints_ids_without_tokenizer(tmp_path):
     c = base_config()
     c.run_dir = str(tmp_path / "run")
     c.sampling.max_prompt_len, c.sampling.max_new_tokens, c.sampling.prompt_buckets = 8, 4, (8,)
-    with pytest.raises(ValueError, match="space-separated token ids"):
+    with pytest.raises(ValueError, match="the config has no tokenizer .* space-separated token"):
         sample_command(c, ["not ids"], 1)
     lines = []
     out = sample_command(c, ["1 2 3", "7"], 2, emit=lines.append)

@@ -27,11 +27,15 @@ def _tokenizer(c: ml_collections.ConfigDict) -> Any:
 
 
 def parse_prompts(
-    prompts: Sequence[str], tokenizer: Any, format_prompt: Callable[[dict], str] | None = None
+    prompts: Sequence[str],
+    tokenizer: Any,
+    format_prompt: Callable[[dict], str] | None = None,
+    hf_path: str = "",
 ) -> list[str] | list[list[int]]:
     """With a tokenizer: each text through ``format_prompt`` (a record ``{"prompt": text}`` ->
     model input, e.g. the run's R1-Zero template), or as it is when that is None. Without
-    a tokenizer, each prompt is space-separated token ids."""
+    a tokenizer, each prompt is space-separated token ids (``hf_path``: the config's
+    ``model.hf_path``, named in the error as holding no tokenizer files)."""
     if tokenizer is not None:
         return [format_prompt({"prompt": p}) if format_prompt else p for p in prompts]
     out = []
@@ -39,10 +43,12 @@ def parse_prompts(
         try:
             out.append([int(t) for t in p.split()])
         except ValueError:
-            raise ConfigError(
-                f"--prompt {i} ({p[:40]!r}): the config has no tokenizer (tokenizer.path, "
-                "tokenizer.chars, model.hf_path), so prompts must be space-separated token ids"
-            ) from None
+            where = (f"config.model.hf_path={hf_path!r} holds no tokenizer.json or "
+                     "tokenizer.model, and tokenizer.path and tokenizer.chars are empty"
+                     if hf_path else "the config has no tokenizer (tokenizer.path, "
+                     "tokenizer.chars, model.hf_path)")  # fmt: skip
+            said = f"--prompt {i} ({p[:40]!r}): {where}"
+            raise ConfigError(f"{said}, so prompts must be space-separated token ids") from None
     return out
 
 
@@ -92,7 +98,7 @@ def sample_command(
         emit = _silent
     tokenizer = _tokenizer(c)
     fmt = None if raw else build.prompt_formatter(c, tokenizer)
-    inputs = parse_prompts(prompts, tokenizer, fmt)
+    inputs = parse_prompts(prompts, tokenizer, fmt, c.model.hf_path)
     check_prompt_lengths(inputs, tokenizer, c.sampling.max_prompt_len)
     mesh = build.build_mesh(c)
     model, _, weights = build.load_run_model(c, mesh, tokenizer, step)
