@@ -324,8 +324,34 @@ def test_reward_model_sources_that_no_prompt_has_are_refused(tmp_path, char_rm_d
     c = make_config(str(tmp_path), rewards__num_workers=0)
     c.reward_model.path, c.reward_model.sources = char_rm_dir, ("general", "chat")
     said = r"^config.reward_model.sources=\('general', 'chat'\): no training prompt has any "
-    with pytest.raises(ConfigError, match=said + r"of these sources \(theirs: \['custom'\]"):
+    theirs = r"training prompts' sources: \['custom'\]"
+    with pytest.raises(ConfigError, match=said + rf"of these sources \({theirs}"):
         GRPOTrainer(c)
+
+
+def test_routes_and_reward_model_settings_that_do_nothing_are_warned_of(caplog):
+    """A rewards.routes key no training prompt has (a misspelt source keeps its rows on the
+    default terms), and reward_model.weight / sources without reward_model.path."""
+    from r1jax.config import base_config
+    from r1jax.rl.trainer import _check_reward_sources
+
+    c = base_config()
+    records = [{"prompt": "p", "source": "countdown"}]
+    with caplog.at_level("WARNING"):
+        _check_reward_sources(c, records)
+    assert caplog.text == ""
+    c.rewards.routes = {"countdown": (("countdown", 1.0),), "coutndown": (("countdown", 1.0),)}
+    c.reward_model.weight = 0.05
+    with caplog.at_level("WARNING"):
+        _check_reward_sources(c, records)
+    assert (
+        "rewards.routes ['coutndown']: no training prompt has these sources (training "
+        "prompts' sources: ['countdown'])" in caplog.text
+    )
+    assert (
+        "reward_model.weight=0.05 / sources=() do nothing: reward_model.path is empty"
+        in caplog.text
+    )
 
 
 @pytest.mark.parametrize(

@@ -265,7 +265,7 @@ class GRPOTrainer:
         cfg = None if source is not None else build.source_config(c)
         source = build.load_prompt_source(c, cfg, source)
         source = build.fitting_prompts(c, source, self.tokenizer, fmt, "training")
-        _check_reward_model_sources(c, source)
+        _check_reward_sources(c, source)
         index, count = self.data_shard
         self.data = PromptIterator(
             source,
@@ -634,22 +634,34 @@ class GRPOTrainer:
                 getattr(self, part).close()
 
 
-def _check_reward_model_sources(c: ml_collections.ConfigDict, records) -> None:
+def _check_reward_sources(c: ml_collections.ConfigDict, records) -> None:
     """``reward_model.sources`` must name the source of some training prompt: otherwise the
-    learned reward scores no rollout (silently, before). Names no prompt has are warned of."""
+    learned reward scores no rollout (silently, before). Names no prompt has are warned of,
+    and so are ``rewards.routes`` keys (a misspelt source would leave its rows on the default
+    terms; a route for evaluation rows alone is fine) and ``reward_model.weight`` /
+    ``sources`` set without a ``reward_model.path`` (no learned reward: they do nothing)."""
     rm = c.reward_model
-    if not (rm.path and rm.sources):
-        return
     present = {record.get("source") for record in records}
+    theirs = f"training prompts' sources: {sorted(map(str, present))}"
+    unrouted = sorted(k for k in c.rewards.routes if k not in present)
+    if unrouted:
+        log.warning("rewards.routes %s: no training prompt has these sources (%s); they "
+                    "apply to evaluation rows of those sources only", unrouted, theirs)  # fmt: skip
+    if not rm.path:
+        if rm.weight != 1.0 or rm.sources:
+            log.warning("reward_model.weight=%s / sources=%s do nothing: reward_model.path is "
+                        "empty (no learned reward)", rm.weight, tuple(rm.sources))  # fmt: skip
+        return
+    if not rm.sources:
+        return
     missing = [s for s in rm.sources if s not in present]
     if len(missing) == len(rm.sources):
         raise ConfigError(
             f"config.reward_model.sources={tuple(rm.sources)!r}: no training prompt has any of "
-            f"these sources (theirs: {sorted(map(str, present))}), so the reward model would "
-            "score nothing"
+            f"these sources ({theirs}), so the reward model would score nothing"
         )
     if missing:
-        log.warning("reward_model.sources %s: no training prompt has them", missing)
+        log.warning("reward_model.sources %s: no training prompt has them (%s)", missing, theirs)
 
 
 def _changes_note(changed: str) -> str:
