@@ -553,7 +553,9 @@ def test_ctrl_c_in_a_checkpoint_step_saves_once_and_stops(tmp_path, monkeypatch)
     assert sorted(os.listdir(os.path.join(c.run_dir, "checkpoints"))) == ["1", "2"]
 
 
-def test_resuming_a_run_without_reference_with_beta_copies_the_policy_as_reference(tmp_path):
+def test_resuming_a_run_without_reference_with_beta_copies_the_policy_as_reference(
+    tmp_path, capsys
+):
     """A checkpoint of a beta=0 run holds no reference; resumed with beta > 0, the reference
     starts as a copy of the restored policy (it was the policy's own arrays, which the update
     donates: the first step failed with 'Buffer has been deleted or donated')."""
@@ -566,6 +568,10 @@ def test_resuming_a_run_without_reference_with_beta_copies_the_policy_as_referen
                                 rl__beta=0.04))  # fmt: skip
     try:
         assert t.step == 2 and t.ref_params is not t.params
+        said = capsys.readouterr().out
+        assert "rl.beta: 0.0 -> 0.04" in said
+        assert ("train.steps: 2 -> 3; the checkpoint holds no reference policy (rl.beta was 0): "
+                "the KL reference is the policy of step 2\n" in said)  # fmt: skip
         restored = _leaves_of(t.params)
         t.train()
         assert t.step == 3

@@ -313,7 +313,8 @@ class GRPOTrainer:
             return False
         step, self.params, self.opt_state, ref, meta = restored
         self.step = step
-        if ref is None and self.c.rl.beta > 0:  # a copy: the update donates the policy's buffers
+        fresh_ref = ref is None and self.c.rl.beta > 0
+        if fresh_ref:  # a copy: the update donates the policy's buffers
             ref = self._copy_trainable()
         self.ref_params = ref
         self.best_eval = meta.get("best_eval")
@@ -339,6 +340,9 @@ class GRPOTrainer:
             ) from None
         said = f"resumed from {self.ckpt.directory} step {step}"
         said += f"; config fields changed since: {changed}" if changed else ""
+        if fresh_ref:  # (the checkpoint of a beta = 0 run holds no reference)
+            said += (f"; the checkpoint holds no reference policy (rl.beta was 0): the KL "
+                     f"reference is the policy of step {step}")  # fmt: skip
         log.info("%s", said)
         if dist.is_primary():
             print(said)
