@@ -133,6 +133,21 @@ def _confined() -> code.Isolation:
     return got
 
 
+def test_candidates_see_only_their_own_processes():
+    assert _confined().own_processes
+    probe = block(
+        "import os\n"
+        "def processes():\n"
+        "    return sorted(int(p) for p in os.listdir('/proc') if p.isdigit())"
+    )
+    alone = {"tests": ["assert processes() == [1]", "assert os.getpid() == 1"]}
+    assert code_tests(probe, alone, isolation="off") == 0.0
+    assert code_tests(probe, alone) == 1.0
+    trainer = {"tests": [f"assert {os.getpid()} in processes()"]}  # (this process)
+    assert code_tests(probe, trainer, isolation="off") == 1.0
+    assert code_tests(probe, trainer) == 0.0
+
+
 def test_network_is_cut_even_through_ctypes():
     _confined()
     with socket.socket() as server:
@@ -160,7 +175,9 @@ root_only = pytest.mark.skipif(
 
 @root_only
 def test_as_root_candidates_run_as_nobody_and_cannot_read_tests_or_fork(tmp_path):
-    assert code.sandbox_isolation(python=OPEN_PYTHON) == code.Isolation(code.SANDBOX_UID, True)
+    assert code.sandbox_isolation(python=OPEN_PYTHON) == code.Isolation(
+        code.SANDBOX_UID, True, True
+    )
     secret = tmp_path / "secret.txt"
     secret.write_text("s3cret")
     os.chmod(tmp_path, 0o755)
@@ -196,15 +213,18 @@ def test_start_up_check_warns_or_refuses_what_is_missing(monkeypatch):
     with pytest.raises(ValueError, match="python='/no/such/python' is not an executable"):
         code.check_sandbox(python="/no/such/python")
     assert code.check_sandbox(isolation="off") is None
-    monkeypatch.setattr(code, "sandbox_isolation", lambda *a: code.Isolation(0, False))
+    monkeypatch.setattr(code, "sandbox_isolation", lambda *a: code.Isolation(0, False, False))
     monkeypatch.setattr(code, "_stdlib_blocker", lambda python: "closed at /root")
     monkeypatch.setattr(code.os, "geteuid", lambda: 0)
     warning = code.check_sandbox()
-    assert "with the host's network" in warning and "a network namespace" in warning
+    assert "with the host's network and the host's processes" in warning
+    assert "missing: namespaces (the kernel" in warning
     assert "uid 65534: closed at /root" in warning
-    with pytest.raises(ValueError, match="missing: a network namespace.*'require'"):
+    with pytest.raises(ValueError, match="missing: namespaces.*'require'"):
         code.check_sandbox(isolation="require")
-    monkeypatch.setattr(code, "sandbox_isolation", lambda *a: code.Isolation(65534, True))
+    monkeypatch.setattr(code, "sandbox_isolation", lambda *a: code.Isolation(65534, True, False))
+    assert "missing: a /proc of its own" in code.check_sandbox()
+    monkeypatch.setattr(code, "sandbox_isolation", lambda *a: code.Isolation(65534, True, True))
     assert code.check_sandbox(isolation="require") is None
 
 

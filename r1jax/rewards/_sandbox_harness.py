@@ -1,10 +1,11 @@
 """Runs inside the code-test sandbox subprocess (``python -I _harness.py`` in a temp dir).
 
 Reads ``config.json`` (limits, tests, isolation) and ``solution.py`` from the working
-directory and a secret nonce from stdin, opens ``results.txt``, then confines itself: a
-network namespace of its own (no interfaces up), the sandbox user (``config["uid"]``, when
-started as root), the ``work/`` directory, resource limits and best-effort Python-level
-isolation. It appends ``<nonce> ISOLATION uid=U net=0|1``, then (unless isolation was
+directory and a secret nonce from stdin, opens ``results.txt``, then confines itself to
+``work/``: network, process-id and mount namespaces of its own (no interface up; it runs as
+process 1 with a /proc of its own namespace), the sandbox user (``config["uid"]``, when
+started as root), resource limits and best-effort Python-level isolation. It appends
+``<nonce> ISOLATION uid=U net=0|1 pid=0|1``, then (unless isolation was
 required and is missing) executes the solution and each test, appending ``<nonce> PASS i`` /
 ``<nonce> FAIL i`` lines. User output goes to /dev/null. This file is copied verbatim into
 the sandbox; it must only use the standard library.
@@ -46,24 +47,48 @@ def _limit(config: dict) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail instead of killing
 
 
-CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
+SPACES = CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWNS  # network, process ids, mounts
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
+
+
+def _libc():
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _unshare(flags: int) -> bool:
     try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).unshare(flags) == 0
+        return _libc().unshare(flags) == 0
     except Exception:
         return False
 
 
-def _confine(config: dict) -> tuple[int, bool]:
-    """A network namespace of its own and the sandbox user, as far as the kernel allows:
-    ``(uid, network cut)``. As root the namespace needs no user namespace; otherwise (or
-    where a container denies it) one is made, after the drop, as the sandbox user."""
-    net = bool(config["isolate"]) and _unshare(CLONE_NEWNET)
-    uid = config.get("uid")
+def _become_pid_1() -> bool:
+    """Forks into the new PID namespace: the parent waits for the child and exits; the child
+    (process 1 there) mounts a /proc of that namespace. True when /proc is its own."""
+    child = os.fork()
+    if child:
+        try:
+            os.waitpid(child, 0)
+        finally:
+            os._exit(0)
+    libc = _libc()
+    private = libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0
+    return private and libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                                  None) == 0  # fmt: skip
+
+
+def _confine(config: dict) -> tuple[int, bool, bool]:
+    """Namespaces of its own (network with no interface up, process ids with their own /proc,
+    mounts) and the sandbox user, as far as the kernel allows: ``(uid, network cut, own
+    processes)``. As root the namespaces need no user namespace and are made before the drop;
+    otherwise (or where a container denies it) they come with one, after the drop."""
+    isolate, uid = config["isolate"], config.get("uid")
+    net = own = False
+    if isolate and _unshare(SPACES):
+        net, own = True, _become_pid_1()
     if uid is not None:
         try:
             os.setgroups([])
@@ -71,9 +96,10 @@ def _confine(config: dict) -> tuple[int, bool]:
             os.setuid(uid)
         except OSError:  # (e.g. a uid the container does not map: reported, not fatal)
             pass
-    if config["isolate"] and not net:
-        net = _unshare(CLONE_NEWUSER | CLONE_NEWNET)
-    return os.getuid(), net
+    if isolate and not net and _unshare(CLONE_NEWUSER | SPACES):
+        net, own = True, _become_pid_1()
+    _die_with_parent()  # (again: a fork, and a change of user, clear it)
+    return os.getuid(), net, own
 
 
 def _isolate() -> None:
@@ -119,10 +145,10 @@ def _main() -> None:
         with contextlib.suppress(Exception):
             results.write(f"{nonce} {message}\n")
 
-    uid, net = _confine(config)
     os.chdir("work")
-    report(f"ISOLATION uid={uid} net={int(net)}")
-    if config["require"] and not (net and (config.get("uid") is None or uid == config["uid"])):
+    uid, net, own = _confine(config)
+    report(f"ISOLATION uid={uid} net={int(net)} pid={int(own)}")
+    if config["require"] and not (net and own and uid == (config.get("uid") or uid)):
         return
     _limit(config)
     _isolate()

@@ -8,9 +8,10 @@ reward workers answer the trainer in JSON (never pickles) and are non-dumpable.
 
 Kernel-level confinement (``isolation="auto"``, the default; :func:`check_sandbox` reports
 at start-up what this host allows, ``"require"`` refuses to run without all of it):
-- a network namespace of its own, with no interface up: no connection anywhere, also not
-  through ``ctypes`` (as root directly; otherwise through a user namespace, where the
-  kernel allows unprivileged ones);
+- network, process-id and mount namespaces of its own (as root directly; otherwise through a
+  user namespace, where the kernel allows unprivileged ones): no interface is up, so no
+  connection anywhere, also not through ``ctypes``; it runs as process 1 and its /proc
+  lists only its own processes, so it cannot see or signal the trainer or other candidates;
 - as root, uid/gid 65534 ("nobody") with no supplementary groups, in a ``work/`` directory
   of its own: it cannot read the tests (``config.json``, mode 0600) or anything of root's
   that others may not read, nor write outside world-writable places, nor signal or read
@@ -22,10 +23,10 @@ This is still not a security boundary, and a policy under RL pressure searches f
 Without root the program runs as the trainer's user: it can read what the trainer can
 (its ``/proc`` included) and write files anywhere the user may. As any user it can still
 replace builtins or a module the tests use, define an object whose ``__eq__`` is always
-true, reach the harness's frame (and its nonce) and, as uid 65534, signal other candidates
-running as that uid at the same time. Use it only where a run's host and credentials have
-little to protect, inspect high-reward samples, or put a real sandbox (seccomp, a PID and
-mount namespace; e.g. nsjail, gVisor) behind a reward of your own.
+true, and reach the harness's frame (and its nonce); it sees the host's filesystem as its
+user may, and the kernel's whole system-call surface (no seccomp). Use it only where a run's
+host and credentials have little to protect, inspect high-reward samples, or put a real
+sandbox (e.g. nsjail, gVisor) behind a reward of your own.
 """
 
 from __future__ import annotations
@@ -110,15 +111,18 @@ ISOLATION_MODES = ("auto", "require", "off")
 
 @dataclasses.dataclass(frozen=True)
 class Isolation:
-    """What confines a candidate program: its user id and whether its network is cut."""
+    """What confines a candidate program: its user id, whether its network is cut, and
+    whether it sees only its own processes (a PID namespace with its own /proc)."""
 
     uid: int
     network_cut: bool
+    own_processes: bool
 
     def describe(self) -> str:
         user = "the sandbox user" if self.uid == SANDBOX_UID else "the trainer's user"
         net = "no network" if self.network_cut else "the host's network"
-        return f"candidates run as uid {self.uid} ({user}) with {net}"
+        procs = "its own" if self.own_processes else "the host's"
+        return f"candidates run as uid {self.uid} ({user}) with {net} and {procs} processes"
 
 
 def run_tests(
@@ -148,7 +152,7 @@ def sandbox_isolation(isolation: str = "auto", python: str = "") -> Isolation:
     said, _ = _run_sandbox("", [], [], 30.0, 1024, 1, isolation, python)
     for line in said:
         if m := _ISOLATION_RE.fullmatch(line):
-            return Isolation(int(m.group(1)), m.group(2) == "1")
+            return Isolation(int(m.group(1)), m.group(2) == "1", m.group(3) == "1")
     raise RuntimeError(f"the code sandbox ({python or sys.executable}) did not start: {said}")
 
 
@@ -166,7 +170,9 @@ def check_sandbox(isolation: str = "auto", python: str = "", **_: Any) -> str | 
     got = sandbox_isolation(isolation, python)
     missing = []
     if not got.network_cut:
-        missing.append("a network namespace (the kernel or container refused one)")
+        missing.append("namespaces (the kernel or container refused them)")
+    elif not got.own_processes:
+        missing.append("a /proc of its own (mounting it failed)")
     if os.geteuid() == 0 and got.uid != SANDBOX_UID:
         why = _stdlib_blocker(python or sys.executable) or "setuid failed"
         missing.append(f"uid {SANDBOX_UID}: {why}")
@@ -179,7 +185,7 @@ def check_sandbox(isolation: str = "auto", python: str = "", **_: Any) -> str | 
 
 
 _PASS_RE = re.compile(r"PASS (\d+)")
-_ISOLATION_RE = re.compile(r"ISOLATION uid=(\d+) net=([01])")
+_ISOLATION_RE = re.compile(r"ISOLATION uid=(\d+) net=([01]) pid=([01])")
 
 
 def _run_sandbox(
@@ -293,8 +299,8 @@ def code_tests(
     No code block, or no tests, scores 0. ``timeout_s`` is the wall-clock budget for the
     whole run (give the scorer's spec a larger ``timeout_s``). Range [0, 1].
 
-    ``isolation``: ``"auto"`` confines candidates as far as this host allows (a network
-    namespace; as root, uid 65534) and the scorer warns at start-up of what is missing;
+    ``isolation``: ``"auto"`` confines candidates as far as this host allows (namespaces; as
+    root, uid 65534) and the scorer warns at start-up of what is missing;
     ``"require"`` refuses to start without all of it; ``"off"``: the trainer's user and
     network. ``python``: the interpreter that runs candidates (default: the trainer's); as
     root, one whose standard library other users can read, e.g. ``/usr/bin/python3``.
