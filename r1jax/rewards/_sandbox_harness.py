@@ -5,10 +5,10 @@ directory and a secret nonce from stdin, opens ``results.txt``, then confines it
 ``work/``: network, process-id and mount namespaces of its own (no interface up; it runs as
 process 1 with a /proc of its own namespace), the sandbox user (``config["uid"]``, when
 started as root), resource limits and best-effort Python-level isolation. It appends
-``<nonce> ISOLATION uid=U net=0|1 pid=0|1``, then (unless isolation was
-required and is missing) executes the solution and each test, appending ``<nonce> PASS i`` /
-``<nonce> FAIL i`` lines. User output goes to /dev/null. This file is copied verbatim into
-the sandbox; it must only use the standard library.
+``<nonce> ISOLATION uid=U net=0|1 pid=0|1``, then (unless isolation was required and is
+missing) executes the solution and each test, appending ``<nonce> PASS i`` / ``<nonce> FAIL
+i`` lines. User output goes to /dev/null. This file is copied verbatim into the sandbox; it
+must only use the standard library.
 """
 
 import contextlib
@@ -148,7 +148,7 @@ def _main() -> None:
     os.chdir("work")
     uid, net, own = _confine(config)
     report(f"ISOLATION uid={uid} net={int(net)} pid={int(own)}")
-    if config["require"] and not (net and own and uid == (config.get("uid") or uid)):
+    if config["require"] and not (net and own and config.get("uid") in (None, uid)):
         return
     _limit(config)
     _isolate()
