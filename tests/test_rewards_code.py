@@ -3,6 +3,7 @@
 import dataclasses
 import os
 import socket
+import sys
 import time
 
 import pytest
@@ -205,6 +206,10 @@ def test_as_root_candidates_run_as_nobody_and_cannot_read_tests_or_fork(tmp_path
     os.remove(tmp_path / "planted")  # (written by the unconfined run only)
     solved = block("import heapq, collections\ndef add(a, b):\n    return a + b")
     assert code_tests(solved, ADD_TESTS, python=OPEN_PYTHON) == 1.0  # stdlib still imports
+    assert code_tests(solved, ADD_TESTS, isolation="require", python=OPEN_PYTHON) == 1.0
+    if code._stdlib_blocker(sys.executable):  # (e.g. a Python under /root)
+        with pytest.raises(ValueError, match="isolation='require': .* closed to other users"):
+            code_tests(solved, ADD_TESTS, isolation="require")
 
 
 def test_start_up_check_warns_or_refuses_what_is_missing(monkeypatch):

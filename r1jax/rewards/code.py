@@ -201,8 +201,11 @@ def _run_sandbox(
     """One harness run: ``(its report lines without the nonce, timed_out)``."""
     python = python or sys.executable
     uid = None
-    if isolation != "off" and os.geteuid() == 0 and not _stdlib_blocker(python):
-        uid = SANDBOX_UID
+    if isolation != "off" and os.geteuid() == 0:
+        if not _stdlib_blocker(python):
+            uid = SANDBOX_UID
+        elif isolation == "require":
+            raise ValueError(f"code_tests: isolation='require': {_stdlib_blocker(python)}")
     tmp = tempfile.mkdtemp(prefix="r1jax_code_")
     try:
         os.chmod(tmp, 0o711)  # the sandbox user may enter work/, not list or write here
