@@ -213,6 +213,17 @@ def test_as_root_candidates_run_as_nobody_and_cannot_read_tests_or_fork(tmp_path
             code_tests(solved, ADD_TESTS, isolation="require")
 
 
+def test_isolation_probe_runs_once_per_setting(monkeypatch):
+    runs = []
+    real = code._run_sandbox
+    monkeypatch.setattr(code, "_run_sandbox", lambda *a: runs.append(a[-2:]) or real(*a))
+    code.sandbox_isolation.cache_clear()
+    first = [code.sandbox_isolation(), code.sandbox_isolation("off")]
+    assert [code.sandbox_isolation(), code.sandbox_isolation("off")] == first
+    assert runs == [("auto", ""), ("off", "")]
+    assert first[1] == code.Isolation(os.geteuid(), False, False)
+
+
 def test_start_up_check_warns_or_refuses_what_is_missing(monkeypatch):
     with pytest.raises(ValueError, match="isolation must be one of"):
         code.check_sandbox(isolation="strict")

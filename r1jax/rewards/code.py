@@ -147,8 +147,10 @@ def run_tests(
     return len(passed & set(range(len(tests)))), timed_out
 
 
+@functools.cache
 def sandbox_isolation(isolation: str = "auto", python: str = "") -> Isolation:
-    """The :class:`Isolation` a candidate gets here, read from an empty sandbox run."""
+    """The :class:`Isolation` a candidate gets here, read from an empty sandbox run (once
+    per process and setting: what the host allows does not change within a run)."""
     said, _ = _run_sandbox("", [], [], 30.0, 1024, 1, isolation, python)
     for line in said:
         if m := _ISOLATION_RE.fullmatch(line):
