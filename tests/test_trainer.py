@@ -581,6 +581,14 @@ def test_resuming_a_run_without_reference_with_beta_copies_the_policy_as_referen
         t.close()
     rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
     assert rows[-1]["step"] == 3 and abs(rows[-1]["loss/kl"]) < 1e-6  # on-policy: ref == policy
+    t = GRPOTrainer(make_config(str(tmp_path), train__steps=4, train__checkpoint_every=2))
+    try:  # and back to beta = 0: the saved reference is dropped, which the resume says
+        assert t.step == 3 and t.ref_params is None
+        assert "; rl.beta is 0 now: the checkpoint's reference policy is not used" in (
+            capsys.readouterr().out
+        )
+    finally:
+        t.close()
 
 
 def _leaves_of(state) -> list[np.ndarray]:

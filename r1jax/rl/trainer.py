@@ -343,6 +343,10 @@ class GRPOTrainer:
         if fresh_ref:  # (the checkpoint of a beta = 0 run holds no reference)
             said += (f"; the checkpoint holds no reference policy (rl.beta was 0): the KL "
                      f"reference is the policy of step {step}")  # fmt: skip
+        elif meta.get("has_ref") and self.c.rl.beta == 0:
+            said += ("; rl.beta is 0 now: the checkpoint's reference policy is not used and "
+                     "later checkpoints do not hold it (a later resume with rl.beta > 0 takes "
+                     "the policy of its step as reference)")  # fmt: skip
         log.info("%s", said)
         if dist.is_primary():
             print(said)
