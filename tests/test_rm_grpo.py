@@ -329,29 +329,54 @@ def test_reward_model_sources_that_no_prompt_has_are_refused(tmp_path, char_rm_d
         GRPOTrainer(c)
 
 
-def test_routes_and_reward_model_settings_that_do_nothing_are_warned_of(caplog):
-    """A rewards.routes key no training prompt has (a misspelt source keeps its rows on the
-    default terms), and reward_model.weight / sources without reward_model.path."""
+def test_reward_model_settings_that_do_nothing_are_warned_of(caplog):
+    """reward_model.weight / sources without reward_model.path do nothing."""
     from r1jax.config import base_config
-    from r1jax.rl.trainer import _check_reward_sources
+    from r1jax.rl.trainer import _check_reward_model
 
     c = base_config()
     records = [{"prompt": "p", "source": "countdown"}]
     with caplog.at_level("WARNING"):
-        _check_reward_sources(c, records)
+        _check_reward_model(c, records)
     assert caplog.text == ""
-    c.rewards.routes = {"countdown": (("countdown", 1.0),), "coutndown": (("countdown", 1.0),)}
     c.reward_model.weight = 0.05
     with caplog.at_level("WARNING"):
-        _check_reward_sources(c, records)
-    assert (
-        "rewards.routes ['coutndown']: no training prompt has these sources (training "
-        "prompts' sources: ['countdown'])" in caplog.text
-    )
+        _check_reward_model(c, records)
     assert (
         "reward_model.weight=0.05 / sources=() do nothing: reward_model.path is empty"
         in caplog.text
     )
+
+
+def test_routes_keys_no_prompt_has_are_warned_of_and_a_table_routing_nothing_refused(caplog):
+    """A rewards.routes key that neither a training prompt nor a run-scored eval row has (a
+    misspelt source keeps its rows on the default terms) is warned of; a route for eval rows
+    alone is fine; a table none of whose keys any row has is an error."""
+    from r1jax.config import base_config
+    from r1jax.eval_sets import EvalSet
+    from r1jax.rl.trainer import _check_routes
+
+    c = base_config()
+    train = [{"prompt": "p", "source": "countdown"}]
+    held_out = EvalSet("", "held-out", [{"prompt": "q", "source": "gsm8k"}], None, 1)
+    benchmark = EvalSet("mbpp", "mbpp", [{"prompt": "q", "source": "code"}], None, 1,
+                        accuracy=("code_tests", 1.0))  # fmt: skip
+    terms = (("countdown", 1.0),)
+    c.rewards.routes = {"countdown": terms, "gsm8k": terms}
+    with caplog.at_level("WARNING"):
+        _check_routes(c, train, [held_out])
+    assert caplog.text == ""
+    c.rewards.routes = {"countdown": terms, "coutndown": terms, "code": terms}
+    with caplog.at_level("WARNING"):
+        _check_routes(c, train, [held_out, benchmark])  # (mbpp is scored by its own reward)
+    assert (
+        "rewards.routes ['code', 'coutndown']: no training or evaluation prompt has these "
+        "sources (training prompts' sources: ['countdown']; evaluation rows': ['gsm8k']); "
+        "they route nothing" in caplog.text
+    )
+    c.rewards.routes = {"coutndown": terms}
+    with pytest.raises(ConfigError, match=r"rewards.routes keys \['coutndown'\]: no training "):
+        _check_routes(c, train, [])
 
 
 @pytest.mark.parametrize(
