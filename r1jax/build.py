@@ -173,10 +173,13 @@ def load_run_model(
     from r1jax.checkpoint import restore_init_checkpoint, restore_run_params, weights_label
 
     model = build_model(c, mesh, tokenizer)
+    own = None  # a LoRA run's checkpoints hold its adapters alone: their base first
+    if c.lora.rank:
+        own = restore_init_checkpoint(model, c.train.init_checkpoint)
     restored = restore_run_params(model, c.run_dir, step, fresh_adapters)
     if restored is not None:
         return model, restored, weights_label(c.run_dir, restored)
-    own = restore_init_checkpoint(model, c.train.init_checkpoint)
+    own = own or restore_init_checkpoint(model, c.train.init_checkpoint)
     own = own or c.model.hf_path or f"random init (seed {c.seed})"
     return model, None, f"{own} (no checkpoint in {c.run_dir})"
 

@@ -12,6 +12,14 @@ not deleted), so that the resumed run saves those steps again. Nothing is
 ever started over a run whose checkpoints cannot be used: when none restores, or when the
 parameter shapes saved in ``meta`` differ from the model being restored into (the run's
 config changed), :class:`CheckpointError` says so and the directory is left as it is.
+
+A model with LoRA adapters saves only what it trains (adapters, their scales, a reward
+model's score head: :data:`r1jax.model.lora.OWN_STATE`) and an exact fingerprint of the
+frozen base (:mod:`r1jax.fingerprint`) in ``meta["base_fingerprint"]``: megabytes instead of
+the whole model at every step. Restoring takes the base from the template (the model the
+config builds: ``model.hf_path``, ``train.init_checkpoint``) and refuses one whose weights
+differ from the fingerprint. Checkpoints holding the whole model (``save_base=True``, or
+written before r1jax saved adapters alone) restore as before.
 """
 
 from __future__ import annotations
@@ -29,8 +37,9 @@ from orbax.checkpoint import checkpoint_managers as cm
 
 from r1jax import distributed as dist
 from r1jax import storage
+from r1jax.fingerprint import fingerprints
 from r1jax.model.hf import CheckpointError
-from r1jax.model.lora import ADAPTER_STATE, LORA_MARK, check_scales, has_lora
+from r1jax.model.lora import ADAPTER_STATE, LORA_MARK, check_scales, has_lora, split_base
 
 __all__ = [
     "CheckpointError",
@@ -76,12 +85,20 @@ def _abstract(tree: Any) -> Any:
 class RunCheckpointer:
     """Saves and restores one run's checkpoints; keeps the last N plus the best by eval.
     ``read_only``: for commands that only read a run (eval, sample, export), which may run
-    while it trains: they leave its half-written (in progress) saves alone."""
+    while it trains: they leave its half-written (in progress) saves alone. ``save_base``:
+    a model with LoRA adapters is saved whole (default: its adapters and a base
+    fingerprint)."""
 
     def __init__(
-        self, directory: str, keep: int = 3, async_save: bool = True, read_only: bool = False
+        self,
+        directory: str,
+        keep: int = 3,
+        async_save: bool = True,
+        read_only: bool = False,
+        save_base: bool = False,
     ):
         self.directory = storage.absolute(directory)
+        self.save_base = save_base  # LoRA models: the frozen base too (see the module doc)
         policy = cm.preservation_policy.AnyPreservationPolicy(
             [
                 cm.preservation_policy.LatestN(n=keep),
@@ -131,11 +148,15 @@ class RunCheckpointer:
             return
         self._last_saved = step
         flat = _flat_params(params)
-        shapes = {k: list(v.shape) for k, v in flat.items()}
+        meta = dict(meta, has_ref=ref_params is not None,
+                    param_shapes={k: list(v.shape) for k, v in flat.items()})  # fmt: skip
+        if has_lora(params) and not self.save_base:
+            own, base = split_base(params)
+            flat, meta["base_fingerprint"] = _flat_params(own), fingerprints(_flat_params(base))
         items = dict(
             params=ocp.args.StandardSave(flat),
             opt_state=ocp.args.StandardSave(jax.tree.leaves(opt_state)),
-            meta=ocp.args.JsonSave(dict(meta, has_ref=ref_params is not None, param_shapes=shapes)),
+            meta=ocp.args.JsonSave(meta),
         )
         if ref_params is not None:
             items["ref_params"] = ocp.args.StandardSave(_flat_params(ref_params))
@@ -179,6 +200,7 @@ class RunCheckpointer:
                 damaged.append(step)
                 continue
             _check_shapes(meta.get("param_shapes"), params, f"{self.directory}/{step}")
+            _check_base(meta, params, f"{self.directory}/{step}")
             try:
                 restored = (step, *self._restore(step, meta, params, opt_state, ref_params))
             except Exception as e:  # noqa: BLE001 - any failure means: try the previous one
@@ -243,14 +265,15 @@ class RunCheckpointer:
 
     def _restore(self, step, meta, params, opt_state, ref_params):
         leaves, treedef = jax.tree.flatten(opt_state)
+        stored, base = _stored_part(params, meta)
         args = dict(
-            params=ocp.args.StandardRestore(_abstract(_flat_params(params))),
+            params=ocp.args.StandardRestore(_abstract(_flat_params(stored))),
             opt_state=ocp.args.StandardRestore(_abstract(leaves)),
         )
         if meta.get("has_ref") and ref_params is not None:
             args["ref_params"] = ocp.args.StandardRestore(_abstract(_flat_params(ref_params)))
         out = self.manager.restore(step, args=ocp.args.Composite(**args))
-        new_params = _unflat_params(params, out["params"])
+        new_params = _with_base(_unflat_params(stored, out["params"]), base)
         new_opt = jax.tree.unflatten(treedef, out["opt_state"])
         new_ref = None
         if "ref_params" in args:
@@ -264,7 +287,8 @@ class RunCheckpointer:
         ``fresh_adapters``, a checkpoint without LoRA adapters fills the base weights of a
         ``template`` with adapters and keeps the template's adapters."""
         step = self.steps()[-1] if step is None else step
-        saved = self.read_meta(step).get("param_shapes")
+        meta = self.read_meta(step)
+        saved = meta.get("param_shapes")
         if (
             fresh_adapters
             and saved is not None
@@ -274,13 +298,15 @@ class RunCheckpointer:
             adapters, base = nnx.split_state(template, ADAPTER_STATE, ...)
             return nnx.merge_state(self.restore_params(base, step), adapters)
         _check_shapes(saved, template, f"{self.directory}/{step}")
+        _check_base(meta, template, f"{self.directory}/{step}")
+        stored, base = _stored_part(template, meta)
         out = self.manager.restore(
             step,
             args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(_abstract(_flat_params(template)))
+                params=ocp.args.StandardRestore(_abstract(_flat_params(stored)))
             ),
         )
-        restored = _unflat_params(template, out["params"])
+        restored = _with_base(_unflat_params(stored, out["params"]), base)
         _check_lora_scales(template, restored, f"checkpoint {self.directory}/{step}")
         return restored
 
@@ -431,6 +457,39 @@ def _check_shapes(saved: dict[str, list[int]] | None, template: nnx.State, where
             f"checkpoint {where} holds a different model than this config builds: "
             f"{'; '.join(diffs[:4])}{more}{lora}. Resume with the run's own config (saved in "
             "the checkpoint's meta) or start a new run_dir; nothing was changed there."
+        )
+
+
+def _stored_part(template: nnx.State, meta: dict) -> tuple[nnx.State, nnx.State | None]:
+    """``(stored, base)``: the part of ``template`` that the checkpoint of ``meta`` holds, and
+    the base it takes from the template (None: the checkpoint holds the whole model)."""
+    if "base_fingerprint" not in meta:
+        return template, None
+    return split_base(template)
+
+
+def _with_base(restored: nnx.State, base: nnx.State | None) -> nnx.State:
+    return restored if base is None else nnx.merge_state(restored, base)
+
+
+def _check_base(meta: dict, template: nnx.State, where: str) -> None:
+    """Raises :class:`CheckpointError` when the checkpoint ``where`` holds LoRA adapters
+    trained on other base weights than ``template``'s (its ``meta["base_fingerprint"]``)."""
+    saved = meta.get("base_fingerprint")
+    if saved is None:
+        return
+    now = fingerprints(_flat_params(split_base(template)[1]))
+    diffs = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if diffs:
+        config = json.loads(meta.get("config") or "{}")
+        fields = (("model", "hf_path"), ("train", "init_checkpoint"))
+        theirs = ", ".join(f"{g}.{f}={config[g].get(f)!r}" for g, f in fields if g in config)
+        raise CheckpointError(
+            f"checkpoint {where} holds LoRA adapters without their base weights, and this "
+            f"config's base differs from the one they were trained on ({len(diffs)} of "
+            f"{len(now)} weights, e.g. {diffs[0]}). The base comes from the config "
+            "(model.hf_path, train.init_checkpoint, model.param_dtype): use the run's own"
+            f"{f' (saved: {theirs})' if theirs else ''}; nothing was changed there."
         )
 
 

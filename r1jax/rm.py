@@ -307,6 +307,7 @@ def train_reward_model(
         name="reward model",
         postfix=("loss", "accuracy"),
         grad_accum=grad_accum,  # row r -> micro-batch r % k keeps chosen row i with rejected B+i
+        save_base=True,  # (its base is a merge of the policy's adapters, computed per run)
     )
 
 

@@ -30,7 +30,8 @@ class SFTCheckpoints:
     """Saves every ``every`` steps (0: only when asked) and at the last; keeps the newest
     ``keep``; restores the newest one whose ``meta["sft"]`` equals ``identity``.
     ``before_save`` runs before each save (the stage's metrics writer flushes there, so a
-    bucket's ``metrics.jsonl`` holds every step the checkpoint has)."""
+    bucket's ``metrics.jsonl`` holds every step the checkpoint has). ``save_base``: see
+    :class:`r1jax.checkpoint.RunCheckpointer`."""
 
     def __init__(
         self,
@@ -40,10 +41,11 @@ class SFTCheckpoints:
         keep: int = 2,
         name: str = "SFT",
         before_save: Callable[[], None] | None = None,
+        save_base: bool = False,
     ):
         self.directory, self.name, self.before_save = directory, name, before_save
         self.every, self.identity = every, identity
-        self.ckpt = RunCheckpointer(directory, keep=keep)
+        self.ckpt = RunCheckpointer(directory, keep=keep, save_base=save_base)
         self.kill_at = int(os.environ.get(KILL_ENV, "-1"))
 
     @staticmethod

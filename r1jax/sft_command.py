@@ -44,9 +44,10 @@ def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = prin
     said = lora_summary(nnx.state(model))
     if said and dist.is_primary():
         emit(f"sft: {said}")
-    if not saved_steps(ckpt_dir):  # (a resume restores its own checkpoint instead)
+    resuming = bool(saved_steps(ckpt_dir))  # (restores its own checkpoint instead, but
+    if c.lora.rank or not resuming:  # a LoRA run's holds its adapters alone: their base)
         label = restore_init_checkpoint(model, c.train.init_checkpoint)
-        if label and dist.is_primary():
+        if label and dist.is_primary() and not resuming:
             emit(f"sft: starting from {label}")
     cold_start(c, model, tokenizer, mesh)
     steps = saved_steps(ckpt_dir)[-1]  # cold_start.epochs sets the step count from the data

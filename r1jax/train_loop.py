@@ -199,6 +199,7 @@ def run_train_loop(
     weight_key: str | None = None,
     evaluate: Callable[[nnx.State, int], dict[str, float]] | None = None,
     eval_every: int = 0,
+    save_base: bool = False,
 ) -> tuple[Transformer, list[dict[str, float]]]:
     """Trains ``model`` for ``steps`` steps of ``loss_fn`` on ``batches``; see the module doc.
 
@@ -213,6 +214,8 @@ def run_train_loop(
         (:class:`r1jax.sft_checkpoint.SFTCheckpoints`); ``identity`` records what fixes the
         data order, and a resume with another identity is refused. ``before_checkpoint``
         runs before each save, after ``on_log`` has had the step's entry (flush metrics there).
+        ``save_base``: a model with LoRA adapters is saved whole (default: the adapters and
+        a fingerprint of the base, which a resume takes from ``model``).
       extra_log: constant entries added to every log entry.
       name: the stage's name in messages; ``postfix``: metrics shown on the progress bar.
       grad_accum / weight_key: micro-batches per update and how they are weighted (see
@@ -265,7 +268,7 @@ def run_train_loop(
     window: list[dict[str, Any]] = []  # the step metrics the next log entry averages
     if checkpoint_dir:
         ckpt = SFTCheckpoints(checkpoint_dir, checkpoint_every, dict(identity or {}), name=name,
-                              before_save=before_checkpoint)  # fmt: skip
+                              before_save=before_checkpoint, save_base=save_base)  # fmt: skip
         restored = ckpt.restore(state, opt_state)
         if restored is not None:
             first, state, opt_state, window = restored

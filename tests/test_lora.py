@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 from test_sampler import PieceTokenizer, recompute_greedy
@@ -31,6 +32,7 @@ from r1jax.model.lora import (
     add_lora,
     has_lora,
     merge_lora,
+    split_base,
     split_trainable,
 )
 from r1jax.optim import init_opt_state
@@ -416,3 +418,82 @@ def test_export_adapters_of_a_run_without_them_is_refused_and_info_shows_them(tm
     assert r.returncode == 0, r.stdout + r.stderr
     assert "LoRA adapters: 8,192 trainable parameters" in r.stdout  # as `train` counts them
     assert "layers/0/attn/o_lora_a" in r.stdout and "layers/0/mlp/down_lora_b" in r.stdout
+
+
+def test_checkpoints_hold_the_adapters_alone_and_refuse_another_base(tmp_path):
+    """A LoRA run's checkpoints hold its adapters and scales (and a base fingerprint), not the
+    frozen base; the base comes from the config (here the seed's random init, the run
+    resumes exactly in the test above), and another base is refused. A checkpoint of the
+    whole model (``save_base=True``, as before) restores into the same model."""
+    from r1jax.checkpoint import RunCheckpointer
+
+    t = _trainer(tmp_path, "a", 1)
+    t.train()
+    t.close()
+    ck = RunCheckpointer(str(tmp_path / "a" / "checkpoints"), read_only=True)
+    try:
+        meta = ck.read_meta(1)
+        stored = ck.manager.restore(1, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
+    finally:
+        ck.close()
+    names = set(stored["params"])
+    own, base = (dict(nnx.to_flat_state(x)) for x in split_base(t.params))
+    assert names == {"/".join(map(str, p)) for p in own} and all("_lora_" in n for n in names)
+    assert set(meta["base_fingerprint"]) == {"/".join(map(str, p)) for p in base}
+    assert len(meta["param_shapes"]) == len(own) + len(base)  # (shapes: of the whole model)
+    # another base (another seed's random init) under these adapters: refused, naming it
+    from r1jax.rl.trainer import GRPOTrainer
+
+    other = make_config(tmp_path, "a", lora__rank=4, lora__alpha=8.0, train__steps=2)
+    other.seed = 4
+    mesh = shd.make_mesh((8, 1, 1))
+    said = "holds LoRA adapters without their base weights, and this config's base differs"
+    with pytest.raises(CheckpointError, match=said + r" .* \(saved: model.hf_path=''"):
+        build.load_run_model(other, mesh, build.build_tokenizer(other))
+    with pytest.raises(CheckpointError, match=said):
+        GRPOTrainer(other)
+    assert sorted(os.listdir(tmp_path / "a" / "checkpoints")) == ["1"]
+    # the whole model, saved as before adapters-only checkpoints: restores the same
+    whole = RunCheckpointer(str(tmp_path / "whole"), async_save=False, save_base=True)
+    try:
+        whole.save(1, t.params, t.opt_state, {"step": 1})
+        assert "base_fingerprint" not in whole.read_meta(1)
+        fresh = _trainer(tmp_path, "b", 1)  # the same config: fresh adapters on the same base
+        got = whole.restore_params(fresh.params)
+        fresh.close()
+    finally:
+        whole.close()
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(t.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_adapters_trained_on_an_init_checkpoint_are_read_back_on_it(tmp_path):
+    """LoRA RL after a full run (``train.init_checkpoint``): its checkpoints' base is that
+    run's weights, which resume, eval/export (``load_run_model``) and ``r1jax sft`` load
+    before the adapters; without the init checkpoint the base differs and is refused."""
+    from r1jax.rl.trainer import GRPOTrainer
+
+    full = make_config(tmp_path, "full", train__steps=1, optim__lr=5e-2)
+    t = GRPOTrainer(full)
+    t.train()
+    t.close()
+    lora = _trainer(tmp_path, "lora", 1, train__init_checkpoint=full.run_dir)
+    lora.train()
+    lora.close()
+    resumed = _trainer(tmp_path, "lora", 2, train__init_checkpoint=full.run_dir)
+    try:
+        assert resumed.step == 1
+        for x, y in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(lora.params),
+                        strict=True):  # fmt: skip
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    finally:
+        resumed.close()
+    mesh = shd.make_mesh((8, 1, 1))
+    c = lora.c
+    model, step, _ = build.load_run_model(c, mesh, build.build_tokenizer(c))
+    assert step == 1
+    for x, y in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(lora.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    c.train.init_checkpoint = ""
+    with pytest.raises(CheckpointError, match=r"\(saved: model.hf_path='', train.init_checkpoint="):
+        build.load_run_model(c, mesh, build.build_tokenizer(c))

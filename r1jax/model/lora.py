@@ -47,6 +47,9 @@ class LoRAScale(nnx.Param):
 
 
 ADAPTER_STATE = nnx.Any(LoRAParam, LoRAScale)  # the filter of everything add_lora adds
+# what a model with adapters changes of its base (what its checkpoints hold): the adapters,
+# their scales and a reward model's ``score`` head
+OWN_STATE = nnx.Any(LoRAParam, LoRAScale, nnx.PathContains("score"))
 
 
 def project(module: nnx.Module, name: str, x: jax.Array) -> jax.Array:
@@ -163,6 +166,12 @@ def split_trainable(state: nnx.State) -> tuple[nnx.State, nnx.State]:
     """``(trainable, frozen)`` parts of ``state`` (:func:`trainable_filter`); ``frozen`` is
     empty without adapters. ``nnx.merge_state(trainable, frozen)`` gives ``state`` back."""
     return nnx.split_state(state, trainable_filter(state), ...)
+
+
+def split_base(state: nnx.State) -> tuple[nnx.State, nnx.State]:
+    """``(own, base)`` of a model with adapters: ``own`` (:data:`OWN_STATE`) is what it
+    trains or was trained with, ``base`` the frozen weights under the adapters."""
+    return nnx.split_state(state, OWN_STATE, ...)
 
 
 def summary(state: nnx.State) -> str | None:

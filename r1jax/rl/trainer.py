@@ -305,6 +305,11 @@ class GRPOTrainer:
     # ------------------------------------------------------------------ state
 
     def _resume(self) -> bool:
+        c = self.c
+        if c.lora.rank and c.train.init_checkpoint and self.ckpt.steps():
+            model = nnx.merge(self.graphdef, self.params)  # the base under the saved adapters
+            restore_init_checkpoint(model, c.train.init_checkpoint)
+            self.params = nnx.state(model)
         try:
             ref = split_trainable(self.params)[0] if self.c.rl.beta > 0 else None
             restored = self.ckpt.restore_latest(self.params, self.opt_state, ref)
