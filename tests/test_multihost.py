@@ -174,13 +174,16 @@ def test_a_process_that_fails_alone_ends_both_at_once(tmp_path):
 def test_a_checkpoint_one_process_cannot_read_is_skipped_by_both(tmp_path):
     """Process 1 alone fails to read step 2's metadata: both processes restore step 1 (each
     shard with step 1's values) and process 0 sets step 2 aside. Before, process 1 went on to
-    step 1 while process 0 restored step 2, their Orbax barriers pairing off by one."""
+    step 1 while process 0 restored step 2, their Orbax barriers pairing off by one. And a
+    LoRA checkpoint of adapters and a base fingerprint over both processes' shards."""
     argv = [sys.executable, os.path.join(TESTS, "multihost_ckpt_worker.py"),
             str(tmp_path / "checkpoints"), str(tmp_path)]  # fmt: skip
     procs, logs = start_two_processes(tmp_path, argv)
     wait_all(procs, logs, time.monotonic() + 120)
     for pid in range(2):
         got = json.load(open(tmp_path / f"restored{pid}.json"))
+        assert got.pop("lora") == [5.0] * 4 and got.pop("base") == ["w"], pid  # (adapters)
+        assert "this config's base differs" in got.pop("refused"), pid
         assert got == {"step": 1, "values": [1.0] * 4 + [10.0] * 4}, pid
     assert os.listdir(tmp_path / "checkpoints.damaged") == ["2"]
     assert "another process could not read its metadata" in open(logs[0]).read()
