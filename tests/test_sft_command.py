@@ -144,6 +144,37 @@ def test_sft_command_config_errors_name_the_field(tmp_path, changes, message):
     assert not os.path.exists(tmp_path / "run")
 
 
+def test_lora_sft_on_an_init_checkpoint_resumes_on_that_base(tmp_path):
+    """LoRA SFT from a full run (``train.init_checkpoint``): its checkpoints hold the
+    adapters alone, so a resume loads the init checkpoint's base under them (before, a
+    resume skipped it: the checkpoint held the base); then `r1jax eval`'s loading reads the
+    same weights."""
+    from r1jax import build
+    from r1jax import sharding as shd
+    from r1jax.model.lora import has_lora
+    from r1jax.rl.trainer import train
+    from r1jax.sft_command import sft_command
+
+    train(make_config(str(tmp_path), "full", train__steps=1, optim__lr=5e-2))
+    changes = dict(_sft_changes(tmp_path), lora__rank=4, cold_start__steps=2,
+                   train__init_checkpoint=str(tmp_path / "full"))  # fmt: skip
+    said: list[str] = []
+    assert sft_command(make_config(str(tmp_path), **changes), emit=said.append) == 2
+    assert any("sft: starting from" in line for line in said)
+    c = make_config(str(tmp_path), **dict(changes, cold_start__steps=4))
+    said.clear()
+    assert sft_command(c, emit=said.append) == 4
+    assert not any("sft: starting from" in line for line in said)
+    mesh = shd.make_mesh((4, 2, 1))
+    model, step, label = build.load_run_model(c, mesh, build.build_tokenizer(c))
+    assert step == 4 and "(SFT stage)" in label and has_lora(nnx.state(model))
+    full = build.load_run_model(make_config(str(tmp_path), "full"), mesh, build.build_tokenizer(c))[
+        0
+    ]
+    np.testing.assert_array_equal(np.asarray(model.layers[0].mlp.up[...]),
+                                  np.asarray(full.layers[0].mlp.up[...]))  # fmt: skip
+
+
 def test_two_processes_run_the_sft_like_one(tmp_path):
     """`r1jax sft` on 2 processes x 4 CPU devices (each feeds its devices' rows of the same
     global batches; they checkpoint together) ends with the weights of 1 process x 8 devices,
