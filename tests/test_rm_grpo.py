@@ -332,16 +332,16 @@ def test_reward_model_sources_that_no_prompt_has_are_refused(tmp_path, char_rm_d
 def test_reward_model_settings_that_do_nothing_are_warned_of(caplog):
     """reward_model.weight / sources without reward_model.path do nothing."""
     from r1jax.config import base_config
-    from r1jax.rl.trainer import _check_reward_model
+    from r1jax.rl.checks import check_reward_model
 
     c = base_config()
     records = [{"prompt": "p", "source": "countdown"}]
     with caplog.at_level("WARNING"):
-        _check_reward_model(c, records)
+        check_reward_model(c, records)
     assert caplog.text == ""
     c.reward_model.weight = 0.05
     with caplog.at_level("WARNING"):
-        _check_reward_model(c, records)
+        check_reward_model(c, records)
     assert (
         "reward_model.weight=0.05 / sources=() do nothing: reward_model.path is empty"
         in caplog.text
@@ -354,7 +354,7 @@ def test_routes_keys_no_prompt_has_are_warned_of_and_a_table_routing_nothing_ref
     alone is fine; a table none of whose keys any row has is an error."""
     from r1jax.config import base_config
     from r1jax.eval_sets import EvalSet
-    from r1jax.rl.trainer import _check_routes
+    from r1jax.rl.checks import check_routes
 
     c = base_config()
     train = [{"prompt": "p", "source": "countdown"}]
@@ -364,11 +364,11 @@ def test_routes_keys_no_prompt_has_are_warned_of_and_a_table_routing_nothing_ref
     terms = (("countdown", 1.0),)
     c.rewards.routes = {"countdown": terms, "gsm8k": terms}
     with caplog.at_level("WARNING"):
-        _check_routes(c, train, [held_out])
+        check_routes(c, train, [held_out])
     assert caplog.text == ""
     c.rewards.routes = {"countdown": terms, "coutndown": terms, "code": terms}
     with caplog.at_level("WARNING"):
-        _check_routes(c, train, [held_out, benchmark])  # (mbpp is scored by its own reward)
+        check_routes(c, train, [held_out, benchmark])  # (mbpp is scored by its own reward)
     assert (
         "rewards.routes ['code', 'coutndown']: no training or evaluation prompt has these "
         "sources (training prompts' sources: ['countdown']; evaluation rows': ['gsm8k']); "
@@ -376,7 +376,7 @@ def test_routes_keys_no_prompt_has_are_warned_of_and_a_table_routing_nothing_ref
     )
     c.rewards.routes = {"coutndown": terms}
     with pytest.raises(ConfigError, match=r"rewards.routes keys \['coutndown'\]: no training "):
-        _check_routes(c, train, [])
+        check_routes(c, train, [])
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,7 @@ from r1jax.optim import (
 )
 from r1jax.perf import peak_tflops, update_flops
 from r1jax.rl.advantages import compute_advantages
+from r1jax.rl.checks import check_reward_model, check_routes
 from r1jax.rl.losses import LossConfig
 from r1jax.rl.rollout import RolloutCollector, Rollouts
 from r1jax.rl.rollout_metrics import gather_rollouts, rollout_metrics
@@ -265,7 +266,7 @@ class GRPOTrainer:
         cfg = None if source is not None else build.source_config(c)
         source = build.load_prompt_source(c, cfg, source)
         source = build.fitting_prompts(c, source, self.tokenizer, fmt, "training")
-        _check_reward_model(c, source)
+        check_reward_model(c, source)
         index, count = self.data_shard
         self.data = PromptIterator(
             source,
@@ -284,7 +285,7 @@ class GRPOTrainer:
                 eval_source=eval_source,
                 hint=" (or set train.eval_every=0)",
             )
-        _check_routes(c, source, self.eval_sets)
+        check_routes(c, source, self.eval_sets)
         self.best_metric = best_metric(c, self.eval_sets)
         self.eval_scorers = EvalScorers(c, self.scorer)
 
@@ -646,55 +647,6 @@ class GRPOTrainer:
         for part in ("ckpt", "metrics", "scorer", "eval_scorers"):
             if hasattr(self, part):
                 getattr(self, part).close()
-
-
-def _sources(records) -> set[str]:
-    return {str(record.get("source")) for record in records}
-
-
-def _check_reward_model(c: ml_collections.ConfigDict, records) -> None:
-    """``reward_model.sources`` must name the source of some training prompt: otherwise the
-    learned reward scores no rollout (silently, before); names no prompt has are warned of,
-    and so are ``reward_model.weight`` / ``sources`` set without a ``reward_model.path`` (no
-    learned reward: they do nothing)."""
-    rm = c.reward_model
-    present = _sources(records)
-    if not rm.path:
-        if rm.weight != 1.0 or rm.sources:
-            log.warning("reward_model.weight=%s / sources=%s do nothing: reward_model.path is "
-                        "empty (no learned reward)", rm.weight, tuple(rm.sources))  # fmt: skip
-        return
-    missing = [s for s in rm.sources if s not in present]
-    theirs = f"training prompts' sources: {sorted(present)}"
-    if missing and len(missing) == len(rm.sources):
-        raise ConfigError(
-            f"config.reward_model.sources={tuple(rm.sources)!r}: no training prompt has any of "
-            f"these sources ({theirs}), so the reward model would score nothing"
-        )
-    if missing:
-        log.warning("reward_model.sources %s: no training prompt has them (%s)", missing, theirs)
-
-
-def _check_routes(c: ml_collections.ConfigDict, records, eval_sets: list[EvalSet]) -> None:
-    """Each ``rewards.routes`` key should be the source of a training prompt or of a row that
-    an eval set scores with the run's rewards: a key that is neither (a misspelt source, whose
-    rows stay on the default terms) is warned of, and a table of which no key is either is an
-    error (it would route nothing)."""
-    train = _sources(records)
-    scored = _sources(r for s in eval_sets if s.accuracy is None for r in s.records)
-    nowhere = sorted(k for k in c.rewards.routes if k not in train | scored)
-    if not nowhere:
-        return
-    theirs = (f"training prompts' sources: {sorted(train)}; evaluation rows': "
-              f"{sorted(scored - train)}")  # fmt: skip
-    if len(nowhere) == len(c.rewards.routes):
-        raise ConfigError(
-            f"config.rewards.routes keys {nowhere}: no training or evaluation prompt has any "
-            f"of these sources ({theirs}), so the table would route nothing. Name the rows' "
-            "sources (data.source, or a 'source' column) or drop rewards.routes"
-        )
-    log.warning("rewards.routes %s: no training or evaluation prompt has these sources (%s); "
-                "they route nothing", nowhere, theirs)  # fmt: skip
 
 
 def _changes_note(changed: str) -> str:
