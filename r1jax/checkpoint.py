@@ -8,9 +8,13 @@ Saving is asynchronous; Orbax writes into a temporary directory and renames it w
 so a save interrupted by ``kill -9`` never looks finished. On restore, a checkpoint that fails
 to load (corrupted files) is skipped with a warning and the previous one is tried; once an
 older one restores, the damaged newer ones are moved to ``<checkpoints>.damaged/<step>`` (kept,
-not deleted), so that the resumed run saves those steps again. Nothing is
-ever started over a run whose checkpoints cannot be used: when none restores, or when the
-parameter shapes saved in ``meta`` differ from the model being restored into (the run's
+not deleted), so that the resumed run saves those steps again. With several processes, every
+process takes the same step: one whose metadata any process cannot read is skipped by all;
+a process whose Orbax restore fails (a shard file that it alone reads) cannot go back alone
+while the others may wait inside the same restore: it records the failure in
+``<checkpoints>.unrestorable/`` and stops the job, and the next start skips that step on
+every process. Nothing is ever started over a run whose checkpoints cannot be used: when
+none restores, or when the parameter shapes saved in ``meta`` differ from the model being restored into (the run's
 config changed), :class:`CheckpointError` says so and the directory is left as it is.
 
 A model with LoRA adapters saves only what it trains (adapters, their scales, a reward
@@ -190,7 +194,7 @@ class RunCheckpointer:
         failures, damaged = [], []
         for step in reversed(steps):
             try:
-                meta, unreadable = self.read_meta(step), None
+                meta, unreadable = self.read_meta(step), self._unrestorable(step)
             except Exception as e:  # noqa: BLE001 - unreadable metadata: a damaged checkpoint
                 unreadable = e
             # Every process takes the same step: one that any process cannot read is skipped
@@ -204,6 +208,8 @@ class RunCheckpointer:
             try:
                 restored = (step, *self._restore(step, meta, params, opt_state, ref_params))
             except Exception as e:  # noqa: BLE001 - any failure means: try the previous one
+                if jax.process_count() > 1:
+                    self._fail_restore(step, e)
                 failures.append(self._skip(step, e))
                 damaged.append(step)
                 continue
@@ -240,12 +246,48 @@ class RunCheckpointer:
                     failed = f"checkpoint {src} could not be moved to {dst} ({e})"
                     break
                 log.warning("moved the damaged checkpoint %s to %s", src, dst)
+                for mark in storage.listdir(self._marks()):
+                    if mark.startswith(f"{step}.p"):  # (the step will be saved anew)
+                        storage.remove(f"{self._marks()}/{mark}")
         if not dist.all_true(not failed):  # every process stops, not only process 0
             raise CheckpointError(
                 f"{failed or 'process 0 could not move a damaged checkpoint'}: it is damaged "
                 "(an older one restored); move it away by hand, then run again"
             )
         self.manager.reload()
+
+    def _marks(self) -> str:
+        return f"{self.directory.rstrip('/')}.unrestorable"
+
+    def _fail_restore(self, step: int, e: Exception) -> None:
+        """With several processes, one whose Orbax restore of ``step`` failed cannot go on to
+        the previous step: the others may be inside the same restore, waiting for it in a
+        collective. It records the failure for the next start (which skips ``step`` on every
+        process, before any Orbax call) and raises; a failed collective (another process
+        failed or stopped) is not the checkpoint's fault and is not recorded."""
+        if isinstance(e, jax.errors.JaxRuntimeError):
+            raise CheckpointError(
+                f"process {jax.process_index()}: the restore of checkpoint {self.directory}/"
+                f"{step} failed in a collective ({_why(step, e)}): another process failed or "
+                "stopped (see its log); the same command tries this checkpoint again"
+            ) from None
+        mark = f"{self._marks()}/{step}.process{jax.process_index()}"
+        storage.makedirs(self._marks())
+        storage.write_text(mark, _why(step, e))
+        raise CheckpointError(
+            f"process {jax.process_index()} could not restore checkpoint {self.directory}/"
+            f"{step} ({_why(step, e)}). The other processes may have restored it, so this one "
+            f"cannot try the previous checkpoint alone; recorded in {mark}: the same command "
+            "skips this checkpoint on every process at the next start."
+        ) from None
+
+    def _unrestorable(self, step: int) -> Exception | None:
+        """The failure recorded by :meth:`_fail_restore` for ``step`` at an earlier start."""
+        marks = sorted(m for m in storage.listdir(self._marks()) if m.startswith(f"{step}.p"))
+        if not marks:
+            return None
+        said = storage.read_text(f"{self._marks()}/{marks[0]}")
+        return OSError(f"{', '.join(marks)} could not restore it at an earlier start: {said}")
 
     def _skip(self, step: int, e: Exception) -> str:
         why = _why(step, e)

@@ -189,6 +189,47 @@ def test_a_checkpoint_one_process_cannot_read_is_skipped_by_both(tmp_path):
     assert "another process could not read its metadata" in open(logs[0]).read()
 
 
+def test_a_shard_file_one_process_cannot_restore_fails_fast_then_is_skipped(tmp_path):
+    """Step 2's shard file of process 1 is damaged: only process 1's Orbax restore fails
+    (process 0 may wait for it inside the same restore, so neither can go on to step 1
+    alone). Process 1 records it and fails at once, the job ends (before: a gloo collective
+    mismatch, or a hang); the next start skips step 2 on both and restores step 1."""
+    worker = os.path.join(TESTS, "multihost_restore_worker.py")
+    ck = tmp_path / "checkpoints"
+
+    def run(phase: str, name: str) -> list[dict]:
+        for pid in range(2):
+            (tmp_path / f"restored{pid}.json").unlink(missing_ok=True)
+        argv = [sys.executable, worker, phase, str(ck), str(tmp_path)]
+        procs, logs = start_two_processes(tmp_path, argv, name)
+        deadline = time.monotonic() + 120
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for p in procs:
+            p.kill()
+        read = [tmp_path / f"restored{pid}.json" for pid in range(2)]
+        return [json.load(open(r)) if r.exists() else {} for r in read]
+
+    run("save", "save")
+    shard_files = list((ck / "2" / "params" / "ocdbt.process_1" / "d").iterdir())
+    assert shard_files
+    for f in shard_files:
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2 :] = bytes(b ^ 0xFF for b in data[len(data) // 2 :])
+        f.write_bytes(bytes(data))
+    first = run("restore", "first")
+    assert "process 1 could not restore checkpoint" in first[1]["error"], first
+    assert "skips this checkpoint on every process at the next start" in first[1]["error"]
+    # process 0 restored step 2, or failed in a collective once process 1 was gone: not
+    # recorded against the checkpoint (a peer's crash does not make a checkpoint damaged)
+    assert first[0].get("step") == 2 or "failed in a collective" in first[0]["error"], first
+    assert os.listdir(tmp_path / "checkpoints.unrestorable") == ["2.process1"]
+    again = run("restore", "again")
+    assert again == [{"step": 1, "values": [1.0] * 4}] * 2, again
+    assert os.listdir(tmp_path / "checkpoints.damaged") == ["2"]
+    assert os.listdir(tmp_path / "checkpoints.unrestorable") == []
+
+
 def test_sample_and_plot_on_two_processes_print_and_write_once(tmp_path):
     """`r1jax sample` on 2 processes prints the completions once (process 0), the ones one
     process samples (each process sampled and printed its own draws of the prompts), and
