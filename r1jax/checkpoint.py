@@ -14,8 +14,9 @@ a process whose Orbax restore fails (a shard file that it alone reads) cannot go
 while the others may wait inside the same restore: it records the failure in
 ``<checkpoints>.unrestorable/`` and stops the job, and the next start skips that step on
 every process. Nothing is ever started over a run whose checkpoints cannot be used: when
-none restores, or when the parameter shapes saved in ``meta`` differ from the model being restored into (the run's
-config changed), :class:`CheckpointError` says so and the directory is left as it is.
+none restores, or when the parameter shapes saved in ``meta`` differ from the model being
+restored into (the run's config changed), :class:`CheckpointError` says so and the directory
+is left as it is.
 
 A model with LoRA adapters saves only what it trains (adapters, their scales, a reward
 model's score head: :data:`r1jax.model.lora.OWN_STATE`) and an exact fingerprint of the
@@ -388,7 +389,8 @@ def load_params(
     directory (see :func:`checkpoint_dir`) or a checkpoint folder itself. Returns
     ``(step, params)`` shaped like ``template``, or None when there is no checkpoint and no
     ``step`` was asked for. Without ``step``, a newest checkpoint that cannot be read
-    (damaged) is skipped with a warning for the one before.
+    (damaged) is skipped with a warning for the one before (with one process; with several,
+    a process that alone cannot read it cannot go back alone: an error asks for a ``step``).
     Reads only: a missing ``path`` is not created, a save in progress is left alone.
     ``fresh_adapters``: see :meth:`RunCheckpointer.restore_params`.
 
@@ -413,6 +415,12 @@ def load_params(
             except CheckpointError:
                 raise
             except Exception as e:  # noqa: BLE001 - a damaged checkpoint: try the previous one
+                if jax.process_count() > 1 and step is None:  # (the others may wait for it)
+                    raise CheckpointError(
+                        f"process {jax.process_index()} could not read checkpoint {directory}/"
+                        f"{candidate} ({_why(candidate, e)}); with several processes one cannot "
+                        "fall back to an older checkpoint alone: pass --step=<an older step>"
+                    ) from None
                 tried.append(candidate)
                 failures.append(ck._skip(candidate, e) if step is None else _why(candidate, e))
         raise CheckpointError(

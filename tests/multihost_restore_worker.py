@@ -1,11 +1,12 @@
 """One of 2 JAX processes (started by tests/test_multihost.py): ``save`` writes checkpoints 1
 and 2 of a weight split over both processes (random values around the step, so that each
-process's shard file holds real data); ``restore`` restores the newest loadable one and writes
+process's shard file holds real data); ``restore`` restores the newest loadable one (``read``:
+reads its params as ``r1jax eval`` does, :func:`r1jax.checkpoint.load_params`) and writes
 ``OUT_DIR/restored<process>.json`` (the step and the means of its local shards), or, when the
 restore fails, the error there and exits at once with 1 (as ``r1jax`` does with several
 processes: the others may wait for this one in a collective).
 
-Usage: python tests/multihost_restore_worker.py save|restore CHECKPOINT_DIR OUT_DIR
+Usage: python tests/multihost_restore_worker.py save|restore|read CHECKPOINT_DIR OUT_DIR
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def main(phase: str, directory: str, out_dir: str) -> None:
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from r1jax.checkpoint import RunCheckpointer
+    from r1jax.checkpoint import RunCheckpointer, load_params
 
     sharding = NamedSharding(jax.make_mesh((jax.device_count(),), ("x",)), P("x"))
 
@@ -44,10 +45,12 @@ def main(phase: str, directory: str, out_dir: str) -> None:
         saver.close()
         return
     out = os.path.join(out_dir, f"restored{jax.process_index()}.json")
+    template = nnx.State({"w": nnx.Param(filled(0))})
     try:
-        step, params, _, _, _ = RunCheckpointer(directory).restore_latest(
-            nnx.State({"w": nnx.Param(filled(0))}), [filled(0)]
-        )
+        if phase == "read":  # as r1jax eval / sample / export read a run
+            step, params = load_params(directory, template)
+        else:
+            step, params, _, _, _ = RunCheckpointer(directory).restore_latest(template, [filled(0)])
     except Exception as e:  # noqa: BLE001 - reported to the test
         with open(out, "w") as f:
             json.dump({"error": str(e)}, f)

@@ -193,7 +193,8 @@ def test_a_shard_file_one_process_cannot_restore_fails_fast_then_is_skipped(tmp_
     """Step 2's shard file of process 1 is damaged: only process 1's Orbax restore fails
     (process 0 may wait for it inside the same restore, so neither can go on to step 1
     alone). Process 1 records it and fails at once, the job ends (before: a gloo collective
-    mismatch, or a hang); the next start skips step 2 on both and restores step 1."""
+    mismatch, or a hang); the next start skips step 2 on both and restores step 1. Reading
+    the run as `r1jax eval` does fails on process 1 with an error asking for a step."""
     worker = os.path.join(TESTS, "multihost_restore_worker.py")
     ck = tmp_path / "checkpoints"
 
@@ -217,6 +218,9 @@ def test_a_shard_file_one_process_cannot_restore_fails_fast_then_is_skipped(tmp_
         data = bytearray(f.read_bytes())
         data[len(data) // 2 :] = bytes(b ^ 0xFF for b in data[len(data) // 2 :])
         f.write_bytes(bytes(data))
+    read = run("read", "read")  # (r1jax eval's reading: nothing recorded, an error)
+    assert "cannot fall back to an older checkpoint alone: pass --step=" in read[1]["error"]
+    assert not os.path.exists(tmp_path / "checkpoints.unrestorable")
     first = run("restore", "first")
     assert "process 1 could not restore checkpoint" in first[1]["error"], first
     assert "skips this checkpoint on every process at the next start" in first[1]["error"]
