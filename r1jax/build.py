@@ -169,8 +169,8 @@ def load_run_model(
     those the run starts from when it has none (step None): the newest of
     ``train.init_checkpoint``, else its own (``model.hf_path``, or the random init);
     ``label`` names them for the user. ``fresh_adapters``: a run checkpoint without LoRA
-    adapters fills a LoRA model's base (:func:`r1jax.checkpoint.restore_init_checkpoint`)."""
-    from r1jax.checkpoint import restore_init_checkpoint, restore_run_params, weights_label
+    adapters fills a LoRA model's base (:func:`r1jax.run_weights.restore_init_checkpoint`)."""
+    from r1jax.run_weights import restore_init_checkpoint, restore_run_params, weights_label
 
     model = build_model(c, mesh, tokenizer)
     own = None  # a LoRA run's checkpoints hold its adapters alone: their base first

@@ -9,14 +9,16 @@ so a save interrupted by ``kill -9`` never looks finished. On restore, a checkpo
 to load (corrupted files) is skipped with a warning and the previous one is tried; once an
 older one restores, the damaged newer ones are moved to ``<checkpoints>.damaged/<step>`` (kept,
 not deleted), so that the resumed run saves those steps again. With several processes, every
-process takes the same step: one whose metadata any process cannot read is skipped by all;
-a process whose Orbax restore fails (a shard file that it alone reads) cannot go back alone
-while the others may wait inside the same restore: it records the failure in
-``<checkpoints>.unrestorable/`` and stops the job, and the next start skips that step on
-every process. Nothing is ever started over a run whose checkpoints cannot be used: when
-none restores, or when the parameter shapes saved in ``meta`` differ from the model being
-restored into (the run's config changed), :class:`CheckpointError` says so and the directory
-is left as it is.
+process takes the same step: one whose metadata any process cannot read is skipped by all,
+and so is one whose Orbax restore any process reports failed (through the coordination
+service). A process whose restore failed (a shard file that it alone reads) while another
+does not report in time, waiting inside the same restore, cannot go back alone: it records
+the failure in ``<checkpoints>.unrestorable/`` and stops the job, and the next start skips
+that step on every process.
+
+Nothing is ever started over a run whose checkpoints cannot be used: when none restores, or
+when the parameter shapes saved in ``meta`` differ from the model being restored into (the
+run's config changed), :class:`CheckpointError` says so and the directory is left as it is.
 
 A model with LoRA adapters saves only what it trains (adapters, their scales, a reward
 model's score head: :data:`r1jax.model.lora.OWN_STATE`) and an exact fingerprint of the
@@ -46,19 +48,12 @@ from r1jax.fingerprint import fingerprints
 from r1jax.model.hf import CheckpointError
 from r1jax.model.lora import ADAPTER_STATE, LORA_MARK, check_scales, has_lora, split_base
 
-__all__ = [
-    "CheckpointError",
-    "RunCheckpointer",
-    "checkpoint_dir",
-    "from_sft_stage",
-    "load_params",
-    "restore_run_params",
-    "sft_checkpoint_dir",
-    "weights_label",
-]
+__all__ = ["CheckpointError", "RunCheckpointer", "failure_text"]
 
 META_FILE = "metadata"  # (what orbax's JsonSave names the file of an item)
 OTHER_PROCESS = "another process could not read its metadata"
+OTHER_PROCESS_RESTORE = "another process could not restore it"
+AGREEMENT_ENV = "R1JAX_RESTORE_AGREEMENT_S"  # how long processes wait for each other's restore
 log = logging.getLogger(__name__)
 EVAL_METRIC = "eval/pass@1"
 
@@ -201,17 +196,18 @@ class RunCheckpointer:
             # Every process takes the same step: one that any process cannot read is skipped
             # by all, before any Orbax call (whose barriers would pair off by one otherwise).
             if not dist.all_true(unreadable is None):
-                failures.append(self._skip(step, unreadable or OSError(OTHER_PROCESS)))
+                failures.append(self.skip(step, unreadable or OSError(OTHER_PROCESS)))
                 damaged.append(step)
                 continue
             _check_shapes(meta.get("param_shapes"), params, f"{self.directory}/{step}")
             _check_base(meta, params, f"{self.directory}/{step}")
+            failed = None
             try:
                 restored = (step, *self._restore(step, meta, params, opt_state, ref_params))
             except Exception as e:  # noqa: BLE001 - any failure means: try the previous one
-                if jax.process_count() > 1:
-                    self._fail_restore(step, e)
-                failures.append(self._skip(step, e))
+                failed = e
+            if not self._all_restored(step, failed):
+                failures.append(self.skip(step, failed or OSError(OTHER_PROCESS_RESTORE)))
                 damaged.append(step)
                 continue
             # (outside the try: adapters of another alpha are not a damaged checkpoint)
@@ -260,26 +256,48 @@ class RunCheckpointer:
     def _marks(self) -> str:
         return f"{self.directory.rstrip('/')}.unrestorable"
 
+    def _all_restored(self, step: int, failed: Exception | None) -> bool:
+        """Whether every process restored ``step`` (``failed``: this one's error, if any).
+        With several processes they agree through the coordination service: when all
+        report, a step that any failed is skipped by all; a process that does not report
+        within ``$R1JAX_RESTORE_AGREEMENT_S`` (default 300 s) may wait inside the same restore
+        for one that failed, which then cannot go back alone (:meth:`_fail_restore`)."""
+        if jax.process_count() == 1:
+            return failed is None
+        timeout = float(os.environ.get(AGREEMENT_ENV, "300"))
+        agreed = dist.agree_within(failed is None, "restore", timeout)
+        if agreed is not None:
+            return agreed
+        if failed is not None:
+            self._fail_restore(step, failed)
+        raise CheckpointError(
+            f"process {jax.process_index()} restored checkpoint {self.directory}/{step}, but "
+            f"another process did not say within {timeout:.0f} s ({AGREEMENT_ENV}) whether it "
+            "did (see its log); the same command tries again"
+        )
+
     def _fail_restore(self, step: int, e: Exception) -> None:
-        """With several processes, one whose Orbax restore of ``step`` failed cannot go on to
-        the previous step: the others may be inside the same restore, waiting for it in a
-        collective. It records the failure for the next start (which skips ``step`` on every
-        process, before any Orbax call) and raises; a failed collective (another process
-        failed or stopped) is not the checkpoint's fault and is not recorded."""
+        """With several processes, one whose Orbax restore of ``step`` failed while another
+        did not report cannot go on to the previous step: the other may be inside the same
+        restore, waiting for it in a collective. It records the failure for the next start
+        (which skips ``step`` on every process, before any Orbax call) and raises; a failed
+        collective (another process failed or stopped) is not the checkpoint's fault and is
+        not recorded."""
+        why = failure_text(step, e)
         if isinstance(e, jax.errors.JaxRuntimeError):
             raise CheckpointError(
                 f"process {jax.process_index()}: the restore of checkpoint {self.directory}/"
-                f"{step} failed in a collective ({_why(step, e)}): another process failed or "
-                "stopped (see its log); the same command tries this checkpoint again"
+                f"{step} failed in a collective ({why}): another process failed or stopped "
+                "(see its log); the same command tries this checkpoint again"
             ) from None
         mark = f"{self._marks()}/{step}.process{jax.process_index()}"
         storage.makedirs(self._marks())
-        storage.write_text(mark, _why(step, e))
+        storage.write_text(mark, failure_text(step, e))
         raise CheckpointError(
             f"process {jax.process_index()} could not restore checkpoint {self.directory}/"
-            f"{step} ({_why(step, e)}). The other processes may have restored it, so this one "
-            f"cannot try the previous checkpoint alone; recorded in {mark}: the same command "
-            "skips this checkpoint on every process at the next start."
+            f"{step} ({why}). The other processes may have restored it, so this one cannot "
+            f"try the previous checkpoint alone; recorded in {mark}: the same command skips "
+            "this checkpoint on every process at the next start."
         ) from None
 
     def _unrestorable(self, step: int) -> Exception | None:
@@ -290,8 +308,8 @@ class RunCheckpointer:
         said = storage.read_text(f"{self._marks()}/{marks[0]}")
         return OSError(f"{', '.join(marks)} could not restore it at an earlier start: {said}")
 
-    def _skip(self, step: int, e: Exception) -> str:
-        why = _why(step, e)
+    def skip(self, step: int, e: Exception) -> str:
+        why = failure_text(step, e)
         log.warning("checkpoint %s/%d cannot be restored (%s); trying the previous one",
                     self.directory, step, why)  # fmt: skip
         return why
@@ -358,131 +376,8 @@ class RunCheckpointer:
         self.manager.close()
 
 
-def sft_checkpoint_dir(run_dir: str) -> str:
-    """Where a run's SFT stage (cold start, ``r1jax sft``) keeps its checkpoints."""
-    return os.path.join(run_dir, "sft", "checkpoints")
-
-
-def saved_steps(directory: str) -> list[int]:
-    """The steps of the complete checkpoints in ``directory``, oldest first."""
-    saved = RunCheckpointer(directory, async_save=False, read_only=True)
-    try:
-        return saved.steps()
-    finally:
-        saved.close()
-
-
-def checkpoint_dir(path: str) -> str:
-    """The checkpoint folder of ``path``: a run directory's ``checkpoints/`` (GRPO), else its
-    ``sft/checkpoints/`` when only the SFT stage ran (``r1jax sft``), else ``path`` itself."""
-    for folder in (os.path.join(path, "checkpoints"), sft_checkpoint_dir(path)):
-        if any(name.isdigit() for name in storage.listdir(folder)):
-            return folder
-    grpo = os.path.join(path, "checkpoints")
-    return grpo if storage.isdir(grpo) else path
-
-
-def load_params(
-    path: str, template: nnx.State, step: int | None = None, fresh_adapters: bool = False
-) -> tuple[int, nnx.State] | None:
-    """The policy params of checkpoint ``step`` (default: the newest) under ``path``: a run
-    directory (see :func:`checkpoint_dir`) or a checkpoint folder itself. Returns
-    ``(step, params)`` shaped like ``template``, or None when there is no checkpoint and no
-    ``step`` was asked for. Without ``step``, a newest checkpoint that cannot be read
-    (damaged) is skipped with a warning for the one before (with one process; with several,
-    a process that alone cannot read it cannot go back alone: an error asks for a ``step``).
-    Reads only: a missing ``path`` is not created, a save in progress is left alone.
-    ``fresh_adapters``: see :meth:`RunCheckpointer.restore_params`.
-
-    Raises:
-      CheckpointError: ``step`` is not there or cannot be read, none can be read, or the
-        checkpoint holds a different model.
-    """
-    directory = checkpoint_dir(path)
-    ck = None
-    if storage.isdir(directory):
-        ck = RunCheckpointer(directory, async_save=False, read_only=True)
-    try:
-        steps = ck.steps() if ck is not None else []
-        if step is None and not steps:
-            return None
-        if step is not None and step not in steps:
-            raise CheckpointError(f"{directory} has no checkpoint of step {step} (steps: {steps})")
-        tried, failures = [], []
-        for candidate in [step] if step is not None else reversed(steps):
-            try:
-                return candidate, ck.restore_params(template, candidate, fresh_adapters)
-            except CheckpointError:
-                raise
-            except Exception as e:  # noqa: BLE001 - a damaged checkpoint: try the previous one
-                if jax.process_count() > 1 and step is None:  # (the others may wait for it)
-                    raise CheckpointError(
-                        f"process {jax.process_index()} could not read checkpoint {directory}/"
-                        f"{candidate} ({_why(candidate, e)}); with several processes one cannot "
-                        "fall back to an older checkpoint alone: pass --step=<an older step>"
-                    ) from None
-                tried.append(candidate)
-                failures.append(ck._skip(candidate, e) if step is None else _why(candidate, e))
-        raise CheckpointError(
-            f"{directory}: cannot read the checkpoint of step(s) {tried} (damaged?): "
-            + "; ".join(failures)
-        )
-    finally:
-        if ck is not None:
-            ck.close()
-
-
-def restore_run_params(
-    model: nnx.Module, run_dir: str, step: int | None = None, fresh_adapters: bool = False
-) -> int | None:
-    """:func:`load_params` of the run in ``run_dir`` written into ``model`` in place; returns
-    the step, or None when the run has no checkpoint."""
-    found = load_params(run_dir, nnx.state(model), step, fresh_adapters)
-    if found is None:
-        return None
-    nnx.update(model, found[1])
-    return found[0]
-
-
-def restore_init_checkpoint(model: nnx.Module, path: str) -> str | None:
-    """The newest weights of ``path`` (``train.init_checkpoint``: a run directory or its
-    checkpoint folder; "" for none) written into ``model`` in place; returns how they are
-    named (:func:`weights_label`), or None when ``path`` is empty. A model with LoRA adapters
-    keeps its fresh ones when the checkpoint has none (e.g. LoRA RL after a full SFT), and
-    takes the checkpoint's when it has them (the same ``lora`` settings are then needed).
-
-    Raises:
-      CheckpointError: ``path`` holds no checkpoint (a missing ``path`` is not created).
-    """
-    if not path:
-        return None
-    try:
-        step = restore_run_params(model, path, fresh_adapters=True)
-    except CheckpointError as e:  # e.g. another model's shapes: say which setting led there
-        raise CheckpointError(f"config.train.init_checkpoint={path!r}: {e}") from None
-    if step is None:
-        hf = storage.exists(f"{path.rstrip('/')}/config.json")
-        hint = ("; it is a Hugging Face model directory: give it as model.hf_path" if hf else
-                " (give a run directory or its checkpoints/ folder)")  # fmt: skip
-        raise CheckpointError(f"config.train.init_checkpoint={path!r}: no r1jax checkpoint there"
-                              f"{hint}")  # fmt: skip
-    return weights_label(path, step)
-
-
-def from_sft_stage(run_dir: str) -> bool:
-    """Whether :func:`checkpoint_dir` of ``run_dir`` is its SFT stage's (no GRPO checkpoint)."""
-    return checkpoint_dir(run_dir) == sft_checkpoint_dir(run_dir)
-
-
-def weights_label(run_dir: str, step: int) -> str:
-    """How commands name restored weights: ``"<run_dir> step N"``, or
-    ``"<run_dir>/sft step N (SFT stage)"`` when they came from the SFT stage's checkpoints."""
-    if from_sft_stage(run_dir):
-        return f"{os.path.dirname(sft_checkpoint_dir(run_dir))} step {step} (SFT stage)"
-    return f"{run_dir} step {step}"
-
-
-def _why(step: int, e: Exception) -> str:
+def failure_text(step: int, e: Exception) -> str:
+    """One line naming why checkpoint ``step`` could not be restored (``e``)."""
     return f"step {step}: {type(e).__name__}: {str(e)[:300]}"
 
 

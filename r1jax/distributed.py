@@ -7,12 +7,15 @@ under SLURM, JAX finds the coordinator itself; elsewhere set ``R1JAX_COORDINATOR
 
 The reductions below are collectives: every process must call them, in the same order and
 with the same shapes, or the run hangs. With one process they return their input.
+:func:`agree_within` is not a collective: it goes through the coordination service, so a
+process that never comes (e.g. one left waiting inside a collective) makes it time out.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -169,3 +172,30 @@ def allgather_json(value: Any) -> list[Any]:
     padded[: data.size] = data
     rows = allgather(padded[None])
     return [json.loads(bytes(r).rstrip(b"\0").decode()) for r in rows]
+
+
+_AGREEMENTS: dict[str, int] = {}  # calls of agree_within per name: the same on every process
+
+
+def agree_within(flag: bool, name: str, timeout_s: float) -> bool | None:
+    """``flag`` on every process, exchanged through the coordination service's key-value
+    store instead of a collective; None when some process did not report within
+    ``timeout_s`` (it may be waiting in a collective for this one). Every process calls it
+    with the same ``name`` the same number of times."""
+    if jax.process_count() == 1:
+        return flag
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    n = _AGREEMENTS[name] = _AGREEMENTS.get(name, 0) + 1
+    prefix = f"r1jax/{name}/{n}"
+    client.key_value_set(f"{prefix}/{jax.process_index()}", "1" if flag else "0")
+    deadline = time.monotonic() + timeout_s
+    votes = []
+    for pid in range(jax.process_count()):
+        left_ms = max(1, int(1000 * (deadline - time.monotonic())))
+        try:
+            votes.append(client.blocking_key_value_get(f"{prefix}/{pid}", left_ms) == "1")
+        except Exception:  # noqa: BLE001 - the deadline passed (the service's own error type)
+            return None
+    return all(votes)

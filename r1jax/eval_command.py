@@ -55,8 +55,8 @@ def eval_command(
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
     from r1jax import sharding as shd
-    from r1jax.checkpoint import checkpoint_dir, restore_run_params, saved_steps, weights_label
     from r1jax.eval_sets import EvalScorers, load_eval_sets
+    from r1jax.run_weights import checkpoint_dir, restore_run_params, saved_steps, weights_label
 
     cfgmod.validate(c, jax.device_count(), jax.process_count())
     if num_prompts is not None and num_prompts < 0:
@@ -117,7 +117,7 @@ def _evaluate_weights(
     """Every eval set on ``run``'s weights; writes and (``emit``: the primary process)
     reports the results; returns the summary. The kept blocks of each set
     (:class:`r1jax.eval_partial.PartialResults`) are added to ``partials``."""
-    from r1jax.checkpoint import from_sft_stage
+    from r1jax.run_weights import from_sft_stage
 
     t = c.train
     say = emit or (lambda _: None)

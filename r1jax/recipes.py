@@ -160,8 +160,8 @@ def cold_start(
     loses at most that many steps, and an SFT that has finished is restored, not redone. The
     step metrics (``sft/loss``, ``sft/eval_loss``, ...) go to ``<run_dir>/sft/metrics.jsonl``
     (and TensorBoard with ``train.tensorboard``), and to ``on_log``."""
-    from r1jax.checkpoint import sft_checkpoint_dir
     from r1jax.metrics import MetricsWriter
+    from r1jax.run_weights import sft_checkpoint_dir
 
     ckpt_dir = sft_checkpoint_dir(c.run_dir)
     writer = None

@@ -76,7 +76,6 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     from r1jax import build
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
-    from r1jax.checkpoint import saved_steps
     from r1jax.metrics import MetricsWriter
     from r1jax.model import reward_model_from
     from r1jax.model.lora import merge_lora
@@ -84,6 +83,7 @@ def rm_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = print
     from r1jax.optim import check_training_dtypes
     from r1jax.rm import evaluate_pairs, train_reward_model
     from r1jax.rm_export import export_reward_model
+    from r1jax.run_weights import saved_steps
 
     cfgmod.validate(c, jax.device_count(), jax.process_count())
     check_training_dtypes(c.model.dtype, c.model.param_dtype)

@@ -25,10 +25,10 @@ def sft_command(c: ml_collections.ConfigDict, emit: Callable[[str], None] = prin
     from r1jax import build
     from r1jax import config as cfgmod
     from r1jax import distributed as dist
-    from r1jax.checkpoint import restore_init_checkpoint, saved_steps, sft_checkpoint_dir
     from r1jax.model.lora import summary as lora_summary
     from r1jax.optim import check_training_dtypes
     from r1jax.recipes import cold_start
+    from r1jax.run_weights import restore_init_checkpoint, saved_steps, sft_checkpoint_dir
 
     cfgmod.validate(c, jax.device_count(), jax.process_count())
     check_training_dtypes(c.model.dtype, c.model.param_dtype)

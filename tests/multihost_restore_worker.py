@@ -1,7 +1,7 @@
 """One of 2 JAX processes (started by tests/test_multihost.py): ``save`` writes checkpoints 1
 and 2 of a weight split over both processes (random values around the step, so that each
 process's shard file holds real data); ``restore`` restores the newest loadable one (``read``:
-reads its params as ``r1jax eval`` does, :func:`r1jax.checkpoint.load_params`) and writes
+reads its params as ``r1jax eval`` does, :func:`r1jax.run_weights.load_params`) and writes
 ``OUT_DIR/restored<process>.json`` (the step and the means of its local shards), or, when the
 restore fails, the error there and exits at once with 1 (as ``r1jax`` does with several
 processes: the others may wait for this one in a collective).
@@ -29,7 +29,8 @@ def main(phase: str, directory: str, out_dir: str) -> None:
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from r1jax.checkpoint import RunCheckpointer, load_params
+    from r1jax.checkpoint import RunCheckpointer
+    from r1jax.run_weights import load_params
 
     sharding = NamedSharding(jax.make_mesh((jax.device_count(),), ("x",)), P("x"))
 

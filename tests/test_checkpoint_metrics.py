@@ -14,10 +14,11 @@ from trainer_fixtures import make_config, write_config_file
 
 from r1jax import sharding as shd
 from r1jax.build import build_tokenizer
-from r1jax.checkpoint import CheckpointError, RunCheckpointer, load_params, saved_steps
+from r1jax.checkpoint import CheckpointError, RunCheckpointer
 from r1jax.metrics import MetricsWriter, plot_run, read_metrics
 from r1jax.model import create_model, get_preset
 from r1jax.optim import init_opt_state, make_optimizer
+from r1jax.run_weights import load_params, saved_steps
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 

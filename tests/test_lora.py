@@ -22,7 +22,7 @@ from trainer_fixtures import make_config, write_config_file
 
 from r1jax import build
 from r1jax import sharding as shd
-from r1jax.checkpoint import CheckpointError, restore_init_checkpoint
+from r1jax.checkpoint import CheckpointError
 from r1jax.config import ConfigError, validate
 from r1jax.model import causal_mask, create_model, get_preset, positions_from_mask
 from r1jax.model.lora import (
@@ -38,6 +38,7 @@ from r1jax.model.lora import (
 from r1jax.optim import init_opt_state
 from r1jax.rl.losses import LossConfig
 from r1jax.rl.step import StepConfig, jit_update, make_update_fn
+from r1jax.run_weights import restore_init_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # q/k/v biases and untied embeddings: every kind of weight the adapters sit next to

@@ -189,12 +189,14 @@ def test_a_checkpoint_one_process_cannot_read_is_skipped_by_both(tmp_path):
     assert "another process could not read its metadata" in open(logs[0]).read()
 
 
-def test_a_shard_file_one_process_cannot_restore_fails_fast_then_is_skipped(tmp_path):
+def test_a_shard_file_one_process_cannot_restore_fails_fast_then_is_skipped(tmp_path, monkeypatch):
     """Step 2's shard file of process 1 is damaged: only process 1's Orbax restore fails
-    (process 0 may wait for it inside the same restore, so neither can go on to step 1
-    alone). Process 1 records it and fails at once, the job ends (before: a gloo collective
-    mismatch, or a hang); the next start skips step 2 on both and restores step 1. Reading
+    (process 0 waits for it inside the same restore, so neither can go on to step 1 alone).
+    Process 1, without word from process 0 in time, records it and fails, and the job ends
+    (before: a gloo collective mismatch, or a hang); the next start skips step 2 on both and
+    restores step 1. Reading
     the run as `r1jax eval` does fails on process 1 with an error asking for a step."""
+    monkeypatch.setenv("R1JAX_RESTORE_AGREEMENT_S", "10")  # (process 0 never reports)
     worker = os.path.join(TESTS, "multihost_restore_worker.py")
     ck = tmp_path / "checkpoints"
 
@@ -224,9 +226,9 @@ def test_a_shard_file_one_process_cannot_restore_fails_fast_then_is_skipped(tmp_
     first = run("restore", "first")
     assert "process 1 could not restore checkpoint" in first[1]["error"], first
     assert "skips this checkpoint on every process at the next start" in first[1]["error"]
-    # process 0 restored step 2, or failed in a collective once process 1 was gone: not
-    # recorded against the checkpoint (a peer's crash does not make a checkpoint damaged)
-    assert first[0].get("step") == 2 or "failed in a collective" in first[0]["error"], first
+    # process 0 waited inside the restore and fails once process 1 is gone, recording
+    # nothing against the checkpoint (a peer's crash does not damage it)
+    assert "error" in first[0], first
     assert os.listdir(tmp_path / "checkpoints.unrestorable") == ["2.process1"]
     again = run("restore", "again")
     assert again == [{"step": 1, "values": [1.0] * 4}] * 2, again

@@ -180,7 +180,7 @@ def test_two_processes_run_the_sft_like_one(tmp_path):
     global batches; they checkpoint together) ends with the weights of 1 process x 8 devices,
     up to the rounding of the different collectives."""
     from r1jax import build
-    from r1jax.checkpoint import load_params
+    from r1jax.run_weights import load_params
     from r1jax.sft_command import sft_command
 
     cfg = _config_file(tmp_path, "two")

@@ -12,12 +12,12 @@ from fake_gcs import fake_gcs
 from flax import nnx
 
 from r1jax import storage
-from r1jax.checkpoint import checkpoint_dir
 from r1jax.data.files import expand_paths, iter_rows
 from r1jax.data.records import BadRows
 from r1jax.eval_command import _write
 from r1jax.metrics import MetricsWriter, plot_run, read_metrics
 from r1jax.model.hf import load_hf_model, save_hf_model
+from r1jax.run_weights import checkpoint_dir
 from r1jax.traces_command import _Progress
 
 

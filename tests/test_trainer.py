@@ -15,10 +15,11 @@ import pytest
 from flax import nnx
 from trainer_fixtures import CHARS, config_file, make_config
 
-from r1jax.checkpoint import CheckpointError, load_params, saved_steps
+from r1jax.checkpoint import CheckpointError
 from r1jax.config import ConfigError
 from r1jax.perf import update_flops
 from r1jax.rl.trainer import KILL_ENV, GRPOTrainer
+from r1jax.run_weights import load_params, saved_steps
 
 TESTS = os.path.dirname(__file__)
 ROOT = os.path.dirname(TESTS)
@@ -252,7 +253,8 @@ def _check_init_checkpoint_feeds_sft_and_eval(tmp_path, init, trained, monkeypat
     assert_trained([np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))])
 
     # Resuming its own SFT checkpoint, r1jax sft neither loads nor needs the init weights.
-    from r1jax.checkpoint import RunCheckpointer, sft_checkpoint_dir
+    from r1jax.checkpoint import RunCheckpointer
+    from r1jax.run_weights import sft_checkpoint_dir
 
     own = RunCheckpointer(sft_checkpoint_dir(c.run_dir), async_save=False)
     own.save(1, nnx.state(model, nnx.Param), [np.zeros(1)], {"step": 1})

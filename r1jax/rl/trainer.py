@@ -38,7 +38,7 @@ from flax import nnx
 from r1jax import build
 from r1jax import distributed as dist
 from r1jax import sharding as shd
-from r1jax.checkpoint import CheckpointError, RunCheckpointer, restore_init_checkpoint
+from r1jax.checkpoint import CheckpointError, RunCheckpointer
 from r1jax.config import ConfigError, config_changes, validate
 from r1jax.eval_sets import EvalScorers, EvalSet, best_metric, evaluate_sets, load_eval_sets
 from r1jax.interrupt import GracefulStop, Preempted
@@ -67,6 +67,7 @@ from r1jax.rl.step import (
     jit_update,
     make_update_fn,
 )
+from r1jax.run_weights import restore_init_checkpoint
 from r1jax.train_loop import TrainingError
 
 log = logging.getLogger(__name__)
