@@ -196,7 +196,6 @@ def test_a_shard_file_one_process_cannot_restore_fails_fast_then_is_skipped(tmp_
     (before: a gloo collective mismatch, or a hang); the next start skips step 2 on both and
     restores step 1. Reading
     the run as `r1jax eval` does fails on process 1 with an error asking for a step."""
-    monkeypatch.setenv("R1JAX_RESTORE_AGREEMENT_S", "10")  # (process 0 never reports)
     worker = os.path.join(TESTS, "multihost_restore_worker.py")
     ck = tmp_path / "checkpoints"
 
@@ -223,7 +222,9 @@ def test_a_shard_file_one_process_cannot_restore_fails_fast_then_is_skipped(tmp_
     read = run("read", "read")  # (r1jax eval's reading: nothing recorded, an error)
     assert "cannot fall back to an older checkpoint alone: pass --step=" in read[1]["error"]
     assert not os.path.exists(tmp_path / "checkpoints.unrestorable")
+    monkeypatch.setenv("R1JAX_RESTORE_AGREEMENT_S", "10")  # (process 0 never reports)
     first = run("restore", "first")
+    monkeypatch.delenv("R1JAX_RESTORE_AGREEMENT_S")
     assert "process 1 could not restore checkpoint" in first[1]["error"], first
     assert "skips this checkpoint on every process at the next start" in first[1]["error"]
     # process 0 waited inside the restore and fails once process 1 is gone, recording
