@@ -292,7 +292,7 @@ class RunCheckpointer:
             ) from None
         mark = f"{self._marks()}/{step}.process{jax.process_index()}"
         storage.makedirs(self._marks())
-        storage.write_text(mark, failure_text(step, e))
+        storage.write_text(mark, why)
         raise CheckpointError(
             f"process {jax.process_index()} could not restore checkpoint {self.directory}/"
             f"{step} ({why}). The other processes may have restored it, so this one cannot "
@@ -309,6 +309,8 @@ class RunCheckpointer:
         return OSError(f"{', '.join(marks)} could not restore it at an earlier start: {said}")
 
     def skip(self, step: int, e: Exception) -> str:
+        """Warns that checkpoint ``step`` cannot be restored (``e``) and the previous one is
+        tried; returns :func:`failure_text`."""
         why = failure_text(step, e)
         log.warning("checkpoint %s/%d cannot be restored (%s); trying the previous one",
                     self.directory, step, why)  # fmt: skip
