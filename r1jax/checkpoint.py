@@ -243,9 +243,8 @@ class RunCheckpointer:
                     failed = f"checkpoint {src} could not be moved to {dst} ({e})"
                     break
                 log.warning("moved the damaged checkpoint %s to %s", src, dst)
-                for mark in storage.listdir(self._marks()):
-                    if mark.startswith(f"{step}.p"):  # (the step will be saved anew)
-                        storage.remove(f"{self._marks()}/{mark}")
+                for mark in self._marks_of(step):  # (the step will be saved anew)
+                    storage.remove(mark)
         if not dist.all_true(not failed):  # every process stops, not only process 0
             raise CheckpointError(
                 f"{failed or 'process 0 could not move a damaged checkpoint'}: it is damaged "
@@ -255,6 +254,11 @@ class RunCheckpointer:
 
     def _marks(self) -> str:
         return f"{self.directory.rstrip('/')}.unrestorable"
+
+    def _marks_of(self, step: int) -> list[str]:
+        """The paths of :meth:`_fail_restore`'s records of ``step``, in process order."""
+        names = storage.listdir(self._marks())
+        return [f"{self._marks()}/{m}" for m in names if m.startswith(f"{step}.process")]
 
     def _all_restored(self, step: int, failed: Exception | None) -> bool:
         """Whether every process restored ``step`` (``failed``: this one's error, if any).
@@ -302,11 +306,12 @@ class RunCheckpointer:
 
     def _unrestorable(self, step: int) -> Exception | None:
         """The failure recorded by :meth:`_fail_restore` for ``step`` at an earlier start."""
-        marks = sorted(m for m in storage.listdir(self._marks()) if m.startswith(f"{step}.p"))
+        marks = self._marks_of(step)
         if not marks:
             return None
-        said = storage.read_text(f"{self._marks()}/{marks[0]}")
-        return OSError(f"{', '.join(marks)} could not restore it at an earlier start: {said}")
+        names = ", ".join(os.path.basename(m) for m in marks)
+        said = storage.read_text(marks[0])
+        return OSError(f"{names} could not restore it at an earlier start: {said}")
 
     def skip(self, step: int, e: Exception) -> str:
         """Warns that checkpoint ``step`` cannot be restored (``e``) and the previous one is
